@@ -1,0 +1,53 @@
+"""Recorder configuration, in one place.
+
+Every field is read from the environment variable named in its alias (documented in README.md)
+and can be overridden by the matching CLI flag. Names shared with the orchestrator (RECORDS_DIR,
+S3_*, CHROMIUM_PATH, ORCHESTRATOR_URL, WORKER_TOKEN) mean the same thing on both sides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class RecorderSettings(BaseSettings):
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
+
+    records_dir: Path = Field(default=Path("records"), validation_alias=_env("RECORDS_DIR"))
+    chromium_path: str = Field(default="/usr/bin/chromium", validation_alias=_env("CHROMIUM_PATH"))
+
+    # capture
+    preset: str = Field(default="veryfast", validation_alias=_env("RECORDER_PRESET"))
+    crf: int = Field(default=23, ge=0, le=51, validation_alias=_env("RECORDER_CRF"))
+    encoder_threads: int = Field(default=1, ge=0, validation_alias=_env("RECORDER_ENCODER_THREADS"))
+    av_offset_ms: float | None = Field(
+        default=None,
+        validation_alias=_env("RECORDER_AV_OFFSET_MS"),
+        description="audio shift in ms applied at capture; unset means the calibration file or 0",
+    )
+    stop_timeout: float = Field(default=10.0, gt=0, validation_alias=_env("RECORDER_STOP_TIMEOUT"))
+
+    # storage
+    s3_bucket: str | None = Field(default=None, validation_alias=_env("S3_BUCKET"))
+    s3_prefix: str = Field(default="recordings", validation_alias=_env("S3_PREFIX"))
+    s3_endpoint_url: str | None = Field(default=None, validation_alias=_env("S3_ENDPOINT_URL"))
+    s3_key_template: str = Field(
+        default="{prefix}/{yyyy}/{mm}/{dd}/{recording_id}/{name}",
+        validation_alias=_env("S3_KEY_TEMPLATE"),
+    )
+    keep_local: bool = Field(default=False, validation_alias=_env("KEEP_LOCAL"))
+
+    # worker
+    orchestrator_url: str = Field(default="http://127.0.0.1:8080", validation_alias=_env("ORCHESTRATOR_URL"))
+    worker_token: str | None = Field(default=None, validation_alias=_env("WORKER_TOKEN"))
+
+    @property
+    def calibration_file(self) -> Path:
+        return self.records_dir / ".calibration.json"

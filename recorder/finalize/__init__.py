@@ -1,0 +1,1 @@
+"""finalize stage of the recorder pipeline."""

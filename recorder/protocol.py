@@ -1,0 +1,92 @@
+"""The worker protocol: the only place where a recorder worker and the orchestrator meet.
+
+Three calls over HTTP, authenticated with the worker token (`Authorization: Bearer <WORKER_TOKEN>`):
+
+- `POST /v1/worker/lease`      body `LeaseRequest`  -> 200 `Lease`, or 204 when nothing came within `wait` seconds.
+- `POST /v1/worker/heartbeat`  body `Heartbeat`     -> 200 `HeartbeatReply`, or 410 when the lease is no longer held.
+- `POST /v1/worker/report`     body `Report`        -> 200 `HeartbeatReply`, or 410 when the lease is no longer held.
+
+The orchestrator never reaches into a worker; a worker that cannot reach the orchestrator keeps recording
+and retries, so an orchestrator restart loses nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recorder.spec import RecordingSpec
+
+WorkerState = Literal["idle", "starting", "recording", "finalizing", "uploading"]
+Action = Literal["continue", "stop", "cancel"]
+Outcome = Literal["completed", "failed", "cancelled"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UploadTarget(_Model):
+    """Where the finished recording goes; no bucket means local storage under RECORDS_DIR."""
+
+    bucket: str | None = None
+    prefix: str = ""
+
+
+class Progress(_Model):
+    """What FFmpeg reports while capturing, as carried in heartbeats and the API."""
+
+    elapsed: float = 0.0
+    frames: int = 0
+    fps: float = 0.0
+    speed: float = 0.0
+    dropped: int = 0
+    duplicated: int = 0
+    bytes: int = 0
+    behind: bool = Field(default=False, description="capture has fallen behind real time for 10 s or more")
+    first_frame_at: float | None = Field(default=None, description="unix time of the first captured frame")
+
+
+class ErrorInfo(_Model):
+    code: str
+    message: str
+
+
+class LeaseRequest(_Model):
+    worker_id: str
+    wait: float = Field(default=20.0, ge=0, le=60)
+    capacity: int = Field(default=1, ge=0, description="how many more recordings this worker can take now")
+
+
+class Lease(_Model):
+    lease_id: str
+    recording_id: str
+    attempt: int
+    spec: RecordingSpec
+    upload: UploadTarget = Field(default_factory=UploadTarget)
+    heartbeat_interval: float = 3.0
+    lease_ttl: float = 15.0
+
+
+class Heartbeat(_Model):
+    lease_id: str
+    worker_id: str
+    state: WorkerState
+    progress: Progress = Field(default_factory=Progress)
+
+
+class HeartbeatReply(_Model):
+    action: Action = "continue"
+
+
+class Report(_Model):
+    lease_id: str
+    worker_id: str
+    outcome: Outcome
+    location: str | None = Field(default=None, description="s3://bucket/key or file:///path of rec.mp4")
+    metadata_location: str | None = None
+    quality: dict[str, Any] | None = None
+    progress: Progress = Field(default_factory=Progress)
+    error: ErrorInfo | None = None
+    upload_pending: bool = False

@@ -1,0 +1,1 @@
+"""worker stage of the recorder pipeline."""

@@ -33,8 +33,9 @@ class FakePool:
         return name
 
     def snapshot(self) -> PoolSnapshot:
-        return PoolSnapshot(now=self.now, queued=self.queued, workers=tuple(self.workers.values()),
-                            release=self.release)
+        return PoolSnapshot(
+            now=self.now, queued=self.queued, workers=tuple(self.workers.values()), release=self.release
+        )
 
     def tick(self) -> Decision:
         decision = decide(self.snapshot(), self.config)

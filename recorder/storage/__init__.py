@@ -1,1 +1,20 @@
-"""storage stage of the recorder pipeline."""
+"""Storage stage of the recorder pipeline: S3 (verified, resumable) or local disk, plus live upload.
+
+See `store.py` for the entry points and the bucket layout, `live.py` for upload while recording.
+"""
+
+from recorder.storage.live import LiveSummary, LiveUploader
+from recorder.storage.result import StoredObject, StoredResult
+from recorder.storage.s3 import TransferOptions
+from recorder.storage.store import abort_pending, resume_pending, store_recording
+
+__all__ = [
+    "LiveSummary",
+    "LiveUploader",
+    "StoredObject",
+    "StoredResult",
+    "TransferOptions",
+    "abort_pending",
+    "resume_pending",
+    "store_recording",
+]

@@ -1,0 +1,154 @@
+"""Persisted upload state, so an upload S3 could not finish is resumed later instead of started over.
+
+Each recording being uploaded has `RECORDS_DIR/<recording_id>/upload.pending.json` (written atomically,
+before and after every step that changes S3's state) holding the bucket, every object's key, its
+multipart upload id and the parts S3 confirmed with their ETags and SHA-256 checksums. An upload that
+failed for good (denied, refused) is renamed `upload.failed.json`: kept for a person, never retried.
+
+`upload.lock` (flock) makes sure one thread or process at a time works on a recording's upload,
+which matters when several workers share RECORDS_DIR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PENDING_NAME = "upload.pending.json"
+FAILED_NAME = "upload.failed.json"
+LOCK_NAME = "upload.lock"
+
+
+class PartRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    number: int
+    size: int
+    etag: str
+    checksum_sha256: str = Field(description="base64 SHA-256 of the part's bytes, as sent to S3")
+
+
+class ObjectUpload(BaseModel):
+    """One file on its way to one key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    path: Path
+    key: str
+    content_type: str
+    size: int
+    part_size: int | None = Field(default=None, description="None: a single PUT")
+    upload_id: str | None = None
+    parts: dict[int, PartRecord] = Field(default_factory=dict)
+    sha256: str | None = Field(default=None, description="hex SHA-256 of the whole file, once computed")
+    done: bool = False
+
+    @property
+    def part_count(self) -> int:
+        if self.part_size is None:
+            return 1
+        return max(1, -(-self.size // self.part_size))
+
+    def part_range(self, number: int) -> tuple[int, int]:
+        assert self.part_size is not None
+        offset = (number - 1) * self.part_size
+        return offset, min(self.part_size, self.size - offset)
+
+
+class PendingUpload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = 1
+    recording_id: str
+    bucket: str
+    keep_local: bool = False
+    objects: list[ObjectUpload]
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    attempts: int = 0
+    reason: str | None = None
+    error_code: str | None = None
+
+    def find(self, name: str) -> ObjectUpload | None:
+        return next((o for o in self.objects if o.name == name), None)
+
+
+class PendingStore:
+    """The pending-upload files under RECORDS_DIR, one directory per recording."""
+
+    def __init__(self, records_dir: Path) -> None:
+        self.records_dir = records_dir
+
+    def dir(self, recording_id: str) -> Path:
+        return self.records_dir / recording_id
+
+    def path(self, recording_id: str) -> Path:
+        return self.dir(recording_id) / PENDING_NAME
+
+    def load(self, recording_id: str) -> PendingUpload | None:
+        path = self.path(recording_id)
+        try:
+            return PendingUpload.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def save(self, state: PendingUpload) -> None:
+        state.updated_at = datetime.now(UTC)
+        _atomic_write(self.path(state.recording_id), state.model_dump_json(indent=2).encode())
+
+    def remove(self, recording_id: str) -> None:
+        self.path(recording_id).unlink(missing_ok=True)
+
+    def mark_failed(self, state: PendingUpload, code: str, reason: str) -> None:
+        """Keep the state for a person to read, out of the way of `resume_pending`."""
+        state.error_code = code
+        state.reason = reason
+        state.updated_at = datetime.now(UTC)
+        _atomic_write(self.dir(state.recording_id) / FAILED_NAME, state.model_dump_json(indent=2).encode())
+        self.remove(state.recording_id)
+
+    def pending_ids(self) -> list[str]:
+        if not self.records_dir.is_dir():
+            return []
+        return sorted(p.parent.name for p in self.records_dir.glob(f"*/{PENDING_NAME}"))
+
+    @contextlib.contextmanager
+    def lock(self, recording_id: str, *, wait: bool = True) -> Iterator[bool]:
+        """Hold the recording's upload lock; yields False (without holding it) if `wait` is off and it is busy."""
+        directory = self.dir(recording_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write-then-rename with fsync, so a crash leaves the old state or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

@@ -1,0 +1,486 @@
+"""Storage: verified S3 uploads through a real S3 HTTP server (moto), pending/resume, local default, live upload."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from recorder.config import RecorderSettings
+from recorder.errors import ErrorCode, RecorderError
+from recorder.protocol import UploadTarget
+from recorder.storage import LiveUploader, TransferOptions, abort_pending, resume_pending, store_recording
+from recorder.storage.keys import check_template, live_prefix, object_key
+from recorder.storage.pending import FAILED_NAME, PENDING_NAME, PendingUpload
+from tests.support.s3 import AUTH_BUCKET, MotoServer, S3Env, TcpGate
+
+MiB = 1024 * 1024
+STARTED = datetime(2026, 3, 7, 23, 30, tzinfo=UTC)
+SMALL_PARTS = TransferOptions(multipart_threshold=6 * MiB, part_size=5 * MiB, max_concurrency=2, max_attempts=2)
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+
+
+def sha256(path_or_bytes: Path | bytes) -> str:
+    data = path_or_bytes.read_bytes() if isinstance(path_or_bytes, Path) else path_or_bytes
+    return hashlib.sha256(data).hexdigest()
+
+
+def settings_for(
+    tmp_path: Path, endpoint: str | None = None, bucket: str | None = None, **extra: object
+) -> RecorderSettings:
+    return RecorderSettings(
+        records_dir=tmp_path / "records", s3_bucket=bucket, s3_endpoint_url=endpoint, s3_prefix="recordings", **extra
+    )
+
+
+def random_recording(settings: RecorderSettings, recording_id: str, size: int) -> dict[str, Path]:
+    """rec.mp4 of random bytes (size matters here, not content) and a rec.json, where the recorder puts them."""
+    home = settings.records_dir / recording_id
+    home.mkdir(parents=True, exist_ok=True)
+    media = home / "rec.mp4"
+    media.write_bytes(os.urandom(size))
+    meta = home / "rec.json"
+    meta.write_text(json.dumps({"recording_id": recording_id, "duration": 1.0}))
+    return {"rec.mp4": media, "rec.json": meta}
+
+
+def real_recording(settings: RecorderSettings, recording_id: str) -> dict[str, Path]:
+    """A genuine short H.264/AAC MP4 (faststart) generated with lavfi, plus its rec.json."""
+    home = settings.records_dir / recording_id
+    home.mkdir(parents=True, exist_ok=True)
+    media = home / "rec.mp4"
+    subprocess.run(
+        [
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
+            "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
+            "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-movflags", "+faststart", str(media),
+        ],
+        check=True,
+        timeout=60,
+    )
+    meta = home / "rec.json"
+    meta.write_text(json.dumps({"recording_id": recording_id, "duration": 2.0}))
+    return {"rec.mp4": media, "rec.json": meta}
+
+
+def download(s3: S3Env, bucket: str, key: str) -> bytes:
+    return s3.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def open_uploads(s3: S3Env, bucket: str) -> list[dict]:
+    return s3.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def pending_state(settings: RecorderSettings, recording_id: str) -> PendingUpload:
+    return PendingUpload.model_validate_json((settings.records_dir / recording_id / PENDING_NAME).read_bytes())
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+def test_default_key_template_files_by_utc_day() -> None:
+    local_evening = datetime.fromisoformat("2026-03-07T20:30:00-05:00")  # already 8 March in UTC
+    key = object_key(
+        "{prefix}/{yyyy}/{mm}/{dd}/{recording_id}/{name}",
+        prefix="/recordings/",
+        recording_id="r1",
+        name="rec.mp4",
+        started_at=local_evening,
+    )
+    assert key == "recordings/2026/03/08/r1/rec.mp4"
+    assert object_key("{prefix}/{recording_id}/{name}", prefix="", recording_id="r1", name="rec.json",
+                      started_at=STARTED) == "r1/rec.json"
+    assert live_prefix("{prefix}/{yyyy}/{mm}/{dd}/{recording_id}/{name}", prefix="p", recording_id="r1",
+                       started_at=STARTED) == "p/2026/03/07/r1/live/"
+
+
+@pytest.mark.parametrize("template", ["{prefix}/{name}", "{prefix}/{recording_id}/{name}/{bogus}"])
+def test_key_template_that_would_collide_or_is_unknown_is_refused(template: str) -> None:
+    with pytest.raises(RecorderError) as info:
+        check_template(template)
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_part_size_grows_to_fit_ten_thousand_parts() -> None:
+    options = TransferOptions(part_size=8 * MiB)
+    assert options.part_size_for(100 * MiB) == 8 * MiB
+    huge = 200 * 1024 * MiB
+    part = options.part_size_for(huge)
+    assert -(-huge // part) <= 10_000 and part % MiB == 0 and part > 8 * MiB
+
+
+# -- local storage -------------------------------------------------------------------------------
+
+
+def test_without_bucket_files_stay_in_records_dir_with_file_locations(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    files = random_recording(settings, "loc1", 300_000)
+    digest = sha256(files["rec.mp4"])
+    elsewhere = tmp_path / "work" / "quality.json"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("{}")
+
+    result = store_recording("loc1", {**files, "quality.json": elsewhere}, UploadTarget(), settings, STARTED)
+
+    home = (settings.records_dir / "loc1").resolve()
+    assert result.location == (home / "rec.mp4").as_uri()
+    assert result.metadata_location == (home / "rec.json").as_uri()
+    assert not result.pending and result.destination is None
+    assert result.sha256 == digest == sha256(home / "rec.mp4")
+    assert result.bytes == 300_000
+    assert (home / "quality.json").is_file() and not elsewhere.exists()
+
+
+# -- upload after finalize -----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+def test_real_recording_uploaded_verified_and_local_copy_removed(tmp_path: Path, s3: S3Env) -> None:
+    settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
+    files = real_recording(settings, "rec-real")
+    media_bytes = files["rec.mp4"].read_bytes()
+    meta_bytes = files["rec.json"].read_bytes()
+
+    result = store_recording("rec-real", files, UploadTarget(), settings, STARTED)
+
+    key = "recordings/2026/03/07/rec-real/rec.mp4"
+    assert result.location == f"s3://{s3.bucket}/{key}"
+    assert result.metadata_location == f"s3://{s3.bucket}/recordings/2026/03/07/rec-real/rec.json"
+    assert not result.pending and result.error is None
+    assert result.sha256 == sha256(media_bytes) and result.bytes == len(media_bytes)
+    assert sha256(download(s3, s3.bucket, key)) == sha256(media_bytes)
+    head = s3.client.head_object(Bucket=s3.bucket, Key=key)
+    assert head["ContentType"] == "video/mp4"
+    meta_head = s3.client.head_object(Bucket=s3.bucket, Key=key.replace("rec.mp4", "rec.json"))
+    assert meta_head["ContentType"] == "application/json"
+    assert download(s3, s3.bucket, key.replace("rec.mp4", "rec.json")) == meta_bytes
+    # confirmed, so the local copies are gone, and so is the recording's directory
+    assert not (settings.records_dir / "rec-real").exists()
+
+
+def test_keep_local_and_target_bucket_and_prefix(tmp_path: Path, s3: S3Env) -> None:
+    other = s3.new_bucket()
+    settings = settings_for(tmp_path, s3.endpoint, s3.bucket, keep_local=True)
+    files = random_recording(settings, "keep1", 100_000)
+
+    result = store_recording("keep1", files, UploadTarget(bucket=other, prefix="tenant-a"), settings, STARTED)
+
+    assert result.location == f"s3://{other}/tenant-a/2026/03/07/keep1/rec.mp4"
+    assert files["rec.mp4"].is_file() and files["rec.json"].is_file()
+    assert sha256(download(s3, other, "tenant-a/2026/03/07/keep1/rec.mp4")) == sha256(files["rec.mp4"])
+    assert not (settings.records_dir / "keep1" / PENDING_NAME).exists()
+
+
+def test_file_above_threshold_goes_in_several_verified_parts(tmp_path: Path, s3: S3Env) -> None:
+    settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
+    files = random_recording(settings, "big1", 12 * MiB + 12345)
+    digest = sha256(files["rec.mp4"])
+
+    result = store_recording("big1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS)
+
+    key = "recordings/2026/03/07/big1/rec.mp4"
+    assert result.objects[0].parts == 3
+    head = s3.client.head_object(Bucket=s3.bucket, Key=key, ChecksumMode="ENABLED")
+    assert head["ETag"].strip('"').endswith("-3")
+    assert head["ContentLength"] == 12 * MiB + 12345
+    assert head["ContentType"] == "video/mp4"
+    assert head.get("ChecksumSHA256"), "the SHA-256 checksum was stored with the object"
+    assert sha256(download(s3, s3.bucket, key)) == digest == result.sha256
+    assert open_uploads(s3, s3.bucket) == []
+
+
+def test_recordings_stored_from_several_threads_at_once(tmp_path: Path, s3: S3Env) -> None:
+    settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
+    sets = {f"par{i}": random_recording(settings, f"par{i}", 7 * MiB + i) for i in range(3)}
+    digests = {rid: sha256(files["rec.mp4"]) for rid, files in sets.items()}
+
+    with ThreadPoolExecutor(3) as pool:
+        futures = {
+            rid: pool.submit(store_recording, rid, files, UploadTarget(), settings, STARTED, options=SMALL_PARTS)
+            for rid, files in sets.items()
+        }
+        results = {rid: f.result(timeout=120) for rid, f in futures.items()}
+
+    for rid, result in results.items():
+        assert not result.pending
+        assert sha256(download(s3, s3.bucket, f"recordings/2026/03/07/{rid}/rec.mp4")) == digests[rid]
+
+
+# -- when S3 misbehaves --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gated(tmp_path: Path, s3: S3Env, s3_gate: TcpGate) -> Iterator[tuple[RecorderSettings, TcpGate]]:
+    yield settings_for(tmp_path, s3_gate.endpoint, s3.bucket), s3_gate
+
+
+def test_outage_mid_upload_keeps_it_pending_then_resumes_the_same_upload(
+    gated: tuple[RecorderSettings, TcpGate], s3: S3Env
+) -> None:
+    settings, gate = gated
+    files = random_recording(settings, "out1", 17 * MiB)  # 4 parts of 5, 5, 5, 2 MiB
+    digest, meta = sha256(files["rec.mp4"]), files["rec.json"].read_bytes()
+    # S3 "stops" as the third part is about to be sent: part 1 or 2 is confirmed, the rest is not
+    gate.close_when(lambda method, path: method == "PUT" and "partNumber=3" in path)
+
+    started = time.monotonic()
+    result = store_recording("out1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS)
+    assert time.monotonic() - started < 30, "a closed endpoint fails fast (refused or reset), no hang"
+
+    assert result.pending and not gate.is_open
+    assert "unreachable" in (result.reason or "")
+    assert result.location == files["rec.mp4"].resolve().as_uri()
+    assert result.destination == f"s3://{s3.bucket}/recordings/2026/03/07/out1/rec.mp4"
+    assert files["rec.mp4"].is_file(), "nothing is deleted before the object is confirmed"
+    state = pending_state(settings, "out1")
+    media = state.find("rec.mp4")
+    assert media is not None and media.upload_id and not media.done
+    confirmed_before = set(media.parts)
+    assert confirmed_before and 3 not in confirmed_before and len(confirmed_before) < 4
+    upload_id = media.upload_id
+
+    # still down: stays pending, same upload
+    again = resume_pending(settings, options=SMALL_PARTS)
+    assert [r.pending for r in again] == [True]
+    assert pending_state(settings, "out1").find("rec.mp4").upload_id == upload_id  # type: ignore[union-attr]
+
+    gate.open()
+    seen = len(gate.requests)
+    resumed = resume_pending(settings, options=SMALL_PARTS)
+
+    assert len(resumed) == 1 and not resumed[0].pending and resumed[0].error is None
+    assert resumed[0].location == result.destination
+    assert sha256(download(s3, s3.bucket, "recordings/2026/03/07/out1/rec.mp4")) == digest
+    assert download(s3, s3.bucket, "recordings/2026/03/07/out1/rec.json") == meta
+    assert open_uploads(s3, s3.bucket) == [], "no duplicate or orphan multipart upload left"
+    # the same multipart upload was continued: one create in all, parts confirmed before were not resent
+    assert len(gate.calls("POST", "?uploads")) == 1
+    after = gate.requests[seen:]
+    resent = {n for n in confirmed_before for m, p in after if m == "PUT" and f"partNumber={n}&" in p + "&"}
+    assert resent == set()
+    completes = [p for m, p in after if m == "POST" and "uploadId=" in p]
+    assert len(completes) == 1 and (f"uploadId={quote(upload_id, safe='')}" in completes[0]
+                                    or f"uploadId={upload_id}" in completes[0])
+    assert not (settings.records_dir / "out1").exists()
+    assert resume_pending(settings, options=SMALL_PARTS) == []
+
+
+def test_missing_bucket_is_denied_at_once_without_retries(tmp_path: Path, s3: S3Env, s3_gate: TcpGate) -> None:
+    settings = settings_for(tmp_path, s3_gate.endpoint, "no-such-bucket-here")
+    files = random_recording(settings, "deny1", 12 * MiB)
+    options = TransferOptions(multipart_threshold=6 * MiB, part_size=5 * MiB, max_attempts=5)
+
+    started = time.monotonic()
+    with pytest.raises(RecorderError) as info:
+        store_recording("deny1", files, UploadTarget(), settings, STARTED, options=options)
+    elapsed = time.monotonic() - started
+
+    assert info.value.code is ErrorCode.UPLOAD_DENIED
+    assert "no-such-bucket-here" in info.value.message and "NoSuchBucket" in info.value.message
+    assert len(gate_s3_calls(s3_gate)) == 1, f"one request, no retry storm: {s3_gate.requests}"
+    assert elapsed < 10
+    home = settings.records_dir / "deny1"
+    assert files["rec.mp4"].is_file()
+    assert not (home / PENDING_NAME).exists() and (home / FAILED_NAME).is_file()
+    assert resume_pending(settings, options=options) == []
+
+
+def gate_s3_calls(gate: TcpGate) -> list[tuple[str, str]]:
+    return [(m, p) for m, p in gate.requests if not p.startswith("/moto-api")]
+
+
+def test_wrong_credentials_are_denied_naming_bucket_and_cause(
+    tmp_path: Path, aws_env: None, moto_auth_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
+    settings = settings_for(tmp_path, moto_auth_server.endpoint, AUTH_BUCKET)
+    files = random_recording(settings, "cred1", 1000)
+
+    started = time.monotonic()
+    with pytest.raises(RecorderError) as info:
+        store_recording("cred1", files, UploadTarget(), settings, STARTED)
+
+    assert time.monotonic() - started < 10
+    assert info.value.code is ErrorCode.UPLOAD_DENIED
+    assert AUTH_BUCKET in info.value.message and "InvalidAccessKeyId" in info.value.message
+    assert "credentials" in info.value.message
+
+
+def test_abort_pending_leaves_no_parts_behind(gated: tuple[RecorderSettings, TcpGate], s3: S3Env) -> None:
+    settings, gate = gated
+    files = random_recording(settings, "ab1", 12 * MiB)
+    gate.close_when(lambda method, path: method == "PUT" and "partNumber=2" in path)
+    assert store_recording("ab1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS).pending
+    gate.open()
+    assert len(open_uploads(s3, s3.bucket)) == 1
+
+    assert abort_pending("ab1", settings, options=SMALL_PARTS) is True
+
+    assert open_uploads(s3, s3.bucket) == []
+    assert not (settings.records_dir / "ab1" / PENDING_NAME).exists()
+    assert resume_pending(settings, options=SMALL_PARTS) == []
+    assert abort_pending("ab1", settings, options=SMALL_PARTS) is False
+
+
+def test_cancel_during_upload_aborts_the_multipart_upload(
+    gated: tuple[RecorderSettings, TcpGate], s3: S3Env
+) -> None:
+    settings, gate = gated
+    files = random_recording(settings, "cx1", 17 * MiB)
+    cancel = threading.Event()
+
+    def cancel_at_part_two(method: str, path: str) -> bool:
+        if method == "PUT" and "partNumber=2" in path:
+            cancel.set()
+        return False  # the gate stays open
+
+    gate.close_when(cancel_at_part_two)
+    with pytest.raises(RecorderError) as info:
+        store_recording("cx1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS, cancel=cancel)
+
+    assert info.value.code is ErrorCode.CANCELLED
+    assert open_uploads(s3, s3.bucket) == []
+    assert gate.calls("DELETE", "uploadId="), "the upload was aborted"
+    assert not (settings.records_dir / "cx1" / PENDING_NAME).exists()
+    assert files["rec.mp4"].is_file()
+
+
+# -- upload while recording ----------------------------------------------------------------------
+
+HLS_OUTPUT = ["-f", "hls", "-hls_time", "2", "-hls_list_size", "0", "-hls_segment_filename"]
+
+
+def start_live_ffmpeg(live: Path, *, realtime: bool, seconds: float) -> subprocess.Popen[bytes]:
+    """What capture runs with live_upload: H.264 with a keyframe every 2 s, AAC, 2 s HLS segments."""
+    live.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+            *(["-re"] if realtime else []),
+            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
+            "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
+            "-t", str(seconds),
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+            "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
+            "-c:a", "aac", "-ar", "48000",
+            *HLS_OUTPUT, str(live / "seg_%05d.ts"), str(live / "index.m3u8"),
+        ],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def listed(playlist: str) -> list[str]:
+    return [line for line in playlist.splitlines() if line and not line.startswith("#")]
+
+
+def bucket_names(s3: S3Env, prefix: str) -> set[str]:
+    page = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=prefix)
+    return {obj["Key"][len(prefix):] for obj in page.get("Contents", [])}
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def probe_hls(playlist: Path) -> tuple[float, set[str], int]:
+    """Duration, stream types and video frame count of an HLS recording, read as a whole (VOD)."""
+    text = playlist.read_text()
+    if "#EXT-X-ENDLIST" not in text:  # a killed FFmpeg leaves a live playlist: read what it lists, to the end
+        playlist = playlist.with_name("vod.m3u8")
+        playlist.write_text(text + "#EXT-X-ENDLIST\n")
+    out = subprocess.run(
+        [
+            "ffprobe", "-v", "error", "-count_packets",
+            "-show_entries", "format=duration:stream=codec_type,nb_read_packets", "-of", "json", str(playlist),
+        ],
+        check=True, capture_output=True, text=True, timeout=60,
+    )
+    info = json.loads(out.stdout)
+    frames = sum(int(s["nb_read_packets"]) for s in info["streams"] if s["codec_type"] == "video")
+    return float(info["format"]["duration"]), {s["codec_type"] for s in info["streams"]}, frames
+
+
+@needs_ffmpeg
+def test_live_upload_keeps_every_completed_segment_when_ffmpeg_is_killed(tmp_path: Path, s3: S3Env) -> None:
+    settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
+    live = settings.records_dir / "live1" / "live"
+    uploader = LiveUploader.for_recording(live, "live1", UploadTarget(), settings, STARTED, poll_interval=0.2)
+    assert uploader is not None
+    prefix = "recordings/2026/03/07/live1/live/"
+    assert uploader.key_prefix == prefix
+    ffmpeg = start_live_ffmpeg(live, realtime=True, seconds=60)
+    uploader.start()
+    try:
+        playlist = live / "index.m3u8"
+        wait_for(lambda: playlist.exists() and len(listed(playlist.read_text())) >= 3, 45, "3 finished segments")
+        os.killpg(ffmpeg.pid, signal.SIGKILL)  # the recorder dies mid-recording
+        ffmpeg.wait(timeout=10)
+
+        on_disk = sorted(p.name for p in live.glob("seg_*.ts"))
+        finished = listed(playlist.read_text())
+        in_progress = [name for name in on_disk if name not in finished]
+        assert len(in_progress) <= 1 and finished == on_disk[: len(finished)]
+        wait_for(lambda: set(finished) | {"index.m3u8"} <= bucket_names(s3, prefix), 20, "segments in the bucket")
+    finally:
+        uploader.close()
+        if ffmpeg.poll() is None:
+            os.killpg(ffmpeg.pid, signal.SIGKILL)
+            ffmpeg.wait()
+
+    in_bucket = bucket_names(s3, prefix)
+    assert set(in_progress).isdisjoint(in_bucket), "a segment still being written is never uploaded"
+    fetched = tmp_path / "fetched"
+    fetched.mkdir()
+    for name in [*finished, "index.m3u8"]:
+        data = download(s3, s3.bucket, prefix + name)
+        assert data == (live / name).read_bytes()
+        (fetched / name).write_bytes(data)
+    head = s3.client.head_object(Bucket=s3.bucket, Key=prefix + finished[0])
+    assert head["ContentType"] == "video/mp2t"
+    duration, streams, frames = probe_hls(fetched / "index.m3u8")
+    assert streams == {"video", "audio"}
+    assert abs(duration - 2.0 * len(finished)) < 0.5, (duration, finished)
+    assert frames == 60 * len(finished), "2 s of 30 fps video in every finished segment, none lost"
+
+
+@needs_ffmpeg
+def test_live_upload_finish_sends_the_rest_and_the_final_playlist(tmp_path: Path, s3: S3Env) -> None:
+    live = tmp_path / "live"
+    prefix = "rec/live2/live/"
+    with LiveUploader(live, s3.bucket, prefix, client=s3.client, poll_interval=0.2) as uploader:
+        ffmpeg = start_live_ffmpeg(live, realtime=False, seconds=7)
+        try:
+            assert ffmpeg.wait(timeout=60) == 0
+        finally:
+            if ffmpeg.poll() is None:
+                os.killpg(ffmpeg.pid, signal.SIGKILL)
+                ffmpeg.wait()
+        summary = uploader.finish()
+
+    segments = sorted(p.name for p in live.glob("seg_*.ts"))
+    assert len(segments) == 4  # 2 + 2 + 2 + 1 s
+    assert summary.missing == [] and summary.error is None
+    assert sorted(summary.uploaded) == segments
+    assert bucket_names(s3, prefix) == {*segments, "index.m3u8"}
+    final = download(s3, s3.bucket, prefix + "index.m3u8").decode()
+    assert "#EXT-X-ENDLIST" in final and listed(final) == segments

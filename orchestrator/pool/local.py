@@ -1,11 +1,13 @@
 """The local backend: workers are `recorder worker` subprocesses of the orchestrator, on this machine.
 
-Each worker runs in its own process group, so stopping one also stops the Xvfb, PulseAudio, Chromium and
-FFmpeg it started, and a worker that crashed leaves no orphans behind. A worker that exits without being
-asked is listed as failed, with its exit status and the last line it logged, until the autoscaler
-removes and replaces it. A worker's stdout and stderr go to `<state_dir>/<name>.log` (a file, not a pipe:
-a pipe would be inherited by the processes the worker starts and keep its exit from being seen); the log
-of a failed worker is kept for the operator.
+Each worker runs in its own process group, is stopped with SIGTERM (it drains: finishes, uploads and
+reports) and SIGKILL after `stop_timeout`, and whatever it leaves in its group is cleared after it exits,
+so no Xvfb or FFmpeg outlives it. A worker that exits without being asked is listed as failed, with its
+exit status and the last line it logged, for `failed_retention` seconds; the autoscaler no longer counts
+it, so it is replaced at once.
+
+A worker's stdout and stderr go to `<state_dir>/<name>.log`: a file, not a pipe, because a pipe would be
+inherited by the processes the worker starts and hide its exit. The log of a failed worker is kept.
 
 Workers outlive an orchestrator that is killed: they keep recording and report to the restarted one.
 To keep supervising them, each worker's pid is written under `state_dir`, and `start()` adopts the
@@ -95,7 +97,7 @@ class LocalBackend:
         self,
         *,
         orchestrator_url: str,
-        worker_token: str,
+        worker_token: str | None,
         records_dir: Path,
         command: Sequence[str] = DEFAULT_WORKER_COMMAND,
         env: dict[str, str] | None = None,
@@ -104,6 +106,7 @@ class LocalBackend:
         stop_timeout: float = 60.0,
         state_dir: Path | None = None,
         name_prefix: str = "local",
+        failed_retention: float = 60.0,
     ) -> None:
         self.orchestrator_url = orchestrator_url
         self.worker_token = worker_token
@@ -116,6 +119,8 @@ class LocalBackend:
         self.stop_timeout = stop_timeout
         self.state_dir = Path(state_dir) if state_dir is not None else self.records_dir / ".pool"
         self.name_prefix = name_prefix
+        # How long a failed worker stays listed, with its reason, before it is forgotten.
+        self.failed_retention = failed_retention
         self._workers: dict[str, _Worker] = {}
         self._closed = False
 
@@ -174,7 +179,7 @@ class LocalBackend:
             **os.environ,
             **self.extra_env,
             "ORCHESTRATOR_URL": self.orchestrator_url,
-            "WORKER_TOKEN": self.worker_token,
+            "WORKER_TOKEN": self.worker_token or "",
             "WORKER_ID": name,
             "RECORDS_DIR": str(self.records_dir),
             "PYTHONUNBUFFERED": "1",
@@ -220,6 +225,9 @@ class LocalBackend:
         if worker.phase != "failed":
             self._forget(worker)
             self._log_path(worker.name).unlink(missing_ok=True)
+        else:
+            await asyncio.sleep(self.failed_retention)
+            self._forget(worker)
 
     async def _reap_after(self, worker: _Worker, grace: float) -> None:
         await self._stop(worker, grace)

@@ -126,9 +126,7 @@ def decide(snapshot: PoolSnapshot, config: PoolConfig) -> Decision:
         remaining = [w for w in remaining if w.name not in set(retire)]
 
     create = max(0, desired - len(remaining))
-    return Decision(
-        desired=desired, create=create, retire=tuple(retire), replace=tuple(replace), reasons=reasons
-    )
+    return Decision(desired=desired, create=create, retire=tuple(retire), replace=tuple(replace), reasons=reasons)
 
 
 def _idle_order(w: WorkerView) -> tuple[float, str]:

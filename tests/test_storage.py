@@ -116,6 +116,15 @@ def test_key_template_that_would_collide_or_is_unknown_is_refused(template: str)
     assert info.value.code is ErrorCode.INVALID_ARGUMENT
 
 
+@pytest.mark.parametrize("recording_id", ["../etc", "a/b", ".hidden", "", "x" * 200])
+def test_recording_id_that_could_escape_records_dir_is_refused(tmp_path: Path, recording_id: str) -> None:
+    settings = settings_for(tmp_path)
+    files = random_recording(settings, "ok", 10)
+    with pytest.raises(RecorderError) as info:
+        store_recording(recording_id, files, UploadTarget(), settings, STARTED)
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+
+
 def test_part_size_grows_to_fit_ten_thousand_parts() -> None:
     options = TransferOptions(part_size=8 * MiB)
     assert options.part_size_for(100 * MiB) == 8 * MiB
@@ -278,6 +287,47 @@ def test_outage_mid_upload_keeps_it_pending_then_resumes_the_same_upload(
                                     or f"uploadId={upload_id}" in completes[0])
     assert not (settings.records_dir / "out1").exists()
     assert resume_pending(settings, options=SMALL_PARTS) == []
+
+
+def test_s3_down_from_the_start_is_pending_then_uploaded(
+    gated: tuple[RecorderSettings, TcpGate], s3: S3Env
+) -> None:
+    settings, gate = gated
+    files = random_recording(settings, "down1", 12 * MiB)
+    digest = sha256(files["rec.mp4"])
+    gate.close()
+
+    result = store_recording("down1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS)
+
+    assert result.pending and result.location.startswith("file://")
+    assert pending_state(settings, "down1").find("rec.mp4").upload_id is None  # type: ignore[union-attr]
+    gate.open()
+    [resumed] = resume_pending(settings, options=SMALL_PARTS)
+    assert not resumed.pending and resumed.sha256 == digest
+    assert sha256(download(s3, s3.bucket, "recordings/2026/03/07/down1/rec.mp4")) == digest
+    assert open_uploads(s3, s3.bucket) == []
+
+
+def test_lost_answer_to_complete_is_recognised_not_uploaded_again(
+    gated: tuple[RecorderSettings, TcpGate], s3: S3Env
+) -> None:
+    settings, gate = gated
+    files = random_recording(settings, "lost1", 12 * MiB)
+    digest = sha256(files["rec.mp4"])
+    gate.close_on_answer(b"CompleteMultipartUploadResult")  # S3 completed it; the answer never arrives
+
+    result = store_recording("lost1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS)
+    assert result.pending
+    gate.open()
+    seen = len(gate.requests)
+    [resumed] = resume_pending(settings, options=SMALL_PARTS)
+
+    assert not resumed.pending and resumed.location == result.destination
+    assert sha256(download(s3, s3.bucket, "recordings/2026/03/07/lost1/rec.mp4")) == digest
+    after = gate.requests[seen:]
+    assert not [p for m, p in after if m == "PUT" and "rec.mp4" in p], "no byte of rec.mp4 sent again"
+    assert len(gate.calls("POST", "?uploads")) == 1
+    assert open_uploads(s3, s3.bucket) == []
 
 
 def test_missing_bucket_is_denied_at_once_without_retries(tmp_path: Path, s3: S3Env, s3_gate: TcpGate) -> None:

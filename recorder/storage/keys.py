@@ -14,6 +14,18 @@ from datetime import UTC, datetime
 from recorder.errors import ErrorCode, RecorderError
 
 FIELDS = frozenset({"prefix", "yyyy", "mm", "dd", "recording_id", "name"})
+_RECORDING_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_recording_id(recording_id: str) -> str:
+    """A recording id names a directory and a key segment: no slashes, no `..`, nothing hidden."""
+    if not _RECORDING_ID.fullmatch(recording_id) or ".." in recording_id:
+        raise RecorderError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"recording id {recording_id!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+        )
+    return recording_id
 
 
 def check_template(template: str) -> None:

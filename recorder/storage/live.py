@@ -27,7 +27,7 @@ import structlog
 from recorder.config import RecorderSettings
 from recorder.protocol import UploadTarget
 from recorder.storage.checksum import b64
-from recorder.storage.keys import content_type, live_prefix
+from recorder.storage.keys import check_recording_id, content_type, live_prefix
 from recorder.storage.s3 import TransferOptions, Verdict, classify, denied_error, describe, make_client
 
 log = structlog.get_logger(__name__)
@@ -95,6 +95,7 @@ class LiveUploader:
         bucket = target.bucket or settings.s3_bucket
         if not bucket:
             return None
+        check_recording_id(recording_id)
         prefix = live_prefix(
             settings.s3_key_template,
             prefix=target.prefix or settings.s3_prefix,

@@ -32,7 +32,7 @@ import structlog
 from recorder.config import RecorderSettings
 from recorder.errors import ErrorCode, RecorderError
 from recorder.protocol import ErrorInfo, UploadTarget
-from recorder.storage.keys import content_type, object_key, s3_url
+from recorder.storage.keys import check_recording_id, content_type, object_key, s3_url
 from recorder.storage.local import store_local
 from recorder.storage.pending import LOCK_NAME, ObjectUpload, PendingStore, PendingUpload
 from recorder.storage.result import StoredObject, StoredResult
@@ -71,6 +71,7 @@ def store_recording(
     for wrong credentials, a missing bucket or a denial; UPLOAD_FAILED when S3 refuses the data or the
     object does not match the file; CANCELLED when `cancel` is set (the multipart upload is aborted).
     """
+    check_recording_id(recording_id)
     if MEDIA not in files:
         raise RecorderError(ErrorCode.INVALID_ARGUMENT, f"nothing to store: no {MEDIA} among {sorted(files)}")
     for name, path in files.items():
@@ -130,8 +131,11 @@ def abort_pending(recording_id: str, settings: RecorderSettings, *, options: Tra
     cancelled recording is never uploaded; the bucket's AbortIncompleteMultipartUpload lifecycle rule then
     removes the parts.
     """
+    check_recording_id(recording_id)
     options = options or TransferOptions()
     store = PendingStore(settings.records_dir)
+    if not store.path(recording_id).exists():
+        return False
     with store.lock(recording_id):
         state = store.load(recording_id)
         if state is None:

@@ -125,6 +125,7 @@ class TcpGate:
         self._conns: set[socket.socket] = set()
         self._stopped = threading.Event()
         self._close_when: Callable[[str, str], bool] | None = None
+        self._close_on_answer: bytes | None = None
         self._threads: list[threading.Thread] = []
         self.open()
         accept = threading.Thread(target=self._accept_loop, daemon=True, name="gate-accept")
@@ -164,6 +165,11 @@ class TcpGate:
     def close_when(self, predicate: Callable[[str, str], bool]) -> None:
         """Close the gate when a request line (method, path) matching `predicate` arrives, before forwarding it."""
         self._close_when = predicate
+
+    def close_on_answer(self, marker: bytes) -> None:
+        """Close the gate when a response containing `marker` comes back, before the client gets it: the
+        server did the work, the client never hears of it (a lost answer)."""
+        self._close_on_answer = marker
 
     def calls(self, method: str, contains: str = "") -> list[str]:
         return [path for m, path in list(self.requests) if m == method and contains in path]
@@ -224,6 +230,12 @@ class TcpGate:
                             return
                     tail = scan[-4096:]
                     self.bytes_up += len(chunk)
+                elif self._close_on_answer is not None and self._close_on_answer in tail + chunk:
+                    self._close_on_answer = None
+                    self.close()
+                    return
+                else:
+                    tail = chunk[-4096:]
                 dst.sendall(chunk)
         except OSError:
             return

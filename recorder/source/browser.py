@@ -1,0 +1,277 @@
+"""The browser: the system Chromium, driven by Playwright, headful on the recorder's display.
+
+One Chromium stays warm for the life of a recorder; every recording gets a new browser context, which is
+a fresh, in-memory profile (no cookie, storage or cache crosses from one recording to the next). The
+window is kiosk-fullscreen on a display exactly the capture size, so what FFmpeg grabs is the page and
+only the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass, field
+
+import structlog
+from playwright.async_api import Browser as PwBrowser
+from playwright.async_api import BrowserContext, ConsoleMessage, Page, Playwright, async_playwright
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+from recorder.errors import ErrorCode, RecorderError
+from recorder.spec import WaitFor
+
+log = structlog.get_logger(__name__)
+
+START_SIGNAL = "START_RECORDING"
+END_SIGNAL = "END_RECORDING"
+
+# Flags chosen for a faithful capture (no throttling of a page nobody "looks at", autoplay, no prompts)
+# and for density (no GPU emulation, no background services competing for the two cores).
+CHROMIUM_ARGS = [
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--kiosk",
+    "--start-fullscreen",
+    "--window-position=0,0",
+    "--autoplay-policy=no-user-gesture-required",
+    "--use-fake-ui-for-media-stream",
+    "--disable-background-timer-throttling",
+    "--disable-backgrounding-occluded-windows",
+    "--disable-renderer-backgrounding",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-breakpad",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--disable-infobars",
+    "--disable-notifications",
+    "--disable-session-crashed-bubble",
+    "--hide-scrollbars",
+    "--password-store=basic",
+    "--disable-features=Translate,MediaRouter,OptimizationHints,CalculateNativeWinOcclusion,"
+    "AutofillServerCommunication,InterestFeedContentSuggestions,GlobalMediaControls",
+]
+
+
+@dataclass
+class PageEvents:
+    """What the page told us while it was being recorded."""
+
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    failed: asyncio.Event = field(default_factory=asyncio.Event)
+    crashes: int = 0
+    error: RecorderError | None = None
+
+
+class Browser:
+    def __init__(
+        self,
+        chromium_path: str,
+        *,
+        display: str,
+        width: int,
+        height: int,
+        env: dict[str, str],
+    ) -> None:
+        self.chromium_path = chromium_path
+        self.display = display
+        self.width = width
+        self.height = height
+        self.env = env
+        self._pw: Playwright | None = None
+        self._browser: PwBrowser | None = None
+
+    @property
+    def pid(self) -> int | None:
+        proc = getattr(getattr(self._browser, "_impl_obj", None), "_browser_process", None)
+        return getattr(proc, "pid", None)
+
+    async def start(self) -> None:
+        if not os.access(self.chromium_path, os.X_OK):
+            raise RecorderError(
+                ErrorCode.BROWSER_FAILED,
+                f"Chromium not found at {self.chromium_path}: install it (scripts/install-system-deps.sh) "
+                "or set CHROMIUM_PATH",
+            )
+        args = [*CHROMIUM_ARGS, f"--window-size={self.width},{self.height}"]
+        if os.geteuid() == 0:
+            args.append("--no-sandbox")
+        env = {**os.environ, **self.env, "DISPLAY": self.display}
+        self._pw = await async_playwright().start()
+        try:
+            self._browser = await self._pw.chromium.launch(
+                executable_path=self.chromium_path,
+                headless=False,
+                args=args,
+                env=env,
+                ignore_default_args=["--enable-automation", "--mute-audio", "--hide-scrollbars"],
+                timeout=30_000,
+            )
+        except PlaywrightError as exc:
+            await self.close()
+            raise RecorderError(ErrorCode.BROWSER_FAILED, f"Chromium did not start: {exc.message}") from exc
+        log.info("browser started", display=self.display, version=self._browser.version)
+
+    @property
+    def connected(self) -> bool:
+        return self._browser is not None and self._browser.is_connected()
+
+    async def open(self, url: str, wait_for: WaitFor, *, stop_on_signal: bool = True) -> PageSession:
+        """Open `url` in a fresh context and return once the page is ready to be recorded."""
+        if self._browser is None:
+            raise RuntimeError("browser not started")
+        context = await self._browser.new_context(
+            no_viewport=True,
+            ignore_https_errors=False,
+            permissions=["camera", "microphone"],
+            service_workers="allow",
+        )
+        session = PageSession(context, url, stop_on_signal=stop_on_signal)
+        try:
+            await session.load(wait_for)
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    async def close(self) -> None:
+        browser, self._browser = self._browser, None
+        if browser is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(browser.close(), 10)
+        pw, self._pw = self._pw, None
+        if pw is not None:
+            with contextlib.suppress(Exception):
+                await pw.stop()
+
+
+class PageSession:
+    """One page being recorded: readiness, stop signals and crash recovery."""
+
+    MAX_CRASHES = 1  # the first crash is survived with a reload; the second fails the recording
+
+    def __init__(self, context: BrowserContext, url: str, *, stop_on_signal: bool) -> None:
+        self.context = context
+        self.url = url
+        self.stop_on_signal = stop_on_signal
+        self.events = PageEvents()
+        self.page: Page | None = None
+        self._recovering: asyncio.Task[None] | None = None
+
+    async def _new_page(self) -> Page:
+        page = await self.context.new_page()
+        self._attach(page)
+        await _fullscreen(self.context, page)
+        return page
+
+    def _attach(self, page: Page) -> None:
+        self.page = page
+        page.on("console", self._on_console)
+        page.on("crash", self._on_crash)
+        page.on("close", self._on_close)
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        text = message.text
+        if START_SIGNAL in text:
+            self.events.started.set()
+        if END_SIGNAL in text and self.stop_on_signal:
+            log.info("page signalled end of recording")
+            self.events.ended.set()
+
+    def _on_close(self, page: Page) -> None:
+        if page is self.page and self._recovering is None and not self.events.failed.is_set():
+            log.info("page closed itself; stopping the recording")
+            self.events.ended.set()
+
+    def _on_crash(self, page: Page) -> None:
+        self.events.crashes += 1
+        log.warning("renderer crashed", crashes=self.events.crashes)
+        if self.events.crashes > self.MAX_CRASHES:
+            self._fail(RecorderError(ErrorCode.BROWSER_CRASHED, "Chromium's renderer crashed twice; recording stopped"))
+            return
+        self._recovering = asyncio.ensure_future(self._recover(page))
+
+    async def _recover(self, crashed: Page) -> None:
+        try:
+            page = await self._new_page()
+            await page.goto(self.url, wait_until="load", timeout=30_000)
+            log.info("page reloaded after renderer crash")
+        except PlaywrightError as exc:
+            self._fail(RecorderError(ErrorCode.BROWSER_CRASHED, f"reload after renderer crash failed: {exc.message}"))
+        finally:
+            self._recovering = None
+            with contextlib.suppress(Exception):
+                await crashed.close()
+
+    def _fail(self, error: RecorderError) -> None:
+        if self.events.error is None:
+            self.events.error = error
+        self.events.failed.set()
+
+    async def load(self, wait_for: WaitFor) -> None:
+        page = await self._new_page()
+        timeout_ms = wait_for.timeout * 1000
+        try:
+            response = await page.goto(self.url, wait_until="load", timeout=timeout_ms)
+        except PlaywrightTimeout as exc:
+            raise RecorderError(
+                ErrorCode.READINESS_TIMEOUT,
+                f"{self.url} did not finish loading within {wait_for.timeout:g} s",
+            ) from exc
+        except PlaywrightError as exc:
+            reason = exc.message.split("\n")[0]
+            raise RecorderError(ErrorCode.UNREACHABLE, f"could not open {self.url}: {reason}") from exc
+        if response is not None and response.status >= 400:
+            raise RecorderError(
+                ErrorCode.HTTP_ERROR,
+                f"{self.url} answered HTTP {response.status} {response.status_text}".rstrip(),
+            )
+        await self._wait_ready(page, wait_for)
+
+    async def _wait_ready(self, page: Page, wait_for: WaitFor) -> None:
+        if wait_for.kind == "load":
+            return
+        if wait_for.kind == "selector":
+            try:
+                await page.wait_for_selector(wait_for.selector or "", state="visible", timeout=wait_for.timeout * 1000)
+            except PlaywrightTimeout as exc:
+                raise RecorderError(
+                    ErrorCode.READINESS_TIMEOUT,
+                    f"selector {wait_for.selector!r} did not become visible within {wait_for.timeout:g} s",
+                ) from exc
+            return
+        try:
+            await asyncio.wait_for(self.events.started.wait(), wait_for.timeout)
+        except TimeoutError as exc:
+            raise RecorderError(
+                ErrorCode.READINESS_TIMEOUT,
+                f"the page did not log {START_SIGNAL} within {wait_for.timeout:g} s",
+            ) from exc
+
+    async def close(self) -> None:
+        self.page = None  # our own close is not the page ending the recording
+        if self._recovering is not None:
+            self._recovering.cancel()
+            with contextlib.suppress(BaseException):
+                await self._recovering
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.context.close(), 10)
+
+
+async def _fullscreen(context: BrowserContext, page: Page) -> None:
+    """Windows opened for a new context ignore --kiosk, so each is made fullscreen (no tab strip, no toolbar)."""
+    cdp = await context.new_cdp_session(page)
+    try:
+        window = await cdp.send("Browser.getWindowForTarget")
+        await cdp.send(
+            "Browser.setWindowBounds",
+            {"windowId": window["windowId"], "bounds": {"windowState": "fullscreen"}},
+        )
+    finally:
+        await cdp.detach()

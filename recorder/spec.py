@@ -55,9 +55,9 @@ class RecordingSpec(BaseModel):
     def _http_url(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
-            raise ValueError(f"url {url!r}: only http and https URLs can be recorded")
+            raise ValueError("only http and https URLs can be recorded")
         if not parts.hostname:
-            raise ValueError(f"url {url!r}: has no host")
+            raise ValueError("the URL has no host")
         return url
 
     @field_validator("width", "height")

@@ -108,7 +108,7 @@ def build_capture_command(
         "-loglevel", "warning",
         "-nostats",
         "-progress", "pipe:1",
-        "-stats_period", "1",
+        "-stats_period", "0.25",
         "-copyts",
     ).overwrite_output()
     return out.compile()

@@ -42,6 +42,7 @@ class Capture:
         self.stop_timeout = stop_timeout
         self.tracker = ProgressTracker(target_fps=settings.fps)
         self.started_at: float | None = None
+        self.first_frame_at: float | None = None
         self.exited = asyncio.Event()
         self._proc: asyncio.subprocess.Process | None = None
         self._readers: list[asyncio.Task[object]] = []
@@ -71,7 +72,7 @@ class Capture:
         ]
         waiter = asyncio.ensure_future(self._first_frame.wait())
         try:
-            done, _ = await asyncio.wait(
+            await asyncio.wait(
                 {waiter, asyncio.ensure_future(self.exited.wait())},
                 timeout=FIRST_FRAME_TIMEOUT,
                 return_when=asyncio.FIRST_COMPLETED,
@@ -90,8 +91,10 @@ class Capture:
             if progress is None:
                 continue
             if progress.frames > 0 and progress.first_frame_at is None:
-                # The first block with frames: the file has its first frame, the page is being recorded.
-                progress.first_frame_at = self.started_at
+                # The first block with frames: the file has its first frame (an upper bound on when it was
+                # grabbed, late by at most one progress period).
+                progress.first_frame_at = time.time()
+                self.first_frame_at = progress.first_frame_at
                 self._first_frame.set()
             if self.on_progress is not None:
                 self.on_progress(progress)

@@ -1,1 +1,1 @@
-"""finalize stage of the recorder pipeline."""
+"""finalize stage: remux to MP4 (faststart) and write the rec.json sidecar."""

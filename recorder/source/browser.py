@@ -119,6 +119,10 @@ class Browser:
         log.info("browser started", display=self.display, version=self._browser.version)
 
     @property
+    def version(self) -> str | None:
+        return self._browser.version if self._browser is not None else None
+
+    @property
     def connected(self) -> bool:
         return self._browser is not None and self._browser.is_connected()
 

@@ -1,0 +1,62 @@
+"""`rec.json`: everything a person (or a machine) needs to know about a recording, next to the file."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from recorder.protocol import ErrorInfo, Progress
+from recorder.quality import QualityReport
+from recorder.spec import RecordingSpec
+
+
+def iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
+
+
+class Timings(BaseModel):
+    """Unix times of each step; `first_frame` is when the first captured frame was grabbed."""
+
+    started: float
+    ready: float | None = None
+    first_frame: float | None = None
+    stopped: float | None = None
+    finalized: float | None = None
+
+    @property
+    def start_latency(self) -> float | None:
+        return None if self.first_frame is None else self.first_frame - self.started
+
+
+class Sidecar(BaseModel):
+    recording_id: str
+    url: str
+    spec: RecordingSpec
+    timings: Timings
+    start_latency: float | None = Field(default=None, description="seconds from start to the first frame")
+    stopped_by: str
+    file: str | None = None
+    size: int | None = None
+    duration: float | None = None
+    video: dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    capture: Progress
+    behind_real_time: bool = False
+    av_offset_correction_ms: float
+    versions: dict[str, str]
+    quality: QualityReport | None = None
+    error: ErrorInfo | None = None
+
+
+def write_sidecar(path: Path, sidecar: Sidecar) -> Path:
+    data = sidecar.model_dump(mode="json")
+    data["timings_iso"] = {k: iso(v) for k, v in sidecar.timings.model_dump().items()}
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path)
+    return path

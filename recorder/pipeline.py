@@ -1,0 +1,365 @@
+"""One recording, start to finish: sources → capture → finalize.
+
+`Recorder` owns the warm resources of one recorder (a display, an audio server and a browser) and runs
+recordings on them one after another. `recorder record` uses it for a single recording; the worker keeps
+one alive between leases so a recording starts on a browser that is already up.
+
+Whatever happens (page errors, a crash, cancellation), what was captured is finalized to a playable
+file, and every process and sink started for the recording is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from recorder import __version__
+from recorder.capture import calibration
+from recorder.capture.command import CAPTURE_NAME, CaptureSettings
+from recorder.capture.ffmpeg import Capture
+from recorder.config import RecorderSettings
+from recorder.errors import ErrorCode, RecorderError
+from recorder.finalize.remux import remux_to_mp4
+from recorder.finalize.sidecar import Sidecar, Timings, write_sidecar
+from recorder.protocol import ErrorInfo, Progress, WorkerState
+from recorder.quality import QualityReport, analyze_file
+from recorder.source.audio import AudioServer
+from recorder.source.browser import Browser, PageSession
+from recorder.source.display import Display
+from recorder.spec import RecordingSpec
+
+log = structlog.get_logger(__name__)
+
+MP4_NAME = "rec.mp4"
+SIDECAR_NAME = "rec.json"
+LIVE_DIR = "live"
+
+ProgressCallback = Callable[[WorkerState, Progress], None]
+
+
+@dataclass
+class RecordingResult:
+    recording_id: str
+    out_dir: Path
+    mp4: Path | None
+    sidecar: Path | None
+    quality: dict[str, Any] | None
+    progress: Progress
+    error: RecorderError | None
+    stopped_by: str
+    timings: Timings | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.mp4 is not None
+
+
+class Recorder:
+    """Warm resources for one recorder, reused across recordings."""
+
+    def __init__(self, settings: RecorderSettings, *, width: int = 1280, height: int = 720) -> None:
+        self.settings = settings
+        self.width = width
+        self.height = height
+        self.display: Display | None = None
+        self.audio: AudioServer | None = None
+        self.browser: Browser | None = None
+
+    async def __aenter__(self) -> Recorder:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Warm up: display, audio server, the next recording's sink and the browser."""
+        try:
+            if self.audio is None:
+                self.audio = AudioServer()
+                await self.audio.start()
+            await self.audio.prepare()
+            await self._ensure_screen(self.width, self.height)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _ensure_screen(self, width: int, height: int) -> None:
+        """Display and browser at the requested size; a different size restarts both."""
+        if self.display is not None and (self.display.width, self.display.height) != (width, height):
+            await self._stop_screen()
+        if self.display is None or not self.display.running:
+            await self._stop_screen()
+            self.display = Display(width, height)
+            await self.display.start()
+            self.width, self.height = width, height
+        if self.browser is None or not self.browser.connected:
+            if self.browser is not None:
+                await self.browser.close()
+            assert self.audio is not None and self.display.name is not None
+            self.browser = Browser(
+                self.settings.chromium_path,
+                display=self.display.name,
+                width=width,
+                height=height,
+                env=self.audio.client_env(),
+            )
+            await self.browser.start()
+
+    async def _stop_screen(self) -> None:
+        browser, self.browser = self.browser, None
+        if browser is not None:
+            await browser.close()
+        display, self.display = self.display, None
+        if display is not None:
+            await display.stop()
+
+    async def close(self) -> None:
+        """Stop everything this recorder started."""
+        await self._stop_screen()
+        audio, self.audio = self.audio, None
+        if audio is not None:
+            await audio.stop()
+
+    async def record(
+        self,
+        spec: RecordingSpec,
+        *,
+        recording_id: str,
+        out_dir: Path,
+        on_progress: ProgressCallback | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> RecordingResult:
+        run = _Run(self, spec, recording_id, out_dir, on_progress, stop or asyncio.Event())
+        return await run.execute()
+
+
+class _Run:
+    """The state of one recording while it runs; split out so Recorder stays about resources."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        spec: RecordingSpec,
+        recording_id: str,
+        out_dir: Path,
+        on_progress: ProgressCallback | None,
+        stop: asyncio.Event,
+    ) -> None:
+        self.recorder = recorder
+        self.spec = spec
+        self.recording_id = recording_id
+        self.out_dir = out_dir
+        self.on_progress = on_progress
+        self.stop = stop
+        self.state: WorkerState = "starting"
+        self.timings = Timings(started=time.time())
+        self.capture: Capture | None = None
+        self.session: PageSession | None = None
+        self.error: RecorderError | None = None
+        self.stopped_by = "error"
+        self.log = log.bind(recording_id=recording_id)
+
+    def _report(self, state: WorkerState, progress: Progress | None = None) -> None:
+        self.state = state
+        if self.on_progress is not None:
+            progress = progress or (self.capture.progress if self.capture else Progress())
+            with contextlib.suppress(Exception):
+                self.on_progress(state, progress)
+
+    def _on_capture_progress(self, progress: Progress) -> None:
+        if self.state == "recording":
+            self._report("recording", progress)
+
+    async def execute(self) -> RecordingResult:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._report("starting")
+        rec = self.recorder
+        sink = None
+        try:
+            await rec.start()
+            await rec._ensure_screen(self.spec.width, self.spec.height)
+            assert rec.audio is not None and rec.browser is not None and rec.display is not None
+            sink = await rec.audio.take_sink(self.recording_id)
+            self.session = await self._open_page(rec.browser)
+            self.timings.ready = time.time()
+            self.capture = Capture(
+                CaptureSettings(
+                    display=rec.display.name or "",
+                    audio_source=sink.monitor,
+                    width=self.spec.width,
+                    height=self.spec.height,
+                    fps=self.spec.fps,
+                    preset=rec.settings.preset,
+                    crf=rec.settings.crf,
+                    threads=rec.settings.encoder_threads,
+                    av_offset_ms=calibration.av_offset_ms(rec.settings),
+                ),
+                self.out_dir / CAPTURE_NAME,
+                live_dir=self.out_dir / LIVE_DIR if self.spec.live_upload else None,
+                env=rec.audio.client_env(),
+                on_progress=self._on_capture_progress,
+                stop_timeout=rec.settings.stop_timeout,
+            )
+            await self.capture.start()
+            self.timings.first_frame = self.capture.first_frame_at
+            self.log.info("recording", url=self.spec.url, start_latency=round(time.time() - self.timings.started, 3))
+            self._report("recording")
+            self.stopped_by = await self._wait_for_end()
+        except RecorderError as exc:
+            self.error = exc
+        except asyncio.CancelledError:
+            self.stopped_by = "cancelled"
+            self.error = RecorderError(ErrorCode.CANCELLED, "the recording was cancelled")
+            raise
+        except Exception as exc:  # a bug must not lose what was captured
+            self.log.exception("recording failed unexpectedly")
+            self.error = RecorderError(ErrorCode.INTERNAL, f"unexpected error: {exc!r}")
+        finally:
+            # Shielded: even a cancelled recording stops its processes and keeps a playable file.
+            await asyncio.shield(self._wind_down(sink))
+        return await self._finalize()
+
+    async def _open_page(self, browser: Browser) -> PageSession:
+        return await browser.open(self.spec.url, self.spec.wait_for, stop_on_signal=self.spec.stop_on_signal)
+
+    async def _wait_for_end(self) -> str:
+        assert self.capture is not None and self.session is not None
+        events = self.session.events
+        waits = {
+            # The file's clock starts at the capture's origin, not when the first frame was reported.
+            "duration": asyncio.ensure_future(asyncio.sleep(self._remaining())),
+            "stop": asyncio.ensure_future(self.stop.wait()),
+            "page_signal": asyncio.ensure_future(events.ended.wait()),
+            "page_failed": asyncio.ensure_future(events.failed.wait()),
+            "capture_exited": asyncio.ensure_future(self.capture.exited.wait()),
+        }
+        try:
+            done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits.values():
+                task.cancel()
+        reason = next(name for name, task in waits.items() if task in done)
+        if reason == "page_failed":
+            self.error = events.error or RecorderError(ErrorCode.BROWSER_CRASHED, "the page failed")
+        elif reason == "capture_exited":
+            self.error = self.capture.failure()
+        self.log.info("recording stopping", reason=reason)
+        return reason
+
+    def _remaining(self) -> float:
+        assert self.capture is not None and self.capture.started_at is not None
+        return max(0.0, self.spec.duration - (time.time() - self.capture.started_at))
+
+    async def _wind_down(self, sink: Any) -> None:
+        rec = self.recorder
+        if self.capture is not None:
+            await self.capture.stop()
+        self.timings.stopped = time.time()
+        if self.session is not None:
+            await self.session.close()
+        if sink is not None and rec.audio is not None:
+            await rec.audio.remove_sink(sink)
+        if rec.browser is not None and not rec.browser.connected:
+            self.log.warning("browser went away; it will be restarted for the next recording")
+        if rec.audio is not None:
+            with contextlib.suppress(RecorderError):
+                await rec.audio.prepare()
+
+    async def _finalize(self) -> RecordingResult:
+        progress = self.capture.progress if self.capture else Progress()
+        capture_file = self.out_dir / CAPTURE_NAME
+        mp4: Path | None = None
+        quality: QualityReport | None = None
+        if capture_file.is_file() and capture_file.stat().st_size > 0:
+            self._report("finalizing", progress)
+            try:
+                mp4 = await asyncio.to_thread(remux_to_mp4, capture_file, self.out_dir / MP4_NAME)
+                quality = await asyncio.to_thread(analyze_file, mp4, expected_fps=self.spec.fps)
+                capture_file.unlink(missing_ok=True)
+            except RecorderError as exc:
+                self.log.error("finalize failed; the capture file is kept", error=str(exc))
+                self.error = self.error or exc
+        self.timings.finalized = time.time()
+        sidecar = self._write_sidecar(mp4, quality, progress)
+        files = {name: path for name, path in ((MP4_NAME, mp4), (SIDECAR_NAME, sidecar)) if path is not None}
+        if mp4 is None and capture_file.is_file():
+            files[CAPTURE_NAME] = capture_file
+        result = RecordingResult(
+            recording_id=self.recording_id,
+            out_dir=self.out_dir,
+            mp4=mp4,
+            sidecar=sidecar,
+            quality=quality.model_dump(mode="json") if quality else None,
+            progress=progress,
+            error=self.error,
+            stopped_by=self.stopped_by,
+            timings=self.timings,
+            files=files,
+        )
+        self.log.info(
+            "recording finished",
+            ok=result.ok,
+            stopped_by=self.stopped_by,
+            error=str(self.error) if self.error else None,
+            file=str(mp4) if mp4 else None,
+        )
+        return result
+
+    def _write_sidecar(self, mp4: Path | None, quality: QualityReport | None, progress: Progress) -> Path | None:
+        rec = self.recorder
+        video = quality.video.model_dump(mode="json") if quality and quality.video else None
+        audio = quality.audio.model_dump(mode="json") if quality and quality.audio else None
+        sidecar = Sidecar(
+            recording_id=self.recording_id,
+            url=self.spec.url,
+            spec=self.spec,
+            timings=self.timings,
+            start_latency=self.timings.start_latency,
+            stopped_by=self.stopped_by,
+            file=mp4.name if mp4 else None,
+            size=mp4.stat().st_size if mp4 else None,
+            duration=quality.duration if quality else None,
+            video=video,
+            audio=audio,
+            capture=progress,
+            behind_real_time=bool(self.capture and self.capture.tracker.ever_behind),
+            av_offset_correction_ms=calibration.av_offset_ms(rec.settings),
+            versions=tool_versions(rec.browser.version if rec.browser else None),
+            quality=quality,
+            error=ErrorInfo(**self.error.as_dict()) if self.error else None,
+        )
+        try:
+            return write_sidecar(self.out_dir / SIDECAR_NAME, sidecar)
+        except OSError as exc:
+            self.log.error("could not write rec.json", error=str(exc))
+            return None
+
+
+@cache
+def _ffmpeg_version() -> str:
+    try:
+        out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.split("\n", 1)[0].removeprefix("ffmpeg version ").split(" ")[0]
+
+
+def tool_versions(chromium: str | None) -> dict[str, str]:
+    return {"recorder": __version__, "chromium": chromium or "unknown", "ffmpeg": _ffmpeg_version()}
+
+
+def discard_outputs(out_dir: Path) -> None:
+    """For a cancelled recording whose files are not wanted."""
+    shutil.rmtree(out_dir, ignore_errors=True)

@@ -1,0 +1,583 @@
+"""The manifests in k8s/: what kustomize renders is valid, least-privilege and consistent.
+
+No cluster and no kustomize binary are installed by the project's scripts, so `render` below builds
+the kustomizations itself, for exactly the subset k8s/ uses (resources, namespace, labels without
+selectors, configMapGenerator without hash suffix, JSON 6902 patches, replacements) and refuses
+anything else. Where a `kubectl` or `kustomize` binary happens to exist, its output is compared with
+this renderer's. Every rendered object is validated offline against the OpenAPI schema of a current
+Kubernetes release bundled with kubernetes-validate; the PrometheusRule (a CRD, not in that schema)
+is validated against a structural schema of the fields Prometheus reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from orchestrator.pool.kubernetes import RBAC_PERMISSIONS, KubernetesBackend
+from orchestrator.pool.kubernetes_config import KubernetesSettings
+from orchestrator.pool.kubernetes_template import PodTemplate
+from tests.support.kube_apiserver import FakeKubeApiServer, parse_selector, selector_matches
+
+REPO = Path(__file__).resolve().parent.parent
+K8S = REPO / "k8s"
+OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
+TARGETS = [K8S, *OVERLAYS]
+K8S_VERSION = kubernetes_validate.latest_version()
+CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "PriorityClass",
+    "StorageClass",
+}
+FINALIZE_SECONDS = 300  # finalize + upload after the longest recording, as the template comment promises
+
+
+# -- a renderer for the kustomize subset k8s/ uses ----------------------------------------------------
+
+
+def _pointer(path: str) -> list[str]:
+    return [p.replace("~1", "/").replace("~0", "~") for p in path.lstrip("/").split("/")]
+
+
+def _json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> None:
+    for op in ops:
+        *parents, last = _pointer(op["path"])
+        node: Any = doc
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if op["op"] == "replace":
+            if isinstance(node, list):
+                node[int(last)] = op["value"]
+            else:
+                if last not in node:
+                    raise KeyError(f"replace of a missing path {op['path']}")
+                node[last] = op["value"]
+        elif op["op"] == "add":
+            if isinstance(node, list):
+                node.insert(len(node) if last == "-" else int(last), op["value"])
+            else:
+                node[last] = op["value"]
+        elif op["op"] == "remove":
+            del node[int(last) if isinstance(node, list) else last]
+        else:
+            raise NotImplementedError(f"JSON patch op {op['op']}")
+
+
+def _field_nodes(node: Any, parts: list[str], create: bool = False) -> list[tuple[Any, str]]:
+    """(parent, key) pairs a dotted field path with `*` wildcards points at."""
+    if len(parts) == 1:
+        return [(node, parts[0])] if isinstance(node, dict) and (create or parts[0] in node) else []
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        items = node if isinstance(node, list) else []
+        return [hit for item in items for hit in _field_nodes(item, rest, create)]
+    if isinstance(node, dict) and head in node:
+        return _field_nodes(node[head], rest, create)
+    return []
+
+
+def _select(resources: list[dict[str, Any]], select: dict[str, Any]) -> list[dict[str, Any]]:
+    unknown = set(select) - {"kind", "name"}
+    if unknown:
+        raise NotImplementedError(f"selector fields {unknown}")
+    return [
+        r
+        for r in resources
+        if r["kind"] == select.get("kind", r["kind"])
+        and r["metadata"]["name"] == select.get("name", r["metadata"]["name"])
+    ]
+
+
+def render(directory: Path) -> list[dict[str, Any]]:
+    kust = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    known = {
+        "apiVersion",
+        "kind",
+        "namespace",
+        "labels",
+        "resources",
+        "configMapGenerator",
+        "generatorOptions",
+        "patches",
+        "replacements",
+    }
+    if set(kust) - known:
+        raise NotImplementedError(f"{directory}: kustomization fields {set(kust) - known}")
+    resources: list[dict[str, Any]] = []
+    for entry in kust.get("resources") or []:
+        path = (directory / entry).resolve()
+        if path.is_dir():
+            resources.extend(render(path))
+        else:
+            resources.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    for gen in kust.get("configMapGenerator") or []:
+        if not (kust.get("generatorOptions") or {}).get("disableNameSuffixHash"):
+            raise NotImplementedError("configMapGenerator with a hash suffix")
+        if set(gen) - {"name", "files"}:
+            raise NotImplementedError(f"configMapGenerator fields {set(gen) - {'name', 'files'}}")
+        data = {}
+        for f in gen.get("files") or []:
+            key, _, src = f.rpartition("=") if "=" in f else (Path(f).name, "", f)
+            data[key] = (directory / src).read_text()
+        resources.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]}, "data": data})
+    for patch in kust.get("patches") or []:
+        if set(patch) != {"target", "patch"}:
+            raise NotImplementedError(f"patch form {set(patch)}")
+        targets = _select(resources, patch["target"])
+        assert targets, f"patch target {patch['target']} matches nothing"
+        for target in targets:
+            _json_patch(target, yaml.safe_load(patch["patch"]))
+    if kust.get("namespace"):
+        for r in resources:
+            if r["kind"] not in CLUSTER_SCOPED:
+                r["metadata"]["namespace"] = kust["namespace"]
+            for subject in r.get("subjects") or [] if r["kind"] == "RoleBinding" else []:
+                if subject.get("kind") == "ServiceAccount":
+                    subject["namespace"] = kust["namespace"]
+    for spec in kust.get("labels") or []:
+        if spec.get("includeSelectors") or spec.get("includeTemplates"):
+            raise NotImplementedError("labels on selectors or templates")
+        for r in resources:
+            r["metadata"].setdefault("labels", {}).update(spec["pairs"])
+    for rep in kust.get("replacements") or []:
+        src = rep["source"]
+        (source,) = _select(resources, {"kind": src["kind"], "name": src["name"]})
+        ((parent, key),) = _field_nodes(source, src["fieldPath"].split("."))
+        value = parent[key]
+        for target in rep["targets"]:
+            for obj in _select(resources, target["select"]):
+                for field_path in target["fieldPaths"]:
+                    hits = _field_nodes(obj, field_path.split("."))
+                    assert hits, f"replacement target {field_path} matches nothing"
+                    for p, k in hits:
+                        p[k] = copy.deepcopy(value)
+    return resources
+
+
+def _key(r: dict[str, Any]) -> tuple[str, str]:
+    return r["kind"], r["metadata"]["name"]
+
+
+@pytest.fixture(scope="module", params=TARGETS, ids=lambda p: str(p.relative_to(REPO)))
+def rendered(request: pytest.FixtureRequest) -> dict[tuple[str, str], dict[str, Any]]:
+    docs = render(request.param)
+    keyed = {_key(d): d for d in docs}
+    assert len(keyed) == len(docs), "two objects share a kind and name"
+    return keyed
+
+
+def one(rendered: dict[tuple[str, str], dict[str, Any]], kind: str) -> dict[str, Any]:
+    (obj,) = [r for (k, _), r in rendered.items() if k == kind]
+    return obj
+
+
+def pod_template_of(rendered: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    return yaml.safe_load(rendered[("ConfigMap", "recorder-pod-template")]["data"]["pod-template.yaml"])
+
+
+def env_of(container: dict[str, Any], rendered: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """A container's environment: envFrom ConfigMaps first, then env entries (which win)."""
+    env: dict[str, Any] = {}
+    for src in container.get("envFrom") or []:
+        if "configMapRef" in src:
+            env.update(rendered[("ConfigMap", src["configMapRef"]["name"])]["data"])
+    for e in container.get("env") or []:
+        env[e["name"]] = e.get("value", e.get("valueFrom"))
+    return env
+
+
+# -- rendering and schema -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=lambda p: str(p.relative_to(REPO)))
+def test_renderer_matches_kustomize_where_available(target: Path) -> None:
+    if shutil.which("kustomize"):
+        cmd = ["kustomize", "build", str(target)]
+    elif shutil.which("kubectl"):
+        cmd = ["kubectl", "kustomize", str(target)]
+    else:
+        pytest.skip("no kustomize or kubectl binary here; the built-in renderer is used alone")
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60).stdout
+    theirs = {_key(d): d for d in yaml.safe_load_all(out) if d}
+    ours = {_key(d): d for d in render(target)}
+    assert ours == theirs
+
+
+def test_every_rendered_object_validates_against_the_kubernetes_schema(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    kinds = {k for k, _ in rendered}
+    assert {
+        "Namespace",
+        "Deployment",
+        "Service",
+        "PersistentVolumeClaim",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "PrometheusRule",
+    } <= kinds
+    for (kind, name), obj in rendered.items():
+        if kind == "PrometheusRule":
+            continue
+        version = kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        assert version == kubernetes_validate.utils.major_minor(K8S_VERSION), f"{kind}/{name}"
+    # The pod template inside its ConfigMap is a Pod too.
+    kubernetes_validate.validate(pod_template_of(rendered), K8S_VERSION, strict=True)
+    for (kind, name), obj in rendered.items():
+        if kind not in CLUSTER_SCOPED:
+            assert obj["metadata"]["namespace"] == "recorder-farm", f"{kind}/{name}"
+
+
+def test_strict_validation_catches_a_misspelt_field(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
+    deployment = copy.deepcopy(one(rendered, "Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["resource"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+
+
+PROMETHEUS_RULE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "required": ["groups"],
+            "additionalProperties": False,
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "rules"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
+                            "rules": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "object",
+                                    "required": ["expr"],
+                                    "additionalProperties": False,
+                                    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+                                    "properties": {
+                                        "alert": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+                                        "record": {"type": "string"},
+                                        "expr": {"type": "string", "minLength": 1},
+                                        "for": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
+                                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+        },
+    },
+}
+
+
+def _exported_metric_names() -> set[str]:
+    """Every series name the orchestrator's /metrics and the Kubernetes backend can produce."""
+    from prometheus_client import REGISTRY
+
+    from orchestrator.metrics import OrchestratorMetrics
+
+    names: set[str] = set()
+    for registry in (OrchestratorMetrics().registry, REGISTRY):
+        for family in registry.collect():
+            suffixes = {
+                "counter": ["_total"],
+                "histogram": ["_bucket", "_sum", "_count"],
+                "summary": ["_sum", "_count"],
+            }.get(family.type, [""])
+            names.update(family.name + s for s in suffixes)
+    return names
+
+
+def test_prometheus_rule_alerts_are_well_formed_and_labelled_by_region(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    rule = one(rendered, "PrometheusRule")
+    jsonschema.validate(rule, PROMETHEUS_RULE_SCHEMA)
+    site = rendered[("ConfigMap", "recorder-farm-site")]["data"]
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert {
+        "RecorderPoolExhausted",
+        "RecorderQueueWaiting",
+        "RecorderPodFailures",
+        "RecordingFailureRate",
+        "RecordingStartLatencyHigh",
+        "RecordingFpsBelowTarget",
+        "RecordingUploadBacklog",
+    } <= set(alerts)
+
+    exported = _exported_metric_names()
+    for name, alert in alerts.items():
+        assert alert["labels"]["region"] == site["REGION"], name
+        assert alert["labels"]["cluster"] == site["CLUSTER"], name
+        assert alert["labels"]["severity"] in {"warning", "critical"}, name
+        assert alert["annotations"]["summary"], name
+        used = set(re.findall(r"\b(?:orchestrator|recorder)_[a-z0-9_]+\b", alert["expr"]))
+        assert used, f"{name} uses no farm metric"
+        assert used <= exported, f"{name} uses metrics nobody exports: {used - exported}"
+        assert alert["expr"].count("(") == alert["expr"].count(")"), name
+
+
+# -- RBAC: exactly what the backend calls -------------------------------------------------------------
+
+
+def test_role_grants_exactly_the_backends_permissions(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
+    role = one(rendered, "Role")
+    granted = {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
+    assert all(rule["apiGroups"] == [""] for rule in role["rules"])
+    assert granted == set(RBAC_PERMISSIONS)
+    assert not [k for k, _ in rendered if k in {"ClusterRole", "ClusterRoleBinding"}]
+
+    binding = one(rendered, "RoleBinding")
+    account = one(rendered, "ServiceAccount")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": account["metadata"]["namespace"]}
+    ]
+    pod_spec = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    assert pod_spec["serviceAccountName"] == account["metadata"]["name"]
+
+
+async def test_the_backend_calls_exactly_the_declared_permissions(
+    kube_apiserver: FakeKubeApiServer, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """Every request a full pool life cycle makes, mapped to the (resource, verb) RBAC would check."""
+    kube_apiserver.create_pod(
+        "recorder-farm",
+        {
+            "metadata": {
+                "name": "orchestrator-0",
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "ReplicaSet",
+                        "name": "orchestrator",
+                        "uid": "u-1",
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": {"containers": [{"name": "orchestrator", "image": "i"}]},
+        },
+    )
+    template = tmp_path / "pod-template.yaml"
+    template.write_text((K8S / "base" / "recorder" / "pod-template.yaml").read_text())
+    backend = KubernetesBackend(
+        KubernetesSettings(
+            kubeconfig=str(kubeconfig),
+            namespace="recorder-farm",
+            pod_template=template,
+            pod_name="orchestrator-0",
+            pod_namespace="recorder-farm",
+            housekeeping_interval=0.05,
+            failed_retention=0.0,
+        )
+    )
+    kube_apiserver.requests.clear()
+    await backend.start()
+    try:
+        a, b = await backend.create(2)
+        kube_apiserver.mark_running(a, ns="recorder-farm")
+        kube_apiserver.mark_oom_killed(b, ns="recorder-farm")  # cleaned up by the backend itself
+        for _ in range(500):
+            running = {i.name for i in await backend.list() if i.phase == "running"}
+            if a in running and b not in kube_apiserver.pod_names("recorder-farm"):
+                break
+            await asyncio.sleep(0.02)
+        assert b not in kube_apiserver.pod_names("recorder-farm")
+        assert await backend.retire(a) is True
+    finally:
+        await backend.close()
+    used = {(r.resource, r.verb) for r in kube_apiserver.requests}
+    assert used == set(RBAC_PERMISSIONS)
+    assert backend.owner is not None and backend.owner.uid == "u-1"
+
+
+# -- the recorder pod template -----------------------------------------------------------------------
+
+
+def _max_duration(rendered: dict[tuple[str, str], dict[str, Any]]) -> float:
+    from orchestrator.config import OrchestratorSettings
+
+    container = one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    configured = env_of(container, rendered).get("ORCHESTRATOR_MAX_DURATION")
+    return float(configured) if configured else float(OrchestratorSettings.model_fields["max_duration"].default)
+
+
+def _quantity(value: str) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "m": 1e-3}
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]*)", str(value))
+    assert m, value
+    return float(m.group(1)) * units.get(m.group(2), 1)
+
+
+def test_recorder_pod_template_is_hardened_and_sized(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
+    pod = pod_template_of(rendered)
+    spec = pod["spec"]
+    (container,) = [c for c in spec["containers"] if c["name"] == "recorder"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+
+    shm = volumes[mounts["/dev/shm"]]["emptyDir"]
+    assert shm["medium"] == "Memory"
+    assert _quantity(shm["sizeLimit"]) >= 2**30
+    records_dir = env_of(container, rendered)["RECORDS_DIR"]
+    assert "emptyDir" in volumes[mounts[records_dir]]
+
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == 10001
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["restartPolicy"] == "Never"
+
+    resources = container["resources"]
+    for kind in ("cpu", "memory"):
+        assert _quantity(resources["requests"][kind]) <= _quantity(resources["limits"][kind])
+    assert spec["terminationGracePeriodSeconds"] >= _max_duration(rendered) + FINALIZE_SECONDS
+
+    assert container["command"] == ["recorder", "worker"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["ORCHESTRATOR_URL"]["value"] == f"http://{one(rendered, 'Service')['metadata']['name']}:8080"
+    assert env["WORKER_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "recorder-farm-tokens"
+    # One image for both roles: an upgrade that changes one and not the other is caught here.
+    orchestrator = one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == orchestrator["image"]
+
+
+def test_selectors_match_the_pods_they_are_meant_for(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """The backend's labels are what the NetworkPolicy and the budget select; the Service finds the orchestrator."""
+    built = PodTemplate.from_yaml(rendered[("ConfigMap", "recorder-pod-template")]["data"]["pod-template.yaml"]).build(
+        namespace="recorder-farm", pool="default", release="r1"
+    )
+    deployment = one(rendered, "Deployment")
+    orchestrator_pod = {"metadata": deployment["spec"]["template"]["metadata"]}
+
+    def matches(selector: dict[str, str], pod: dict[str, Any]) -> bool:
+        return selector_matches(parse_selector(",".join(f"{k}={v}" for k, v in selector.items())), pod)
+
+    policy = one(rendered, "NetworkPolicy")
+    assert matches(policy["spec"]["podSelector"]["matchLabels"], built)
+    assert not matches(policy["spec"]["podSelector"]["matchLabels"], orchestrator_pod)
+    pdb = one(rendered, "PodDisruptionBudget")
+    assert matches(pdb["spec"]["selector"]["matchLabels"], built)
+    assert matches(one(rendered, "Service")["spec"]["selector"], orchestrator_pod)
+    assert matches(deployment["spec"]["selector"]["matchLabels"], orchestrator_pod)
+    (to_orchestrator,) = [
+        r for r in policy["spec"]["egress"] if any("podSelector" in t and "namespaceSelector" not in t for t in r["to"])
+    ]
+    assert matches(to_orchestrator["to"][0]["podSelector"]["matchLabels"], orchestrator_pod)
+    assert to_orchestrator["ports"] == [{"protocol": "TCP", "port": 8080}]
+
+
+def test_network_policy_keeps_recorders_off_the_cluster_and_metadata(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    import ipaddress
+
+    policy = one(rendered, "NetworkPolicy")["spec"]
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    assert policy["ingress"] == []
+    blocks = [t["ipBlock"] for r in policy["egress"] for t in r["to"] if "ipBlock" in t]
+    v4 = [b for b in blocks if ipaddress.ip_network(b["cidr"]).version == 4]
+    (internet,) = v4
+    assert internet["cidr"] == "0.0.0.0/0"
+    excluded = [ipaddress.ip_network(c) for c in internet["except"]]
+    for forbidden in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"):
+        assert ipaddress.ip_network(forbidden) in excluded
+    metadata = ipaddress.ip_address("169.254.169.254")
+    assert any(metadata in net for net in excluded)
+    for rule in policy["egress"]:
+        for peer in rule["to"]:
+            if "namespaceSelector" in peer:  # only DNS may be reached in another namespace
+                assert peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+                assert {p["port"] for p in rule["ports"]} == {53}
+
+
+def test_orchestrator_deployment(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
+    deployment = one(rendered, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    env = env_of(container, rendered)
+    assert env["POOL_BACKEND"] == "kubernetes"
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+    # The SQLite store lives on the claim, at RECORDS_DIR.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    claim = volumes[mounts[env["RECORDS_DIR"]]]["persistentVolumeClaim"]["claimName"]
+    assert ("PersistentVolumeClaim", claim) in rendered
+    # The pod template is mounted where POOL_POD_TEMPLATE points.
+    template_dir = str(Path(env["POOL_POD_TEMPLATE"]).parent)
+    assert volumes[mounts[template_dir]]["configMap"]["name"] == "recorder-pod-template"
+    assert Path(env["POOL_POD_TEMPLATE"]).name in rendered[("ConfigMap", "recorder-pod-template")]["data"]
+
+    # Secrets by reference only; nothing secret-looking spelled out.
+    for e in container["env"]:
+        if any(word in e["name"] for word in ("TOKEN", "SECRET", "KEY", "PASSWORD")):
+            assert "value" not in e and "secretKeyRef" in e["valueFrom"], e["name"]
+    assert not [k for k, _ in rendered if k == "Secret"]
+    for (_, name), obj in rendered.items():
+        if obj["kind"] == "ConfigMap":
+            for key in obj["data"]:
+                assert not re.search(r"TOKEN|SECRET|PASSWORD|ACCESS_KEY", key), f"{name}: {key}"
+
+    # The budget can never keep the pool above its floor: minAvailable is POOL_MIN.
+    pdb = one(rendered, "PodDisruptionBudget")["spec"]
+    assert isinstance(pdb["minAvailable"], int) and "maxUnavailable" not in pdb
+    assert pdb["minAvailable"] == int(env["POOL_MIN"])
+    assert int(env["POOL_MIN"]) <= int(env["POOL_MAX"])
+    assert float(env["POOL_START_TIMEOUT"]) > float(env["POOL_PENDING_TIMEOUT"])
+
+
+def test_dockerfile_installs_with_the_ci_script_and_runs_unprivileged() -> None:
+    text = (REPO / "Dockerfile.recorder").read_text()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    assert lines[0].startswith("FROM debian:bookworm-slim")
+    assert any(ln.startswith("COPY") and "scripts/install-system-deps.sh" in ln for ln in lines)
+    assert any(ln.startswith("RUN") and "install-system-deps.sh" in ln for ln in lines)
+    assert (REPO / "scripts" / "install-system-deps.sh").exists()
+    assert [ln for ln in lines if ln.startswith("USER")][-1] == "USER 10001"
+    assert any(ln.startswith("HEALTHCHECK") for ln in lines)
+    assert lines[-1].startswith("CMD") and '"recorder", "worker"' in lines[-1]

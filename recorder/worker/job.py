@@ -1,0 +1,381 @@
+"""One leased recording, from lease to report: record, store, report, with heartbeats all along.
+
+Heartbeats go every `lease.heartbeat_interval` seconds (and at once when the state changes), carrying
+the state and the capture's progress. The orchestrator's reply steers the job:
+
+- `stop`: stop gracefully; the file is kept, stored and reported.
+- `cancel`: stop, discard the files, abort an upload in progress; reported as cancelled.
+- 410 (the lease is no longer ours: it lapsed and went to another worker, or the recording ended):
+  stop at once and drop the recording; nothing is reported, since another attempt may own it now.
+
+A heartbeat that does not get through is simply tried again at the next beat: the recording goes on,
+so an orchestrator restart loses nothing. The report is retried until it is acknowledged.
+
+Files live in `RECORDS_DIR/<recording_id>/attempt-<n>/` while recording, so two attempts of the same
+recording on one machine (a lapsed worker and its successor) never touch each other's files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from recorder.config import RecorderSettings
+from recorder.errors import ErrorCode, RecorderError
+from recorder.protocol import ErrorInfo, Heartbeat, Lease, Outcome, Progress, Report, WorkerState
+from recorder.spec import RecordingSpec
+from recorder.storage import StoredResult, abort_pending, resume_pending, store_recording
+from recorder.worker.client import LeaseLost, OrchestratorClient, Unauthorized, Unavailable
+
+log = structlog.get_logger(__name__)
+
+ProgressCallback = Callable[[WorkerState, Progress], None]
+
+
+class RecordingOutput(Protocol):
+    """What the worker needs of the pipeline's `RecordingResult`."""
+
+    mp4: Path | None
+    sidecar: Path | None
+    quality: dict[str, Any] | None
+    progress: Progress
+    error: RecorderError | None
+    stopped_by: str
+
+
+class RecorderLike(Protocol):
+    """The pipeline's `Recorder` (warm display, audio server and browser), as the worker uses it."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def record(
+        self,
+        spec: RecordingSpec,
+        *,
+        recording_id: str,
+        out_dir: Path,
+        on_progress: ProgressCallback | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> RecordingOutput: ...
+
+
+@dataclass(frozen=True)
+class JobTimings:
+    # How long a final report is retried while the orchestrator cannot be reached.
+    report_patience: float = 3600.0
+    # First and longest wait between attempts to finish an upload S3 could not take.
+    upload_retry_first: float = 5.0
+    upload_retry_cap: float = 60.0
+
+
+@dataclass(frozen=True)
+class JobResult:
+    recording_id: str
+    outcome: Outcome | None  # None: the lease was lost, nothing was reported
+    location: str | None = None
+    reported: bool = False
+    error: ErrorInfo | None = None
+
+
+class Job:
+    def __init__(
+        self,
+        lease: Lease,
+        *,
+        worker_id: str,
+        recorder: RecorderLike,
+        client: OrchestratorClient,
+        settings: RecorderSettings,
+        timings: JobTimings | None = None,
+    ) -> None:
+        self.lease = lease
+        self.worker_id = worker_id
+        self.recorder = recorder
+        self.client = client
+        self.settings = settings
+        self.timings = timings or JobTimings()
+        self.recording_id = lease.recording_id
+        self.out_dir = settings.records_dir / lease.recording_id / f"attempt-{lease.attempt}"
+        self.state: WorkerState = "starting"
+        self.progress = Progress()
+        self.stop = asyncio.Event()  # handed to the recorder: stop gracefully, keep the file
+        self.cancelled = False
+        self.lease_lost = False
+        self.stopped_for: str | None = None
+        self._upload_cancel = threading.Event()
+        self._changed = asyncio.Event()
+        self._give_up_upload = asyncio.Event()
+        self._beats: asyncio.Task[None] | None = None
+        self._beats_done = False
+        self.log = log.bind(recording_id=lease.recording_id, lease_id=lease.lease_id, attempt=lease.attempt)
+
+    # -- steering, from heartbeats and from the worker ---------------------------------------------
+
+    def request_stop(self, why: str) -> None:
+        """Stop gracefully (the file is kept, stored and reported)."""
+        if not self.stop.is_set():
+            self.stopped_for = why
+            self.log.info("worker.stop_requested", why=why)
+            self.stop.set()
+
+    def give_up_pending_upload(self) -> None:
+        """The worker is going away: stop waiting for S3 and report where the files are."""
+        self._give_up_upload.set()
+
+    def _cancel(self) -> None:
+        if not self.cancelled:
+            self.log.info("worker.cancel_requested")
+        self.cancelled = True
+        self._upload_cancel.set()
+        self.request_stop("cancel")
+
+    def _lose_lease(self, why: str) -> None:
+        if not self.lease_lost:
+            self.log.warning("worker.lease_lost", why=why)
+        self.lease_lost = True
+        self._upload_cancel.set()
+        self.request_stop("lease lost")
+
+    def _on_progress(self, state: WorkerState, progress: Progress) -> None:
+        self.progress = progress
+        self._set_state(state)
+
+    def _set_state(self, state: WorkerState) -> None:
+        if state != self.state:
+            self.state = state
+            self._changed.set()
+
+    # -- the job -----------------------------------------------------------------------------------
+
+    async def run(self) -> JobResult:
+        self.log.info("worker.job_started", url=self.lease.spec.url, duration=self.lease.spec.duration)
+        self._beats = asyncio.create_task(self._heartbeats(), name=f"heartbeat-{self.recording_id}")
+        try:
+            return await self._run()
+        finally:
+            await self._stop_heartbeats()
+
+    async def _stop_heartbeats(self) -> None:
+        """End the heartbeats, letting one in flight finish (a request cut off mid-way helps nobody)."""
+        beats, self._beats = self._beats, None
+        if beats is None:
+            return
+        self._beats_done = True
+        self._changed.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(beats), timeout=self.client.request_timeout + 1.0)
+        beats.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beats
+
+    async def _run(self) -> JobResult:
+        started = time.time()
+        output, error = await self._record()
+        if self.lease_lost or self.cancelled:
+            return await self._drop()
+        mp4 = output.mp4 if output is not None else None
+        if output is not None:
+            self.progress = output.progress
+        if mp4 is None or not mp4.is_file():
+            error = error or RecorderError(ErrorCode.INTERNAL, "the recorder produced no rec.mp4 and said not why")
+            self._discard_files()
+            return await self._report("failed", error=_info(error))
+
+        self._set_state("uploading")
+        files = {"rec.mp4": mp4}
+        if output is not None and output.sidecar is not None and output.sidecar.is_file():
+            files["rec.json"] = output.sidecar
+        first_frame = self.progress.first_frame_at or started
+        try:
+            stored = await asyncio.to_thread(
+                store_recording,
+                self.recording_id,
+                files,
+                self.lease.upload,
+                self.settings,
+                datetime.fromtimestamp(first_frame, UTC),
+                cancel=self._upload_cancel,
+            )
+            if stored.pending:
+                stored = await self._finish_pending_upload(stored, output)
+        except RecorderError as exc:
+            if self.lease_lost or self.cancelled:
+                return await self._drop()
+            return await self._report("failed", error=_info(exc), quality=output.quality if output else None)
+        if self.lease_lost or self.cancelled:
+            return await self._drop()
+        if stored.pending:
+            # Giving up on S3 for now (the worker is shutting down): say where the recording is.
+            reason = stored.reason or "S3 could not be reached"
+            message = f"{reason}; rec.mp4 is kept at {stored.location} and its upload resumes when a worker starts"
+            return await self._report(
+                "failed",
+                location=stored.location,
+                metadata_location=stored.metadata_location,
+                quality=output.quality if output else None,
+                error=ErrorInfo(code=ErrorCode.UPLOAD_PENDING.value, message=message),
+            )
+        if not self.settings.keep_local:
+            self._discard_files()  # what storage did not move or delete: partial captures, logs
+        return await self._report(
+            "failed" if error is not None else "completed",
+            location=stored.location,
+            metadata_location=stored.metadata_location,
+            quality=output.quality if output else None,
+            error=_info(error) if error is not None else None,
+        )
+
+    async def _record(self) -> tuple[RecordingOutput | None, RecorderError | None]:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            output = await self.recorder.record(
+                self.lease.spec,
+                recording_id=self.recording_id,
+                out_dir=self.out_dir,
+                on_progress=self._on_progress,
+                stop=self.stop,
+            )
+        except RecorderError as exc:
+            self.log.warning("worker.recording_failed", code=str(exc.code), error=exc.message)
+            return None, exc
+        except Exception as exc:
+            self.log.exception("worker.recording_crashed")
+            return None, RecorderError(ErrorCode.INTERNAL, f"the recorder failed unexpectedly: {exc!r}")
+        self.log.info(
+            "worker.recorded",
+            stopped_by=output.stopped_by,
+            mp4=str(output.mp4) if output.mp4 else None,
+            error=str(output.error) if output.error else None,
+        )
+        return output, output.error
+
+    async def _finish_pending_upload(self, stored: StoredResult, output: RecordingOutput | None) -> StoredResult:
+        """S3 was unreachable: tell the orchestrator (the lease stays ours), then retry until it goes through."""
+        self.log.warning("worker.upload_pending", reason=stored.reason, location=stored.location)
+        try:
+            reply = await self.client.report(
+                self._build_report(
+                    "completed",
+                    location=stored.location,
+                    metadata_location=stored.metadata_location,
+                    quality=output.quality if output else None,
+                    upload_pending=True,
+                ),
+                deadline=asyncio.get_running_loop().time() + self.lease.lease_ttl,
+            )
+            self._act(reply.action)
+        except LeaseLost as exc:
+            self._lose_lease(str(exc))
+        except (Unavailable, Unauthorized) as exc:
+            self.log.warning("worker.report_failed", error=str(exc))  # heartbeats keep the lease meanwhile
+        delay = self.timings.upload_retry_first
+        while not (self.lease_lost or self.cancelled):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._give_up_upload.wait(), timeout=delay)
+            if self._give_up_upload.is_set() or self.lease_lost or self.cancelled:
+                return stored
+            results = await asyncio.to_thread(resume_pending, self.settings)
+            ours = next((r for r in results if r.recording_id == self.recording_id), None)
+            if ours is None:
+                # Nothing pending any more: another worker sharing RECORDS_DIR finished it, or it failed.
+                raise RecorderError(ErrorCode.UPLOAD_FAILED, "the pending upload disappeared from RECORDS_DIR")
+            if ours.error is not None:
+                code = ours.error.code if ours.error.code in set(ErrorCode) else ErrorCode.UPLOAD_FAILED
+                raise RecorderError(ErrorCode(code), ours.error.message)
+            if not ours.pending:
+                self.log.info("worker.upload_resumed", location=ours.location)
+                return ours
+            delay = min(delay * 2, self.timings.upload_retry_cap)
+        return stored
+
+    async def _drop(self) -> JobResult:
+        """Cancelled or lease lost: nothing of this recording is kept."""
+        if self.settings.s3_bucket or self.lease.upload.bucket:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(abort_pending, self.recording_id, self.settings)
+        self._discard_files()
+        if self.lease_lost:
+            self.log.info("worker.recording_dropped")
+            return JobResult(self.recording_id, None)
+        return await self._report(
+            "cancelled", error=ErrorInfo(code=ErrorCode.CANCELLED.value, message="cancelled through the API")
+        )
+
+    def _discard_files(self) -> None:
+        shutil.rmtree(self.out_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.out_dir.parent.rmdir()  # only when nothing else (another attempt, a stored file) is there
+
+    # -- talking to the orchestrator ---------------------------------------------------------------
+
+    def _build_report(self, outcome: Outcome, **fields: Any) -> Report:
+        return Report(
+            lease_id=self.lease.lease_id,
+            worker_id=self.worker_id,
+            outcome=outcome,
+            progress=self.progress,
+            **fields,
+        )
+
+    async def _report(self, outcome: Outcome, **fields: Any) -> JobResult:
+        # The report ends the lease; a heartbeat racing it would only be refused.
+        await self._stop_heartbeats()
+        report = self._build_report(outcome, **fields)
+        deadline = asyncio.get_running_loop().time() + self.timings.report_patience
+        reported = False
+        try:
+            await self.client.report(report, deadline=deadline)
+            reported = True
+        except LeaseLost as exc:
+            self.log.warning("worker.report_refused", why=str(exc))
+        except (Unavailable, Unauthorized) as exc:
+            self.log.error("worker.report_undelivered", error=str(exc), outcome=outcome)
+        self.log.info("worker.job_done", outcome=outcome, location=report.location, reported=reported)
+        return JobResult(self.recording_id, outcome, report.location, reported, report.error)
+
+    async def _heartbeats(self) -> None:
+        interval = self.lease.heartbeat_interval
+        quiet = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=interval)
+            self._changed.clear()
+            if self._beats_done:
+                return
+            beat = Heartbeat(
+                lease_id=self.lease.lease_id, worker_id=self.worker_id, state=self.state, progress=self.progress
+            )
+            try:
+                reply = await self.client.heartbeat(beat)
+            except LeaseLost as exc:
+                self._lose_lease(str(exc))
+                return
+            except (Unavailable, Unauthorized) as exc:
+                quiet += 1
+                if quiet == 1 or quiet % 10 == 0:
+                    self.log.warning("worker.heartbeat_failed", error=str(exc), missed=quiet)
+                continue
+            quiet = 0
+            self._act(reply.action)
+
+    def _act(self, action: str) -> None:
+        if action == "cancel":
+            self._cancel()
+        elif action == "stop":
+            self.request_stop("stop requested through the API")
+
+
+def _info(error: RecorderError) -> ErrorInfo:
+    return ErrorInfo(code=str(error.code), message=error.message)

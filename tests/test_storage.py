@@ -308,6 +308,26 @@ def test_s3_down_from_the_start_is_pending_then_uploaded(
     assert open_uploads(s3, s3.bucket) == []
 
 
+def test_resume_from_two_threads_at_once_uploads_once(gated: tuple[RecorderSettings, TcpGate], s3: S3Env) -> None:
+    settings, gate = gated
+    files = random_recording(settings, "twice1", 12 * MiB)
+    gate.close()
+    assert store_recording("twice1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS).pending
+    gate.open()
+    barrier = threading.Barrier(2)
+
+    def resume() -> list:
+        barrier.wait()
+        return resume_pending(settings, options=SMALL_PARTS)
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = [r for batch in pool.map(lambda _: resume(), range(2)) for r in batch]
+
+    assert [r.pending for r in outcomes] == [False], "one thread did the upload, the other found it busy or done"
+    assert len(gate.calls("POST", "?uploads")) == 1
+    assert open_uploads(s3, s3.bucket) == []
+
+
 def test_lost_answer_to_complete_is_recognised_not_uploaded_again(
     gated: tuple[RecorderSettings, TcpGate], s3: S3Env
 ) -> None:

@@ -1,0 +1,191 @@
+"""Orchestrator configuration, in one place.
+
+Every field is read from the environment variable named in its alias and can be overridden by the
+matching `orchestrator serve --flag` (the flag is the field name with dashes, see `cli.py`). Names
+shared with the recorder (RECORDS_DIR, S3_*, WORKER_TOKEN) mean the same thing on both sides.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class OrchestratorSettings(BaseSettings):
+    model_config = SettingsConfigDict(validate_by_name=True, validate_by_alias=True, extra="ignore")
+
+    # HTTP
+    host: str = Field(default="127.0.0.1", validation_alias=_env("ORCHESTRATOR_HOST"), description="bind address")
+    port: int = Field(default=8080, ge=0, le=65535, validation_alias=_env("ORCHESTRATOR_PORT"))
+    api_tokens: CommaList = Field(
+        default_factory=list,
+        validation_alias=_env("API_TOKENS"),
+        description="bearer tokens for the public API, comma-separated",
+    )
+    worker_token: str | None = Field(
+        default=None, validation_alias=_env("WORKER_TOKEN"), description="bearer token for /v1/worker/*"
+    )
+    url_allowlist: CommaList = Field(
+        default_factory=list,
+        validation_alias=_env("URL_ALLOWLIST"),
+        description="hosts (exact or *.suffix) or CIDRs exempt from the private-address guard, comma-separated",
+    )
+
+    # storage
+    records_dir: Path = Field(default=Path("records"), validation_alias=_env("RECORDS_DIR"))
+    db: Path | None = Field(
+        default=None,
+        validation_alias=_env("ORCHESTRATOR_DB"),
+        description="SQLite file; default RECORDS_DIR/orchestrator.db",
+    )
+    db_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        validation_alias=_env("ORCHESTRATOR_DB_SYNCHRONOUS"),
+        description="FULL: a transition survives power loss once acknowledged; NORMAL: survives a process crash",
+    )
+    s3_bucket: str | None = Field(default=None, validation_alias=_env("S3_BUCKET"))
+    s3_prefix: str = Field(default="recordings", validation_alias=_env("S3_PREFIX"))
+    s3_endpoint_url: str | None = Field(default=None, validation_alias=_env("S3_ENDPOINT_URL"))
+    media_url_ttl: int = Field(
+        default=3600, ge=60, le=7 * 24 * 3600, validation_alias=_env("ORCHESTRATOR_MEDIA_URL_TTL")
+    )
+
+    # recordings
+    max_duration: float = Field(
+        default=4 * 3600.0,
+        gt=0,
+        le=24 * 3600.0,
+        validation_alias=_env("ORCHESTRATOR_MAX_DURATION"),
+        description="upper bound in seconds for a request's max_duration",
+    )
+    default_duration: float = Field(
+        default=3600.0,
+        gt=0,
+        validation_alias=_env("ORCHESTRATOR_DEFAULT_DURATION"),
+        description="max_duration when a request gives none (capped by max_duration)",
+    )
+
+    # leases
+    lease_ttl: float = Field(default=15.0, gt=0, validation_alias=_env("ORCHESTRATOR_LEASE_TTL"))
+    heartbeat_interval: float = Field(default=3.0, gt=0, validation_alias=_env("ORCHESTRATOR_HEARTBEAT_INTERVAL"))
+    lease_check_interval: float = Field(default=2.0, gt=0, validation_alias=_env("ORCHESTRATOR_LEASE_CHECK_INTERVAL"))
+    max_attempts: int = Field(default=3, ge=1, validation_alias=_env("ORCHESTRATOR_MAX_ATTEMPTS"))
+    shutdown_grace: float = Field(
+        default=30.0,
+        ge=0,
+        validation_alias=_env("ORCHESTRATOR_SHUTDOWN_GRACE"),
+        description="on SIGTERM, how long running recordings may go on before they are told to stop",
+    )
+    shutdown_stop_wait: float = Field(
+        default=60.0,
+        ge=0,
+        validation_alias=_env("ORCHESTRATOR_SHUTDOWN_STOP_WAIT"),
+        description="after telling recordings to stop, how long to wait for their reports",
+    )
+
+    # webhooks
+    webhook_secret: str | None = Field(default=None, validation_alias=_env("ORCHESTRATOR_WEBHOOK_SECRET"))
+    webhook_attempts: int = Field(default=8, ge=1, le=30, validation_alias=_env("ORCHESTRATOR_WEBHOOK_ATTEMPTS"))
+    webhook_backoff: float = Field(
+        default=1.0,
+        gt=0,
+        validation_alias=_env("ORCHESTRATOR_WEBHOOK_BACKOFF"),
+        description="first retry delay in seconds; doubles per attempt, with jitter, capped at 5 minutes",
+    )
+    webhook_timeout: float = Field(default=10.0, gt=0, validation_alias=_env("ORCHESTRATOR_WEBHOOK_TIMEOUT"))
+
+    # pool
+    pool_backend: Literal["local", "kubernetes", "none"] = Field(
+        default="local",
+        validation_alias=_env("POOL_BACKEND"),
+        description="local: worker subprocesses; kubernetes: recorder pods; none: workers are started elsewhere",
+    )
+    pool_min: int = Field(default=0, ge=0, validation_alias=_env("POOL_MIN"))
+    pool_max: int = Field(default=4, ge=0, validation_alias=_env("POOL_MAX"))
+    pool_spare: int = Field(default=1, ge=0, validation_alias=_env("POOL_SPARE"))
+    pool_idle_cooldown: float = Field(
+        default=60.0,
+        ge=0,
+        validation_alias=_env("POOL_IDLE_COOLDOWN"),
+        description="seconds a surplus worker stays idle before it is retired",
+    )
+    pool_start_timeout: float = Field(
+        default=180.0,
+        gt=0,
+        validation_alias=_env("POOL_START_TIMEOUT"),
+        description="a new worker that has not asked for work this long after it was started is replaced",
+    )
+    pool_capacity: int | None = Field(
+        default=None,
+        ge=1,
+        validation_alias=_env("POOL_CAPACITY"),
+        description="most recordings leased at once across all workers; unset: what this machine's cores"
+        " sustain with the local pool, no limit otherwise",
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", validation_alias=_env("ORCHESTRATOR_LOG_LEVEL")
+    )
+
+    @field_validator("api_tokens", "url_allowlist", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("worker_token", "webhook_secret", "s3_bucket", "s3_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("pool_capacity", mode="before")
+    @classmethod
+    def _empty_capacity(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _secure_when_exposed(self) -> OrchestratorSettings:
+        # Without tokens the API is open, which is only acceptable when nobody else can reach it.
+        if not self.is_loopback:
+            missing = [
+                name
+                for name, value in (("API_TOKENS", self.api_tokens), ("WORKER_TOKEN", self.worker_token))
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"ORCHESTRATOR_HOST={self.host} is reachable from other machines: set {' and '.join(missing)}"
+                    " (or bind to 127.0.0.1)"
+                )
+        if self.pool_min > self.pool_max:
+            raise ValueError(f"POOL_MIN ({self.pool_min}) is above POOL_MAX ({self.pool_max})")
+        return self
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def db_path(self) -> Path:
+        return self.db if self.db is not None else self.records_dir / "orchestrator.db"
+
+    @property
+    def effective_default_duration(self) -> float:
+        return min(self.default_duration, self.max_duration)

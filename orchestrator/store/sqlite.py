@@ -1,0 +1,347 @@
+"""The embedded store: SQLite in WAL mode through aiosqlite.
+
+One connection writes (every write is a short BEGIN IMMEDIATE ... COMMIT under an asyncio lock, since
+coroutines share that connection), another only reads, so API reads never wait behind a write and
+never see one that is not committed. `synchronous=FULL` by default: in WAL mode that fsyncs the log
+at every commit, so a transition the API acknowledged survives power loss, not just a process crash;
+NORMAL (configurable) keeps the latter guarantee at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+
+from orchestrator.states import ACTIVE, State
+from orchestrator.store.base import MUTABLE, IdempotencyConflict, NewRecording, RecordingRow
+
+_STAMPED = [s.value for s in State] + ["first_frame"]
+_JSON = frozenset({"request", "spec", "upload", "quality", "progress"})
+
+_MIGRATIONS = [
+    f"""
+    CREATE TABLE recordings (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL,
+        request TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        upload TEXT NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        fingerprint TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        {", ".join(f"{name}_at REAL" for name in _STAMPED)},
+        attempts INTEGER NOT NULL DEFAULT 0,
+        worker TEXT,
+        lease_id TEXT,
+        lease_expires_at REAL,
+        last_heartbeat_at REAL,
+        avoid_worker TEXT,
+        requested_action TEXT,
+        keep_file INTEGER NOT NULL DEFAULT 1,
+        location TEXT,
+        metadata_location TEXT,
+        quality TEXT,
+        progress TEXT,
+        error_code TEXT,
+        error_message TEXT
+    );
+    CREATE INDEX recordings_status_seq ON recordings (status, seq);
+    CREATE INDEX recordings_lease_id ON recordings (lease_id);
+    """,
+]
+
+_ACTIVE_SQL = ", ".join(f"'{s.value}'" for s in ACTIVE)
+
+
+class SQLiteStore:
+    def __init__(self, path: Path, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._w: aiosqlite.Connection | None = None
+        self._r: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._w = await self._connect()
+        await self._w.execute("PRAGMA journal_mode=WAL")
+        await self._migrate(self._w)
+        self._r = await self._connect()
+        await self._r.execute("PRAGMA query_only=ON")
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA busy_timeout=5000")
+        await db.execute(f"PRAGMA synchronous={self.synchronous}")
+        return db
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        async with db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            await db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+
+    async def close(self) -> None:
+        for db in (self._r, self._w):
+            if db is not None:
+                await db.close()
+        self._r = self._w = None
+
+    @property
+    def _reader(self) -> aiosqlite.Connection:
+        if self._r is None:
+            raise RuntimeError("store is not open")
+        return self._r
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        if self._w is None:
+            raise RuntimeError("store is not open")
+        async with self._lock:
+            db = self._w
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+
+    async def ping(self) -> None:
+        async with self._reader.execute("SELECT 1") as cur:
+            await cur.fetchone()
+        if self._w is None:
+            raise RuntimeError("store is not open")
+
+    async def create(self, new: NewRecording) -> tuple[RecordingRow, bool]:
+        async with self._write() as db:
+            if new.idempotency_key is not None:
+                existing = await _one(db, "SELECT * FROM recordings WHERE idempotency_key = ?", new.idempotency_key)
+                if existing is not None:
+                    if existing.fingerprint != new.fingerprint:
+                        raise IdempotencyConflict(existing)
+                    return existing, False
+            row = await _one(
+                db,
+                """INSERT INTO recordings (id, status, request, spec, upload, idempotency_key, fingerprint,
+                                           created_at, updated_at, queued_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
+                new.id,
+                State.QUEUED.value,
+                _dump(new.request),
+                _dump(new.spec),
+                _dump(new.upload),
+                new.idempotency_key,
+                new.fingerprint,
+                new.created_at,
+                new.created_at,
+                new.created_at,
+            )
+        assert row is not None
+        return row, True
+
+    async def get(self, recording_id: str) -> RecordingRow | None:
+        return await _one(self._reader, "SELECT * FROM recordings WHERE id = ?", recording_id)
+
+    async def get_by_lease(self, lease_id: str) -> RecordingRow | None:
+        return await _one(self._reader, "SELECT * FROM recordings WHERE lease_id = ?", lease_id)
+
+    async def list(self, statuses: Collection[State] | None, limit: int, before_seq: int | None) -> list[RecordingRow]:
+        where, params = [], []
+        if statuses:
+            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+            params += [State(s).value for s in statuses]
+        if before_seq is not None:
+            where.append("seq < ?")
+            params.append(before_seq)
+        sql = "SELECT * FROM recordings"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        return await _all(self._reader, sql, *params, limit)
+
+    async def transition(
+        self,
+        recording_id: str,
+        *,
+        from_states: Collection[State],
+        to: State,
+        at: float,
+        changes: Mapping[str, Any] | None = None,
+        lease_id: str | None = None,
+        lease_expired_before: float | None = None,
+    ) -> RecordingRow | None:
+        if not from_states:
+            return None
+        sets = {"status": State(to).value, "updated_at": at, f"{State(to).value}_at": at, **_checked(changes)}
+        return await self._guarded_update(recording_id, sets, from_states, lease_id, lease_expired_before)
+
+    async def update(
+        self,
+        recording_id: str,
+        changes: Mapping[str, Any],
+        *,
+        statuses: Collection[State] | None = None,
+        lease_id: str | None = None,
+    ) -> RecordingRow | None:
+        return await self._guarded_update(recording_id, _checked(changes), statuses, lease_id, None)
+
+    async def _guarded_update(
+        self,
+        recording_id: str,
+        sets: Mapping[str, Any],
+        statuses: Collection[State] | None,
+        lease_id: str | None,
+        lease_expired_before: float | None,
+    ) -> RecordingRow | None:
+        where, params = ["id = ?"], [recording_id]
+        if statuses is not None:
+            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+            params += [State(s).value for s in statuses]
+        if lease_id is not None:
+            where.append("lease_id = ?")
+            params.append(lease_id)
+        if lease_expired_before is not None:
+            where.append("lease_expires_at < ?")
+            params.append(lease_expired_before)
+        assignments = ", ".join(f"{column} = ?" for column in sets)
+        values = [_dump(v) if column in _JSON else _plain(v) for column, v in sets.items()]
+        sql = f"UPDATE recordings SET {assignments} WHERE {' AND '.join(where)} RETURNING *"
+        async with self._write() as db:
+            return await _one(db, sql, *values, *params)
+
+    async def claim_next(
+        self,
+        *,
+        worker_id: str,
+        lease_id: str,
+        at: float,
+        expires_at: float,
+        max_active: int | None = None,
+        shun_after: float | None = None,
+    ) -> RecordingRow | None:
+        async with self._write() as db:
+            if max_active is not None:
+                async with db.execute(f"SELECT COUNT(*) FROM recordings WHERE status IN ({_ACTIVE_SQL})") as cur:
+                    (active,) = await cur.fetchone() or (0,)
+                if active >= max_active:
+                    return None
+            pick = "SELECT id FROM recordings WHERE status = 'queued'"
+            params: list[Any] = []
+            if shun_after is not None:
+                pick += " AND (avoid_worker IS NULL OR avoid_worker != ? OR queued_at <= ?)"
+                params += [worker_id, shun_after]
+            async with db.execute(pick + " ORDER BY seq LIMIT 1", params) as cur:
+                found = await cur.fetchone()
+            if found is None:
+                return None
+            return await _one(
+                db,
+                """UPDATE recordings SET status = 'starting', starting_at = ?, updated_at = ?,
+                          attempts = attempts + 1, worker = ?, lease_id = ?, lease_expires_at = ?,
+                          last_heartbeat_at = ?, avoid_worker = NULL, progress = NULL
+                   WHERE id = ? AND status = 'queued' RETURNING *""",
+                at,
+                at,
+                worker_id,
+                lease_id,
+                expires_at,
+                at,
+                found[0],
+            )
+
+    async def expired_leases(self, now: float) -> list[RecordingRow]:
+        return await _all(
+            self._reader,
+            f"SELECT * FROM recordings WHERE status IN ({_ACTIVE_SQL}) AND lease_expires_at < ? ORDER BY seq",
+            now,
+        )
+
+    async def extend_leases(self, until: float) -> int:
+        async with self._write() as db:
+            cur = await db.execute(
+                f"""UPDATE recordings SET lease_expires_at = ?
+                    WHERE status IN ({_ACTIVE_SQL}) AND (lease_expires_at IS NULL OR lease_expires_at < ?)""",
+                (until, until),
+            )
+            return cur.rowcount
+
+    async def count_by_status(self) -> dict[State, int]:
+        async with self._reader.execute("SELECT status, COUNT(*) FROM recordings GROUP BY status") as cur:
+            rows = await cur.fetchall()
+        counts = dict.fromkeys(State, 0)
+        counts.update({State(status): n for status, n in rows})
+        return counts
+
+
+def _checked(changes: Mapping[str, Any] | None) -> dict[str, Any]:
+    changes = dict(changes or {})
+    unknown = set(changes) - MUTABLE
+    if unknown:
+        raise ValueError(f"not a mutable recording field: {sorted(unknown)}")
+    return changes
+
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _plain(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _to_row(r: sqlite3.Row) -> RecordingRow:
+    return RecordingRow(
+        seq=r["seq"],
+        id=r["id"],
+        status=State(r["status"]),
+        request=_load(r["request"]),
+        spec=_load(r["spec"]),
+        upload=_load(r["upload"]),
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        timestamps={name: r[f"{name}_at"] for name in _STAMPED if r[f"{name}_at"] is not None},
+        attempts=r["attempts"],
+        worker=r["worker"],
+        lease_id=r["lease_id"],
+        lease_expires_at=r["lease_expires_at"],
+        last_heartbeat_at=r["last_heartbeat_at"],
+        avoid_worker=r["avoid_worker"],
+        requested_action=r["requested_action"],
+        keep_file=bool(r["keep_file"]),
+        location=r["location"],
+        metadata_location=r["metadata_location"],
+        quality=_load(r["quality"]),
+        progress=_load(r["progress"]),
+        error_code=r["error_code"],
+        error_message=r["error_message"],
+        idempotency_key=r["idempotency_key"],
+        fingerprint=r["fingerprint"],
+    )
+
+
+async def _one(db: aiosqlite.Connection, sql: str, *params: Any) -> RecordingRow | None:
+    async with db.execute(sql, params) as cur:
+        rows = await cur.fetchall()
+    return _to_row(rows[0]) if rows else None
+
+
+async def _all(db: aiosqlite.Connection, sql: str, *params: Any) -> list[RecordingRow]:
+    async with db.execute(sql, params) as cur:
+        rows = await cur.fetchall()
+    return [_to_row(r) for r in rows]

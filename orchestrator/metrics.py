@@ -1,0 +1,98 @@
+"""Prometheus metrics of the orchestrator, in a registry of its own (several orchestrators can share a
+process in tests). Per-recording gauges exist only while the recording is active."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from orchestrator.events import StateChange
+from orchestrator.states import TERMINAL, State
+from recorder.protocol import Progress
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class OrchestratorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.pool_workers = Gauge("orchestrator_pool_workers", "Workers by state", ["state"], registry=r)
+        self.recordings = Gauge("orchestrator_recordings", "Recordings by state", ["state"], registry=r)
+        self.transitions = Counter(
+            "orchestrator_transitions_total", "State transitions", ["from_state", "to_state"], registry=r
+        )
+        self.start_latency = Histogram(
+            "orchestrator_start_latency_seconds",
+            "From the API request to the first captured frame",
+            buckets=(0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
+        self.fps = Gauge(
+            "orchestrator_recording_fps", "Captured fps per active recording", ["recording_id"], registry=r
+        )
+        self.dropped = Gauge(
+            "orchestrator_recording_dropped_frames", "Dropped frames per active recording", ["recording_id"], registry=r
+        )
+        self.speed = Gauge(
+            "orchestrator_recording_speed",
+            "Capture speed (1.0 = real time) per active recording",
+            ["recording_id"],
+            registry=r,
+        )
+        self.behind = Gauge(
+            "orchestrator_recording_behind", "1 while a capture is behind real time", ["recording_id"], registry=r
+        )
+        self.upload_bytes = Counter("orchestrator_upload_bytes_total", "Bytes of completed uploads", registry=r)
+        self.upload_seconds = Histogram(
+            "orchestrator_upload_seconds",
+            "Time recordings spent uploading",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.failures = Counter("orchestrator_failures_total", "Failed recordings by error code", ["code"], registry=r)
+        self.lapsed = Counter("orchestrator_leases_lapsed_total", "Leases lost to a silent worker", registry=r)
+        self.webhooks = Counter(
+            "orchestrator_webhook_deliveries_total",
+            "Webhook delivery attempts by result (delivered, retried, failed, dropped)",
+            ["result"],
+            registry=r,
+        )
+        self._active: set[str] = set()
+
+    def on_state_change(self, change: StateChange) -> None:
+        self.transitions.labels(change.old.value if change.old else "none", change.new.value).inc()
+        row = change.recording
+        if change.new is State.FAILED:
+            self.failures.labels(row.error_code or "unknown").inc()
+        if change.new in TERMINAL or change.new is State.QUEUED:
+            self.forget(row.id)
+        if change.new is State.COMPLETED and row.location and row.location.startswith("s3://"):
+            if row.progress:
+                self.upload_bytes.inc(float(row.progress.get("bytes") or 0))
+            started = row.timestamps.get("uploading")
+            if started is not None:
+                self.upload_seconds.observe(max(0.0, change.at - started))
+
+    def observe_progress(self, recording_id: str, progress: Progress) -> None:
+        self._active.add(recording_id)
+        self.fps.labels(recording_id).set(progress.fps)
+        self.dropped.labels(recording_id).set(progress.dropped)
+        self.speed.labels(recording_id).set(progress.speed)
+        self.behind.labels(recording_id).set(1 if progress.behind else 0)
+
+    def forget(self, recording_id: str) -> None:
+        if recording_id in self._active:
+            self._active.discard(recording_id)
+            for gauge in (self.fps, self.dropped, self.speed, self.behind):
+                gauge.remove(recording_id)
+
+    def set_counts(self, recordings: Mapping[State, int], workers: Mapping[str, int]) -> None:
+        for state, n in recordings.items():
+            self.recordings.labels(state.value).set(n)
+        for state, n in workers.items():
+            self.pool_workers.labels(state).set(n)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,177 @@
+"""What a caller can do to recordings: create, read, list, stop and cancel, under the state machine.
+
+The worker's side of a recording (leases, heartbeats, reports, lapses) is the scheduler's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+
+from orchestrator.config import OrchestratorSettings
+from orchestrator.errors import Conflict, Detail, NotFound, OrchestratorError
+from orchestrator.events import EventBus, StateChange
+from orchestrator.models import CreateRecording
+from orchestrator.states import ACTIVE, TERMINAL, State
+from orchestrator.store.base import IdempotencyConflict, NewRecording, RecordingRow, RecordingStore
+from orchestrator.url_policy import UrlDenied, UrlPolicy
+from recorder.protocol import UploadTarget
+
+MAX_PAGE = 200
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def new_recording_id() -> str:
+    return f"rec_{uuid.uuid4().hex}"
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, _, seq = text.partition(":")
+        if version != "v1":
+            raise ValueError(version)
+        return int(seq)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise OrchestratorError(
+            "validation_error",
+            "cursor is not one this API returned: pass next_cursor from the previous page unchanged",
+            [Detail("cursor", "not a cursor from this API")],
+        ) from exc
+
+
+def parse_statuses(text: str | None) -> list[State] | None:
+    if not text:
+        return None
+    statuses = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            statuses.append(State(part))
+        except ValueError:
+            raise OrchestratorError(
+                "validation_error",
+                f"status {part!r} is not a state; use one or more of {', '.join(s.value for s in State)}",
+                [Detail("status", f"unknown state {part!r}")],
+            ) from None
+    return statuses
+
+
+class RecordingService:
+    def __init__(
+        self,
+        store: RecordingStore,
+        bus: EventBus,
+        policy: UrlPolicy,
+        settings: OrchestratorSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.policy = policy
+        self.settings = settings
+        self.clock = clock
+
+    async def create(
+        self, request: CreateRecording, idempotency_key: str | None = None, client: str = ""
+    ) -> tuple[RecordingRow, bool]:
+        """Queue a recording; the same idempotency key with the same request returns the first one."""
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            raise OrchestratorError(
+                "validation_error",
+                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+                [Detail("Idempotency-Key", "bad length")],
+            )
+        for field, url in (("url", request.url), ("webhook_url", request.webhook_url)):
+            if url is not None:
+                try:
+                    await self.policy.check(url, field)
+                except UrlDenied as denied:
+                    raise OrchestratorError(denied.code, denied.message, [Detail(field, denied.message)]) from None
+        spec = request.to_spec(self.settings.effective_default_duration)
+        upload = request.upload or UploadTarget(bucket=self.settings.s3_bucket, prefix=self.settings.s3_prefix)
+        normalized = request.model_dump(mode="json")
+        now = self.clock()
+        new = NewRecording(
+            id=new_recording_id(),
+            request=normalized,
+            spec=spec.model_dump(mode="json"),
+            upload=upload.model_dump(mode="json"),
+            created_at=now,
+            idempotency_key=f"{client}:{idempotency_key}" if idempotency_key is not None else None,
+            fingerprint=hashlib.sha256(json.dumps(normalized, sort_keys=True).encode()).hexdigest(),
+        )
+        try:
+            row, created = await self.store.create(new)
+        except IdempotencyConflict as conflict:
+            raise Conflict(
+                "idempotency_conflict",
+                f"Idempotency-Key {idempotency_key!r} was used for recording {conflict.existing.id} with a"
+                " different request; send the same request to get that recording, or use a new key",
+            ) from None
+        if created:
+            self.bus.publish(StateChange(row, None, State.QUEUED, now))
+        return row, created
+
+    async def get(self, recording_id: str) -> RecordingRow:
+        row = await self.store.get(recording_id)
+        if row is None:
+            raise NotFound(f"no recording {recording_id!r}; list them with GET /v1/recordings")
+        return row
+
+    async def list(
+        self, statuses: list[State] | None, limit: int, cursor: str | None
+    ) -> tuple[list[RecordingRow], str | None]:
+        if not 1 <= limit <= MAX_PAGE:
+            raise OrchestratorError(
+                "validation_error", f"limit must be 1 to {MAX_PAGE}", [Detail("limit", f"got {limit}")]
+            )
+        before = decode_cursor(cursor) if cursor else None
+        rows = await self.store.list(statuses, limit + 1, before)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, encode_cursor(rows[-1].seq) if more else None
+
+    async def stop(self, recording_id: str) -> RecordingRow:
+        """Ask the worker to stop gracefully: the recording is finalized and uploaded as usual."""
+        row = await self.get(recording_id)
+        if row.status is State.QUEUED:
+            raise Conflict(
+                "illegal_transition",
+                f"recording {row.id} is queued, so nothing is being recorded yet; DELETE it to cancel it",
+            )
+        if row.status in TERMINAL:
+            raise Conflict("illegal_transition", f"recording {row.id} is already {row.status}; it cannot be stopped")
+        if row.requested_action is not None:
+            return row
+        updated = await self.store.update(row.id, {"requested_action": "stop"}, statuses=ACTIVE)
+        return updated if updated is not None else await self.stop(recording_id)
+
+    async def cancel(self, recording_id: str, keep: bool = False) -> RecordingRow:
+        """A queued recording never starts; an active one is told to stop and its file is discarded unless
+        `keep`. The recording ends `cancelled` either way."""
+        row = await self.get(recording_id)
+        if row.status in TERMINAL:
+            raise Conflict("illegal_transition", f"recording {row.id} is already {row.status}; it cannot be cancelled")
+        changes = {"requested_action": "cancel", "keep_file": keep}
+        if row.status is State.QUEUED:
+            now = self.clock()
+            cancelled = await self.store.transition(
+                row.id, from_states={State.QUEUED}, to=State.CANCELLED, at=now, changes=changes
+            )
+            if cancelled is not None:
+                self.bus.publish(StateChange(cancelled, State.QUEUED, State.CANCELLED, now))
+                return cancelled
+            return await self.cancel(recording_id, keep)  # a worker took it meanwhile
+        if row.requested_action == "cancel":
+            return row
+        updated = await self.store.update(row.id, changes, statuses=ACTIVE)
+        return updated if updated is not None else await self.cancel(recording_id, keep)

@@ -1,0 +1,86 @@
+"""Operations routes: liveness, readiness, metrics, the OpenAPI document and the pool view."""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+
+from orchestrator.api.context import CONTEXT, ApiContext
+from orchestrator.api.responses import json_model
+from orchestrator.metrics import CONTENT_TYPE
+from orchestrator.models import Health, PoolView, PoolWorker
+from orchestrator.openapi import openapi_document
+from orchestrator.states import ACTIVE, State
+from orchestrator.views import utc
+
+log = structlog.get_logger("orchestrator.api")
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_model(Health(status="ok"))
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await request.app[CONTEXT].store.ping()
+    except Exception as exc:
+        log.warning("not_ready", error=str(exc))
+        return json_model(Health(status="unavailable", detail=f"store: {exc}"), status=503)
+    return json_model(Health(status="ok"))
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    ctx.metrics.set_counts(await ctx.store.count_by_status(), ctx.registry.counts())
+    return web.Response(body=ctx.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+@routes.get("/v1/pool")
+async def pool(request: web.Request) -> web.Response:
+    return json_model(await pool_view(request.app[CONTEXT]))
+
+
+async def pool_view(ctx: ApiContext) -> PoolView:
+    workers = [
+        PoolWorker(
+            id=w.worker_id,
+            state=w.state,
+            retiring=w.retiring,
+            last_seen=utc(w.last_seen),
+            idle_since=utc(w.idle_since),
+            recordings=list(w.recordings),
+        )
+        for w in ctx.registry.snapshot()
+    ]
+    if ctx.backend is not None:
+        # Workers the backend started that have not asked for work yet, and those that failed.
+        seen = {w.id for w in workers}
+        for info in await ctx.backend.list():
+            if info.name in seen or info.phase == "gone":
+                continue
+            state = "failed" if info.phase == "failed" else "starting"
+            workers.append(PoolWorker(id=info.name, state=state, reason=info.reason))
+    counts = await ctx.store.count_by_status()
+    s = ctx.settings
+    return PoolView(
+        workers=workers,
+        idle=sum(1 for w in workers if w.state == "idle"),
+        busy=sum(1 for w in workers if w.state == "busy"),
+        starting=sum(1 for w in workers if w.state == "starting"),
+        queued=counts[State.QUEUED],
+        active=sum(counts[a] for a in ACTIVE),
+        capacity=s.pool_capacity,
+        min=s.pool_min,
+        max=s.pool_max,
+        spare=s.pool_spare,
+        draining=ctx.scheduler.draining,
+    )

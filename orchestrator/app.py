@@ -1,0 +1,185 @@
+"""The composition root: builds the store, scheduler, webhooks, metrics and API from settings, and runs
+them with a graceful shutdown.
+
+SIGTERM (or SIGINT): stop granting leases, let running recordings go on for ORCHESTRATOR_SHUTDOWN_GRACE,
+then tell them to stop (files kept and uploaded) and wait ORCHESTRATOR_SHUTDOWN_STOP_WAIT for their
+reports. A second signal skips the waiting. Whatever is still running then is in the store: a restarted
+orchestrator takes it up where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Protocol
+
+import structlog
+from aiohttp import web
+
+from orchestrator.api import ApiContext, create_api
+from orchestrator.auth import BearerAuth
+from orchestrator.config import OrchestratorSettings
+from orchestrator.events import EventBus
+from orchestrator.media import MediaLocator
+from orchestrator.metrics import OrchestratorMetrics
+from orchestrator.pool.backend import PoolBackend
+from orchestrator.scheduler import Scheduler
+from orchestrator.service import RecordingService
+from orchestrator.store.base import RecordingStore
+from orchestrator.store.sqlite import SQLiteStore
+from orchestrator.url_policy import Resolve, UrlPolicy, system_resolve
+from orchestrator.views import to_recording
+from orchestrator.webhooks import WebhookDispatcher
+from orchestrator.workers import WorkerRegistry
+
+log = structlog.get_logger("orchestrator")
+
+
+class Startable(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+# Builds the warm-pool autoscaler once the orchestrator exists (it reads the registry and the store).
+PoolFactory = Callable[["Orchestrator"], Startable]
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        *,
+        store: RecordingStore | None = None,
+        backend: PoolBackend | None = None,
+        autoscaler: PoolFactory | None = None,
+        resolve: Resolve = system_resolve,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store or SQLiteStore(settings.db_path, settings.db_synchronous)
+        self.bus = EventBus()
+        self.metrics = OrchestratorMetrics()
+        self.registry = WorkerRegistry()
+        self.policy = UrlPolicy(settings.url_allowlist, resolve)
+        self.render = partial(to_recording, max_attempts=settings.max_attempts)
+        self.service = RecordingService(self.store, self.bus, self.policy, settings, clock)
+        self.scheduler = Scheduler(self.store, self.bus, self.registry, self.metrics, settings, clock)
+        self.webhooks = WebhookDispatcher(
+            secret=settings.webhook_secret,
+            attempts=settings.webhook_attempts,
+            backoff=settings.webhook_backoff,
+            timeout=settings.webhook_timeout,
+            policy=self.policy,
+            metrics=self.metrics,
+            render=self.render,
+        )
+        self.media = MediaLocator(settings.records_dir, settings.s3_endpoint_url, settings.media_url_ttl)
+        self.bus.subscribe(self.metrics.on_state_change)
+        self.bus.subscribe(self.webhooks.on_state_change)
+        self.backend = backend
+        self.autoscaler = autoscaler(self) if autoscaler is not None else None
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.webhooks.start()
+        await self.scheduler.start()
+        if self.autoscaler is not None:
+            await self.autoscaler.start()
+        log.info("orchestrator_started", db=str(self.settings.db_path), capacity=self.settings.pool_capacity)
+
+    async def drain(self, grace: float, stop_wait: float, skip: asyncio.Event | None = None) -> None:
+        """Take no new work; let active recordings finish for `grace` s, then ask them to stop."""
+        self.scheduler.drain()
+        active = await self.scheduler.active()
+        log.info("draining", active=active, grace=grace)
+        if active and not await self._until_idle(grace, skip):
+            self.scheduler.stop_all()
+            log.info("stopping_active_recordings", active=await self.scheduler.active(), wait=stop_wait)
+            if not await self._until_idle(stop_wait, skip):
+                log.warning("shutdown_with_active_recordings", active=await self.scheduler.active())
+
+    async def _until_idle(self, timeout: float, skip: asyncio.Event | None) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while await self.scheduler.active():
+            if loop.time() >= deadline or (skip is not None and skip.is_set()):
+                return False
+            await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
+        return True
+
+    async def shutdown(self) -> None:
+        """End long polls; handlers in flight still finish after this."""
+        if self.autoscaler is not None:
+            await self.autoscaler.stop()
+        await self.scheduler.close()
+
+    async def close(self) -> None:
+        await self.webhooks.close()
+        await self.store.close()
+        log.info("orchestrator_stopped")
+
+    def api_context(self) -> ApiContext:
+        s = self.settings
+        return ApiContext(
+            settings=s,
+            service=self.service,
+            scheduler=self.scheduler,
+            registry=self.registry,
+            store=self.store,
+            metrics=self.metrics,
+            media=self.media,
+            render=self.render,
+            api_auth=BearerAuth(s.api_tokens, realm="api", source="API_TOKENS"),
+            worker_auth=BearerAuth([s.worker_token], realm="worker", source="WORKER_TOKEN"),
+            backend=self.backend,
+        )
+
+    def web_app(self) -> web.Application:
+        """The API with this orchestrator's lifecycle attached to the app's startup and cleanup."""
+        app = create_api(self.api_context())
+
+        async def on_startup(_: web.Application) -> None:
+            await self.start()
+
+        async def on_shutdown(_: web.Application) -> None:
+            await self.shutdown()
+
+        async def on_cleanup(_: web.Application) -> None:
+            await self.close()
+
+        app.on_startup.append(on_startup)
+        app.on_shutdown.append(on_shutdown)
+        app.on_cleanup.append(on_cleanup)
+        return app
+
+
+async def serve(settings: OrchestratorSettings, **kwargs: object) -> None:
+    """Run until SIGTERM/SIGINT, then drain (see the module docstring)."""
+    orchestrator = Orchestrator(settings, **kwargs)  # type: ignore[arg-type]
+    runner = web.AppRunner(orchestrator.web_app(), access_log=None, handle_signals=False, shutdown_timeout=10)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info("listening", url=f"http://{settings.host}:{settings.port}", open_api=not settings.api_tokens)
+        loop = asyncio.get_running_loop()
+        first, second = asyncio.Event(), asyncio.Event()
+
+        def on_signal() -> None:
+            (second if first.is_set() else first).set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await first.wait()
+        log.info("shutdown_requested")
+        await orchestrator.drain(settings.shutdown_grace, settings.shutdown_stop_wait, skip=second)
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().remove_signal_handler(sig)
+        await runner.cleanup()

@@ -1,0 +1,56 @@
+"""`orchestrator serve`: every setting is an environment variable (see `config.py`) and a flag here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from orchestrator.config import OrchestratorSettings
+from orchestrator.logs import configure_logging
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrator", description="The recorder farm's orchestrator.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the API, the scheduler and the warm pool")
+    for name, field in OrchestratorSettings.model_fields.items():
+        env = field.validation_alias.choices[0] if field.validation_alias is not None else name.upper()  # type: ignore[union-attr]
+        help_text = f"{field.description + '; ' if field.description else ''}env {env}"
+        serve.add_argument(_flag(name), dest=name, default=None, metavar="VALUE", help=help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    try:
+        settings = OrchestratorSettings(**overrides)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in error["loc"]) or "settings"
+            print(f"orchestrator: {where}: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    from orchestrator.app import serve  # after logging is configured
+    from orchestrator.pool.factory import pool_components, with_pool_defaults
+
+    settings = with_pool_defaults(settings)
+    try:
+        pool = pool_components(settings)
+    except ValueError as exc:
+        print(f"orchestrator: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(settings, **pool))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

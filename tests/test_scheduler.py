@@ -1,0 +1,232 @@
+"""Worker leases over real HTTP: long-poll, heartbeats, lapses and retries, stale leases, capacity."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.support.orchestrator import FakeWorker
+
+# Short leases so lapses happen within a test; heartbeats well inside them so a busy 2-core machine
+# cannot make a healthy worker look dead.
+FAST = {"lease_ttl": 2.0, "lease_check_interval": 0.2}
+
+
+async def test_long_poll_returns_as_soon_as_a_recording_is_queued(start_orchestrator):
+    o = await start_orchestrator()
+    worker = o.worker("w1")
+
+    started = time.monotonic()
+    poll = asyncio.create_task(worker.lease(wait=20))
+    await asyncio.sleep(0.5)
+    assert not poll.done(), "nothing is queued yet: the poll waits"
+    rid = (await o.api.create()).body["id"]
+    queued_at = time.monotonic()
+    r = await asyncio.wait_for(poll, timeout=10)
+    assert r.status == 200
+    assert r.body["recording_id"] == rid
+    assert r.body["attempt"] == 1
+    assert r.body["lease_ttl"] == 15.0
+    # Woken by the new recording, not by the end of the 20 s wait.
+    assert time.monotonic() - queued_at < 5
+    assert time.monotonic() - started >= 0.5
+
+    rec = await o.api.get(rid)
+    assert (rec["status"], rec["worker"], rec["attempts"]) == ("starting", "w1", 1)
+
+
+async def test_an_empty_poll_waits_then_answers_204(start_orchestrator):
+    o = await start_orchestrator()
+    started = time.monotonic()
+    r = await o.worker("w1").lease(wait=1.0)
+    elapsed = time.monotonic() - started
+    assert r.status == 204
+    assert 0.9 <= elapsed < 10
+
+
+async def test_oldest_queued_recording_is_leased_first(start_orchestrator):
+    o = await start_orchestrator()
+    ids = [(await o.api.create(metadata={"n": i})).body["id"] for i in range(3)]
+    got = [(await o.worker(f"w{i}").lease(wait=2)).body["recording_id"] for i in range(3)]
+    assert got == ids
+
+
+async def test_heartbeats_renew_the_lease_and_carry_progress(start_orchestrator):
+    o = await start_orchestrator(**FAST)
+    rid = (await o.api.create()).body["id"]
+    worker = o.worker("w1")
+    lease = (await worker.lease(wait=5)).body
+
+    # Three TTLs of heartbeats every 0.4 s: the lease never lapses.
+    deadline = time.monotonic() + 3 * FAST["lease_ttl"]
+    elapsed = 0.0
+    while time.monotonic() < deadline:
+        elapsed += 0.4
+        r = await worker.heartbeat(lease["lease_id"], "recording", elapsed=elapsed, fps=30.0, frames=int(elapsed * 30))
+        assert r.status == 200, r.body
+        assert r.body == {"action": "continue"}
+        await asyncio.sleep(0.4)
+    rec = await o.api.get(rid)
+    assert (rec["status"], rec["attempts"], rec["worker"]) == ("recording", 1, "w1")
+    assert rec["progress"]["fps"] == 30.0
+    assert rec["progress"]["elapsed"] == elapsed
+
+    # Forward only: a late "starting" heartbeat does not move it back.
+    await worker.heartbeat(lease["lease_id"], "starting")
+    assert (await o.api.get(rid))["status"] == "recording"
+    await worker.heartbeat(lease["lease_id"], "uploading")
+    assert (await o.api.get(rid))["status"] == "uploading"
+
+
+async def test_a_lapsed_lease_is_retried_on_another_worker_then_fails_with_worker_lost(start_orchestrator):
+    o = await start_orchestrator(max_attempts=2, **FAST)
+    rid = (await o.api.create()).body["id"]
+    first = o.worker("first")
+    lease1 = (await first.lease(wait=5)).body
+    await first.heartbeat(lease1["lease_id"], "recording", fps=30.0)
+    lapsed_from = time.monotonic()
+
+    # `first` goes silent: within TTL + check interval (+ margin) the recording is queued again.
+    rec = await o.api.wait_status(rid, "queued", timeout=15)
+    assert time.monotonic() - lapsed_from < 15
+    assert rec["attempts"] == 1
+    assert rec["worker"] is None
+    assert rec["error"] is None
+
+    # The old lease is dead: its worker is told so.
+    assert (await first.heartbeat(lease1["lease_id"], "recording")).status == 410
+    assert (await first.report(lease1["lease_id"], "completed")).status == 410
+
+    # Both poll; the one that lost it does not get it back while another is idle.
+    second = o.worker("second")
+    polls = [asyncio.create_task(second.lease(wait=3)), asyncio.create_task(first.lease(wait=3))]
+    to_second, to_first = await asyncio.gather(*polls)
+    assert to_second.status == 200, to_second.body
+    assert to_second.body["recording_id"] == rid
+    assert to_second.body["attempt"] == 2
+    assert to_first.status == 204
+
+    # The second worker dies too: attempts are used up, so the recording fails with the reason.
+    rec = await o.api.wait_status(rid, "failed", timeout=15)
+    assert rec["attempts"] == 2
+    assert rec["error"]["code"] == "worker_lost"
+    message = rec["error"]["message"]
+    assert "second" in message
+    assert "last heard from" in message
+    assert "2 attempt" in message
+
+
+async def test_a_report_after_the_lease_lapsed_is_refused(start_orchestrator):
+    o = await start_orchestrator(max_attempts=1, **FAST)
+    rid = (await o.api.create()).body["id"]
+    worker = o.worker("w1")
+    lease = (await worker.lease(wait=5)).body
+    await o.api.wait_status(rid, "failed", timeout=15)
+    r = await worker.report(lease["lease_id"], "completed", location="s3://b/k")
+    assert r.status == 410
+    assert r.body["error"]["code"] == "lease_gone"
+    rec = await o.api.get(rid)
+    assert rec["status"] == "failed"
+    assert rec["location"] is None
+
+
+async def test_another_workers_lease_is_not_yours(start_orchestrator):
+    o = await start_orchestrator()
+    await o.api.create()
+    owner, thief = o.worker("owner"), o.worker("thief")
+    lease = (await owner.lease(wait=5)).body
+    r = await thief.heartbeat(lease["lease_id"], "recording")
+    assert r.status == 410
+    assert (await owner.heartbeat(lease["lease_id"], "recording")).status == 200
+
+
+async def test_a_lapse_after_a_cancel_ends_cancelled_not_retried(start_orchestrator):
+    o = await start_orchestrator(**FAST)
+    rid = (await o.api.create()).body["id"]
+    worker = o.worker("w1")
+    await worker.lease(wait=5)
+    assert (await o.api.request("DELETE", f"/v1/recordings/{rid}")).status == 202
+    rec = await o.api.wait_status(rid, "cancelled", "queued", timeout=15)
+    assert rec["status"] == "cancelled"
+    assert rec["attempts"] == 1
+
+
+async def test_capacity_limits_concurrent_leases_and_the_extra_recording_queues(start_orchestrator):
+    o = await start_orchestrator(pool_capacity=2)
+    ids = [(await o.api.create(metadata={"n": i})).body["id"] for i in range(3)]
+    workers = [o.worker(f"w{i}") for i in range(3)]
+    leases = [(await w.lease(wait=2)) for w in workers[:2]]
+    assert [lease.status for lease in leases] == [200, 200]
+
+    # A third worker is idle, but the machine's capacity is taken: the third recording queues.
+    started = time.monotonic()
+    waiting = asyncio.create_task(workers[2].lease(wait=15))
+    await asyncio.sleep(1.0)
+    assert not waiting.done()
+    assert (await o.api.get(ids[2]))["status"] == "queued"
+    pool = (await o.api.request("GET", "/v1/pool")).body
+    assert (pool["active"], pool["queued"], pool["capacity"]) == (2, 1, 2)
+
+    # A recording ends: its slot goes to the waiting worker at once.
+    first = leases[0].body
+    assert (await workers[0].report(first["lease_id"], "completed", location="s3://b/1")).status == 200
+    r = await asyncio.wait_for(waiting, timeout=10)
+    assert r.status == 200
+    assert r.body["recording_id"] == ids[2]
+    assert time.monotonic() - started < 10
+
+
+async def test_a_worker_with_no_capacity_or_retiring_gets_no_lease(start_orchestrator):
+    o = await start_orchestrator()
+    rid = (await o.api.create()).body["id"]
+    full = o.worker("full")
+    assert (await full.lease(wait=0.3, capacity=0)).status == 204
+    retiring = o.worker("retiring")
+    assert (await retiring.lease(wait=0.1, capacity=0)).status == 204
+    assert o.orchestrator.registry.mark_retiring("retiring")
+    assert (await retiring.lease(wait=0.5)).status == 204
+    assert (await o.api.get(rid))["status"] == "queued"
+    assert (await o.worker("fresh").lease(wait=2)).body["recording_id"] == rid
+
+
+async def test_stop_all_tells_every_running_recording_to_stop(start_orchestrator):
+    o = await start_orchestrator()
+    await o.api.create()
+    worker = o.worker("w1")
+    lease = (await worker.lease(wait=5)).body
+    assert (await worker.heartbeat(lease["lease_id"], "recording")).body == {"action": "continue"}
+    o.orchestrator.scheduler.drain()
+    await o.api.create()
+    assert (await o.worker("w2").lease(wait=0.3)).status == 204, "draining: no new leases"
+    o.orchestrator.scheduler.stop_all()
+    assert (await worker.heartbeat(lease["lease_id"], "recording")).body == {"action": "stop"}
+
+
+async def test_drain_waits_for_running_recordings_within_the_grace(start_orchestrator):
+    o = await start_orchestrator()
+    rid = (await o.api.create()).body["id"]
+    worker: FakeWorker = o.worker("w1")
+    lease = (await worker.lease(wait=5)).body
+
+    async def finish_soon() -> None:
+        await asyncio.sleep(0.5)
+        await worker.report(lease["lease_id"], "completed", location="s3://b/k")
+
+    finisher = asyncio.create_task(finish_soon())
+    started = time.monotonic()
+    await o.orchestrator.drain(grace=20, stop_wait=20)
+    await finisher
+    assert time.monotonic() - started < 15, "drain returns once nothing is active"
+    assert not o.orchestrator.scheduler.stopping_all, "finished within the grace: nobody was told to stop"
+    assert (await o.api.get(rid))["status"] == "completed"
+
+
+async def test_the_worker_that_lost_a_recording_gets_it_back_when_no_one_else_is_there(start_orchestrator):
+    o = await start_orchestrator(**FAST)
+    rid = (await o.api.create()).body["id"]
+    worker = o.worker("only")
+    assert (await worker.lease(wait=5)).status == 200
+    await o.api.wait_status(rid, "queued", timeout=15)
+    r = await worker.lease(wait=10)
+    assert r.status == 200
+    assert (r.body["recording_id"], r.body["attempt"]) == (rid, 2)

@@ -1,0 +1,48 @@
+"""Test fixtures: no helper process outlives the test that started it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+WATCHED = ("Xvfb", "chromium", "chrome", "chrome_crashpad", "ffmpeg", "pulseaudio")
+
+
+def watched_processes() -> dict[int, str]:
+    """pid → name of every live (not zombie) Xvfb, Chromium, FFmpeg and PulseAudio process."""
+    found: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.find("(") + 1 : stat.rfind(")")]
+        state = stat[stat.rfind(")") + 2 :].split(" ", 1)[0]
+        if state != "Z" and name.startswith(WATCHED):
+            found[int(entry)] = name
+    return found
+
+
+def leftovers(before: dict[int, str], grace: float = 10.0) -> dict[int, str]:
+    """Processes that appeared since `before` and are still alive after `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        extra = {pid: name for pid, name in watched_processes().items() if pid not in before}
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[None]:
+    """Fails the test if it leaves an Xvfb, Chromium, FFmpeg or PulseAudio process behind."""
+    before = watched_processes()
+    yield
+    extra = leftovers(before)
+    assert not extra, f"processes left behind: {extra}"

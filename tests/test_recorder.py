@@ -1,0 +1,273 @@
+"""The recorder engine on real Xvfb, PulseAudio, Chromium and FFmpeg, recording the local test page."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from recorder.config import RecorderSettings
+from recorder.errors import ErrorCode
+from recorder.finalize.remux import top_level_boxes
+from recorder.pipeline import Recorder, RecordingResult
+from recorder.quality import analyze_file, tone_level
+from recorder.spec import RecordingSpec, WaitFor
+from tests.support.leaks import leftovers, watched_processes
+
+pytestmark = [pytest.mark.media, pytest.mark.usefixtures("no_leaks")]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> RecorderSettings:
+    return RecorderSettings(records_dir=tmp_path / "records")
+
+
+async def record(settings: RecorderSettings, spec: RecordingSpec, name: str = "rec") -> RecordingResult:
+    async with Recorder(settings, width=spec.width, height=spec.height) as recorder:
+        return await recorder.record(spec, recording_id=name, out_dir=settings.records_dir / name)
+
+
+async def test_ten_second_recording_is_a_faithful_mp4(settings, test_page):
+    spec = RecordingSpec(url=test_page.url("/grid?tone=1000"), duration=10)
+    result = await record(settings, spec)
+
+    assert result.error is None, result.error
+    assert result.mp4 is not None and result.mp4.name == "rec.mp4"
+    assert not (result.out_dir / "capture.mkv").exists(), "the capture file is removed once the MP4 is made"
+    boxes = top_level_boxes(result.mp4)
+    assert boxes.index("moov") < boxes.index("mdat"), boxes
+
+    report = analyze_file(result.mp4, expected_fps=30)
+    assert report.video is not None and report.audio is not None
+    assert report.video.codec == "h264" and report.audio.codec == "aac"
+    assert (report.video.width, report.video.height) == (1280, 720)
+    assert report.audio.sample_rate == 48000 and report.audio.channels == 2
+    assert report.duration is not None and abs(report.duration - 10) <= 0.5
+    assert report.video.delivered_fps >= 27
+    assert tone_level(result.mp4, 1000) > 10 * tone_level(result.mp4, 440)
+    assert report.sync is not None and report.sync.markers >= 6, report.sync
+    assert abs(report.sync.mean_ms) <= 100, report.sync
+
+    sidecar = result.sidecar.read_text() if result.sidecar else ""
+    for key in ('"url"', '"timings"', '"quality"', '"capture"', '"versions"', '"codec": "h264"'):
+        assert key in sidecar
+
+
+async def test_two_recordings_at_once_each_hear_only_their_own_page(settings, test_page):
+    one = RecordingSpec(url=test_page.url("/grid?tone=1000"), duration=6)
+    two = RecordingSpec(url=test_page.url("/grid?tone=440"), duration=6)
+    first, second = await asyncio.gather(record(settings, one, "one"), record(settings, two, "two"))
+
+    assert first.ok and second.ok, (first.error, second.error)
+    assert first.mp4 is not None and second.mp4 is not None
+    high_in_first, low_in_first = tone_level(first.mp4, 1000), tone_level(first.mp4, 440)
+    high_in_second, low_in_second = tone_level(second.mp4, 1000), tone_level(second.mp4, 440)
+    assert high_in_first > 10 * low_in_first, (high_in_first, low_in_first)
+    assert low_in_second > 10 * high_in_second, (low_in_second, high_in_second)
+
+
+async def test_readiness_by_selector_and_stop_by_page_signal(settings, test_page):
+    spec = RecordingSpec(
+        url=test_page.url("/grid?ready=selector&delay=1.5&end=4"),
+        duration=30,
+        wait_for=WaitFor(kind="selector", selector="#ready", timeout=15),
+    )
+    started = time.monotonic()
+    result = await record(settings, spec)
+    assert result.ok, result.error
+    assert result.stopped_by == "page_signal"
+    assert time.monotonic() - started < 25, "END_RECORDING stopped the recording long before its duration"
+    assert result.timings and result.timings.ready
+    assert result.timings.ready - result.timings.started >= 1.4, "recording began only once #ready was visible"
+
+
+async def test_readiness_by_start_signal(settings, test_page):
+    spec = RecordingSpec(
+        url=test_page.url("/grid?signal=start&delay=1.5"),
+        duration=3,
+        wait_for=WaitFor(kind="signal", timeout=15),
+    )
+    result = await record(settings, spec)
+    assert result.ok, result.error
+    assert result.timings and result.timings.ready
+    assert result.timings.ready - result.timings.started >= 1.4
+
+
+async def test_readiness_timeout_is_a_clear_error(settings, test_page):
+    spec = RecordingSpec(
+        url=test_page.url("/grid?ready=selector&delay=60"),
+        duration=5,
+        wait_for=WaitFor(kind="selector", selector="#ready", timeout=2),
+    )
+    result = await record(settings, spec)
+    assert result.error is not None and result.error.code == ErrorCode.READINESS_TIMEOUT
+    assert "#ready" in result.error.message and "2 s" in result.error.message
+    assert result.mp4 is None
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recorder.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "expected"),
+    [
+        (None, [], "could not open"),
+        ("/status/404", [], "HTTP 404"),
+        ("/slow", ["--wait-timeout", "2"], "did not finish loading within 2 s"),
+    ],
+    ids=["unreachable", "http-404", "readiness-timeout"],
+)
+def test_cli_failure_prints_one_line_why(tmp_path, test_page, path, extra, expected):
+    url = test_page.url(path) if path else f"http://127.0.0.1:{_closed_port()}/"
+    done = run_cli("record", url, "--duration", "5", "--records-dir", str(tmp_path), *extra)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.startswith("recording failed:")]
+    assert len(lines) == 1 and expected in lines[0], done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["ftp://example.com/"], "ftp://example.com/"),
+        (["http://example.com/", "--duration", "0"], "--duration"),
+        (["http://example.com/", "--duration", "-5"], "--duration"),
+        (["http://example.com/", "--width", "100000"], "--width"),
+        (["http://example.com/", "--fps", "0"], "--fps"),
+        (["http://example.com/", "--fps", "61"], "--fps"),
+        (["http://example.com/", "--wait-for", "sometime"], "sometime"),
+    ],
+)
+def test_cli_usage_errors_name_the_bad_value(tmp_path, args, named):
+    done = run_cli("record", *args, "--records-dir", str(tmp_path), timeout=30)
+    assert done.returncode == 2
+    assert named in done.stderr, done.stderr
+    assert not any(tmp_path.iterdir()), "a usage error records nothing"
+
+
+def test_kill_9_mid_recording_leaves_a_playable_file(tmp_path, test_page):
+    before = watched_processes()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recorder.cli", "record", test_page.url("/grid"), "--duration", "60",
+         "--records-dir", str(tmp_path), "--id", "killed"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    capture = tmp_path / "killed" / "capture.mkv"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not capture.exists() or capture.stat().st_size < 200_000):
+        time.sleep(0.2)
+    time.sleep(3)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+    assert not leftovers(before), "children die with the recorder"
+    assert capture.exists(), "the crash-safe capture file is on disk"
+    decoded = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(capture), "-f", "null", "-"], capture_output=True, text=True
+    )
+    assert decoded.returncode == 0, decoded.stderr[-500:]
+    report = analyze_file(capture)
+    assert report.video is not None and report.video.frames >= 60
+    assert report.video.duration is not None and report.video.duration >= 3
+
+
+def _renderers(browser_pid: int) -> list[int]:
+    """Chromium renderer processes under this browser."""
+    found = []
+    for pid in watched_processes():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            ancestry = _ancestors(pid)
+        except OSError:
+            continue
+        if b"--type=renderer" in cmdline and browser_pid in ancestry:
+            found.append(pid)
+    return found
+
+
+def _ancestors(pid: int) -> list[int]:
+    chain = []
+    while pid > 1:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat[stat.rfind(")") + 2 :].split()[1])
+        chain.append(pid)
+    return chain
+
+
+async def _crash_renderers(recorder: Recorder) -> None:
+    assert recorder.browser is not None and recorder.browser.pid
+    for pid in _renderers(recorder.browser.pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+async def test_renderer_crash_is_survived_once(settings, test_page):
+    spec = RecordingSpec(url=test_page.url("/grid"), duration=8)
+    async with Recorder(settings) as recorder:
+        task = asyncio.ensure_future(recorder.record(spec, recording_id="crash", out_dir=settings.records_dir / "c"))
+        await asyncio.sleep(4)
+        await _crash_renderers(recorder)
+        result = await task
+    assert result.ok, result.error
+    assert result.stopped_by == "duration"
+    report = analyze_file(result.mp4)
+    assert report.duration is not None and abs(report.duration - 8) <= 1.0
+
+
+async def test_second_renderer_crash_fails_with_reason_and_keeps_the_file(settings, test_page):
+    spec = RecordingSpec(url=test_page.url("/grid"), duration=30)
+    async with Recorder(settings) as recorder:
+        task = asyncio.ensure_future(recorder.record(spec, recording_id="crash2", out_dir=settings.records_dir / "c2"))
+        await asyncio.sleep(3)
+        await _crash_renderers(recorder)
+        await asyncio.sleep(4)
+        await _crash_renderers(recorder)
+        result = await asyncio.wait_for(task, 30)
+    assert result.error is not None and result.error.code == ErrorCode.BROWSER_CRASHED
+    assert "twice" in result.error.message
+    assert result.mp4 is not None and analyze_file(result.mp4).duration >= 5
+
+
+async def test_warm_recorder_gives_each_recording_its_own_sink(settings, test_page):
+    async with Recorder(settings) as recorder:
+        assert recorder.audio is not None
+        spec = RecordingSpec(url=test_page.url("/grid"), duration=2)
+        first = await recorder.record(spec, recording_id="s1", out_dir=settings.records_dir / "s1")
+        between = await recorder.audio.sink_names()
+        second = await recorder.record(spec, recording_id="s2", out_dir=settings.records_dir / "s2")
+        after = await recorder.audio.sink_names()
+    assert first.ok and second.ok, (first.error, second.error)
+    assert between == ["rec_2"], f"rec_1 is removed, only the next recording's warm sink exists: {between}"
+    assert after == ["rec_3"], after
+
+
+async def test_no_cookie_or_storage_crosses_between_pages_of_a_warm_browser(settings, test_page):
+    async with Recorder(settings) as recorder:
+        assert recorder.browser is not None
+        setter = await recorder.browser.open(test_page.url("/state/set"), WaitFor())
+        await setter.page.wait_for_function("localStorage.getItem('rf_state') === 'set'")
+        await setter.close()
+        reporter = await recorder.browser.open(test_page.url("/state/report"), WaitFor())
+        await reporter.page.wait_for_function("document.title.startsWith('STATE cookies')")
+        title = await reporter.page.title()
+        await reporter.close()
+    assert title == "STATE cookies= server=\"\" storage=", title

@@ -102,21 +102,23 @@ def store_recording(
 def resume_pending(settings: RecorderSettings, *, options: TransferOptions | None = None) -> list[StoredResult]:
     """Finish every pending upload under RECORDS_DIR, continuing the same multipart uploads.
 
-    Uploads another thread or process is working on are skipped. Each result is confirmed, still pending
-    (with the reason), or failed for good (`error` set; the files stay on disk, the state is kept as
-    upload.failed.json and not retried).
+    Each result is confirmed, still pending (with the reason), or failed for good (`error` set; the files
+    stay on disk, the state is kept as upload.failed.json and not retried). Uploads another thread or
+    process is working on are left to it and reported as pending, with that reason.
     """
     options = options or TransferOptions()
     store = PendingStore(settings.records_dir)
     results: list[StoredResult] = []
     for recording_id in store.pending_ids():
         with store.lock(recording_id, wait=False) as held:
-            if not held:
-                continue
             state = store.load(recording_id)
             if state is None:
                 continue
             started = time.monotonic()
+            if not held:
+                busy = "another thread or process is uploading it right now"
+                results.append(_result(state, started, pending=True, reason=busy))
+                continue
             try:
                 results.append(_run(state, store, settings, options, None, started))
             except RecorderError as exc:
@@ -316,8 +318,7 @@ def _abort_key(client: Any, bucket: str, key: str) -> None:
 
 
 def _tidy(directory: Path) -> None:
-    """Remove the recording's directory once nothing but the lock file is left in it."""
+    """After a confirmed upload: drop the lock file, and the recording's directory if nothing else is left."""
+    (directory / LOCK_NAME).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
-        if {p.name for p in directory.iterdir()} <= {LOCK_NAME}:
-            (directory / LOCK_NAME).unlink(missing_ok=True)
-            directory.rmdir()
+        directory.rmdir()

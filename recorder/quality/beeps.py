@@ -31,13 +31,13 @@ def tone_envelope(signals: AudioSignals) -> tuple[np.ndarray, np.ndarray, np.nda
     if signals.tone.size < WINDOW:
         empty = np.zeros(0)
         return empty, empty, empty
-    sums = np.lib.stride_tricks.sliding_window_view(signals.tone.astype(np.complex128), WINDOW).sum(axis=1)
+    box = np.ones(WINDOW, dtype=np.float32)
     span = WINDOW * BLOCK
-    amplitude = 2 * np.abs(sums) / span
-    power = np.lib.stride_tricks.sliding_window_view(signals.energy.astype(np.float64), WINDOW).sum(axis=1) / span
-    purity = np.divide(amplitude**2 / 2, power, out=np.zeros_like(power), where=power > 0)
-    times = (np.arange(len(sums)) + WINDOW / 2) / 1000
-    return times, amplitude, purity
+    amplitude = (2 / span) * np.abs(np.convolve(signals.tone, box.astype(np.complex64), mode="valid"))
+    power = np.convolve(signals.energy, box, mode="valid") / span
+    purity = np.divide(np.square(amplitude) / 2, power, out=np.zeros_like(power), where=power > 0)
+    times = (np.arange(len(amplitude)) + WINDOW / 2) / 1000
+    return times, amplitude.astype(np.float32), purity.astype(np.float32)
 
 
 def detect_beeps(signals: AudioSignals) -> np.ndarray:

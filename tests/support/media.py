@@ -33,27 +33,69 @@ CLIP_FPS = 30
 ENCODE_TIMEOUT = 120.0
 
 
-def _codec_args(path: Path, *, audio: bool) -> list[str]:
-    """WebM (VP8 + Opus) for the browser; H.264 + AAC for .mp4/.mkv/.mov as the recorder writes."""
+def _video_codec(path: Path) -> list[str]:
+    """VP8 in WebM for the browser; H.264 for .mp4/.mkv/.mov as the recorder writes."""
     if path.suffix == ".webm":
-        video = ["-c:v", "libvpx", "-deadline", "good", "-cpu-used", "4", "-crf", "8", "-b:v", "2M"]
-        sound = ["-c:a", "libopus", "-b:a", "96k"]
+        codec = ["-c:v", "libvpx", "-deadline", "good", "-cpu-used", "4", "-crf", "8", "-b:v", "2M"]
     else:
-        video = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20"]
-        sound = ["-c:a", "aac", "-b:a", "128k"]
-    return [*video, "-pix_fmt", "yuv420p", "-g", str(2 * CLIP_FPS), *(sound if audio else ["-an"])]
+        codec = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20"]
+    return [*codec, "-pix_fmt", "yuv420p", "-g", str(2 * CLIP_FPS)]
 
 
-def run_ffmpeg(args: list[str]) -> None:
-    """Run FFmpeg to make test media; a failure shows FFmpeg's own words."""
+def _audio_codec(path: Path) -> list[str]:
+    """Opus in WebM; AAC elsewhere."""
+    if path.suffix == ".webm":
+        return ["-c:a", "libopus", "-b:a", "96k"]
+    return ["-c:a", "aac", "-b:a", "128k"]
+
+
+def run_ffmpeg(args: list[str], *, timeout: float = ENCODE_TIMEOUT) -> None:
+    """Run FFmpeg to make test media (killed after `timeout`); a failure shows FFmpeg's own words."""
     done = subprocess.run(
         ["ffmpeg", "-hide_banner", "-nostats", "-loglevel", "error", "-y", *args],
         capture_output=True,
-        timeout=ENCODE_TIMEOUT,
+        timeout=timeout,
         check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"ffmpeg failed: {done.stderr.decode(errors='replace')[-2000:]}")
+
+
+@dataclass(frozen=True)
+class SyncPattern:
+    """Where the sync markers fall: flash k on the frames from (first_at + k*period)*fps on, its beep
+    `offset_ms` later. Markers are placed on whole frames so the file's A/V offset is exact."""
+
+    width: int = 320
+    height: int = 180
+    fps: int = 30
+    tone_hz: float = 1000.0
+    first_at: float = 0.5
+    period: float = 1.0
+    flash_frames: int = 3
+    beep_ms: float = 100.0
+    beep_amplitude: float = 0.5
+    noise_dbfs: float | None = -40.0
+
+    def __post_init__(self) -> None:
+        if not (float(self.first_at * self.fps).is_integer() and float(self.period * self.fps).is_integer()):
+            raise ValueError("first_at and period must be whole numbers of frames")
+
+    def video_source(self, duration: float) -> str:
+        first, every = int(self.first_at * self.fps), int(self.period * self.fps)
+        flash = (
+            "drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:"
+            f"enable='lt(mod(n-{first}+{every * 1000},{every}),{self.flash_frames})'"
+        )
+        return f"color=c=black:s={self.width}x{self.height}:r={self.fps}:d={duration},{flash}"
+
+    def audio_source(self, duration: float, offset_ms: float) -> str:
+        beep_at = self.first_at + offset_ms / 1000.0
+        gate = f"lt(mod(t-{beep_at}+{self.period * 1000},{self.period}),{self.beep_ms / 1000.0})"
+        expression = f"{self.beep_amplitude}*sin(2*PI*{self.tone_hz}*t)*{gate}"
+        if self.noise_dbfs is not None:  # uniform noise: RMS = amplitude / sqrt(3)
+            expression += f"+{10 ** (self.noise_dbfs / 20) * math.sqrt(3):.6f}*(2*random(0)-1)"
+        return f"aevalsrc=exprs='{expression}':s=48000:d={duration}"
 
 
 def make_sync_file(
@@ -74,28 +116,18 @@ def make_sync_file(
 ) -> Path:
     """Write a sync clip whose beeps sit `offset_ms` after their flashes (negative: before).
 
-    Flash k is on frames round((first_at + k*period)*fps) onwards, exactly at those frames' pts, so the
-    A/V offset in the file is `offset_ms` to the sample. The container is chosen by the suffix.
+    The offset holds to the sample in MP4 (H.264 + AAC); the container is chosen by the suffix.
     """
-    start_frame, period_frames = first_at * fps, period * fps
-    if not (float(start_frame).is_integer() and float(period_frames).is_integer()):
-        raise ValueError("first_at and period must be whole numbers of frames")
-    flash = (
-        f"drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:"
-        f"enable='lt(mod(n-{int(start_frame)}+{int(period_frames) * 1000},{int(period_frames)}),{flash_frames})'"
+    pattern = SyncPattern(
+        width, height, fps, tone_hz, first_at, period, flash_frames, beep_ms, beep_amplitude, noise_dbfs
     )
-    beep_at = first_at + offset_ms / 1000.0
-    expression = (
-        f"{beep_amplitude}*sin(2*PI*{tone_hz}*t)*lt(mod(t-{beep_at}+{period * 1000},{period}),{beep_ms / 1000.0})"
-    )
-    if noise_dbfs is not None:  # uniform noise: RMS = amplitude / sqrt(3)
-        expression += f"+{10 ** (noise_dbfs / 20) * math.sqrt(3):.6f}*(2*random(0)-1)"
     run_ffmpeg(
         [
-            "-f", "lavfi", "-i", f"color=c=black:s={width}x{height}:r={fps}:d={duration},{flash}",
-            "-f", "lavfi", "-i", f"aevalsrc=exprs='{expression}':s=48000:d={duration}",
-            *_codec_args(path, audio=True), "-t", str(duration), str(path),
-        ]
+            "-f", "lavfi", "-i", pattern.video_source(duration),
+            "-f", "lavfi", "-i", pattern.audio_source(duration, offset_ms),
+            *_video_codec(path), *_audio_codec(path), "-t", str(duration), str(path),
+        ],
+        timeout=ENCODE_TIMEOUT + 2 * duration,
     )  # fmt: skip
     return path
 
@@ -104,18 +136,32 @@ def make_reference_sync_clip(path: Path, duration: float, *, width: int, height:
     """A sync clip whose flashes and beeps coincide as a player presents them, checked by the analyzer.
 
     Muxing can shift one stream against the other: FFmpeg's WebM muxer moves the video 7 ms later
-    to make room for Opus pre-skip. The clip is measured and, if needed, rewritten with the beeps moved
-    by the measured amount, so the recorder's A/V calibration never absorbs an error of the test media.
+    to make room for Opus pre-skip. So the clip is measured after muxing and, while it is off by more
+    than 1 ms, its audio is made again with the beeps moved by what was measured (the video is encoded
+    once). The recorder's A/V calibration must never absorb an error of the test media.
     """
-    shape = {"width": width, "height": height, "fps": fps, "tone_hz": tone_hz}
-    make_sync_file(path, duration, **shape)
-    measured = _offset_ms(path, tone_hz)
-    if abs(measured) > 1.0:
-        make_sync_file(path, duration, offset_ms=-measured, **shape)
-        measured = _offset_ms(path, tone_hz)
-    if abs(measured) > 1.5:
-        raise RuntimeError(f"{path}: flashes and beeps are {measured:+.1f} ms apart even after correction")
-    return path
+    pattern = SyncPattern(width=width, height=height, fps=fps, tone_hz=tone_hz)
+    video = path.with_name(f"{path.stem}.video{path.suffix}")
+    audio = path.with_name(f"{path.stem}.audio{path.suffix}")
+    timeout = ENCODE_TIMEOUT + 2 * duration
+    run_ffmpeg(
+        ["-f", "lavfi", "-i", pattern.video_source(duration), *_video_codec(path), "-an", str(video)], timeout=timeout
+    )
+    offset_ms = measured = 0.0
+    try:
+        for _ in range(3):
+            run_ffmpeg(
+                ["-f", "lavfi", "-i", pattern.audio_source(duration, offset_ms), *_audio_codec(path), str(audio)]
+            )
+            run_ffmpeg(["-i", str(video), "-i", str(audio), "-map", "0:v", "-map", "1:a", "-c", "copy", str(path)])
+            measured = _offset_ms(path, tone_hz)
+            if abs(measured) <= 1.0:
+                return path
+            offset_ms -= measured
+    finally:
+        video.unlink(missing_ok=True)
+        audio.unlink(missing_ok=True)
+    raise RuntimeError(f"{path}: flashes and beeps are {measured:+.1f} ms apart even after correction")
 
 
 def _offset_ms(path: Path, tone_hz: float) -> float:
@@ -139,8 +185,9 @@ def make_tiles_file(
     run_ffmpeg(
         [
             "-f", "lavfi", "-i", f"{pattern}=s={width}x{height}:r={fps}:d={duration},lutyuv=y=val*0.55",
-            *_codec_args(path, audio=False), "-t", str(duration), str(path),
-        ]
+            *_video_codec(path), "-an", "-t", str(duration), str(path),
+        ],
+        timeout=ENCODE_TIMEOUT + 2 * duration,
     )  # fmt: skip
     return path
 

@@ -49,6 +49,7 @@ class Result:
     progress: Progress
     error: RecorderError | None
     stopped_by: str
+    files: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ from recorder.config import RecorderSettings
 from recorder.errors import ErrorCode, RecorderError
 from recorder.protocol import ErrorInfo, Heartbeat, Lease, Outcome, Progress, Report, WorkerState
 from recorder.spec import RecordingSpec
-from recorder.storage import StoredResult, abort_pending, resume_pending, store_recording
+from recorder.storage import LiveUploader, StoredResult, abort_pending, resume_pending, store_recording
 from recorder.worker.client import LeaseLost, OrchestratorClient, Unauthorized, Unavailable
 
 log = structlog.get_logger(__name__)
@@ -51,6 +50,7 @@ class RecordingOutput(Protocol):
     progress: Progress
     error: RecorderError | None
     stopped_by: str
+    files: dict[str, Path]
 
 
 class RecorderLike(Protocol):
@@ -108,6 +108,9 @@ class Job:
         self.timings = timings or JobTimings()
         self.recording_id = lease.recording_id
         self.out_dir = settings.records_dir / lease.recording_id / f"attempt-{lease.attempt}"
+        # One start time for every key of this recording, so live segments sit beside rec.mp4.
+        self.started_at = datetime.now(UTC)
+        self._live: LiveUploader | None = None
         self.state: WorkerState = "starting"
         self.progress = Progress()
         self.stop = asyncio.Event()  # handed to the recorder: stop gracefully, keep the file
@@ -181,8 +184,9 @@ class Job:
             await beats
 
     async def _run(self) -> JobResult:
-        started = time.time()
+        self._start_live_upload()
         output, error = await self._record()
+        await self._finish_live_upload(keep=not (self.lease_lost or self.cancelled))
         if self.lease_lost or self.cancelled:
             return await self._drop()
         mp4 = output.mp4 if output is not None else None
@@ -190,14 +194,18 @@ class Job:
             self.progress = output.progress
         if mp4 is None or not mp4.is_file():
             error = error or RecorderError(ErrorCode.INTERNAL, "the recorder produced no rec.mp4 and said not why")
-            self._discard_files()
+            kept = [p for p in (output.files.values() if output is not None else ()) if p.is_file()]
+            if kept:
+                # Not playable, but maybe recoverable by a person: keep it and say where.
+                error = RecorderError(error.code, f"{error.message}; what was captured is kept at {kept[0]}")
+            else:
+                self._discard_files()
             return await self._report("failed", error=_info(error))
 
         self._set_state("uploading")
         files = {"rec.mp4": mp4}
         if output is not None and output.sidecar is not None and output.sidecar.is_file():
             files["rec.json"] = output.sidecar
-        first_frame = self.progress.first_frame_at or started
         try:
             stored = await asyncio.to_thread(
                 store_recording,
@@ -205,7 +213,7 @@ class Job:
                 files,
                 self.lease.upload,
                 self.settings,
-                datetime.fromtimestamp(first_frame, UTC),
+                self.started_at,
                 cancel=self._upload_cancel,
             )
             if stored.pending:
@@ -235,6 +243,37 @@ class Job:
             metadata_location=stored.metadata_location,
             quality=output.quality if output else None,
             error=_info(error) if error is not None else None,
+        )
+
+    def _start_live_upload(self) -> None:
+        if not self.lease.spec.live_upload:
+            return
+        try:
+            self._live = LiveUploader.for_recording(
+                self.out_dir / "live", self.recording_id, self.lease.upload, self.settings, self.started_at
+            )
+        except Exception as exc:
+            self.log.warning("worker.live_upload_unavailable", error=str(exc))
+            return
+        if self._live is None:
+            self.log.info("worker.live_upload_skipped", reason="no bucket: the recording is stored locally")
+            return
+        self._live.start()
+
+    async def _finish_live_upload(self, *, keep: bool) -> None:
+        live, self._live = self._live, None
+        if live is None:
+            return
+        if not keep:
+            await asyncio.to_thread(live.close)
+            return
+        summary = await asyncio.to_thread(live.finish)
+        self.log.info(
+            "worker.live_upload_done",
+            segments=len(summary.uploaded),
+            bytes=summary.bytes,
+            missing=len(summary.missing),
+            error=summary.error,
         )
 
     async def _record(self) -> tuple[RecordingOutput | None, RecorderError | None]:

@@ -198,3 +198,29 @@ async def test_only_known_fields_can_change(store: SQLiteStore):
         await store.update("rec_0001", {"status": "completed"})
     # The failed write left no transaction open.
     assert await store.update("rec_0001", {"requested_action": "stop"}) is not None
+
+
+async def test_a_failing_write_in_a_group_commit_spoils_only_itself(tmp_path: Path):
+    path = tmp_path / "o.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.create(new(0, key="taken", fingerprint="f0"))
+    results = await asyncio.gather(
+        store.create(new(1)),
+        store.create(new(2, key="taken", fingerprint="other")),  # idempotency conflict
+        store.create(new(1)),  # the same id again: a constraint violation inside the batch
+        store.create(new(3)),
+        return_exceptions=True,
+    )
+    await store.close()
+    assert isinstance(results[1], IdempotencyConflict)
+    assert isinstance(results[2], Exception) and "UNIQUE" in str(results[2])
+    assert [r[0].id for r in (results[0], results[3])] == ["rec_0001", "rec_0003"]
+
+    reopened = SQLiteStore(path)
+    await reopened.open()
+    try:
+        ids = [r.id for r in await reopened.list(None, 10, None)]
+        assert ids == ["rec_0003", "rec_0001", "rec_0000"], "the good writes of the batch were committed"
+    finally:
+        await reopened.close()

@@ -151,7 +151,7 @@ class Scheduler:
         """The worker hung up before it got its lease: put the recording back, attempt not counted."""
         back = await self.store.transition(
             row.id,
-            from_states={State.STARTING},
+            from_states={State.STARTING} & sources(State.QUEUED),
             to=State.QUEUED,
             at=self.clock(),
             lease_id=row.lease_id,
@@ -198,7 +198,12 @@ class Scheduler:
         target = State(hb.state) if hb.state in {s.value for s in ACTIVE} else None
         if target is not None and is_forward(row.status, target):
             updated = await self.store.transition(
-                row.id, from_states={row.status}, to=target, at=now, changes=changes, lease_id=hb.lease_id
+                row.id,
+                from_states={row.status} & sources(target),
+                to=target,
+                at=now,
+                changes=changes,
+                lease_id=hb.lease_id,
             )
             if updated is not None:
                 self.bus.publish(StateChange(updated, row.status, target, now))
@@ -252,7 +257,12 @@ class Scheduler:
             changes["error_code"], changes["error_message"] = report.error.code, report.error.message
         changes["lease_expires_at"] = None
         updated = await self.store.transition(
-            row.id, from_states=ACTIVE, to=outcome, at=now, changes=changes, lease_id=report.lease_id
+            row.id,
+            from_states=sources(outcome) & set(ACTIVE),
+            to=outcome,
+            at=now,
+            changes=changes,
+            lease_id=report.lease_id,
         )
         if updated is None:
             raise LeaseGone(f"lease {report.lease_id} ended while the report was handled")
@@ -266,7 +276,12 @@ class Scheduler:
     ) -> HeartbeatReply:
         if row.status is not State.UPLOADING:
             updated = await self.store.transition(
-                row.id, from_states={row.status}, to=State.UPLOADING, at=now, changes=changes, lease_id=report.lease_id
+                row.id,
+                from_states={row.status} & sources(State.UPLOADING),
+                to=State.UPLOADING,
+                at=now,
+                changes=changes,
+                lease_id=report.lease_id,
             )
             if updated is not None:
                 self.bus.publish(StateChange(updated, row.status, State.UPLOADING, now))

@@ -17,7 +17,7 @@ from orchestrator.config import OrchestratorSettings
 from orchestrator.errors import Conflict, Detail, NotFound, OrchestratorError
 from orchestrator.events import EventBus, StateChange
 from orchestrator.models import CreateRecording
-from orchestrator.states import ACTIVE, TERMINAL, State
+from orchestrator.states import ACTIVE, TERMINAL, State, sources
 from orchestrator.store.base import IdempotencyConflict, NewRecording, RecordingRow, RecordingStore
 from orchestrator.url_policy import UrlDenied, UrlPolicy
 from recorder.protocol import UploadTarget
@@ -165,7 +165,11 @@ class RecordingService:
         if row.status is State.QUEUED:
             now = self.clock()
             cancelled = await self.store.transition(
-                row.id, from_states={State.QUEUED}, to=State.CANCELLED, at=now, changes=changes
+                row.id,
+                from_states={State.QUEUED} & sources(State.CANCELLED),
+                to=State.CANCELLED,
+                at=now,
+                changes=changes,
             )
             if cancelled is not None:
                 self.bus.publish(StateChange(cancelled, State.QUEUED, State.CANCELLED, now))

@@ -38,22 +38,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 
 
-class IllegalTransition(Exception):
-    """A transition the table forbids; the API answers it with 409 illegal_transition."""
-
-    def __init__(self, old: State, new: State, message: str | None = None) -> None:
-        self.old = old
-        self.new = new
-        super().__init__(message or f"a {old} recording cannot become {new}")
-
-
 def can(old: State, new: State) -> bool:
     return new in TRANSITIONS[old]
-
-
-def check(old: State, new: State) -> None:
-    if not can(old, new):
-        raise IllegalTransition(old, new)
 
 
 def is_forward(old: State, new: State) -> bool:

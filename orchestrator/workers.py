@@ -107,9 +107,3 @@ class WorkerRegistry:
             )
             for w in sorted(self._workers.values(), key=lambda w: w.worker_id)
         ]
-
-    def counts(self) -> dict[str, int]:
-        counts = {"idle": 0, "busy": 0}
-        for w in self._workers.values():
-            counts[w.state] += 1
-        return counts

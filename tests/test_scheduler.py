@@ -230,3 +230,21 @@ async def test_the_worker_that_lost_a_recording_gets_it_back_when_no_one_else_is
     r = await worker.lease(wait=10)
     assert r.status == 200
     assert (r.body["recording_id"], r.body["attempt"]) == (rid, 2)
+
+
+def test_the_state_table():
+    from orchestrator.states import ACTIVE, TERMINAL, State, can, is_forward, sources
+
+    assert [s.value for s in ACTIVE] == ["starting", "recording", "finalizing", "uploading"]
+    assert can(State.QUEUED, State.STARTING) and can(State.QUEUED, State.CANCELLED)
+    assert not can(State.QUEUED, State.RECORDING), "only a lease starts a recording"
+    assert not can(State.QUEUED, State.COMPLETED)
+    for final in TERMINAL:
+        assert not any(can(final, s) for s in State), f"{final} is final"
+    for active in ACTIVE:
+        assert can(active, State.QUEUED), "a lapsed lease is retried"
+        assert all(can(active, end) for end in TERMINAL)
+    assert not can(State.UPLOADING, State.RECORDING), "never backwards"
+    assert is_forward(State.STARTING, State.FINALIZING) and not is_forward(State.RECORDING, State.STARTING)
+    assert sources(State.STARTING) == {State.QUEUED}
+    assert sources(State.QUEUED) == set(ACTIVE)

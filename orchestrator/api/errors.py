@@ -8,7 +8,6 @@ from aiohttp.typedefs import Handler
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.models import Error, ErrorBody, ErrorDetail
-from orchestrator.states import IllegalTransition
 
 log = structlog.get_logger("orchestrator.api")
 
@@ -54,8 +53,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except OrchestratorError as exc:
         details = [ErrorDetail(field=d.field, message=d.message) for d in exc.details or []]
         return error_response(exc.code, exc.message, details)
-    except IllegalTransition as exc:
-        return error_response("illegal_transition", str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -35,7 +35,11 @@ async def readyz(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    ctx.metrics.set_counts(await ctx.store.count_by_status(), ctx.registry.counts())
+    view = await pool_view(ctx)
+    workers = {
+        state: sum(1 for w in view.workers if w.state == state) for state in ("starting", "idle", "busy", "failed")
+    }
+    ctx.metrics.set_counts(await ctx.store.count_by_status(), workers)
     return web.Response(body=ctx.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -17,13 +17,18 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _env_name(name: str) -> str:
+    alias = OrchestratorSettings.model_fields[name].validation_alias
+    choices = getattr(alias, "choices", None)
+    return str(choices[0]) if choices else name.upper()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestrator", description="The recorder farm's orchestrator.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the API, the scheduler and the warm pool")
     for name, field in OrchestratorSettings.model_fields.items():
-        env = field.validation_alias.choices[0] if field.validation_alias is not None else name.upper()  # type: ignore[union-attr]
-        help_text = f"{field.description + '; ' if field.description else ''}env {env}"
+        help_text = f"{field.description + '; ' if field.description else ''}env {_env_name(name)}"
         serve.add_argument(_flag(name), dest=name, default=None, metavar="VALUE", help=help_text)
     return parser
 
@@ -35,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = OrchestratorSettings(**overrides)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
-            where = ".".join(str(p) for p in error["loc"]) or "settings"
+            name = str(error["loc"][0]) if error["loc"] else ""
+            where = f"{_env_name(name)} ({_flag(name)})" if name in OrchestratorSettings.model_fields else "settings"
             print(f"orchestrator: {where}: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)

@@ -9,6 +9,7 @@ import signal
 import time
 
 import aiohttp
+import pytest
 
 from tests.support.orchestrator import API_TOKEN, Api, FakeWorker
 
@@ -106,3 +107,19 @@ async def test_sigterm_drains_then_tells_recordings_to_stop(orchestrator_process
         assert (await api.get(rid))["status"] == "completed"
     finally:
         await api.close()
+
+
+def test_every_setting_is_a_flag_and_bad_values_are_named(capsys):
+    from orchestrator.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    help_text = capsys.readouterr().out
+    for flag, env in (
+        ("--lease-ttl", "ORCHESTRATOR_LEASE_TTL"),
+        ("--api-tokens", "API_TOKENS"),
+        ("--db", "ORCHESTRATOR_DB"),
+    ):
+        assert flag in help_text and env in help_text
+    assert main(["serve", "--lease-ttl", "-1", "--pool-backend", "none"]) == 2
+    assert "ORCHESTRATOR_LEASE_TTL (--lease-ttl)" in capsys.readouterr().err

@@ -248,3 +248,20 @@ def test_the_state_table():
     assert is_forward(State.STARTING, State.FINALIZING) and not is_forward(State.RECORDING, State.STARTING)
     assert sources(State.STARTING) == {State.QUEUED}
     assert sources(State.QUEUED) == set(ACTIVE)
+
+
+async def test_an_upload_pending_report_keeps_the_lease_until_the_final_report(start_orchestrator):
+    o = await start_orchestrator()
+    rid = (await o.api.create()).body["id"]
+    worker = o.worker("w1")
+    lease = (await worker.lease(wait=5)).body["lease_id"]
+    await worker.heartbeat(lease, "recording")
+    local = "file:///records/rec/rec.mp4"
+    r = await worker.report(lease, "completed", location=local, upload_pending=True)
+    assert (r.status, r.body) == (200, {"action": "continue"})
+    rec = await o.api.get(rid)
+    assert (rec["status"], rec["location"]) == ("uploading", local)
+    assert (await worker.heartbeat(lease, "uploading")).status == 200, "the lease is still the worker's"
+    await worker.report(lease, "completed", location="s3://bucket/rec/rec.mp4")
+    rec = await o.api.get(rid)
+    assert (rec["status"], rec["location"]) == ("completed", "s3://bucket/rec/rec.mp4")

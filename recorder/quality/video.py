@@ -81,10 +81,14 @@ class _ShowinfoClock:
 
 
 def decode_video(path: Path, stream: StreamFacts) -> VideoSignals:
-    """Decode every frame (no rate conversion) into the small gray picture and measure it on the fly."""
+    """Decode every frame (no rate conversion) into the small gray picture and measure it on the fly.
+
+    Decoding dominates the cost, so the deblocking filter is skipped (about a sixth of H.264 decoding):
+    it changes pixels by a few levels at block edges, invisible after averaging 20x20 pixels, and a
+    repeated frame still decodes to exactly the same picture."""
     clock = _ShowinfoClock()
     args = [
-        FFMPEG, "-hide_banner", "-nostats", "-loglevel", "info", "-i", str(path),
+        FFMPEG, "-hide_banner", "-nostats", "-loglevel", "info", "-skip_loop_filter", "all", "-i", str(path),
         "-map", f"0:{stream.index}",
         "-vf", f"scale={WIDTH}:{HEIGHT}:flags=area,format=gray,showinfo",
         "-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1",

@@ -158,9 +158,11 @@ class Orchestrator:
         return app
 
 
-async def serve(settings: OrchestratorSettings, **kwargs: object) -> None:
+async def serve(
+    settings: OrchestratorSettings, *, backend: PoolBackend | None = None, autoscaler: PoolFactory | None = None
+) -> None:
     """Run until SIGTERM/SIGINT, then drain (see the module docstring)."""
-    orchestrator = Orchestrator(settings, **kwargs)  # type: ignore[arg-type]
+    orchestrator = Orchestrator(settings, backend=backend, autoscaler=autoscaler)
     runner = web.AppRunner(orchestrator.web_app(), access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
     try:

@@ -269,6 +269,11 @@ class SQLiteStore:
         max_active: int | None = None,
         shun_after: float | None = None,
     ) -> RecordingRow | None:
+        # Idle workers poll often; when nothing is queued that must not cost a write transaction.
+        async with self._reader.execute("SELECT 1 FROM recordings WHERE status = 'queued' LIMIT 1") as cur:
+            if await cur.fetchone() is None:
+                return None
+
         async def op(db: aiosqlite.Connection) -> RecordingRow | None:
             if max_active is not None:
                 async with db.execute(f"SELECT COUNT(*) FROM recordings WHERE status IN ({_ACTIVE_SQL})") as cur:

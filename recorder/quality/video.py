@@ -7,7 +7,6 @@ while a change anywhere on screen still moves at least one pixel of the small pi
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -41,7 +40,6 @@ class VideoSignals:
     """Per-frame measurements, index-aligned with `pts`."""
 
     pts: np.ndarray  # float64 seconds
-    mean: np.ndarray  # float32 mean luma 0..255
     black: np.ndarray  # bool
     change: np.ndarray  # int16 largest pixel difference to the previous frame (first frame: 255)
     cells: np.ndarray  # uint8 (frames, 144) mean luma per cell
@@ -61,7 +59,6 @@ class _ShowinfoClock:
     def __init__(self) -> None:
         self.base = Fraction(1, 1000)
         self.pts: list[float] = []
-        self._lock = threading.Lock()
 
     def line(self, text: str) -> None:
         if "Parsed_showinfo" not in text:
@@ -72,8 +69,7 @@ class _ShowinfoClock:
                 value = float(int(frame.group(1)) * self.base)
             except ValueError:
                 value = float("nan")
-            with self._lock:
-                self.pts.append(value)
+            self.pts.append(value)
             return
         base = self._BASE.search(text)
         if base and int(base.group(1)) > 0 and int(base.group(2)) > 0:
@@ -93,7 +89,7 @@ def decode_video(path: Path, stream: StreamFacts) -> VideoSignals:
         "-vf", f"scale={WIDTH}:{HEIGHT}:flags=area,format=gray,showinfo",
         "-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1",
     ]  # fmt: skip
-    means, blacks, changes, cells = [], [], [], []
+    blacks, changes, cells = [], [], []
     previous: np.ndarray | None = None
     with RawPipe(args, path, clock.line) as pipe:
         for block in pipe.chunks(FRAME_BYTES * CHUNK_FRAMES):
@@ -101,7 +97,6 @@ def decode_video(path: Path, stream: StreamFacts) -> VideoSignals:
             if whole == 0:
                 continue
             frames = np.frombuffer(block[:whole], dtype=np.uint8).reshape(-1, HEIGHT, WIDTH)
-            means.append(frames.mean(axis=(1, 2), dtype=np.float32))
             blacks.append((frames <= BLACK_PIXEL).mean(axis=(1, 2)) >= BLACK_RATIO)
             wide = frames.astype(np.int16)
             before = np.concatenate(([previous] if previous is not None else [wide[0] + 255], wide[:-1]))
@@ -110,7 +105,7 @@ def decode_video(path: Path, stream: StreamFacts) -> VideoSignals:
             grid = frames.reshape(-1, HEIGHT // CELL, CELL, WIDTH // CELL, CELL).mean(axis=(2, 4))
             cells.append(np.rint(grid).astype(np.uint8).reshape(len(frames), -1))
         pipe.finish()
-    count = sum(len(m) for m in means)
+    count = sum(len(b) for b in blacks)
     pts = np.asarray(clock.pts[:count], dtype=np.float64)
     if len(pts) < count:  # timestamps lost: assume the nominal rate for the rest
         step = 1.0 / (stream.frame_rate or 30.0)
@@ -122,7 +117,6 @@ def decode_video(path: Path, stream: StreamFacts) -> VideoSignals:
     cells_per_frame = (HEIGHT // CELL) * (WIDTH // CELL)
     return VideoSignals(
         pts=pts,
-        mean=np.concatenate(means) if means else np.zeros(0, np.float32),
         black=np.concatenate(blacks) if blacks else np.zeros(0, bool),
         change=np.concatenate(changes) if changes else np.zeros(0, np.int16),
         cells=np.concatenate(cells) if cells else np.zeros((0, cells_per_frame), np.uint8),

@@ -1,0 +1,338 @@
+"""End to end: `orchestrator serve` with its local warm pool of real `recorder worker` processes (Xvfb,
+PulseAudio, Chromium, FFmpeg), a real S3-compatible server over HTTP, signed webhooks to a receiver.
+
+Recordings are short (4 s) so the suite stays quick on a 2-core machine; the assertions are about
+behaviour (queueing, states, objects, signatures, retries, isolation), not about speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.support.orchestrator import API_TOKEN, WEBHOOK_SECRET, Api, OrchestratorProcess
+from tests.support.s3 import S3Env
+
+pytestmark = pytest.mark.media
+
+SECONDS = 4.0
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+# -- a page server and webhook receiver, in the test's own event loop --------------------------------
+
+STATE_SET = """<!doctype html><html><body><p>state set</p><script>
+document.cookie = 'rf_script=1; path=/; max-age=3600';
+localStorage.setItem('rf_state', 'set');
+sessionStorage.setItem('rf_session', 'set');
+fetch('/seen?page=set', {method: 'POST', body: JSON.stringify({cookies: document.cookie,
+  storage: JSON.stringify(Object.assign({}, localStorage))})});
+</script></body></html>"""
+
+STATE_REPORT = """<!doctype html><html><body><p>state report</p><script>
+fetch('/seen?page=report', {method: 'POST', body: JSON.stringify({cookies: document.cookie,
+  storage: JSON.stringify(Object.assign({}, localStorage)),
+  session: JSON.stringify(Object.assign({}, sessionStorage))})});
+</script></body></html>"""
+
+
+@dataclass
+class Receiver:
+    """Pages for the browser to load, and the webhook endpoint; remembers what it was sent."""
+
+    server: TestServer | None = None
+    hooks: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("")).rstrip("/")
+
+    def app(self) -> web.Application:
+        async def hook(request: web.Request) -> web.Response:
+            self.hooks.append((dict(request.headers), await request.read()))
+            return web.Response(status=204)
+
+        async def state_set(request: web.Request) -> web.Response:
+            response = web.Response(text=STATE_SET, content_type="text/html")
+            response.set_cookie("rf_server", "1", path="/", max_age=3600)
+            return response
+
+        async def state_report(request: web.Request) -> web.Response:
+            return web.Response(text=STATE_REPORT, content_type="text/html")
+
+        async def seen(request: web.Request) -> web.Response:
+            body = json.loads(await request.read())
+            body["page"] = request.query.get("page")
+            body["server_cookies"] = dict(request.cookies)
+            self.seen.append(body)
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_post("/hook", hook)
+        app.router.add_get("/state/set", state_set)
+        app.router.add_get("/state/report", state_report)
+        app.router.add_post("/seen", seen)
+        return app
+
+    def events(self, recording_id: str) -> list[tuple[dict[str, str], bytes, dict[str, Any]]]:
+        out = []
+        for headers, body in self.hooks:
+            event = json.loads(body)
+            if event["recording_id"] == recording_id:
+                out.append((headers, body, event))
+        return out
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver()
+    r.server = TestServer(r.app(), host="127.0.0.1")
+    await r.server.start_server()
+    yield r
+    await r.server.close()
+
+
+# -- the farm --------------------------------------------------------------------------------------
+
+
+def pool_state(records: Path) -> dict[str, int]:
+    """Worker name -> pid, from the local pool's state files."""
+    out = {}
+    for path in (records / ".pool").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            record = json.loads(path.read_text())
+            out[record["name"]] = int(record["pid"])
+    return out
+
+
+def processes_of(worker_id: str) -> list[int]:
+    """Live processes started by a worker (they inherit its WORKER_ID)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if f"WORKER_ID={worker_id}".encode() in environ.split(b"\0") and stat[stat.rfind(")") + 2] != "Z":
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def farm(
+    orchestrator_process: Callable[..., OrchestratorProcess], tmp_path: Path
+) -> Iterator[Callable[..., OrchestratorProcess]]:
+    """`orchestrator serve` with a local pool; stopped with SIGTERM so it stops its workers, and any
+    worker still alive afterwards is killed with its process group (they run in sessions of their own)."""
+    started: list[OrchestratorProcess] = []
+    records = tmp_path / "records"
+
+    def make(**env: str) -> OrchestratorProcess:
+        settings = {
+            "POOL_BACKEND": "local",
+            "POOL_MIN": "0",
+            "URL_ALLOWLIST": "127.0.0.1,localhost",
+            "ORCHESTRATOR_HEARTBEAT_INTERVAL": "1",
+            "ORCHESTRATOR_LEASE_CHECK_INTERVAL": "0.5",
+            "ORCHESTRATOR_SHUTDOWN_GRACE": "2",
+            "ORCHESTRATOR_SHUTDOWN_STOP_WAIT": "10",
+            "ORCHESTRATOR_WEBHOOK_BACKOFF": "0.2",
+            "RECORDER_SHUTDOWN_GRACE": "2",
+            "WORKER_GIVE_UP_AFTER": "30",  # a worker of a dead test farm does not linger
+            **env,
+        }
+        proc = orchestrator_process(**settings)
+        proc.start()
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        if proc.process is not None and proc.process.poll() is None:
+            proc.signal(signal.SIGTERM)
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=60)
+        proc.kill()
+    for _, pid in pool_state(records).items():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+async def api(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[OrchestratorProcess], Api]]:
+    made: list[Api] = []
+
+    def make(proc: OrchestratorProcess) -> Api:
+        made.append(Api(proc.base_url, API_TOKEN))
+        return made[-1]
+
+    yield make
+    for a in made:
+        await a.close()
+
+
+async def wait_terminal(api: Api, rid: str, timeout: float) -> dict[str, Any]:
+    return await api.wait_status(rid, *TERMINAL, timeout=timeout)
+
+
+async def pool(api: Api) -> dict[str, Any]:
+    r = await api.request("GET", "/v1/pool")
+    assert r.status == 200, r.body
+    return r.body
+
+
+def ts(rec: dict[str, Any], name: str) -> float:
+    value = rec["timestamps"][name]
+    assert value is not None, f"{rec['id']} has no {name} timestamp: {rec['timestamps']}"
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def verify_signature(headers: dict[str, str], body: bytes) -> bool:
+    fields = dict(part.split("=", 1) for part in headers["X-Recorder-Signature"].split(","))
+    expected = hmac.new(WEBHOOK_SECRET.encode(), f"{fields['t']}.".encode() + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, fields["v1"]) and abs(time.time() - int(fields["t"])) < 600
+
+
+# -- the tests -------------------------------------------------------------------------------------
+
+
+async def test_three_recordings_on_two_workers_queue_complete_upload_and_notify(
+    farm: Callable[..., OrchestratorProcess], api: Callable[[OrchestratorProcess], Api], s3: S3Env, receiver: Receiver
+) -> None:
+    proc = farm(POOL_MAX="2", POOL_SPARE="2", POOL_CAPACITY="2", S3_BUCKET=s3.bucket, S3_ENDPOINT_URL=s3.endpoint)
+    a = api(proc)
+    demo = f"{proc.base_url}/demo/"
+    # The warm pool comes up before any request: two workers polling for work.
+    deadline = time.monotonic() + 90
+    while (p := await pool(a))["idle"] < 2:
+        assert time.monotonic() < deadline, f"the warm pool did not come up: {p}"
+        await asyncio.sleep(0.25)
+
+    hook = f"{receiver.base}/hook"
+    ids = []
+    for n in range(3):
+        r = await a.create(url=demo, max_duration=SECONDS, webhook_url=hook, metadata={"n": n})
+        assert r.status == 202, r.body
+        ids.append(r.body["id"])
+
+    # Both workers busy: the third waits in the queue.
+    first_two = [await a.wait_status(rid, "recording", timeout=60) for rid in ids[:2]]
+    assert {rec["worker"] for rec in first_two} == {w["id"] for w in (await pool(a))["workers"] if w["state"] == "busy"}
+    third = await a.get(ids[2])
+    assert third["status"] == "queued", third
+
+    recs = [await wait_terminal(a, rid, timeout=120) for rid in ids]
+    for rec in recs:
+        assert rec["status"] == "completed", rec
+        assert rec["attempts"] == 1
+        # States in order, each with its timestamp.
+        order = [ts(rec, s) for s in ("queued", "starting", "recording", "completed")]
+        assert order == sorted(order), rec["timestamps"]
+        for middle in ("finalizing", "uploading"):
+            if rec["timestamps"][middle] is not None:
+                assert ts(rec, "recording") <= ts(rec, middle) <= ts(rec, "completed")
+        assert ts(rec, "queued") <= ts(rec, "first_frame") <= ts(rec, "completed")
+        # rec.mp4 and rec.json are objects in the bucket.
+        for field_name, name in (("location", "rec.mp4"), ("metadata_location", "rec.json")):
+            location = rec[field_name]
+            assert location.startswith(f"s3://{s3.bucket}/") and location.endswith(f"/{rec['id']}/{name}"), rec
+            head = s3.client.head_object(Bucket=s3.bucket, Key=location.removeprefix(f"s3://{s3.bucket}/"))
+            assert head["ContentLength"] > 0
+        # A real recording, not an empty shell (its fidelity is the recorder tests' business).
+        assert 1.0 <= rec["quality"]["duration"] <= SECONDS + 2.0, rec["quality"]
+    # Never more than two at once: the third started only after one of the first two was done.
+    third = recs[2]
+    assert ts(third, "starting") >= min(ts(r, "completed") for r in recs[:2]) - 0.5
+
+    # Webhooks: every state change, signed, each with its own idempotency key.
+    await asyncio.sleep(1.0)
+    for rec in recs:
+        events = receiver.events(rec["id"])
+        assert events, f"no webhook for {rec['id']}"
+        for headers, body, event in events:
+            assert verify_signature(headers, body), headers
+            assert headers["X-Recorder-Event-Id"] == event["event_id"]
+        states = [event["new_state"] for _, _, event in events]
+        assert states[0] == "queued" and states[-1] == "completed", states
+        assert {"starting", "recording"} <= set(states)
+        assert len({event["event_id"] for _, _, event in events}) == len(events)
+        assert events[-1][2]["recording"]["location"] == rec["location"]
+
+    # The warm pool is still there, ready for more.
+    assert (await pool(a))["idle"] >= 1
+
+
+async def test_a_worker_killed_mid_recording_loses_its_lease_and_the_recording_is_retried(
+    farm: Callable[..., OrchestratorProcess], api: Callable[[OrchestratorProcess], Api], tmp_path: Path
+) -> None:
+    proc = farm(POOL_MAX="2", POOL_SPARE="1", ORCHESTRATOR_LEASE_TTL="4", ORCHESTRATOR_MAX_ATTEMPTS="2")
+    a = api(proc)
+    rid = (await a.create(url=f"{proc.base_url}/demo/", max_duration=SECONDS)).body["id"]
+    rec = await a.wait_status(rid, "recording", timeout=90)
+    victim = rec["worker"]
+    pid = pool_state(tmp_path / "records")[victim]
+    assert processes_of(victim), "the worker's browser and helpers should carry its WORKER_ID"
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+
+    # The pool sees the crash, with its reason, and the lease lapses: the recording goes to another worker.
+    rec = await a.wait_for(rid, lambda r: r["attempts"] == 2 and r["worker"] != victim, timeout=60)
+    assert time.monotonic() - killed_at < 4 + 15, "a lapsed lease is noticed within the TTL plus a check"
+    rec = await wait_terminal(a, rid, timeout=90)
+    assert rec["status"] == "completed", rec
+    assert rec["attempts"] == 2
+    assert rec["worker"] != victim
+    assert rec["location"].endswith(f"/{rid}/rec.mp4")
+
+    failed = [w for w in (await pool(a))["workers"] if w["id"] == victim]
+    if failed:  # listed for a while after the crash, with the reason
+        assert failed[0]["state"] == "failed" and "SIGKILL" in (failed[0]["reason"] or ""), failed
+    # Nothing the killed worker started is left running.
+    deadline = time.monotonic() + 20
+    while processes_of(victim):
+        assert time.monotonic() < deadline, f"left behind by {victim}: {processes_of(victim)}"
+        await asyncio.sleep(0.5)
+
+
+async def test_no_state_crosses_between_consecutive_recordings_on_one_worker(
+    farm: Callable[..., OrchestratorProcess], api: Callable[[OrchestratorProcess], Api], receiver: Receiver
+) -> None:
+    proc = farm(POOL_MAX="1", POOL_SPARE="1")
+    a = api(proc)
+    first = (await a.create(url=f"{receiver.base}/state/set", max_duration=2.0)).body["id"]
+    assert (await wait_terminal(a, first, timeout=90))["status"] == "completed"
+    second = (await a.create(url=f"{receiver.base}/state/report", max_duration=2.0)).body["id"]
+    assert (await wait_terminal(a, second, timeout=90))["status"] == "completed"
+    recs = [await a.get(first), await a.get(second)]
+    assert recs[0]["worker"] == recs[1]["worker"], "both recordings must run on the same warm worker"
+
+    by_page = {s["page"]: s for s in receiver.seen}
+    # The first page really left state behind in its browser...
+    assert "rf_script=1" in by_page["set"]["cookies"]
+    assert "rf_state" in by_page["set"]["storage"]
+    # ...and the next recording on the same worker sees none of it.
+    report = by_page["report"]
+    assert report["cookies"] == "", report
+    assert report["server_cookies"] == {}, report
+    assert report["storage"] == "{}", report
+    assert report["session"] == "{}", report

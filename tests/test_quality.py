@@ -22,7 +22,8 @@ from recorder.quality.beeps import detect_beeps
 from recorder.quality.flashes import detect_flashes
 from recorder.quality.spans import runs
 from recorder.quality.sync import measure_sync, pair_markers
-from tests.support.media import TestMedia, TestPage, make_sync_file, make_tiles_file, run_ffmpeg
+from recorder.reference.media import ReferenceMedia, make_sync_file, make_tiles_file, run_ffmpeg
+from recorder.reference.page import ReferencePage
 
 FPS = 30
 FRAME = 1 / FPS
@@ -308,7 +309,7 @@ def test_runs_are_half_open_index_ranges() -> None:
 # --- the reference media and the test page --------------------------------------------------------
 
 
-def test_reference_clips_carry_their_markers_in_sync(test_media: TestMedia) -> None:
+def test_reference_clips_carry_their_markers_in_sync(test_media: ReferenceMedia) -> None:
     for tone in (1000, 440):
         report = analyze_file(test_media.sync(tone), tone_hz=tone)
         assert report.sync is not None
@@ -330,7 +331,7 @@ def _fetch(url: str) -> tuple[int, str]:
         return error.code, ""
 
 
-def test_test_page_serves_grid_state_and_errors(test_page: TestPage) -> None:
+def test_test_page_serves_grid_state_and_errors(test_page: ReferencePage) -> None:
     status, grid = _fetch(test_page.url("/grid?tone=440&ready=selector&signal=start&delay=2&end=5"))
     assert status == 200
     assert grid.count("<video") == 4 and "sync-440.webm" in grid and "muted" not in grid

@@ -271,3 +271,18 @@ async def test_no_cookie_or_storage_crosses_between_pages_of_a_warm_browser(sett
         title = await reporter.page.title()
         await reporter.close()
     assert title == "STATE cookies= server=\"\" storage=", title
+
+
+async def test_live_mode_writes_playable_segments_beside_the_crash_safe_capture(settings, test_page):
+    spec = RecordingSpec(url=test_page.url("/grid"), duration=7, live_upload=True)
+    result = await record(settings, spec)
+    assert result.ok, result.error
+    live = result.out_dir / "live"
+    playlist = (live / "index.m3u8").read_text()
+    segments = sorted(live.glob("seg_*.ts"))
+    assert len(segments) >= 3 and all(s.name in playlist for s in segments)
+    assert "#EXT-X-ENDLIST" in playlist, "a graceful stop closes the playlist"
+    first = analyze_file(segments[0])
+    assert first.video is not None and first.audio is not None
+    assert first.video.duration is not None and abs(first.video.duration - 2.0) < 0.2
+    assert analyze_file(result.mp4).duration >= 6.5

@@ -64,7 +64,7 @@ def build_capture_command(
         itsoffset=f"{-origin - s.av_offset_ms / 1000.0:.6f}",
     )
     gop = 2 * s.fps
-    encode = {
+    encode: dict[str, object] = {
         "c:v": "libx264",
         "preset": s.preset,
         "crf": s.crf,
@@ -96,9 +96,11 @@ def build_capture_command(
     else:
         segments = live_dir / "seg_%05d.ts"
         playlist = live_dir / "index.m3u8"
+        # Matroska needs codec headers out of band, which the tee muxer only gets when asked for.
+        encode["flags"] = "+global_header"
         tee = (
-            f"[f=matroska:cluster_time_limit=1000:cluster_size_limit=2097152:flush_packets=1]{output}|"
-            f"[f=hls:hls_time=6:hls_list_size=0:hls_flags=independent_segments:"
+            f"[f=matroska:cluster_time_limit=1000:cluster_size_limit=2097152]{output}|"
+            f"[f=hls:hls_time=2:hls_list_size=0:hls_flags=independent_segments:"
             f"hls_segment_filename={segments}]{playlist}"
         )
         out = ffmpeg.output(video["v"], audio["a"], tee, f="tee", **encode)

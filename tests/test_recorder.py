@@ -286,3 +286,16 @@ async def test_live_mode_writes_playable_segments_beside_the_crash_safe_capture(
     assert first.video is not None and first.audio is not None
     assert first.video.duration is not None and abs(first.video.duration - 2.0) < 0.2
     assert analyze_file(result.mp4).duration >= 6.5
+
+
+async def test_calibrate_measures_and_stores_the_offset(tmp_path):
+    from recorder.calibrate import run_calibration
+    from recorder.capture import calibration
+
+    settings = RecorderSettings(records_dir=tmp_path)
+    assert calibration.load(settings.calibration_file) is None
+    assert await run_calibration(settings, duration=6, runs=1) == 0
+    saved = calibration.load(settings.calibration_file)
+    assert saved is not None and saved.samples >= 4
+    assert abs(saved.av_offset_ms) < 200, saved
+    assert calibration.av_offset_ms(settings) == saved.av_offset_ms

@@ -67,6 +67,7 @@ def build_capture_command(
     encode: dict[str, object] = {
         "c:v": "libx264",
         "preset": s.preset,
+        "tune": "zerolatency",
         "crf": s.crf,
         "pix_fmt": "yuv420p",
         "g": gop,
@@ -79,8 +80,10 @@ def build_capture_command(
         "b:a": s.audio_bitrate,
         "ar": 48000,
         "ac": 2,
-        # Audio follows its timestamps (pads a late start, absorbs clock drift) instead of its sample count.
-        "af": "asetpts=N/SR/TB+STARTPTS",
+        # Audio runs by its sample count from a start placed by its timestamp; the late first packet is
+        # padded with silence back to the origin, and the end is padded to the video's last frame.
+        "af": "aresample=async=1:first_pts=0,apad",
+        "shortest": None,
     }
     if live_dir is None:
         out = ffmpeg.output(

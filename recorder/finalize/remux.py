@@ -9,6 +9,7 @@ from pathlib import Path
 import ffmpeg
 
 from recorder.errors import ErrorCode, RecorderError
+from recorder.quality.probe import probe
 
 
 def remux_to_mp4(capture: Path, mp4: Path, *, timeout: float = 600.0) -> Path:
@@ -16,8 +17,11 @@ def remux_to_mp4(capture: Path, mp4: Path, *, timeout: float = 600.0) -> Path:
     if not capture.is_file() or capture.stat().st_size == 0:
         raise RecorderError(ErrorCode.FINALIZE_FAILED, f"nothing was captured: {capture} is missing or empty")
     partial = mp4.with_name(mp4.name + ".part")
+    # The file starts with its first video frame: the silence padded before it is dropped.
+    facts = probe(capture)
+    start = facts.video.start_time if facts.video and facts.video.start_time else 0.0
     argv = (
-        ffmpeg.input(str(capture))
+        ffmpeg.input(str(capture), ss=f"{start:.3f}")
         .output(str(partial), c="copy", map="0", f="mp4", movflags="+faststart", avoid_negative_ts="make_zero")
         .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
         .overwrite_output()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import uuid
 from dataclasses import dataclass, field
 
 import structlog
@@ -24,6 +25,7 @@ from recorder.spec import WaitFor
 
 log = structlog.get_logger(__name__)
 
+_INSTANCE_ENV = "RECORDER_BROWSER_INSTANCE"
 START_SIGNAL = "START_RECORDING"
 END_SIGNAL = "END_RECORDING"
 
@@ -86,11 +88,35 @@ class Browser:
         self.env = env
         self._pw: Playwright | None = None
         self._browser: PwBrowser | None = None
+        self.instance = uuid.uuid4().hex
 
-    @property
-    def pid(self) -> int | None:
-        proc = getattr(getattr(self._browser, "_impl_obj", None), "_browser_process", None)
-        return getattr(proc, "pid", None)
+    def processes(self) -> dict[int, str]:
+        """pid → Chromium process type ("browser", "renderer", "zygote", …) of this browser.
+
+        The browser process carries a marker in its environment; its helpers (forked from a zygote with a
+        scrubbed environment) are found as its descendants. Used for resource accounting and crash tests."""
+        marker = f"{_INSTANCE_ENV}={self.instance}".encode()
+        parents: dict[int, int] = {}
+        roots: set[int] = set()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+                parents[int(entry)] = int(stat[stat.rfind(")") + 2 :].split()[1])
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if marker in f.read().split(b"\0"):
+                        roots.add(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+        family = set(roots)
+        grew = True
+        while grew:
+            children = {pid for pid, parent in parents.items() if parent in family} - family
+            family |= children
+            grew = bool(children)
+        return {pid: _process_type(pid) for pid in family}
 
     async def start(self) -> None:
         if not os.access(self.chromium_path, os.X_OK):
@@ -102,7 +128,7 @@ class Browser:
         args = [*CHROMIUM_ARGS, f"--window-size={self.width},{self.height}"]
         if os.geteuid() == 0:
             args.append("--no-sandbox")
-        env = {**os.environ, **self.env, "DISPLAY": self.display}
+        env = {**os.environ, **self.env, "DISPLAY": self.display, _INSTANCE_ENV: self.instance}
         self._pw = await async_playwright().start()
         try:
             self._browser = await self._pw.chromium.launch(
@@ -279,3 +305,12 @@ async def _fullscreen(context: BrowserContext, page: Page) -> None:
         )
     finally:
         await cdp.detach()
+
+
+def _process_type(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().replace(b"\0", b" ").split()  # Chromium rewrites its title with spaces
+    except OSError:
+        return "gone"
+    return next((a.split(b"=", 1)[1].decode() for a in args if a.startswith(b"--type=")), "browser")

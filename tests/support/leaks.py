@@ -1,18 +1,33 @@
-"""Test fixtures: no helper process outlives the test that started it."""
+"""Test fixtures: no helper process outlives the test that started it.
+
+Every process this test run starts inherits a tag in its environment (orphans keep it too), so the check
+sees this run's processes only, not those of another run sharing the machine.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 WATCHED = ("Xvfb", "chromium", "chrome", "chrome_crashpad", "ffmpeg", "pulseaudio")
+TAG = f"RECORDER_FARM_TEST_RUN={uuid.uuid4().hex}"
+os.environ["RECORDER_FARM_TEST_RUN"] = TAG.split("=", 1)[1]
+
+
+def _ours(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return TAG.encode() in f.read()
+    except OSError:
+        return False
 
 
 def watched_processes() -> dict[int, str]:
-    """pid → name of every live (not zombie) Xvfb, Chromium, FFmpeg and PulseAudio process."""
+    """pid → name of every live (not zombie) Xvfb, Chromium, FFmpeg and PulseAudio process of this run."""
     found: dict[int, str] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -24,7 +39,7 @@ def watched_processes() -> dict[int, str]:
             continue
         name = stat[stat.find("(") + 1 : stat.rfind(")")]
         state = stat[stat.rfind(")") + 2 :].split(" ", 1)[0]
-        if state != "Z" and name.startswith(WATCHED):
+        if state != "Z" and name.startswith(WATCHED) and _ours(entry):
             found[int(entry)] = name
     return found
 

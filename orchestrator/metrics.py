@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from orchestrator.events import StateChange
 from orchestrator.states import TERMINAL, State
@@ -95,4 +95,6 @@ class OrchestratorMetrics:
             self.pool_workers.labels(state).set(n)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The orchestrator's own metrics, then the process-wide registry (process and runtime metrics,
+        and what pool backends count there, such as pod failures by reason)."""
+        return generate_latest(self.registry) + generate_latest(REGISTRY)

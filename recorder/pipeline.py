@@ -238,7 +238,6 @@ class _Run:
         assert self.capture is not None and self.session is not None
         events = self.session.events
         waits = {
-            # The file's clock starts at the capture's origin, not when the first frame was reported.
             "duration": asyncio.ensure_future(asyncio.sleep(self._remaining())),
             "stop": asyncio.ensure_future(self.stop.wait()),
             "page_signal": asyncio.ensure_future(events.ended.wait()),
@@ -259,8 +258,13 @@ class _Run:
         return reason
 
     def _remaining(self) -> float:
-        assert self.capture is not None and self.capture.started_at is not None
-        return max(0.0, self.spec.duration - (time.time() - self.capture.started_at))
+        """Time left from the first frame, which under load can come well after FFmpeg was started.
+
+        `first_frame_at` is when FFmpeg reported its first frame, at most one progress period after it
+        was grabbed, so a recording is never shorter than asked and at most that period longer."""
+        assert self.capture is not None
+        first = self.capture.first_frame_at or self.capture.started_at or time.time()
+        return max(0.0, self.spec.duration - (time.time() - first))
 
     async def _wind_down(self, sink: Any) -> None:
         rec = self.recorder

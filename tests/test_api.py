@@ -314,6 +314,16 @@ async def test_health_readiness_and_metrics(start_orchestrator):
     assert 'orchestrator_recordings{state="failed"} 1.0' in text
 
 
+async def test_metrics_include_what_pool_backends_count(start_orchestrator):
+    from orchestrator.pool.kubernetes import POD_FAILURES
+
+    o = await start_orchestrator()
+    POD_FAILURES.labels(reason="OOMKilled").inc()
+    text = (await o.client(None).request("GET", "/metrics")).body.decode()
+    line = next(line for line in text.splitlines() if line.startswith('recorder_pod_failures_total{reason="OOMKilled"}'))
+    assert float(line.split()[-1]) >= 1.0
+
+
 async def test_start_latency_is_measured_from_request_to_first_frame(start_orchestrator):
     o = await start_orchestrator()
     rec = (await o.api.create()).body

@@ -291,7 +291,8 @@ class SQLiteStore:
                 return None
             return await _one(
                 db,
-                """UPDATE recordings SET status = 'starting', starting_at = ?, updated_at = ?,
+                # The claim time was read before this write: never let it precede the queueing it follows.
+                """UPDATE recordings SET status = 'starting', starting_at = MAX(?, queued_at), updated_at = ?,
                           attempts = attempts + 1, worker = ?, lease_id = ?, lease_expires_at = ?,
                           last_heartbeat_at = ?, avoid_worker = NULL, progress = NULL
                    WHERE id = ? AND status = 'queued' RETURNING *""",

@@ -320,7 +320,8 @@ async def test_metrics_include_what_pool_backends_count(start_orchestrator):
     o = await start_orchestrator()
     POD_FAILURES.labels(reason="OOMKilled").inc()
     text = (await o.client(None).request("GET", "/metrics")).body.decode()
-    line = next(line for line in text.splitlines() if line.startswith('recorder_pod_failures_total{reason="OOMKilled"}'))
+    counted = 'recorder_pod_failures_total{reason="OOMKilled"}'
+    line = next(line for line in text.splitlines() if line.startswith(counted))
     assert float(line.split()[-1]) >= 1.0
 
 

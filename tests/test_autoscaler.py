@@ -120,6 +120,14 @@ async def test_failed_workers_are_replaced_not_removed() -> None:
     assert len([w for w in backend.workers.values() if w.phase == "running"]) == 1
 
 
+async def test_a_worker_that_never_showed_up_is_removed_and_replaced() -> None:
+    scaler, backend, *_ = make(PoolConfig(min=1, max=5, spare=0, start_timeout=30))
+    backend.workers["stuck"] = WorkerInfo(name="stuck", phase="starting", release="r1", created_at=0.0)
+    await scaler.tick()
+    assert backend.retired == ["stuck"]
+    assert len([w for w in backend.workers.values() if w.name != "stuck"]) == 1
+
+
 async def test_paused_while_draining_starts_nothing() -> None:
     scaler, backend, *_ = make(PoolConfig(min=2, max=5, spare=1), queued=3)
     draining = [True]

@@ -152,10 +152,15 @@ class Autoscaler:
             return ""
 
     async def _apply(self, decision: Decision, snapshot: PoolSnapshot) -> None:
+        # Failed workers stay listed by their backend (their reason and logs are for operators); a worker
+        # that never showed up may still be running (a pod stuck in Pending, a hung process) and goes.
+        stuck = {w.name for w in snapshot.workers if w.status == "starting"}
         for name in decision.replace:
             if name not in self._reported_failures:
                 self._reported_failures.add(name)
                 log.warning("pool.worker_replaced", worker_id=name, reason=decision.reasons.get(name))
+                if name in stuck:
+                    await self._remove_stuck(name)
         live = {w.name for w in snapshot.workers}
         self._reported_failures &= live
         for name in decision.retire:
@@ -167,6 +172,12 @@ class Autoscaler:
         if decision.create:
             names = await self.backend.create(decision.create)
             log.info("pool.created", workers=names, desired=decision.desired, queued=snapshot.queued)
+
+    async def _remove_stuck(self, name: str) -> None:
+        try:
+            await self.backend.retire(name)
+        except Exception:
+            log.exception("pool.remove_stuck_failed", worker_id=name)
 
     async def _finish_retiring(self, infos: list[WorkerInfo]) -> None:
         listed = {i.name: i for i in infos}

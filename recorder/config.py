@@ -7,7 +7,10 @@ S3_*, CHROMIUM_PATH, ORCHESTRATOR_URL, WORKER_TOKEN) mean the same thing on both
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,7 +50,47 @@ class RecorderSettings(BaseSettings):
     # worker
     orchestrator_url: str = Field(default="http://127.0.0.1:8080", validation_alias=_env("ORCHESTRATOR_URL"))
     worker_token: str | None = Field(default=None, validation_alias=_env("WORKER_TOKEN"))
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", validation_alias=_env("WORKER_ID")
+    )
+    single_use: bool = Field(default=False, validation_alias=_env("WORKER_SINGLE_USE"))
+    shutdown_grace: float = Field(default=30.0, ge=0, validation_alias=_env("RECORDER_SHUTDOWN_GRACE"))
+    give_up_after: float = Field(default=600.0, ge=0, validation_alias=_env("WORKER_GIVE_UP_AFTER"))
 
     @property
     def calibration_file(self) -> Path:
         return self.records_dir / ".calibration.json"
+
+
+MiB = 1024 * 1024
+MIN_PART = 5 * MiB  # S3's floor for every part but the last
+MAX_PARTS = 10_000
+
+
+class TransferOptions(BaseSettings):
+    """How uploads are cut and retried; read from S3_* environment variables, defaults suit large files."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
+
+    multipart_threshold: int = Field(
+        default=16 * MiB, ge=MIN_PART, validation_alias=_env("S3_MULTIPART_THRESHOLD")
+    )
+    part_size: int = Field(default=16 * MiB, ge=MIN_PART, validation_alias=_env("S3_PART_SIZE"))
+    max_concurrency: int = Field(default=8, ge=1, le=64, validation_alias=_env("S3_MAX_CONCURRENCY"))
+    retry_mode: Literal["standard", "adaptive", "legacy"] = Field(
+        default="standard", validation_alias=_env("S3_RETRY_MODE")
+    )
+    max_attempts: int = Field(default=5, ge=1, le=20, validation_alias=_env("S3_MAX_ATTEMPTS"))
+    connect_timeout: float = Field(default=5.0, gt=0, validation_alias=_env("S3_CONNECT_TIMEOUT"))
+    read_timeout: float = Field(default=60.0, gt=0, validation_alias=_env("S3_READ_TIMEOUT"))
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto", validation_alias=_env("S3_ADDRESSING_STYLE")
+    )
+
+    def part_size_for(self, size: int) -> int:
+        """Part size for a file: the configured size, grown in MiB steps so the file fits in 10,000 parts."""
+        part = self.part_size
+        if -(-size // part) > MAX_PARTS:
+            part = -(-size // MAX_PARTS)
+            part = -(-part // MiB) * MiB
+        return part

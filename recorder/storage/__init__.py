@@ -3,9 +3,9 @@
 See `store.py` for the entry points and the bucket layout, `live.py` for upload while recording.
 """
 
+from recorder.config import TransferOptions
 from recorder.storage.live import LiveSummary, LiveUploader
 from recorder.storage.result import StoredObject, StoredResult
-from recorder.storage.s3 import TransferOptions
 from recorder.storage.store import abort_pending, resume_pending, store_recording
 
 __all__ = [

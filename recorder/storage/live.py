@@ -24,11 +24,11 @@ from typing import Any, Self
 
 import structlog
 
-from recorder.config import RecorderSettings
+from recorder.config import RecorderSettings, TransferOptions
 from recorder.protocol import UploadTarget
 from recorder.storage.checksum import b64
 from recorder.storage.keys import check_recording_id, content_type, live_prefix
-from recorder.storage.s3 import TransferOptions, Verdict, classify, denied_error, describe, make_client
+from recorder.storage.s3 import Verdict, classify, denied_error, describe, make_client
 
 log = structlog.get_logger(__name__)
 

@@ -10,7 +10,7 @@ better by retrying, so they fail at once with a message naming the bucket and th
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -23,48 +23,9 @@ from botocore.exceptions import (
     ParamValidationError,
     PartialCredentialsError,
 )
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recorder.config import RecorderSettings
+from recorder.config import RecorderSettings, TransferOptions
 from recorder.errors import ErrorCode, RecorderError
-
-MiB = 1024 * 1024
-MIN_PART = 5 * MiB  # S3's floor for every part but the last
-MAX_PARTS = 10_000
-
-
-def _env(name: str) -> AliasChoices:
-    return AliasChoices(name, name.lower())
-
-
-class TransferOptions(BaseSettings):
-    """How uploads are cut and retried; read from S3_* environment variables, defaults suit large files."""
-
-    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
-
-    multipart_threshold: int = Field(
-        default=16 * MiB, ge=MIN_PART, validation_alias=_env("S3_MULTIPART_THRESHOLD")
-    )
-    part_size: int = Field(default=16 * MiB, ge=MIN_PART, validation_alias=_env("S3_PART_SIZE"))
-    max_concurrency: int = Field(default=8, ge=1, le=64, validation_alias=_env("S3_MAX_CONCURRENCY"))
-    retry_mode: Literal["standard", "adaptive", "legacy"] = Field(
-        default="standard", validation_alias=_env("S3_RETRY_MODE")
-    )
-    max_attempts: int = Field(default=5, ge=1, le=20, validation_alias=_env("S3_MAX_ATTEMPTS"))
-    connect_timeout: float = Field(default=5.0, gt=0, validation_alias=_env("S3_CONNECT_TIMEOUT"))
-    read_timeout: float = Field(default=60.0, gt=0, validation_alias=_env("S3_READ_TIMEOUT"))
-    addressing_style: Literal["auto", "path", "virtual"] = Field(
-        default="auto", validation_alias=_env("S3_ADDRESSING_STYLE")
-    )
-
-    def part_size_for(self, size: int) -> int:
-        """Part size for a file: the configured size, grown in MiB steps so the file fits in 10,000 parts."""
-        part = self.part_size
-        if -(-size // part) > MAX_PARTS:
-            part = -(-size // MAX_PARTS)
-            part = -(-part // MiB) * MiB
-        return part
 
 
 def make_client(settings: RecorderSettings, options: TransferOptions) -> Any:

@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from recorder.config import RecorderSettings
+from recorder.config import RecorderSettings, TransferOptions
 from recorder.errors import ErrorCode, RecorderError
 from recorder.protocol import ErrorInfo, UploadTarget
 from recorder.storage.keys import check_recording_id, content_type, object_key, s3_url
@@ -37,7 +37,6 @@ from recorder.storage.local import store_local
 from recorder.storage.pending import LOCK_NAME, ObjectUpload, PendingStore, PendingUpload
 from recorder.storage.result import StoredObject, StoredResult
 from recorder.storage.s3 import (
-    TransferOptions,
     Verdict,
     classify,
     denied_error,

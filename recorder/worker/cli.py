@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -27,55 +25,43 @@ from recorder.worker.job import RecorderLike
 from recorder.worker.loop import EXIT_UNAUTHORIZED, Worker, WorkerOptions
 
 
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name, "").strip()
-    return float(value) if value else default
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--orchestrator", metavar="URL", help="where the orchestrator is (env ORCHESTRATOR_URL)")
     parser.add_argument("--token", metavar="T", help="worker token (env WORKER_TOKEN)")
-    parser.add_argument(
-        "--worker-id",
-        default=os.environ.get("WORKER_ID") or f"{socket.gethostname()}-{os.getpid()}",
-        help="this worker's name in the pool (env WORKER_ID; default host-pid)",
-    )
+    parser.add_argument("--worker-id", help="this worker's name in the pool (env WORKER_ID; default host-pid)")
     parser.add_argument(
         "--single-use",
         action="store_true",
-        default=_env_flag("WORKER_SINGLE_USE"),
+        default=None,
         help="exit after one recording (env WORKER_SINGLE_USE)",
     )
     parser.add_argument("--records-dir", type=Path, help="local recordings (env RECORDS_DIR)")
     parser.add_argument(
         "--grace",
         type=float,
-        default=_env_float("RECORDER_SHUTDOWN_GRACE", 30.0),
         help="on SIGTERM, seconds a recording in progress may go on before it is stopped and stored "
         "(env RECORDER_SHUTDOWN_GRACE, default 30)",
     )
     parser.add_argument(
         "--give-up-after",
         type=float,
-        default=_env_float("WORKER_GIVE_UP_AFTER", 600.0),
         help="an idle worker exits when the orchestrator stays unreachable this long; 0 = never "
         "(env WORKER_GIVE_UP_AFTER, default 600)",
     )
 
 
 def worker_settings(args: argparse.Namespace) -> RecorderSettings:
-    overrides: dict[str, object] = {}
-    if args.orchestrator:
-        overrides["orchestrator_url"] = args.orchestrator
-    if args.token:
-        overrides["worker_token"] = args.token
-    if args.records_dir:
-        overrides["records_dir"] = args.records_dir
-    return RecorderSettings(**overrides)  # type: ignore[arg-type]
+    """Environment (RecorderSettings) first, flags over it."""
+    flags = {
+        "orchestrator_url": args.orchestrator,
+        "worker_token": args.token,
+        "records_dir": args.records_dir,
+        "worker_id": args.worker_id,
+        "single_use": args.single_use,
+        "shutdown_grace": args.grace,
+        "give_up_after": args.give_up_after,
+    }
+    return RecorderSettings(**{k: v for k, v in flags.items() if v is not None})  # type: ignore[arg-type]
 
 
 def run_worker(args: argparse.Namespace, recorder: RecorderLike | None = None) -> int:
@@ -86,10 +72,10 @@ def run_worker(args: argparse.Namespace, recorder: RecorderLike | None = None) -
         print(f"recorder worker: {exc}", file=sys.stderr)
         return EXIT_UNAUTHORIZED
     options = WorkerOptions(
-        worker_id=args.worker_id,
-        single_use=args.single_use,
-        grace=args.grace,
-        give_up_after=args.give_up_after or None,
+        worker_id=settings.worker_id,
+        single_use=settings.single_use,
+        grace=settings.shutdown_grace,
+        give_up_after=settings.give_up_after or None,
     )
     structlog.contextvars.bind_contextvars(worker_id=options.worker_id)
     if recorder is None:

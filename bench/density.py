@@ -47,12 +47,16 @@ def check_quiet(args: argparse.Namespace) -> str:
     return why
 
 
-async def run_n(n: int, url: str, duration: float, options: dict[str, Any], workdir: Path) -> dict[str, Any]:
+async def run_n(
+    n: int, url: str, duration: float, options: dict[str, Any], workdir: Path, *, peer: str | None = None
+) -> dict[str, Any]:
+    """N recordings at once (our capture, or a peer's command on the same sources) and their figures."""
+    where = workdir / (peer or "ours") / f"n{n}"
     jobs = [
-        Job(url=url, duration=duration, out_dir=str(workdir / f"n{n}" / f"r{i}"), recording_id=f"r{i}", options=options)
+        Job(url=url, duration=duration, out_dir=str(where / f"r{i}"), recording_id=f"r{i}", options=options, peer=peer)
         for i in range(n)
     ]
-    batch = await record_concurrently(jobs, log_dir=workdir / f"n{n}")
+    batch = await record_concurrently(jobs, log_dir=where)
     rows = []
     for outcome in batch.outcomes:
         row = recording_figures(outcome.done, outcome.usage)
@@ -61,6 +65,7 @@ async def run_n(n: int, url: str, duration: float, options: dict[str, Any], work
         rows.append(row)
     every = bool(rows) and all(holds(r) for r in rows)
     return {
+        "capture": peer or "ours",
         "n": n,
         "holds": every,
         "machine_cores_busy": batch.machine_cpu.get("cores_busy_whole_run"),

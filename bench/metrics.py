@@ -21,6 +21,21 @@ FPS_HOLD = 29.5
 START_WINDOW = 0.5  # a frozen span that begins this close to the start is the start freeze
 
 
+def quality_summary(quality: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The parts of a quality report the benchmarks keep (black spans and the like are left out)."""
+    if not quality:
+        return None
+    video = quality.get("video") or {}
+    return {
+        "size": quality.get("size"),
+        "bit_rate": quality.get("bit_rate"),
+        "duration": quality.get("duration"),
+        "video": {k: v for k, v in video.items() if k != "black"},
+        "audio": quality.get("audio"),
+        "sync": quality.get("sync"),
+    }
+
+
 def recording_figures(done: dict[str, Any] | None, usage: dict[str, Any] | None) -> dict[str, Any]:
     """The flat row of figures for one recording (None where a figure could not be measured)."""
     quality = (done or {}).get("quality") or {}

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.capture_options import CaptureOptions
+from bench.metrics import quality_summary
 
 
 @dataclass
@@ -50,32 +51,6 @@ def _apply_chromium_flags(options: CaptureOptions) -> None:
     browser.CHROMIUM_ARGS = options.chromium_flags()
 
 
-def _pids(recorder: Any) -> dict[str, int | None]:
-    def pid_of(obj: Any) -> int | None:
-        proc = getattr(obj, "_proc", None)
-        return getattr(proc, "pid", None)
-
-    return {
-        "xvfb": pid_of(recorder.display),
-        "pulseaudio": pid_of(recorder.audio),
-        "chromium": recorder.browser.pid if recorder.browser else None,
-    }
-
-
-def _quality_summary(quality: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not quality:
-        return None
-    video = quality.get("video") or {}
-    return {
-        "size": quality.get("size"),
-        "bit_rate": quality.get("bit_rate"),
-        "duration": quality.get("duration"),
-        "video": {k: v for k, v in video.items() if k != "black"},
-        "audio": quality.get("audio"),
-        "sync": quality.get("sync"),
-    }
-
-
 async def _wait_for_go() -> bool:
     line = await asyncio.to_thread(sys.stdin.readline)
     return line.strip() == "go"
@@ -97,7 +72,7 @@ async def run(job: Job) -> int:
     recorder = Recorder(settings, width=options.width, height=options.height)
     try:
         await recorder.start()
-        emit("ready", pid=os.getpid(), warm_s=round(time.time() - began, 3), pids=_pids(recorder))
+        emit("ready", pid=os.getpid(), warm_s=round(time.time() - began, 3))
         if not await _wait_for_go():
             return 1
         go = time.time()
@@ -119,7 +94,7 @@ async def run(job: Job) -> int:
             capture_from=timings.get("first_frame") if timings else None,
             capture_to=timings.get("stopped") if timings else None,
             progress=result.progress.model_dump(mode="json"),
-            quality=_quality_summary(result.quality),
+            quality=quality_summary(result.quality),
             chromium_version=recorder.browser.version if recorder.browser else None,
         )
         return 0 if result.ok else 1

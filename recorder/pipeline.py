@@ -59,6 +59,8 @@ class RecordingResult:
     stopped_by: str
     timings: Timings | None = None
     files: dict[str, Path] = field(default_factory=dict)
+    # The sidecar as written; `add_quality` completes it when the analysis was deferred.
+    metadata: Sidecar | None = None
 
     @property
     def ok(self) -> bool:
@@ -132,6 +134,10 @@ class Recorder:
         if audio is not None:
             await audio.stop()
 
+    async def complete(self, result: RecordingResult) -> None:
+        """The analysis a `record(analyze=False)` deferred, in a thread: rec.json gets its quality report."""
+        await asyncio.to_thread(add_quality, result)
+
     async def record(
         self,
         spec: RecordingSpec,
@@ -140,8 +146,11 @@ class Recorder:
         out_dir: Path,
         on_progress: ProgressCallback | None = None,
         stop: asyncio.Event | None = None,
+        analyze: bool = True,
     ) -> RecordingResult:
-        run = _Run(self, spec, recording_id, out_dir, on_progress, stop or asyncio.Event())
+        """Record one page. With `analyze=False` the quality report is left to `add_quality`, so a caller
+        can upload rec.mp4 while the (CPU-heavy, minutes-long for long files) analysis runs."""
+        run = _Run(self, spec, recording_id, out_dir, on_progress, stop or asyncio.Event(), analyze)
         return await run.execute()
 
 
@@ -156,8 +165,10 @@ class _Run:
         out_dir: Path,
         on_progress: ProgressCallback | None,
         stop: asyncio.Event,
+        analyze: bool,
     ) -> None:
         self.recorder = recorder
+        self.analyze = analyze
         self.spec = spec
         self.recording_id = recording_id
         self.out_dir = out_dir
@@ -290,13 +301,15 @@ class _Run:
             self._report("finalizing", progress)
             try:
                 mp4 = await asyncio.to_thread(remux_to_mp4, capture_file, self.out_dir / MP4_NAME)
-                quality = await asyncio.to_thread(analyze_file, mp4, expected_fps=self.spec.fps)
                 capture_file.unlink(missing_ok=True)
+                if self.analyze:
+                    quality = await asyncio.to_thread(analyze_file, mp4, expected_fps=self.spec.fps)
             except RecorderError as exc:
                 self.log.error("finalize failed; the capture file is kept", error=str(exc))
                 self.error = self.error or exc
         self.timings.finalized = time.time()
-        sidecar = self._write_sidecar(mp4, quality, progress)
+        metadata = self._sidecar(mp4, quality, progress)
+        sidecar = _write_sidecar(self.out_dir / SIDECAR_NAME, metadata)
         files = {name: path for name, path in ((MP4_NAME, mp4), (SIDECAR_NAME, sidecar)) if path is not None}
         if mp4 is None and capture_file.is_file():
             files[CAPTURE_NAME] = capture_file
@@ -311,6 +324,7 @@ class _Run:
             stopped_by=self.stopped_by,
             timings=self.timings,
             files=files,
+            metadata=metadata,
         )
         self.log.info(
             "recording finished",
@@ -321,34 +335,58 @@ class _Run:
         )
         return result
 
-    def _write_sidecar(self, mp4: Path | None, quality: QualityReport | None, progress: Progress) -> Path | None:
+    def _sidecar(self, mp4: Path | None, quality: QualityReport | None, progress: Progress) -> Sidecar:
         rec = self.recorder
-        video = quality.video.model_dump(mode="json") if quality and quality.video else None
-        audio = quality.audio.model_dump(mode="json") if quality and quality.audio else None
-        sidecar = Sidecar(
-            recording_id=self.recording_id,
-            url=self.spec.url,
-            spec=self.spec,
-            timings=self.timings,
-            start_latency=self.timings.start_latency,
-            stopped_by=self.stopped_by,
-            file=mp4.name if mp4 else None,
-            size=mp4.stat().st_size if mp4 else None,
-            duration=quality.duration if quality else None,
-            video=video,
-            audio=audio,
-            capture=progress,
-            behind_real_time=bool(self.capture and self.capture.tracker.ever_behind),
-            av_offset_correction_ms=calibration.av_offset_ms(rec.settings),
-            versions=tool_versions(rec.browser.version if rec.browser else None),
-            quality=quality,
-            error=ErrorInfo(**self.error.as_dict()) if self.error else None,
+        return _with_quality(
+            Sidecar(
+                recording_id=self.recording_id,
+                url=self.spec.url,
+                spec=self.spec,
+                timings=self.timings,
+                start_latency=self.timings.start_latency,
+                stopped_by=self.stopped_by,
+                file=mp4.name if mp4 else None,
+                size=mp4.stat().st_size if mp4 else None,
+                capture=progress,
+                behind_real_time=bool(self.capture and self.capture.tracker.ever_behind),
+                av_offset_correction_ms=calibration.av_offset_ms(rec.settings),
+                versions=tool_versions(rec.browser.version if rec.browser else None),
+                error=ErrorInfo(**self.error.as_dict()) if self.error else None,
+            ),
+            quality,
         )
-        try:
-            return write_sidecar(self.out_dir / SIDECAR_NAME, sidecar)
-        except OSError as exc:
-            self.log.error("could not write rec.json", error=str(exc))
-            return None
+
+
+def _with_quality(sidecar: Sidecar, quality: QualityReport | None) -> Sidecar:
+    if quality is not None:
+        sidecar.quality = quality
+        sidecar.duration = quality.duration
+        sidecar.video = quality.video.model_dump(mode="json") if quality.video else None
+        sidecar.audio = quality.audio.model_dump(mode="json") if quality.audio else None
+    return sidecar
+
+
+def _write_sidecar(path: Path, sidecar: Sidecar) -> Path | None:
+    try:
+        return write_sidecar(path, sidecar)
+    except OSError as exc:
+        log.error("could not write rec.json", error=str(exc), path=str(path))
+        return None
+
+
+def add_quality(result: RecordingResult) -> RecordingResult:
+    """Analyze rec.mp4 and complete rec.json (blocking: run it in a thread) for a deferred analysis."""
+    if result.mp4 is None or result.metadata is None or result.quality is not None:
+        return result
+    try:
+        quality = analyze_file(result.mp4, expected_fps=result.metadata.spec.fps)
+    except RecorderError as exc:
+        log.error("analysis failed", recording_id=result.recording_id, error=str(exc))
+        return result
+    result.quality = quality.model_dump(mode="json")
+    result.metadata = _with_quality(result.metadata, quality)
+    result.sidecar = _write_sidecar(result.out_dir / SIDECAR_NAME, result.metadata)
+    return result
 
 
 @cache

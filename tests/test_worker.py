@@ -62,6 +62,7 @@ class StandInRecorder:
     seen: list[str] = field(default_factory=list)
     recording: asyncio.Event = field(default_factory=asyncio.Event)
     out_dirs: list[Path] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)
 
     async def start(self) -> None:
         self.started += 1
@@ -77,6 +78,7 @@ class StandInRecorder:
         out_dir: Path,
         on_progress: Callable[[WorkerState, Progress], None] | None = None,
         stop: asyncio.Event | None = None,
+        analyze: bool = True,
     ) -> Result:
         self.seen.append(recording_id)
         self.out_dirs.append(out_dir)
@@ -109,7 +111,16 @@ class StandInRecorder:
         sidecar = out_dir / "rec.json"
         sidecar.write_text(json.dumps({"recording_id": recording_id, "stopped_by": stopped_by}))
         (out_dir / "capture.mkv").unlink()
-        return Result(recording_id, out_dir, mp4, sidecar, {"fps": 30.0}, progress, None, stopped_by)
+        quality = {"fps": 30.0} if analyze else None
+        return Result(recording_id, out_dir, mp4, sidecar, quality, progress, None, stopped_by)
+
+    async def complete(self, output: Result) -> None:
+        """The deferred analysis: rec.json gains its quality report after rec.mp4 went to storage."""
+        self.completed.append(output.recording_id)
+        await asyncio.sleep(0.05)
+        output.quality = {"fps": 30.0}
+        data = json.loads(output.sidecar.read_text())
+        output.sidecar.write_text(json.dumps({**data, "quality": output.quality}))
 
 
 @dataclass
@@ -224,7 +235,10 @@ async def test_records_stores_and_reports_with_heartbeats(farm: Farm) -> None:
     mp4 = local_path(rec["location"])
     assert mp4 == (farm.tmp_path / "records" / rid / "rec.mp4").resolve()
     assert mp4.read_bytes().endswith(rid.encode())
-    assert json.loads(local_path(rec["metadata_location"]).read_text())["stopped_by"] == "duration"
+    metadata = json.loads(local_path(rec["metadata_location"]).read_text())
+    assert metadata["stopped_by"] == "duration"
+    assert metadata["quality"] == {"fps": 30.0}, "rec.json is stored once the deferred analysis is done"
+    assert recorder.completed == [rid]
     assert rec["quality"] == {"fps": 30.0}
     assert rec["timestamps"]["first_frame"] is not None
     # The working directory of the attempt is gone; only the stored files remain.

@@ -98,6 +98,46 @@ def store_recording(
         return _run(state, store, settings, options, cancel, time.monotonic())
 
 
+def store_metadata(
+    recording_id: str,
+    sidecar: Path,
+    target: UploadTarget,
+    settings: RecorderSettings,
+    started_at: datetime,
+    *,
+    options: TransferOptions | None = None,
+) -> str:
+    """Store rec.json after rec.mp4 was confirmed, for a recording whose analysis ran during the upload.
+
+    rec.json is small and comes last, so it needs no pending state: botocore's retries cover it, and what
+    still fails raises (the media is safe already; the caller keeps rec.json on disk and says so).
+    Returns the object's location."""
+    check_recording_id(recording_id)
+    bucket = target.bucket or settings.s3_bucket
+    if not bucket:
+        home = (settings.records_dir / recording_id).resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        dest = home / METADATA
+        if sidecar.resolve() != dest:
+            sidecar.replace(dest)
+        return dest.as_uri()
+    options = options or TransferOptions()
+    prefix = target.prefix or settings.s3_prefix
+    obj = _plan(METADATA, sidecar, settings, options, prefix=prefix, recording_id=recording_id, started_at=started_at)
+    try:
+        ObjectUploader(make_client(settings, options), bucket, options, save=lambda: None).upload(obj)
+    except RecorderError:
+        raise
+    except Exception as exc:
+        verdict = classify(exc)
+        if verdict is Verdict.DENIED:
+            raise denied_error(exc, bucket, settings.s3_endpoint_url) from exc
+        raise failed_error(exc, bucket, obj.key) from exc
+    if not settings.keep_local:
+        sidecar.unlink(missing_ok=True)
+    return s3_url(bucket, obj.key)
+
+
 def resume_pending(settings: RecorderSettings, *, options: TransferOptions | None = None) -> list[StoredResult]:
     """Finish every pending upload under RECORDS_DIR, continuing the same multipart uploads.
 

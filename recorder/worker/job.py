@@ -33,7 +33,14 @@ from recorder.config import RecorderSettings
 from recorder.errors import ErrorCode, RecorderError
 from recorder.protocol import ErrorInfo, Heartbeat, Lease, Outcome, Progress, Report, WorkerState
 from recorder.spec import RecordingSpec
-from recorder.storage import LiveUploader, StoredResult, abort_pending, resume_pending, store_recording
+from recorder.storage import (
+    LiveUploader,
+    StoredResult,
+    abort_pending,
+    resume_pending,
+    store_metadata,
+    store_recording,
+)
 from recorder.worker.client import LeaseLost, OrchestratorClient, Unauthorized, Unavailable
 
 log = structlog.get_logger(__name__)
@@ -68,7 +75,11 @@ class RecorderLike(Protocol):
         out_dir: Path,
         on_progress: ProgressCallback | None = None,
         stop: asyncio.Event | None = None,
+        analyze: bool = True,
     ) -> RecordingOutput: ...
+
+    async def complete(self, output: RecordingOutput) -> None:
+        """Run the analysis `record(analyze=False)` left out and complete rec.json."""
 
 
 @dataclass(frozen=True)
@@ -203,9 +214,24 @@ class Job:
             return await self._report("failed", error=_info(error))
 
         self._set_state("uploading")
+        # rec.mp4 goes up while the quality analysis (minutes of CPU for a long recording) runs; rec.json,
+        # which carries the analysis, follows once both are done.
+        analysis = asyncio.ensure_future(self.recorder.complete(output)) if output is not None else None
+        try:
+            stored = await self._store_media(mp4, output)
+        finally:
+            if analysis is not None:
+                await analysis
+        if isinstance(stored, JobResult):
+            return stored
+        if not stored.pending and output is not None and output.sidecar is not None and output.sidecar.is_file():
+            stored.metadata_location = await self._store_metadata(output.sidecar)
+        if self.lease_lost or self.cancelled:
+            return await self._drop()
+        return await self._conclude(stored, output, error)
+
+    async def _store_media(self, mp4: Path, output: RecordingOutput | None) -> StoredResult | JobResult:
         files = {"rec.mp4": mp4}
-        if output is not None and output.sidecar is not None and output.sidecar.is_file():
-            files["rec.json"] = output.sidecar
         try:
             stored = await asyncio.to_thread(
                 store_recording,
@@ -224,6 +250,20 @@ class Job:
             return await self._report("failed", error=_info(exc), quality=output.quality if output else None)
         if self.lease_lost or self.cancelled:
             return await self._drop()
+        return stored
+
+    async def _store_metadata(self, sidecar: Path) -> str | None:
+        try:
+            return await asyncio.to_thread(
+                store_metadata, self.recording_id, sidecar, self.lease.upload, self.settings, self.started_at
+            )
+        except RecorderError as exc:
+            self.log.warning("worker.metadata_not_stored", error=exc.message, kept=str(sidecar))
+            return None
+
+    async def _conclude(
+        self, stored: StoredResult, output: RecordingOutput | None, error: RecorderError | None
+    ) -> JobResult:
         if stored.pending:
             # Giving up on S3 for now (the worker is shutting down): say where the recording is.
             reason = stored.reason or "S3 could not be reached"
@@ -285,6 +325,7 @@ class Job:
                 out_dir=self.out_dir,
                 on_progress=self._on_progress,
                 stop=self.stop,
+                analyze=False,
             )
         except RecorderError as exc:
             self.log.warning("worker.recording_failed", code=str(exc.code), error=exc.message)

@@ -1,25 +1,5 @@
-"""Structured JSON logs (structlog). Context such as the recording id is bound per call site."""
+"""Structured JSON logs: the one configuration every process of the farm shares (see recorder.logs)."""
 
-from __future__ import annotations
+from recorder.logs import configure_logging
 
-import logging
-import sys
-
-import structlog
-
-
-def configure_logging(level: str = "info") -> None:
-    numeric = logging.getLevelNamesMapping()[level.upper()]
-    logging.basicConfig(stream=sys.stderr, level=max(numeric, logging.WARNING), format="%(name)s %(message)s")
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+__all__ = ["configure_logging"]

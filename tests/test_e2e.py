@@ -336,3 +336,39 @@ async def test_no_state_crosses_between_consecutive_recordings_on_one_worker(
     assert report["server_cookies"] == {}, report
     assert report["storage"] == "{}", report
     assert report["session"] == "{}", report
+
+
+async def test_live_upload_keeps_all_but_the_last_segment_when_the_worker_is_killed(
+    farm: Callable[..., OrchestratorProcess], api: Callable[[OrchestratorProcess], Api], s3: S3Env, tmp_path: Path
+) -> None:
+    proc = farm(
+        POOL_MAX="1", POOL_SPARE="1", ORCHESTRATOR_MAX_ATTEMPTS="1", S3_BUCKET=s3.bucket, S3_ENDPOINT_URL=s3.endpoint
+    )
+    a = api(proc)
+    rid = (await a.create(url=f"{proc.base_url}/demo/", max_duration=120, live_upload=True)).body["id"]
+    rec = await a.wait_status(rid, "recording", timeout=90)
+
+    def uploaded() -> dict[str, str]:
+        listing = s3.client.list_objects_v2(Bucket=s3.bucket)
+        return {
+            obj["Key"].rsplit("/", 1)[1]: obj["Key"]
+            for obj in listing.get("Contents", [])
+            if f"/{rid}/live/seg_" in obj["Key"]
+        }
+
+    deadline = time.monotonic() + 60
+    while len(uploaded()) < 3:
+        assert time.monotonic() < deadline, f"segments did not reach the bucket while recording: {uploaded()}"
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1.3)  # kill at some point inside a segment, not on its boundary
+    os.kill(pool_state(tmp_path / "records")[rec["worker"]], signal.SIGKILL)
+    await asyncio.sleep(3)  # FFmpeg, told by its parent's death, closes its files
+
+    local = sorted((tmp_path / "records" / rid).glob("attempt-*/live/seg_*.ts"))
+    assert len(local) >= 4, local
+    in_bucket = uploaded()
+    missing = [p.name for p in local if p.name not in in_bucket]
+    assert missing in ([], [local[-1].name]), f"lost more than the last segment: {missing} of {len(local)}"
+    for path in local[:-1]:
+        body = s3.client.get_object(Bucket=s3.bucket, Key=in_bucket[path.name])["Body"].read()
+        assert hashlib.sha256(body).digest() == hashlib.sha256(path.read_bytes()).digest(), path.name

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.procstats import TreeSampler
+from bench.procstats import TreeSampler, machine_jiffies
 from bench.runner import Job
 
 CAPTURE_CATEGORIES = ("chromium", "ffmpeg", "xvfb", "pulseaudio", "gstreamer")
@@ -55,13 +55,6 @@ class Batch:
     outcomes: list[Outcome]
     go_at: float
     machine_cpu: dict[str, float] = field(default_factory=dict)
-
-
-def cpu_times() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat."""
-    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
 
 
 async def _read_event(stream: asyncio.StreamReader, name: str, timeout: float) -> dict[str, Any]:
@@ -148,7 +141,7 @@ async def record_concurrently(
                 outcome.ready = ready
         if any(o.problem for o in outcomes):
             return Batch(outcomes, go_at)
-        busy0, total0 = cpu_times()
+        busy0, total0 = machine_jiffies()
         go_at = time.time()
         for proc in procs:
             assert proc.stdin is not None
@@ -165,7 +158,7 @@ async def record_concurrently(
             outcome.done = done
         starts = [o.done["capture_from"] for o in outcomes if o.done and o.done.get("capture_from")]
         ends = [o.done["capture_to"] for o in outcomes if o.done and o.done.get("capture_to")]
-        busy1, total1 = cpu_times()
+        busy1, total1 = machine_jiffies()
         machine = {
             "cores_busy_whole_run": round((busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1), 3),
             "all_capturing_from": max(starts) if starts else 0.0,
@@ -179,4 +172,12 @@ async def record_concurrently(
             outcome.usage = usage_summary(
                 sampler, f"r{outcome.index}", outcome.done.get("capture_from"), outcome.done.get("capture_to")
             )
+    if machine.get("all_capturing_to", 0.0) > machine.get("all_capturing_from", 0.0):
+        # While every recording was capturing: the machine's busy cores against the sum of our trees'. The rest
+        # is this process (sampler, page server) and anything else running on the machine.
+        window = (machine["all_capturing_from"], machine["all_capturing_to"])
+        whole = sampler.machine_cores(*window)
+        ours = [sampler.usage(f"r{o.index}", *window) for o in outcomes]
+        machine["machine_cores_while_all_capture"] = round(whole, 3) if whole is not None else None
+        machine["recordings_cores_while_all_capture"] = round(sum(u.cpu_cores_total for u in ours if u), 3)
     return Batch(outcomes, go_at, machine)

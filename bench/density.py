@@ -69,6 +69,8 @@ async def run_n(
         "n": n,
         "holds": every,
         "machine_cores_busy": batch.machine_cpu.get("cores_busy_whole_run"),
+        "machine_cores_while_all_capture": batch.machine_cpu.get("machine_cores_while_all_capture"),
+        "recordings_cores_while_all_capture": batch.machine_cpu.get("recordings_cores_while_all_capture"),
         "steady_fps": spread(rows, "steady_fps"),
         "distinct_fps": spread(rows, "distinct_fps"),
         "start_freeze_s": spread(rows, "start_freeze_s"),
@@ -89,7 +91,8 @@ def _line(result: dict[str, Any]) -> str:
     return (
         f"N={result['n']}: {'holds' if result['holds'] else 'FAILS'}  steady fps min {fps.get('min')} "
         f"median {fps.get('median')}  gaps {gaps} frozen {frozen}  cores/rec {cores.get('median')}  "
-        f"PSS/rec {pss.get('median')} MB  machine busy {result['machine_cores_busy']} cores"
+        f"PSS/rec {pss.get('median')} MB  machine {result['machine_cores_while_all_capture']} cores "
+        f"(recordings {result['recordings_cores_while_all_capture']})"
     )
 
 

@@ -73,6 +73,13 @@ def read_pss_kb(pid: int) -> int | None:
     return None
 
 
+def machine_jiffies() -> tuple[float, float]:
+    """(busy, total) CPU jiffies of the whole machine, from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
 def all_processes() -> dict[int, ProcInfo]:
     procs = {}
     for entry in os.scandir("/proc"):
@@ -160,6 +167,8 @@ class TreeSampler:
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _count: int = 0
+    # (time, busy jiffies, total jiffies) of the whole machine at each sample
+    _machine: list[tuple[float, float, float]] = field(default_factory=list)
 
     def watch(self, group: str, *roots: int) -> None:
         with self._lock:
@@ -190,10 +199,12 @@ class TreeSampler:
 
     def sample_once(self) -> None:
         now = time.time()
+        busy, total = machine_jiffies()
         procs = all_processes()
         with self._lock:
             groups = {name: list(roots) for name, roots in self.groups.items()}
             self._count += 1
+            self._machine.append((now, busy, total))
             with_pss = self._count % self.pss_every == 1 or self.pss_every == 1
         for name, roots in groups.items():
             members = descendants(roots, procs)
@@ -255,6 +266,15 @@ class TreeSampler:
             peak_pss_mb_by_category=dict(pss_by),
             processes=len(last),
         )
+
+    def machine_cores(self, start: float | None = None, end: float | None = None) -> float | None:
+        """Cores the whole machine was busy between `start` and `end`: ours and anyone else's."""
+        with self._lock:
+            inside = [m for m in self._machine if (start is None or m[0] >= start) and (end is None or m[0] <= end)]
+        if len(inside) < 2 or inside[-1][2] <= inside[0][2]:
+            return None
+        share = (inside[-1][1] - inside[0][1]) / (inside[-1][2] - inside[0][2])
+        return share * (os.cpu_count() or 1)
 
     def rss_series(self, group: str) -> list[dict[str, Any]]:
         """Per sample: time and RSS (and PSS when read) by category, for the soak benchmark."""

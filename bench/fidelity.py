@@ -88,6 +88,10 @@ def record_once(url: str, duration: float, out: Path, env: dict[str, str]) -> di
             else None,
             "command_total_s": round(command_end - command_start, 3),
             "whole_command_usage": whole,
+            # Everything the machine did while capturing; well above capture_cores means another load ran too.
+            "machine_cores_during_capture": round(m, 3)
+            if (m := sampler.machine_cores(timings.get("first_frame"), timings.get("stopped"))) is not None
+            else None,
             "av_offset_correction_ms": sidecar.get("av_offset_correction_ms"),
             "versions": sidecar.get("versions"),
             "sync_markers": (quality.get("sync") or {}).get("markers"),

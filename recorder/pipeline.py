@@ -25,7 +25,7 @@ import structlog
 
 from recorder import __version__
 from recorder.capture import calibration
-from recorder.capture.command import CAPTURE_NAME, CaptureSettings
+from recorder.capture.command import CAPTURE_NAME, LIVE_CAPTURE_NAME, CaptureSettings
 from recorder.capture.ffmpeg import Capture
 from recorder.config import RecorderSettings
 from recorder.errors import ErrorCode, RecorderError
@@ -182,6 +182,10 @@ class _Run:
         self.stopped_by = "error"
         self.log = log.bind(recording_id=recording_id)
 
+    @property
+    def _capture_file(self) -> Path:
+        return self.out_dir / (LIVE_CAPTURE_NAME if self.spec.live_upload else CAPTURE_NAME)
+
     def _report(self, state: WorkerState, progress: Progress | None = None) -> None:
         self.state = state
         if self.on_progress is not None:
@@ -217,7 +221,7 @@ class _Run:
                     threads=rec.settings.encoder_threads,
                     av_offset_ms=calibration.av_offset_ms(rec.settings),
                 ),
-                self.out_dir / CAPTURE_NAME,
+                self._capture_file,
                 live_dir=self.out_dir / LIVE_DIR if self.spec.live_upload else None,
                 env=rec.audio.client_env(),
                 on_progress=self._on_capture_progress,
@@ -294,14 +298,18 @@ class _Run:
 
     async def _finalize(self) -> RecordingResult:
         progress = self.capture.progress if self.capture else Progress()
-        capture_file = self.out_dir / CAPTURE_NAME
+        capture_file = self._capture_file
         mp4: Path | None = None
         quality: QualityReport | None = None
         if capture_file.is_file() and capture_file.stat().st_size > 0:
             self._report("finalizing", progress)
             try:
-                mp4 = await asyncio.to_thread(remux_to_mp4, capture_file, self.out_dir / MP4_NAME)
-                capture_file.unlink(missing_ok=True)
+                if capture_file.name == LIVE_CAPTURE_NAME:
+                    # Already an MP4 with `moov` first, possibly uploaded as it grew: kept byte for byte.
+                    mp4 = capture_file.replace(self.out_dir / MP4_NAME)
+                else:
+                    mp4 = await asyncio.to_thread(remux_to_mp4, capture_file, self.out_dir / MP4_NAME)
+                    capture_file.unlink(missing_ok=True)
                 if self.analyze:
                     quality = await asyncio.to_thread(analyze_file, mp4, expected_fps=self.spec.fps)
             except RecorderError as exc:
@@ -312,7 +320,7 @@ class _Run:
         sidecar = _write_sidecar(self.out_dir / SIDECAR_NAME, metadata)
         files = {name: path for name, path in ((MP4_NAME, mp4), (SIDECAR_NAME, sidecar)) if path is not None}
         if mp4 is None and capture_file.is_file():
-            files[CAPTURE_NAME] = capture_file
+            files[capture_file.name] = capture_file
         result = RecordingResult(
             recording_id=self.recording_id,
             out_dir=self.out_dir,

@@ -372,3 +372,21 @@ async def test_live_upload_keeps_all_but_the_last_segment_when_the_worker_is_kil
     for path in local[:-1]:
         body = s3.client.get_object(Bucket=s3.bucket, Key=in_bucket[path.name])["Body"].read()
         assert hashlib.sha256(body).digest() == hashlib.sha256(path.read_bytes()).digest(), path.name
+
+
+async def test_live_recording_completes_with_rec_mp4_uploaded_while_recording(
+    farm: Callable[..., OrchestratorProcess], api: Callable[[OrchestratorProcess], Api], s3: S3Env
+) -> None:
+    proc = farm(POOL_MAX="1", POOL_SPARE="1", S3_BUCKET=s3.bucket, S3_ENDPOINT_URL=s3.endpoint)
+    a = api(proc)
+    rid = (await a.create(url=f"{proc.base_url}/demo/", max_duration=6, live_upload=True)).body["id"]
+    rec = await wait_terminal(a, rid, timeout=120)
+    assert rec["status"] == "completed", rec
+    key = rec["location"].removeprefix(f"s3://{s3.bucket}/")
+    body = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+    assert body[4:8] == b"ftyp" and b"moov" in body[:4096], "a playable MP4 with its index first"
+    assert rec["metadata_location"].endswith(f"/{rid}/rec.json")
+    assert rec["quality"]["duration"] >= 5.0, rec["quality"]
+    live = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=key.rsplit("/", 1)[0] + "/live/")
+    assert any(o["Key"].endswith("index.m3u8") for o in live.get("Contents", []))
+    assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")

@@ -265,7 +265,12 @@ async def test_live_mode_writes_playable_segments_beside_the_crash_safe_capture(
     first = analyze_file(segments[0])
     assert first.video is not None and first.audio is not None
     assert first.video.duration is not None and abs(first.video.duration - 2.0) < 0.2
-    assert analyze_file(result.mp4).duration >= 6.5
+    # rec.mp4 is the fragmented capture itself: `moov` first, appended to, never rewritten.
+    boxes = top_level_boxes(result.mp4)
+    assert boxes[:2] == ["ftyp", "moov"] and "moof" in boxes, boxes[:6]
+    report = analyze_file(result.mp4)
+    assert report.duration is not None and report.duration >= 6.5
+    assert report.sync is not None and report.sync.markers >= 4
 
 
 async def test_calibrate_measures_and_stores_the_offset(tmp_path):

@@ -21,7 +21,14 @@ import pytest
 from recorder.config import RecorderSettings
 from recorder.errors import ErrorCode, RecorderError
 from recorder.protocol import UploadTarget
-from recorder.storage import LiveUploader, TransferOptions, abort_pending, resume_pending, store_recording
+from recorder.storage import (
+    GrowingUpload,
+    LiveUploader,
+    TransferOptions,
+    abort_pending,
+    resume_pending,
+    store_recording,
+)
 from recorder.storage.keys import check_template, live_prefix, object_key
 from recorder.storage.pending import FAILED_NAME, PENDING_NAME, PendingUpload
 from tests.support.s3 import AUTH_BUCKET, MotoServer, S3Env, TcpGate
@@ -560,3 +567,59 @@ def test_live_upload_finish_sends_the_rest_and_the_final_playlist(tmp_path: Path
     assert bucket_names(s3, prefix) == {*segments, "index.m3u8"}
     final = download(s3, s3.bucket, prefix + "index.m3u8").decode()
     assert "#EXT-X-ENDLIST" in final and listed(final) == segments
+
+
+def start_fmp4_ffmpeg(path: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """A fragmented MP4 written in real time at ~1 MB/s, as the live-mode capture writes it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-y", "-re", "-f", "lavfi", "-i", "testsrc2=s=640x360:r=30",
+         "-f", "lavfi", "-i", "sine", "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast",
+         "-b:v", "8M", "-g", "60", "-c:a", "aac", "-movflags", "+frag_keyframe+empty_moov+default_base_moof",
+         str(path)],
+        start_new_session=True,
+    )  # fmt: skip
+
+
+@needs_ffmpeg
+def test_growing_rec_mp4_is_uploaded_while_written_leaving_only_its_tail(tmp_path: Path, s3: S3Env) -> None:
+    settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
+    capture = settings.records_dir / "grow1" / "capture.mp4"
+    uploader = GrowingUpload.for_recording(capture, "grow1", UploadTarget(), settings, STARTED, SMALL_PARTS)
+    assert uploader is not None and uploader.key == "recordings/2026/03/07/grow1/rec.mp4"
+    ffmpeg = start_fmp4_ffmpeg(capture, seconds=14)
+    uploader.start()
+    try:
+        wait_for(lambda: len(uploader.parts) >= 1, 30, "a part sent while the file is still being written")
+        assert ffmpeg.poll() is None
+        assert ffmpeg.wait(timeout=60) == 0
+    finally:
+        if ffmpeg.poll() is None:
+            os.killpg(ffmpeg.pid, signal.SIGKILL)
+            ffmpeg.wait()
+    final = capture.rename(capture.with_name("rec.mp4"))  # the recorder renames it; the upload follows its fd
+    stored = uploader.finish()
+
+    assert stored is not None and stored.location == f"s3://{s3.bucket}/{uploader.key}"
+    assert uploader.tail_bytes <= SMALL_PARTS.part_size, "only the tail is left to send after the stop"
+    assert stored.objects[0].parts == len(uploader.parts) >= 2, "parts sent while recording, plus the tail"
+    assert sha256(download(s3, s3.bucket, uploader.key)) == sha256(final) == stored.sha256
+    assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
+
+
+@needs_ffmpeg
+def test_cancelled_growing_upload_leaves_no_parts(tmp_path: Path, s3: S3Env) -> None:
+    settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
+    capture = settings.records_dir / "grow2" / "capture.mp4"
+    uploader = GrowingUpload.for_recording(capture, "grow2", UploadTarget(), settings, STARTED, SMALL_PARTS)
+    assert uploader is not None
+    ffmpeg = start_fmp4_ffmpeg(capture, seconds=30)
+    uploader.start()
+    try:
+        wait_for(lambda: len(uploader.parts) >= 1, 30, "a part sent")
+    finally:
+        os.killpg(ffmpeg.pid, signal.SIGKILL)
+        ffmpeg.wait()
+    uploader.cancel()
+    assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
+    assert "Contents" not in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="recordings/2026/03/07/grow2/")

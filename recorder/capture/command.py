@@ -15,6 +15,9 @@ from pathlib import Path
 import ffmpeg
 
 CAPTURE_NAME = "capture.mkv"
+# Live mode writes a fragmented MP4 instead: `moov` first and append-only, so it is uploaded while it
+# grows and is itself the final rec.mp4.
+LIVE_CAPTURE_NAME = "capture.mp4"
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,10 @@ def build_capture_command(
     else:
         segments = live_dir / "seg_%05d.ts"
         playlist = live_dir / "index.m3u8"
-        # Matroska needs codec headers out of band, which the tee muxer only gets when asked for.
+        # MP4 needs codec headers out of band, which the tee muxer only gets when asked for.
         encode["flags"] = "+global_header"
         tee = (
-            f"[f=matroska:cluster_time_limit=1000:cluster_size_limit=2097152]{output}|"
+            f"[f=mp4:movflags=+frag_keyframe+empty_moov+default_base_moof]{output}|"
             f"[f=hls:hls_time=2:hls_list_size=0:hls_flags=independent_segments:"
             f"hls_segment_filename={segments}]{playlist}"
         )

@@ -91,13 +91,19 @@ class Capture:
             if progress is None:
                 continue
             if progress.frames > 0 and progress.first_frame_at is None:
-                # The first block with frames: the file has its first frame (an upper bound on when it was
-                # grabbed, late by at most one progress period).
-                progress.first_frame_at = time.time()
+                progress.first_frame_at = self._first_frame_time(progress)
                 self.first_frame_at = progress.first_frame_at
                 self._first_frame.set()
             if self.on_progress is not None:
                 self.on_progress(progress)
+
+    def _first_frame_time(self, progress: Progress) -> float:
+        """When the first frame was grabbed. Output timestamps count from the capture's origin (`-copyts`),
+        so the newest one minus the frames written so far gives it, however late the report came."""
+        assert self.started_at is not None
+        now = time.time()
+        estimate = self.started_at + progress.elapsed - progress.frames / self.settings.fps
+        return min(now, max(self.started_at, estimate))
 
     async def _read_stderr(self) -> None:
         assert self._proc is not None

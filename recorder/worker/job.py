@@ -29,11 +29,13 @@ from typing import Any, Protocol
 
 import structlog
 
+from recorder.capture.command import LIVE_CAPTURE_NAME
 from recorder.config import RecorderSettings
 from recorder.errors import ErrorCode, RecorderError
 from recorder.protocol import ErrorInfo, Heartbeat, Lease, Outcome, Progress, Report, WorkerState
 from recorder.spec import RecordingSpec
 from recorder.storage import (
+    GrowingUpload,
     LiveUploader,
     StoredResult,
     abort_pending,
@@ -122,6 +124,7 @@ class Job:
         # One start time for every key of this recording, so live segments sit beside rec.mp4.
         self.started_at = datetime.now(UTC)
         self._live: LiveUploader | None = None
+        self._growing: GrowingUpload | None = None
         self.state: WorkerState = "starting"
         self.progress = Progress()
         self.stop = asyncio.Event()  # handed to the recorder: stop gracefully, keep the file
@@ -179,6 +182,7 @@ class Job:
         try:
             return await self._run()
         finally:
+            await self._abandon_growing_upload()
             await self._stop_heartbeats()
 
     async def _stop_heartbeats(self) -> None:
@@ -231,6 +235,9 @@ class Job:
         return await self._conclude(stored, output, error)
 
     async def _store_media(self, mp4: Path, output: RecordingOutput | None) -> StoredResult | JobResult:
+        stored_live = await self._finish_growing_upload()
+        if stored_live is not None:
+            return stored_live
         files = {"rec.mp4": mp4}
         try:
             stored = await asyncio.to_thread(
@@ -299,8 +306,29 @@ class Job:
             self.log.info("worker.live_upload_skipped", reason="no bucket: the recording is stored locally")
             return
         self._live.start()
+        self._growing = GrowingUpload.for_recording(
+            self.out_dir / LIVE_CAPTURE_NAME, self.recording_id, self.lease.upload, self.settings, self.started_at
+        )
+        if self._growing is not None:
+            self._growing.start()
+
+    async def _abandon_growing_upload(self) -> None:
+        """A live rec.mp4 upload not finished by now (failure, cancel) leaves no parts behind."""
+        growing, self._growing = self._growing, None
+        if growing is not None:
+            await asyncio.to_thread(growing.cancel)
+
+    async def _finish_growing_upload(self) -> StoredResult | None:
+        """rec.mp4 of a live recording, mostly uploaded while it was written: send the tail and confirm."""
+        growing, self._growing = self._growing, None
+        if growing is None:
+            return None
+        # The local file stays for the analysis running meanwhile; the attempt's directory goes afterwards.
+        return await asyncio.to_thread(growing.finish)
 
     async def _finish_live_upload(self, *, keep: bool) -> None:
+        if not keep:
+            await self._abandon_growing_upload()
         live, self._live = self._live, None
         if live is None:
             return

@@ -10,7 +10,7 @@ session and client, and a per-recording file lock keeps two threads or processes
 
 Bucket layout (default S3_KEY_TEMPLATE), per recording:
 
-    <prefix>/<yyyy>/<mm>/<dd>/<recording_id>/rec.mp4           video/mp4, faststart, the recording
+    <prefix>/<yyyy>/<mm>/<dd>/<recording_id>/rec.mp4           video/mp4, moov first, the recording
     <prefix>/<yyyy>/<mm>/<dd>/<recording_id>/rec.json          application/json, metadata + quality report
     <prefix>/<yyyy>/<mm>/<dd>/<recording_id>/live/index.m3u8   only with live_upload: HLS playlist
     <prefix>/<yyyy>/<mm>/<dd>/<recording_id>/live/seg_NNNNN.ts only with live_upload: uploaded while recording

@@ -80,31 +80,59 @@ def _os_name() -> str | None:
     return None
 
 
-def busy_processes() -> list[str]:
-    """Other recording pipelines running on the machine (they would skew any figure)."""
-    names = {"chromium", "ffmpeg", "Xvfb", "gst-launch-1.0", "pulseaudio"}
-    found = []
+MEDIA_NAMES = ("chrom", "ffmpeg", "Xvfb", "gst-launch", "pulseaudio")
+
+
+def _media_ticks() -> dict[str, int]:
+    """'pid comm' -> CPU ticks of every media process (Chromium, FFmpeg, Xvfb, GStreamer, PulseAudio)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            comm = (entry / "comm").read_text().strip()
+            stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if comm in names or comm.startswith("chrom"):
-            found.append(f"{entry.name} {comm}")
+        head, _, rest = stat.rpartition(")")
+        comm = head.split("(", 1)[-1]
+        if comm.startswith(MEDIA_NAMES):
+            fields = rest.split()
+            found[f"{entry.name} {comm}"] = int(fields[11]) + int(fields[12])
     return found
+
+
+def media_processes(window: float = 2.0, busy_cores: float = 0.05) -> tuple[list[str], list[str]]:
+    """Other media processes on the machine, split into (busy, idle) by the CPU they use over `window` s.
+
+    An idle one (say, a warm recorder left waiting by another run) costs nothing worth waiting for, but is
+    named in the results all the same.
+    """
+    before = _media_ticks()
+    time.sleep(window)
+    after = _media_ticks()
+    tick = os.sysconf("SC_CLK_TCK")
+    busy, idle = [], []
+    for name, ticks in after.items():
+        cores = (ticks - before.get(name, ticks)) / tick / window
+        (busy if cores >= busy_cores else idle).append(f"{name} ({cores:.2f} cores)")
+    return busy, idle
+
+
+def busy_processes() -> list[str]:
+    """Other media processes that are using the CPU (they would skew any figure)."""
+    return media_processes()[0]
 
 
 def quiet(max_load: float = 0.7) -> tuple[bool, str]:
     """Whether the machine is quiet enough for figures worth publishing, and why not."""
     load = load_average()[0]
-    others = busy_processes()
     if load >= max_load:
         return False, f"1-minute load {load:.2f} >= {max_load}"
-    if others:
-        return False, "other media processes running: " + ", ".join(others[:6])
-    return True, f"1-minute load {load:.2f}, no other media processes"
+    busy, idle = media_processes()
+    if busy:
+        return False, "other media processes busy: " + ", ".join(busy[:6])
+    note = f"; idle media processes present: {', '.join(idle[:8])}" if idle else ""
+    return True, f"1-minute load {load:.2f}, no other media process busy{note}"
 
 
 def wait_until_quiet(max_load: float = 0.7, timeout: float = 1200.0, poll: float = 30.0) -> str:

@@ -33,7 +33,7 @@ def write_result(
         "machine": info,
         "options": options or {},
         "load_at_end": [round(x, 2) for x in machine.load_average()],
-        "other_media_processes_at_end": machine.busy_processes(),
+        "other_media_processes_busy_at_end": machine.busy_processes(),
         "notes": notes,
         "results": results,
     }

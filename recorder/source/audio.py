@@ -5,8 +5,9 @@ Chromium plays into the server's default sink; before each recording a fresh nul
 
 A new null sink renders in blocks of up to two seconds until a low-latency reader is attached, so the first
 reader of a fresh sink can wait that long for its first sample. Each sink therefore gets a small
-low-latency "keeper" (a loopback from its monitor into a discard sink) and the sink for the next recording
-is prepared ahead of time, so a recording's audio starts as fast as its video. Because every
+low-latency "keeper" (a loopback from its monitor into a discard sink), is suspended and resumed so its
+clock restarts at that latency at once, and is prepared ahead of time, so a recording's audio starts as
+fast as its video and Chromium meets a sink whose latency no longer changes under it. Because every
 recorder has its own server, two recordings on one machine can never hear each other; because every
 recording has its own sink, nothing from the previous page bleeds into the next file.
 """
@@ -144,6 +145,12 @@ class AudioServer:
                     f"source={name}.monitor sink={DISCARD_SINK} latency_msec=20 "
                     "source_dont_move=true sink_dont_move=true",
                 )
+                # Suspending and resuming restarts the sink's clock at the keeper's low latency now,
+                # instead of after the first long block. A browser stream that opened on a sink still in
+                # its first block was measured to sit ~70 ms further off in A/V sync.
+                index_of_sink = pulse.get_sink_by_name(name).index
+                pulse.sink_suspend(index_of_sink, 1)
+                pulse.sink_suspend(index_of_sink, 0)
         except pulsectl.PulseError as exc:
             raise RecorderError(ErrorCode.AUDIO_FAILED, f"could not create sink {name}: {exc}") from exc
         return Sink(name=name, module_index=index, keeper_index=keeper, created_at=time.monotonic())

@@ -1,10 +1,10 @@
 """The capture path's measured A/V offset, applied to every recording on this machine.
 
-Chromium's video path (decode, composite, X server) is slower than its audio path into the sink, so a
-flash and its beep reach FFmpeg a few tens of milliseconds apart. `recorder calibrate` measures that
-offset with the sync clip and stores it; the capture moves the audio by it. Precedence: the
-RECORDER_AV_OFFSET_MS setting, then the calibration file, then the default measured on the reference
-machine (docs/benchmarks.md).
+Between Chromium playing a frame and a sample and FFmpeg stamping them lies a small systematic offset
+(on the reference machine the audio arrives about 10 ms late). `recorder calibrate` measures it with the
+sync clip and stores it; the capture moves the audio by it. Precedence: the RECORDER_AV_OFFSET_MS
+setting, then the calibration file, then the default measured on the reference machine
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from pydantic import BaseModel
 
 from recorder.config import RecorderSettings
 
-# Mean offset (audio minus video, ms) measured on the reference 2-core machine; see docs/benchmarks.md.
-DEFAULT_AV_OFFSET_MS = -35.0
+# Mean offset (audio minus video, ms) of the capture path on the reference 2-core machine: +8.6 ms over 12
+# recordings of the reference page and +22 ms over one 40-marker calibration (docs/benchmarks.md). Each
+# recording also has its own constant error of up to about a frame, from the phase between Chromium's
+# compositor and the capture clock, which no constant can remove.
+DEFAULT_AV_OFFSET_MS = 10.0
 
 
 class Calibration(BaseModel):

@@ -35,9 +35,11 @@ from orchestrator.pool.backend import WorkerInfo, WorkerPhase
 
 log = structlog.get_logger(__name__)
 
-# Cores one recording costs on this kind of machine (Xvfb + Chromium + x264 at 720p30, preset veryfast),
-# from the benchmark in bench/. The capacity of a machine is its cores divided by this.
-RECORDING_COST_CORES = 0.5
+# Cores one recording costs, with headroom, on the reference machine (Xvfb + Chromium + x264 at 720p30,
+# preset veryfast, the 2x2 reference page): the density benchmark measured 0.57-0.65 cores per recording,
+# two at once held 29.8 fps, and a third dropped one of them to 25.7 fps (bench/results/density-*.json).
+# 0.8 keeps the headroom that the third recording lacked: floor(2 / 0.8) = 2 on two cores.
+RECORDING_COST_CORES = 0.8
 # How long what a worker left in its process group gets between SIGTERM and SIGKILL.
 GROUP_CLEANUP_TIMEOUT = 3.0
 

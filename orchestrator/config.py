@@ -77,7 +77,8 @@ class OrchestratorSettings(BaseSettings):
     )
 
     # leases
-    lease_ttl: float = Field(default=15.0, gt=0, validation_alias=_env("ORCHESTRATOR_LEASE_TTL"))
+    # Four missed heartbeats; with the 2 s check a dead worker is noticed within 14 s.
+    lease_ttl: float = Field(default=12.0, gt=0, validation_alias=_env("ORCHESTRATOR_LEASE_TTL"))
     heartbeat_interval: float = Field(default=3.0, gt=0, validation_alias=_env("ORCHESTRATOR_HEARTBEAT_INTERVAL"))
     lease_check_interval: float = Field(default=2.0, gt=0, validation_alias=_env("ORCHESTRATOR_LEASE_CHECK_INTERVAL"))
     max_attempts: int = Field(default=3, ge=1, validation_alias=_env("ORCHESTRATOR_MAX_ATTEMPTS"))

@@ -66,7 +66,7 @@ class Lease(_Model):
     spec: RecordingSpec
     upload: UploadTarget = Field(default_factory=UploadTarget)
     heartbeat_interval: float = 3.0
-    lease_ttl: float = 15.0
+    lease_ttl: float = 12.0
 
 
 class Heartbeat(_Model):

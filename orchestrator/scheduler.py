@@ -324,6 +324,9 @@ class Scheduler:
             f"worker {row.worker} stopped heartbeating while {row.status}: {silence},"
             f" lease TTL {self.settings.lease_ttl:g} s"
         )
+        cause = self.registry.failure_of(row.worker)
+        if cause:
+            why += f"; the pool reports the worker failed: {cause}"
         # The lease ends here: a late heartbeat or report from that worker gets 410.
         changes: dict[str, object] = {"lease_expires_at": None, "lease_id": None}
         if row.requested_action == "cancel":

@@ -39,9 +39,23 @@ class WorkerSnapshot:
     retiring: bool
 
 
+# How many backend failure reasons are remembered for the recordings of workers that died.
+FAILURES_KEPT = 1000
+
+
 class WorkerRegistry:
     def __init__(self) -> None:
         self._workers: dict[str, WorkerEntry] = {}
+        self._failures: dict[str, str] = {}
+
+    def note_failure(self, worker_id: str, reason: str) -> None:
+        """What the pool backend says killed a worker (OOMKilled, Evicted, …), for its recording's error."""
+        self._failures[worker_id] = reason
+        while len(self._failures) > FAILURES_KEPT:
+            del self._failures[next(iter(self._failures))]
+
+    def failure_of(self, worker_id: str | None) -> str | None:
+        return self._failures.get(worker_id or "")
 
     def _entry(self, worker_id: str, now: float) -> WorkerEntry:
         entry = self._workers.get(worker_id)

@@ -117,6 +117,7 @@ async def test_failed_workers_are_replaced_not_removed() -> None:
     await scaler.tick()
     assert "dead" in backend.workers  # the backend keeps it listed, with its reason, for operators
     assert backend.retired == []
+    assert scaler.registry.failure_of("dead") == "exited with code 1", "its recording's error will say why"
     assert len([w for w in backend.workers.values() if w.phase == "running"]) == 1
 
 

@@ -114,6 +114,19 @@ async def test_a_lapsed_lease_is_retried_on_another_worker_then_fails_with_worke
     assert "2 attempt" in message
 
 
+async def test_a_lapsed_recording_says_what_the_pool_saw_kill_its_worker(start_orchestrator):
+    o = await start_orchestrator(max_attempts=1, **FAST)
+    rid = (await o.api.create()).body["id"]
+    worker = o.worker("pod-7")
+    lease = (await worker.lease(wait=5)).body
+    await worker.heartbeat(lease["lease_id"], "recording", fps=30.0)
+    # The pool backend saw the pod die (the autoscaler notes what it lists as failed).
+    o.orchestrator.registry.note_failure("pod-7", "OOMKilled")
+    rec = await o.api.wait_status(rid, "failed", timeout=FAST["lease_ttl"] + 15)
+    assert rec["error"]["code"] == "worker_lost"
+    assert "pod-7" in rec["error"]["message"] and "OOMKilled" in rec["error"]["message"], rec["error"]
+
+
 async def test_a_report_after_the_lease_lapsed_is_refused(start_orchestrator):
     o = await start_orchestrator(max_attempts=1, **FAST)
     rid = (await o.api.create()).body["id"]

@@ -39,6 +39,8 @@ class Registry(Protocol):
 
     def remove(self, worker_id: str) -> None: ...
 
+    def note_failure(self, worker_id: str, reason: str) -> None: ...
+
 
 class Autoscaler:
     def __init__(
@@ -129,6 +131,7 @@ class Autoscaler:
                 continue
             if info.phase == "failed":
                 status = "failed"
+                self.registry.note_failure(info.name, info.reason or "failed")
             elif entry is None:
                 status = "starting"  # not polling yet: still warming up
             else:

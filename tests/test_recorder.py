@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from recorder.pipeline import Recorder, RecordingResult
 from recorder.quality import analyze_file, tone_level
 from recorder.spec import RecordingSpec, WaitFor
 from tests.support.leaks import leftovers, watched_processes
+from tests.support.net import free_port
 
 pytestmark = [pytest.mark.media, pytest.mark.usefixtures("no_leaks")]
 
@@ -112,12 +112,6 @@ async def test_readiness_timeout_is_a_clear_error(settings, test_page):
     assert result.mp4 is None
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "recorder.cli", *args],
@@ -138,7 +132,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 90) 
     ids=["unreachable", "http-404", "readiness-timeout"],
 )
 def test_cli_failure_prints_one_line_why(tmp_path, test_page, path, extra, expected):
-    url = test_page.url(path) if path else f"http://127.0.0.1:{_closed_port()}/"
+    url = test_page.url(path) if path else f"http://127.0.0.1:{free_port()}/"
     done = run_cli("record", url, "--duration", "5", "--records-dir", str(tmp_path), *extra)
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.startswith("recording failed:")]

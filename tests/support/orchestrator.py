@@ -29,18 +29,13 @@ from aiohttp.test_utils import TestServer
 
 from orchestrator.app import Orchestrator
 from orchestrator.config import OrchestratorSettings
+from tests.support.net import free_port
 
 API_TOKEN = "test-api-token"
 WORKER_TOKEN = "test-worker-token"
 WEBHOOK_SECRET = "test-webhook-secret"
 # A literal public address: passes the URL policy without DNS (nothing is fetched by the orchestrator).
 PUBLIC_URL = "http://93.184.215.14/meeting"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def orchestrator_settings(tmp_path: Path, **overrides: Any) -> OrchestratorSettings:

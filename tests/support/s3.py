@@ -35,15 +35,11 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from tests.support.net import free_port
+
 REGION = "us-east-1"
 ACCESS_KEY = "testing-access-key"
 SECRET_KEY = "testing-secret-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

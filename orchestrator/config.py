@@ -115,6 +115,11 @@ class OrchestratorSettings(BaseSettings):
     pool_min: int = Field(default=0, ge=0, validation_alias=_env("POOL_MIN"))
     pool_max: int = Field(default=4, ge=0, validation_alias=_env("POOL_MAX"))
     pool_spare: int = Field(default=1, ge=0, validation_alias=_env("POOL_SPARE"))
+    pool_predictive: bool = Field(
+        default=False,
+        validation_alias=_env("POOL_PREDICTIVE"),
+        description="size the spare from recent arrivals and the hourly pattern (POOL_SPARE is then the floor)",
+    )
     pool_idle_cooldown: float = Field(
         default=60.0,
         ge=0,

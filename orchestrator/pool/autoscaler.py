@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -25,6 +26,7 @@ import structlog
 
 from orchestrator.pool.backend import PoolBackend, WorkerInfo
 from orchestrator.pool.policy import Decision, PoolConfig, PoolSnapshot, WorkerView, decide
+from orchestrator.pool.predictive import PredictiveSpare
 from orchestrator.workers import WorkerSnapshot
 
 log = structlog.get_logger("orchestrator.pool")
@@ -53,6 +55,7 @@ class Autoscaler:
         interval: float = 1.0,
         paused: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.time,
+        predictive: PredictiveSpare | None = None,
     ) -> None:
         self.backend = backend
         self.registry = registry
@@ -62,6 +65,8 @@ class Autoscaler:
         # True while the orchestrator drains for shutdown: no workers are started for a queue it will not serve.
         self.paused = paused
         self.clock = clock
+        # With a predictive spare, config.spare is its floor and each tick sizes it from demand.
+        self.predictive = predictive
         self.last: Decision | None = None
         self._retiring: set[str] = set()  # marked in the registry, not yet removed by the backend
         self._reported_failures: set[str] = set()
@@ -92,8 +97,10 @@ class Autoscaler:
             self._task = None
         await self.backend.close()
 
-    def wake(self, *_: object) -> None:
+    def wake(self, change: object = None) -> None:
         """Run a tick now (a recording was queued or ended); usable as an event-bus listener."""
+        if self.predictive is not None and getattr(change, "old", True) is None:
+            self.predictive.arrived(getattr(change, "at", self.clock()))  # a new recording: an arrival
         self._wake.set()
 
     async def _run(self) -> None:
@@ -114,10 +121,16 @@ class Autoscaler:
         if self.paused():
             return None
         snapshot = self.snapshot(infos, self.registry.snapshot(), await self.queued())
-        decision = decide(snapshot, self.config)
+        decision = decide(snapshot, self._config(snapshot.now))
         await self._apply(decision, snapshot)
         self.last = decision
         return decision
+
+    def _config(self, now: float) -> PoolConfig:
+        if self.predictive is None:
+            return self.config
+        spare = max(self.config.spare, self.predictive.spare(now))
+        return dataclasses.replace(self.config, spare=spare)
 
     def snapshot(self, infos: list[WorkerInfo], seen: list[WorkerSnapshot], queued: int) -> PoolSnapshot:
         """Join the backend's workers with the registry; workers that are going do not count."""

@@ -14,6 +14,7 @@ from orchestrator.pool.autoscaler import Autoscaler
 from orchestrator.pool.backend import PoolBackend
 from orchestrator.pool.local import LocalBackend, default_capacity
 from orchestrator.pool.policy import PoolConfig
+from orchestrator.pool.predictive import PredictiveSpare
 
 if TYPE_CHECKING:
     from orchestrator.app import Orchestrator
@@ -82,6 +83,7 @@ def pool_components(settings: OrchestratorSettings) -> dict[str, Any]:
             scheduler.queued,
             pool_config(settings, backend),
             paused=lambda: scheduler.draining,
+            predictive=PredictiveSpare() if settings.pool_predictive else None,
         )
         orchestrator.bus.subscribe(autoscaler.wake)
         return autoscaler

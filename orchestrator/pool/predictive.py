@@ -10,7 +10,6 @@ arrivals, plus a margin of `z` standard deviations of a Poisson count. The warm-
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,19 +29,28 @@ class PredictiveSpare:
     # highest wins (the short one follows a rise, the long one keeps a sparse stream from reading as zero).
     windows: tuple[float, ...] = (300.0, HOUR)
     _by_minute: np.ndarray = field(default_factory=lambda: np.zeros(MINUTES), repr=False)
-    _recent: deque[float] = field(default_factory=deque, repr=False)
+    # Arrival times in order, in a buffer read without copying: [_start, _end) are still in a window.
+    _times: np.ndarray = field(default_factory=lambda: np.empty(1024), repr=False)
+    _start: int = field(default=0, repr=False)
+    _end: int = field(default=0, repr=False)
     _first: float | None = field(default=None, repr=False)
 
     def arrived(self, at: float) -> None:
-        """A recording was requested at `at` (unix time)."""
+        """A recording was requested at `at` (unix time); arrivals come in time order."""
         self._by_minute[int((at % HOUR) // 60)] += 1
-        self._recent.append(at)
+        if self._end == self._times.size:
+            kept = self._times[self._start : self._end]
+            grown = np.empty(max(1024, 2 * kept.size))
+            grown[: kept.size] = kept
+            self._times, self._start, self._end = grown, 0, kept.size
+        self._times[self._end] = at
+        self._end += 1
         if self._first is None:
             self._first = at
 
     def _forget_before(self, cutoff: float) -> None:
-        while self._recent and self._recent[0] < cutoff:
-            self._recent.popleft()
+        live = self._times[self._start : self._end]
+        self._start += int(np.searchsorted(live, cutoff))
 
     def profile(self, now: float) -> np.ndarray:
         """Rate multiplier per minute of the hour (mean 1), flat until an hour has been seen."""
@@ -60,10 +68,10 @@ class PredictiveSpare:
     def expected_arrivals(self, now: float) -> float:
         """Arrivals expected in the next `horizon` seconds."""
         self._forget_before(now - max(self.windows))
-        if not self._recent:
+        if self._start == self._end:
             return 0.0
         profile = self.profile(now)
-        times = np.fromiter(self._recent, dtype=float)
+        times = self._times[self._start : self._end]
         base = max(
             (times.size - int(np.searchsorted(times, now - window)))
             / max(self._weight(profile, now - window, now), 1e-9)

@@ -273,10 +273,8 @@ class _Run:
         return reason
 
     def _remaining(self) -> float:
-        """Time left from the first frame, which under load can come well after FFmpeg was started.
-
-        `first_frame_at` is when FFmpeg reported its first frame, at most one progress period after it
-        was grabbed, so a recording is never shorter than asked and at most that period longer."""
+        """Time left from the first frame, which under load can come well after FFmpeg was started, so a
+        file is as long as asked whatever FFmpeg's start-up cost."""
         assert self.capture is not None
         first = self.capture.first_frame_at or self.capture.started_at or time.time()
         return max(0.0, self.spec.duration - (time.time() - first))

@@ -134,9 +134,11 @@ class Recorder:
         if audio is not None:
             await audio.stop()
 
-    async def complete(self, result: RecordingResult) -> None:
-        """The analysis a `record(analyze=False)` deferred, in a thread: rec.json gets its quality report."""
-        await asyncio.to_thread(add_quality, result)
+    async def complete(self, result: RecordingResult, media: Path | None = None) -> None:
+        """The analysis a `record(analyze=False)` deferred, in a thread: rec.json gets its quality report.
+
+        `media` is the file to analyze when rec.mp4 itself may go away meanwhile (uploaded, then deleted)."""
+        await asyncio.to_thread(add_quality, result, media)
 
     async def record(
         self,
@@ -380,12 +382,12 @@ def _write_sidecar(path: Path, sidecar: Sidecar) -> Path | None:
         return None
 
 
-def add_quality(result: RecordingResult) -> RecordingResult:
-    """Analyze rec.mp4 and complete rec.json (blocking: run it in a thread) for a deferred analysis."""
+def add_quality(result: RecordingResult, media: Path | None = None) -> RecordingResult:
+    """Analyze rec.mp4 (or `media`, a link to it) and complete rec.json; blocking, run it in a thread."""
     if result.mp4 is None or result.metadata is None or result.quality is not None:
         return result
     try:
-        quality = analyze_file(result.mp4, expected_fps=result.metadata.spec.fps)
+        quality = analyze_file(media or result.mp4, expected_fps=result.metadata.spec.fps)
     except RecorderError as exc:
         log.error("analysis failed", recording_id=result.recording_id, error=str(exc))
         return result

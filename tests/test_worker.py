@@ -114,8 +114,10 @@ class StandInRecorder:
         quality = {"fps": 30.0} if analyze else None
         return Result(recording_id, out_dir, mp4, sidecar, quality, progress, None, stopped_by)
 
-    async def complete(self, output: Result) -> None:
+    async def complete(self, output: Result, media: Path | None = None) -> None:
         """The deferred analysis: rec.json gains its quality report after rec.mp4 went to storage."""
+        assert media is not None
+        assert (await asyncio.to_thread(media.read_bytes)).endswith(output.recording_id.encode())
         self.completed.append(output.recording_id)
         await asyncio.sleep(0.05)
         output.quality = {"fps": 30.0}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -80,8 +81,8 @@ class RecorderLike(Protocol):
         analyze: bool = True,
     ) -> RecordingOutput: ...
 
-    async def complete(self, output: RecordingOutput) -> None:
-        """Run the analysis `record(analyze=False)` left out and complete rec.json."""
+    async def complete(self, output: RecordingOutput, media: Path | None = None) -> None:
+        """Run the analysis `record(analyze=False)` left out, on `media` if given, and complete rec.json."""
 
 
 @dataclass(frozen=True)
@@ -220,12 +221,17 @@ class Job:
         self._set_state("uploading")
         # rec.mp4 goes up while the quality analysis (minutes of CPU for a long recording) runs; rec.json,
         # which carries the analysis, follows once both are done.
-        analysis = asyncio.ensure_future(self.recorder.complete(output)) if output is not None else None
+        # Storage deletes rec.mp4 once it is confirmed; the analysis reads a hard link that stays meanwhile.
+        link = mp4.with_name(".rec.analysis.mp4")
+        link.unlink(missing_ok=True)
+        os.link(mp4, link)
+        analysis = asyncio.ensure_future(self.recorder.complete(output, link)) if output is not None else None
         try:
             stored = await self._store_media(mp4, output)
         finally:
             if analysis is not None:
                 await analysis
+            link.unlink(missing_ok=True)
         if isinstance(stored, JobResult):
             return stored
         if not stored.pending and output is not None and output.sidecar is not None and output.sidecar.is_file():

@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         "ok": outcome.ok,
         "problem": outcome.problem or done.get("error"),
         "figures": recording_figures(outcome.done, outcome.usage),
+        # The whole machine's busy cores while capturing, against the recording's own: the rest was someone else.
+        "machine_cores_during_capture": round(m, 3) if (m := sampler.machine_cores(start, end)) is not None else None,
         # RSS is what a leak grows; PSS also moves with what other processes on the machine happen to share.
         "rss_growth": growth(series, start, end, "rss_mb"),
         "pss_growth": growth(series, start, end, "pss_mb"),

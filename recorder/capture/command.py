@@ -50,7 +50,9 @@ def build_capture_command(
         framerate=s.fps,
         video_size=(s.width, s.height),
         draw_mouse=0,
-        thread_queue_size=512,
+        # Raw 720p frames are 3.7 MB: a deep queue lets an overloaded recorder grow by gigabytes (seen at
+        # four at once on two cores) instead of repeating frames; 64 frames caps it near 240 MB.
+        thread_queue_size=64,
         probesize=32,
         analyzeduration=0,
         itsoffset=f"{-origin:.6f}",

@@ -102,7 +102,8 @@ def decide(snapshot: PoolSnapshot, config: PoolConfig) -> Decision:
             replace.append(w.name)
             reasons[w.name] = f"did not reach the orchestrator within {config.start_timeout:g} s"
 
-    alive = [w for w in snapshot.workers if w.name not in set(replace)]
+    replaced = set(replace)
+    alive = [w for w in snapshot.workers if w.name not in replaced]
     busy = sum(1 for w in alive if w.status == "busy")
     desired = desired_workers(busy, snapshot.queued, config)
 
@@ -111,7 +112,8 @@ def decide(snapshot: PoolSnapshot, config: PoolConfig) -> Decision:
     retire = [w.name for w in sorted(drain, key=_idle_order)]
     for name in retire:
         reasons[name] = "older release"
-    remaining = [w for w in alive if w.name not in set(retire)]
+    draining = set(retire)
+    remaining = [w for w in alive if w.name not in draining]
 
     surplus = len(remaining) - desired
     if surplus > 0:
@@ -120,10 +122,12 @@ def decide(snapshot: PoolSnapshot, config: PoolConfig) -> Decision:
             for w in remaining
             if w.status == "idle" and w.idle_since is not None and now - w.idle_since >= config.idle_cooldown
         ]
-        for w in sorted(cooled, key=_idle_order)[:surplus]:
+        cooled_out = sorted(cooled, key=_idle_order)[:surplus]
+        for w in cooled_out:
             retire.append(w.name)
             reasons[w.name] = f"idle for {now - (w.idle_since or now):.0f} s, above the pool's need"
-        remaining = [w for w in remaining if w.name not in set(retire)]
+        going = {w.name for w in cooled_out}
+        remaining = [w for w in remaining if w.name not in going]
 
     create = max(0, desired - len(remaining))
     return Decision(desired=desired, create=create, retire=tuple(retire), replace=tuple(replace), reasons=reasons)

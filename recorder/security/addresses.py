@@ -1,0 +1,119 @@
+"""Which addresses a page, a recording URL or a webhook may reach: public ones, plus what
+URL_ALLOWLIST opens.
+
+Denial is decided by an explicit table, not by `ipaddress.is_global`, which on Python 3.11 calls
+168.63.129.16, `64:ff9b::7f00:1` (NAT64 of 127.0.0.1), `2002:7f00:1::` (6to4 of 127.0.0.1) and
+192.0.0.8 global. IPv4 carried inside IPv6 (mapped, compatible, NAT64, 6to4, Teredo) is unwrapped and
+judged as the IPv4 address it reaches.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# (network, class): the class is what a denial reports ("loopback", "private", ...). Most specific first.
+_DENIED: tuple[tuple[IPNetwork, str], ...] = tuple(
+    (ipaddress.ip_network(net), why)
+    for net, why in (
+        ("169.254.169.254/32", "cloud-metadata"),
+        ("168.63.129.16/32", "cloud-metadata"),
+        ("100.100.100.200/32", "cloud-metadata"),
+        ("fd00:ec2::254/128", "cloud-metadata"),
+        ("0.0.0.0/8", "unspecified"),
+        ("10.0.0.0/8", "private"),
+        ("100.64.0.0/10", "shared"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("172.16.0.0/12", "private"),
+        ("192.0.0.0/24", "reserved"),
+        ("192.0.2.0/24", "documentation"),
+        ("192.88.99.0/24", "reserved"),
+        ("192.168.0.0/16", "private"),
+        ("198.18.0.0/15", "benchmarking"),
+        ("198.51.100.0/24", "documentation"),
+        ("203.0.113.0/24", "documentation"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved"),
+        ("::/128", "unspecified"),
+        ("::1/128", "loopback"),
+        ("64:ff9b:1::/48", "private"),
+        ("100::/64", "reserved"),
+        ("2001::/23", "reserved"),
+        ("2001:db8::/32", "documentation"),
+        ("fc00::/7", "private"),
+        ("fe80::/10", "link-local"),
+        ("fec0::/10", "private"),
+        ("ff00::/8", "multicast"),
+    )
+)
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+_COMPATIBLE = ipaddress.ip_network("::/96")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
+_TEREDO = ipaddress.ip_network("2001::/32")
+
+
+def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to (mapped, compatible, NAT64, 6to4, Teredo), if any."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip in _MAPPED or ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _SIX_TO_FOUR:
+        return ipaddress.IPv4Address((int(ip) >> 80) & 0xFFFFFFFF)
+    if ip in _TEREDO:
+        return ipaddress.IPv4Address(~int(ip) & 0xFFFFFFFF)  # the client's address, obfuscated
+    return None
+
+
+def address_class(ip: IPAddress) -> str | None:
+    """Why an address is not public ('loopback', 'private', 'cloud-metadata', ...), or None when it is."""
+    inner = embedded_ipv4(ip)
+    if inner is not None:
+        return address_class(inner)
+    for network, why in _DENIED:
+        if network.version == ip.version and ip in network:
+            return why
+    return None
+
+
+class AddressPolicy:
+    """Public addresses are allowed; URL_ALLOWLIST opens hosts by name (`localhost`, `*.corp.example`)
+    or by address (`127.0.0.2`, `10.0.0.0/8`)."""
+
+    def __init__(self, allowlist: Iterable[str] = ()) -> None:
+        self._hosts: set[str] = set()
+        self._suffixes: list[str] = []
+        self._networks: list[IPNetwork] = []
+        for entry in (e.strip().lower() for e in allowlist):
+            if not entry:
+                continue
+            try:
+                self._networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            except ValueError:
+                if entry.startswith("*."):
+                    self._suffixes.append(entry[1:])
+                else:
+                    self._hosts.add(entry.rstrip("."))
+
+    def host_allowed(self, host: str) -> bool:
+        """A host named in the allowlist may reach whatever it resolves to."""
+        host = host.lower().rstrip(".")
+        return host in self._hosts or any(host.endswith(suffix) for suffix in self._suffixes)
+
+    def denial(self, ip: IPAddress) -> str | None:
+        """The address class that keeps `ip` out, or None when it may be reached."""
+        why = address_class(ip)
+        if why is None:
+            return None
+        candidates = [ip, *filter(None, [embedded_ipv4(ip)])]
+        if any(c in net for c in candidates for net in self._networks if net.version == c.version):
+            return None
+        return why
+
+    def address_allowed(self, ip: IPAddress) -> bool:
+        return self.denial(ip) is None

@@ -8,6 +8,7 @@ from enum import StrEnum
 class ErrorCode(StrEnum):
     INVALID_ARGUMENT = "invalid_argument"
     UNREACHABLE = "unreachable"
+    URL_NOT_ALLOWED = "url_not_allowed"
     HTTP_ERROR = "http_error"
     READINESS_TIMEOUT = "readiness_timeout"
     BROWSER_CRASHED = "browser_crashed"

@@ -90,3 +90,7 @@ class Report(_Model):
     progress: Progress = Field(default_factory=Progress)
     error: ErrorInfo | None = None
     upload_pending: bool = False
+    blocked: dict[str, int] = Field(
+        default_factory=dict,
+        description="requests the egress guard denied, by reason (an address class such as 'loopback')",
+    )

@@ -4,11 +4,12 @@ Both halves (the orchestrator's API and the recorder's egress guard) use these, 
 accepted and what the browser is allowed to reach are decided by one piece of code.
 """
 
-from recorder.security.addresses import AddressPolicy, address_class
+from recorder.security.addresses import BLOCK_REASONS, AddressPolicy, address_class
 from recorder.security.urls import MAX_URL_LENGTH, CanonicalUrl, UrlRejected, canonical_url
 
 __all__ = [
     "MAX_URL_LENGTH",
+    "BLOCK_REASONS",
     "AddressPolicy",
     "CanonicalUrl",
     "UrlRejected",

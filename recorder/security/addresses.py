@@ -50,6 +50,10 @@ _DENIED: tuple[tuple[IPNetwork, str], ...] = tuple(
         ("ff00::/8", "multicast"),
     )
 )
+# Every reason a request can be denied for: the address classes, plus a name that does not resolve.
+# Metrics labels take only these, whatever a worker reports.
+BLOCK_REASONS = frozenset({why for _, why in _DENIED} | {"unresolvable", "invalid"})
+
 _MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 _COMPATIBLE = ipaddress.ip_network("::/96")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")

@@ -8,8 +8,8 @@ from recorder.security.addresses import BLOCK_REASONS, AddressPolicy, address_cl
 from recorder.security.urls import MAX_URL_LENGTH, CanonicalUrl, UrlRejected, canonical_url
 
 __all__ = [
-    "MAX_URL_LENGTH",
     "BLOCK_REASONS",
+    "MAX_URL_LENGTH",
     "AddressPolicy",
     "CanonicalUrl",
     "UrlRejected",

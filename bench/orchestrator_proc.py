@@ -71,6 +71,8 @@ def orchestrator(
         "API_TOKENS": token,
         "WORKER_TOKEN": secrets.token_urlsafe(16),
         "RECORDS_DIR": str(records_dir),
+        # Each run its own store, beside (not inside) its RECORDS_DIR.
+        "ORCHESTRATOR_STATE_DIR": str(records_dir.with_name(records_dir.name + "-state")),
         "URL_ALLOWLIST": "127.0.0.1,localhost",
         "ORCHESTRATOR_LOG_LEVEL": "warning",
         "ORCHESTRATOR_SHUTDOWN_GRACE": "5",

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -24,6 +27,7 @@ from orchestrator.api import ApiContext, create_api
 from orchestrator.auth import BearerAuth
 from orchestrator.config import OrchestratorSettings
 from orchestrator.events import EventBus
+from orchestrator.locations import Locations
 from orchestrator.media import MediaLocator
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.pool.backend import PoolBackend
@@ -61,6 +65,7 @@ class Orchestrator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self._default_store = store is None
         self.store = store or SQLiteStore(settings.db_path, settings.db_synchronous)
         self.bus = EventBus()
         self.metrics = OrchestratorMetrics()
@@ -68,9 +73,13 @@ class Orchestrator:
         self.policy = UrlPolicy(settings.url_allowlist, resolve)
         self.render = partial(to_recording, max_attempts=settings.max_attempts)
         self.service = RecordingService(self.store, self.bus, self.policy, settings, clock)
-        self.scheduler = Scheduler(self.store, self.bus, self.registry, self.metrics, settings, clock)
+        self.locations = Locations(settings.records_dir)
+        self.scheduler = Scheduler(
+            self.store, self.bus, self.registry, self.metrics, settings, clock, locations=self.locations
+        )
         self.webhooks = WebhookDispatcher(
             secret=settings.webhook_secret,
+            secrets=settings.caller_webhook_secrets,
             attempts=settings.webhook_attempts,
             backoff=settings.webhook_backoff,
             timeout=settings.webhook_timeout,
@@ -78,13 +87,15 @@ class Orchestrator:
             metrics=self.metrics,
             render=self.render,
         )
-        self.media = MediaLocator(settings.records_dir, settings.s3_endpoint_url, settings.media_url_ttl)
+        self.media = MediaLocator(self.locations, settings.s3_endpoint_url, settings.media_url_ttl)
         self.bus.subscribe(self.metrics.on_state_change)
         self.bus.subscribe(self.webhooks.on_state_change)
         self.backend = backend
         self.autoscaler = autoscaler(self) if autoscaler is not None else None
 
     async def start(self) -> None:
+        if self._default_store and self.settings.db is None:
+            move_legacy_store(self.settings.legacy_db_path, self.settings.db_path)
         await self.store.open()
         await self.webhooks.start()
         await self.scheduler.start()
@@ -134,8 +145,10 @@ class Orchestrator:
             metrics=self.metrics,
             media=self.media,
             render=self.render,
-            api_auth=BearerAuth(s.api_tokens, realm="api", source="API_TOKENS"),
-            worker_auth=BearerAuth([s.worker_token], realm="worker", source="WORKER_TOKEN"),
+            api_auth=BearerAuth(s.callers, realm="api", source="API_TOKENS", admin_token=s.api_admin_token),
+            worker_auth=BearerAuth(
+                {"worker": s.worker_token} if s.worker_token else {}, realm="worker", source="WORKER_TOKEN"
+            ),
             backend=self.backend,
         )
 
@@ -156,6 +169,28 @@ class Orchestrator:
         app.on_shutdown.append(on_shutdown)
         app.on_cleanup.append(on_cleanup)
         return app
+
+
+def move_legacy_store(legacy: Path, target: Path) -> bool:
+    """Move a store left in RECORDS_DIR by an older version to ORCHESTRATOR_STATE_DIR, once.
+
+    RECORDS_DIR holds what workers write and what the media route serves; the store (every caller's
+    requests) does not belong there. Nothing is moved when the new store exists already."""
+    if target.exists() or not legacy.is_file() or legacy.resolve() == target.resolve():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # The WAL and shared-memory files go with the database, the database last so a crash midway
+    # leaves it where the next start looks for it.
+    for suffix in ("-wal", "-shm", ""):
+        source = legacy.with_name(legacy.name + suffix)
+        if source.exists():
+            dest = target.with_name(target.name + suffix)
+            try:
+                os.replace(source, dest)
+            except OSError:
+                shutil.move(source, dest)  # another filesystem
+    log.info("store_moved", source=str(legacy), destination=str(target), reason="the store lives outside RECORDS_DIR")
+    return True
 
 
 async def serve(

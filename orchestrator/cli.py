@@ -4,13 +4,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pydantic import ValidationError
 
 from orchestrator.config import OrchestratorSettings
 from orchestrator.logs import configure_logging
+from recorder.envcheck import UnknownVariable, check_environment, settings_variables
+
+# The prefixes the orchestrator owns: a variable with one of them that nothing reads is a typo.
+OWNED_PREFIXES = ("ORCHESTRATOR_", "POOL_")
+# Read by the recorder worker, not here, but commonly set in the same environment (the local pool
+# hands this environment to its workers).
+WORKER_NAMES = frozenset({"ORCHESTRATOR_URL"})
+
+
+def known_variables() -> set[str]:
+    from orchestrator.pool.kubernetes_config import KubernetesSettings
+
+    return settings_variables(OrchestratorSettings, KubernetesSettings) | WORKER_NAMES
+
+
+def check_variables(environ: Mapping[str, str]) -> str | None:
+    """The problem with the environment's owned variables, or None."""
+    try:
+        check_environment(environ, OWNED_PREFIXES, known_variables())
+    except UnknownVariable as exc:
+        return str(exc)
+    return None
 
 
 def _flag(name: str) -> str:
@@ -35,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = check_variables(os.environ)
+    if problem:
+        print(f"orchestrator: {problem}", file=sys.stderr)
+        return 2
     overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
     try:
         settings = OrchestratorSettings(**overrides)

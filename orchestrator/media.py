@@ -1,6 +1,8 @@
 """Where a recording's media can be fetched: a presigned S3 URL, or a file under RECORDS_DIR.
 
-Local files are only served from inside RECORDS_DIR, whatever location a worker reported.
+Only places the orchestrator derives itself are served (see `locations.py`): the local path is computed
+from RECORDS_DIR, the recording id and its attempt, never read from the row, and only the bucket the
+recording was leased to is presigned. A row whose stored location is anything else has no media.
 """
 
 from __future__ import annotations
@@ -8,11 +10,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
-from orchestrator.errors import Conflict, NotFound, OrchestratorError
+import structlog
+
+from orchestrator.errors import Conflict, NotFound
+from orchestrator.locations import Locations, S3Object
 from orchestrator.states import State
 from orchestrator.store.base import RecordingRow
+
+log = structlog.get_logger("orchestrator.media")
 
 
 @dataclass(frozen=True)
@@ -26,8 +32,8 @@ class LocalFile:
 
 
 class MediaLocator:
-    def __init__(self, records_dir: Path, s3_endpoint_url: str | None, url_ttl: int) -> None:
-        self.records_dir = records_dir
+    def __init__(self, locations: Locations, s3_endpoint_url: str | None, url_ttl: int) -> None:
+        self.locations = locations
         self.s3_endpoint_url = s3_endpoint_url
         self.url_ttl = url_ttl
         self._s3 = None
@@ -39,21 +45,15 @@ class MediaLocator:
             raise Conflict(
                 "media_not_ready", f"recording {row.id} is {row.status}; its media is available once completed"
             )
-        parts = urlsplit(row.location)
-        if parts.scheme == "s3":
-            return Redirect(await self._presign(parts.netloc, parts.path.lstrip("/")))
-        if parts.scheme == "file":
-            return LocalFile(self._local(row, Path(unquote(parts.path))))
-        raise OrchestratorError("internal", f"recording {row.id} has an unsupported location {row.location!r}")
-
-    def _local(self, row: RecordingRow, path: Path) -> Path:
-        root = self.records_dir.resolve()
-        resolved = path.resolve()
-        if not resolved.is_relative_to(root):
-            raise NotFound(f"recording {row.id}'s file {path} is outside RECORDS_DIR ({root}) and is not served")
-        if not resolved.is_file():
-            raise NotFound(f"recording {row.id}'s file {path} no longer exists")
-        return resolved
+        where = self.locations.media(row.id, row.attempts, row.upload, row.location, legacy=row.legacy_layout)
+        if where is None:
+            log.warning("media_location_refused", recording_id=row.id, location=row.location)
+            raise NotFound(f"recording {row.id} has no media this server can serve")
+        if isinstance(where, S3Object):
+            return Redirect(await self._presign(where.bucket, where.key))
+        if not where.is_file():
+            raise NotFound(f"recording {row.id}'s file no longer exists")
+        return LocalFile(where)
 
     async def _presign(self, bucket: str, key: str) -> str:
         return await asyncio.to_thread(self._presign_sync, bucket, key)

@@ -1,5 +1,12 @@
 """Prometheus metrics of the orchestrator, in a registry of its own (several orchestrators can share a
-process in tests). Per-recording gauges exist only while the recording is active."""
+process in tests).
+
+No label takes a value a worker or caller chooses freely, so a hostile worker token cannot grow the
+series without bound: error codes outside the known set count as "other", block reasons outside
+`BLOCK_REASONS` as "other". The per-recording gauges are labelled with ids the orchestrator generates,
+set only for recordings a worker holds a lease on, and removed when the recording leaves its active
+states, so there are at most as many as recordings are leased at once. Worker ids are never labels.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,21 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from orchestrator.events import StateChange
 from orchestrator.states import TERMINAL, State
+from recorder.errors import ErrorCode
 from recorder.protocol import Progress
+from recorder.security import BLOCK_REASONS
+
+# Error codes the orchestrator itself sets, besides the recorder's `ErrorCode`s.
+ORCHESTRATOR_CODES = frozenset({"invalid_report", "unknown"})
+FAILURE_CODES = frozenset(c.value for c in ErrorCode) | ORCHESTRATOR_CODES
+# A report claiming more denied requests than this for one reason is not believed.
+MAX_BLOCKED_PER_REPORT = 1_000_000
+
+
+def bounded(value: str, known: frozenset[str]) -> str:
+    """`value` when it is one of `known`, else "other": a label never takes an unbounded value."""
+    return value if value in known else "other"
+
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -59,13 +80,19 @@ class OrchestratorMetrics:
             ["result"],
             registry=r,
         )
+        self.blocked = Counter(
+            "recorder_blocked_requests_total",
+            "Requests of recorded pages the workers' egress guards denied, by reason (address class)",
+            ["reason"],
+            registry=r,
+        )
         self._active: set[str] = set()
 
     def on_state_change(self, change: StateChange) -> None:
         self.transitions.labels(change.old.value if change.old else "none", change.new.value).inc()
         row = change.recording
         if change.new is State.FAILED:
-            self.failures.labels(row.error_code or "unknown").inc()
+            self.failures.labels(bounded(row.error_code or "unknown", FAILURE_CODES)).inc()
         if change.new in TERMINAL or change.new is State.QUEUED:
             self.forget(row.id)
         if change.new is State.COMPLETED and row.location and row.location.startswith("s3://"):
@@ -74,6 +101,13 @@ class OrchestratorMetrics:
             started = row.timestamps.get("uploading")
             if started is not None:
                 self.upload_seconds.observe(max(0.0, change.at - started))
+
+    def count_blocked(self, blocked: Mapping[str, int]) -> None:
+        """Add a finished recording's denied requests; unknown reasons count as "other", and negative or
+        absurd counts are ignored."""
+        for reason, count in blocked.items():
+            if isinstance(count, int) and 0 < count <= MAX_BLOCKED_PER_REPORT:
+                self.blocked.labels(bounded(reason, BLOCK_REASONS)).inc(count)
 
     def observe_progress(self, recording_id: str, progress: Progress) -> None:
         self._active.add(recording_id)

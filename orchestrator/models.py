@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from orchestrator.states import State
 from recorder.protocol import ErrorInfo, Progress, UploadTarget
+from recorder.security import MAX_URL_LENGTH, UrlRejected, canonical_url
 from recorder.spec import RecordingSpec, WaitFor
 
 MAX_METADATA_BYTES = 16 * 1024
@@ -29,22 +29,15 @@ def _spec_default(name: str) -> Any:
     return RecordingSpec.model_fields[name].default
 
 
-def http_url(value: str) -> str:
-    """An absolute http(s) URL with a host, else the error code `invalid_url`."""
-    parts = urlsplit(value)
-    problem = None
-    if parts.scheme not in ("http", "https"):
-        problem = "only http and https URLs are accepted"
-    else:
-        try:
-            if not parts.hostname:
-                problem = "has no host"
-            parts.port  # noqa: B018 - raises on a malformed port
-        except ValueError as exc:
-            problem = str(exc)
-    if problem:
-        raise PydanticCustomError("invalid_url", "{message}", {"message": f"{value!r}: {problem}"})
-    return value
+def http_url(value: str, field: str = "url") -> str:
+    """The URL in its canonical WHATWG form (what Chromium loads), else the error code `invalid_url`.
+
+    The canonical form is what is checked, stored, fingerprinted and leased, so no later parser can read
+    another host into it."""
+    try:
+        return canonical_url(value, field).href
+    except UrlRejected as exc:
+        raise PydanticCustomError("invalid_url", "{message}", {"message": str(exc)}) from None
 
 
 class _Model(BaseModel):
@@ -54,7 +47,10 @@ class _Model(BaseModel):
 class CreateRecording(_Model):
     """POST /v1/recordings: what to record, how, where to put it and whom to tell."""
 
-    url: str = Field(description="http(s) page to record", examples=["https://meet.example.com/room-42"])
+    url: str = Field(
+        description=f"http(s) page to record, up to {MAX_URL_LENGTH} characters; stored in its canonical (WHATWG) form",
+        examples=["https://meet.example.com/room-42"],
+    )
     max_duration: float | None = Field(
         default=None,
         gt=0,
@@ -74,8 +70,10 @@ class CreateRecording(_Model):
 
     @field_validator("url", "webhook_url")
     @classmethod
-    def _http(cls, value: str | None) -> str | None:
-        return None if value is None else http_url(value)
+    def _http(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or (info.context or {}).get("stored"):
+            return value  # a stored request was checked when it arrived (rows from older versions too)
+        return http_url(value, info.field_name or "url")
 
     @field_validator("width", "height")
     @classmethod
@@ -129,6 +127,9 @@ class Timestamps(_Model):
 
 class Recording(_Model):
     id: str
+    owner: str | None = Field(
+        default=None, description="the caller (API_TOKENS name) that created it; null for recordings from before names"
+    )
     status: State
     created_at: datetime
     updated_at: datetime
@@ -164,6 +165,10 @@ class PoolWorker(_Model):
     idle_since: datetime | None = None
     recordings: list[str] = Field(default_factory=list, description="recordings this worker holds leases on")
     reason: str | None = Field(default=None, description="why the backend reports the worker failed")
+    browser_sandbox: bool | None = Field(
+        default=None,
+        description="whether the worker's Chromium runs sandboxed (false: it logged why); null: not reported yet",
+    )
 
 
 class PoolView(_Model):

@@ -39,7 +39,9 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "not_found",
         409: "illegal_transition, idempotency_conflict or media_not_ready",
         410: "lease_gone",
-        422: "validation_error, invalid_url, url_not_allowed or url_unresolvable",
+        415: "unsupported_media_type: the body is not JSON",
+        416: "range_not_satisfiable",
+        422: "validation_error, invalid_url, url_not_allowed, url_unresolvable or (worker reports) invalid_report",
     }
     return {str(code): _json(ErrorBody, text[code]) for code in codes}
 
@@ -94,7 +96,7 @@ def openapi_document() -> dict[str, Any]:
                         **_json(Recording, "queued (or the earlier recording for this Idempotency-Key)"),
                         "headers": {"Location": {"schema": {"type": "string"}}},
                     },
-                    **_errors(400, 401, 409, 422),
+                    **_errors(400, 401, 409, 415, 422),
                 },
             },
             "get": {
@@ -156,7 +158,7 @@ def openapi_document() -> dict[str, Any]:
                     "200": {"description": "the file", "content": {"video/mp4": {}}},
                     "206": {"description": "the requested byte range", "content": {"video/mp4": {}}},
                     "302": {"description": "presigned S3 URL in Location"},
-                    **_errors(401, 404, 409),
+                    **_errors(401, 404, 409, 416),
                 },
             },
         },
@@ -175,7 +177,7 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {
                     "200": _json(Lease, "a lease"),
                     "204": {"description": "nothing within `wait`"},
-                    **_errors(400, 401, 422),
+                    **_errors(400, 401, 415, 422),
                 },
             }
         },
@@ -184,7 +186,7 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Renew a lease and report progress (worker protocol)",
                 "security": worker,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(Heartbeat)}}},
-                "responses": {"200": _json(HeartbeatReply, "what to do next"), **_errors(400, 401, 410, 422)},
+                "responses": {"200": _json(HeartbeatReply, "what to do next"), **_errors(400, 401, 410, 415, 422)},
             }
         },
         "/v1/worker/report": {
@@ -192,7 +194,7 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "End a recording (worker protocol)",
                 "security": worker,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(Report)}}},
-                "responses": {"200": _json(HeartbeatReply, "recorded"), **_errors(400, 401, 410, 422)},
+                "responses": {"200": _json(HeartbeatReply, "recorded"), **_errors(400, 401, 410, 415, 422)},
             }
         },
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json(Health, "alive")}}},

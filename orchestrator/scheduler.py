@@ -5,6 +5,10 @@
   the orchestrator is draining. Waiters are woken when a recording is queued or a lease ends.
 - Heartbeats renew the lease, store progress, move the recording forward, and carry back what the API
   asked for (stop, cancel). Reports end the recording. A call on a lease not held gets `LeaseGone` (410).
+- A report's locations are accepted only when they are the places the orchestrator computes for the
+  lease (`locations.py`); any other location is refused (422 `invalid_report`) and the recording fails
+  with that code, naming the worker and the location. A leaked worker token cannot point the media
+  route at the store or at a foreign bucket.
 - A lease not renewed for the TTL has lapsed: the worker is presumed dead. The recording goes back to
   the queue (preferring another worker) until `max_attempts` leases were granted, then fails with
   `worker_lost`, naming the worker and its last heartbeat.
@@ -22,10 +26,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
+from pydantic import ValidationError
 
 from orchestrator.config import OrchestratorSettings
-from orchestrator.errors import LeaseGone
+from orchestrator.errors import Detail, LeaseGone, OrchestratorError
 from orchestrator.events import EventBus, StateChange
+from orchestrator.locations import MEDIA, METADATA, Locations
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.states import ACTIVE, TERMINAL, State, is_forward, sources
 from orchestrator.store.base import RecordingRow, RecordingStore
@@ -42,6 +48,8 @@ _MAX_POLL = 60.0
 _RECHECK = 2.0
 # How long a requeued recording is kept from the worker that lost it.
 _SHUN = 2.0
+# The error code of a recording failed because its worker reported a location the orchestrator refused.
+INVALID_REPORT = "invalid_report"
 
 
 class Scheduler:
@@ -53,8 +61,10 @@ class Scheduler:
         metrics: OrchestratorMetrics,
         settings: OrchestratorSettings,
         clock: Callable[[], float] = time.time,
+        locations: Locations | None = None,
     ) -> None:
         self.store = store
+        self.locations = locations or Locations(settings.records_dir)
         self.bus = bus
         self.registry = registry
         self.metrics = metrics
@@ -111,7 +121,7 @@ class Scheduler:
         worker_id = request.worker_id
         while True:
             now = self.clock()
-            self.registry.polling(worker_id, now)
+            self.registry.polling(worker_id, now, browser_sandbox=request.browser_sandbox)
             changed = self._changed
             if self._closed.is_set() or gone():
                 return None
@@ -121,7 +131,11 @@ class Scheduler:
                     if gone():
                         await self._unclaim(row)
                         return None
-                    return self._grant(row, worker_id, now)
+                    try:
+                        return self._grant(row, worker_id, now)
+                    except ValidationError as exc:
+                        await self._refuse_stored(row, exc, now)
+                        continue
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
@@ -159,6 +173,27 @@ class Scheduler:
         )
         if back is not None:
             self.bus.publish(StateChange(back, State.STARTING, State.QUEUED, self.clock()))
+
+    async def _refuse_stored(self, row: RecordingRow, exc: ValidationError, now: float) -> None:
+        """A row stored by an older version that today's checks refuse (e.g. an upload prefix with `..`)
+        fails instead of being leased."""
+        problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
+        failed = await self.store.transition(
+            row.id,
+            from_states={State.STARTING},
+            to=State.FAILED,
+            at=now,
+            changes={
+                "error_code": ErrorCode.INVALID_ARGUMENT.value,
+                "error_message": f"the stored request is no longer accepted: {problem}; create it again",
+                "lease_id": None,
+                "lease_expires_at": None,
+                "worker": None,
+            },
+            lease_id=row.lease_id,
+        )
+        if failed is not None:
+            self.bus.publish(StateChange(failed, State.STARTING, State.FAILED, now))
 
     def _grant(self, row: RecordingRow, worker_id: str, now: float) -> Lease:
         assert row.lease_id is not None
@@ -232,9 +267,12 @@ class Scheduler:
         if row.status in TERMINAL:
             return HeartbeatReply()  # the worker retried a report that was already recorded
         now = self.clock()
+        location, metadata_location = await self._checked_locations(row, report, now)
+        if not report.upload_pending:
+            self.metrics.count_blocked(report.blocked)
         changes: dict[str, object] = {
-            "location": report.location,
-            "metadata_location": report.metadata_location,
+            "location": location,
+            "metadata_location": metadata_location,
             "quality": report.quality,
             "last_heartbeat_at": now,
         }
@@ -270,6 +308,68 @@ class Scheduler:
         self.bus.publish(StateChange(updated, row.status, outcome, now))
         log.info("recording_reported", recording_id=row.id, worker=report.worker_id, outcome=outcome)
         return HeartbeatReply()
+
+    def _pending_upload(self, row: RecordingRow, report: Report) -> bool:
+        """The worker keeps the file on its own disk until S3 takes it (upload_pending): a file:// location
+        then names the worker's disk, which this orchestrator neither computes nor serves."""
+        pending_failure = report.error is not None and report.error.code == ErrorCode.UPLOAD_PENDING.value
+        return bool(row.upload.get("bucket")) and (report.upload_pending or pending_failure)
+
+    async def _checked_locations(self, row: RecordingRow, report: Report, now: float) -> tuple[str | None, str | None]:
+        """The report's locations if they are the ones this orchestrator computes for the lease; otherwise
+        the report is refused and the recording fails, naming the worker and the location."""
+        pending = self._pending_upload(row, report)
+        kept: list[str | None] = []
+        for field, location, name in (
+            ("location", report.location, MEDIA),
+            ("metadata_location", report.metadata_location, METADATA),
+        ):
+            if location is None:
+                kept.append(None)
+                continue
+            if pending and location.startswith("file://"):
+                problem = self._worker_disk_problem(location, row, name)
+                kept.append(None)  # not stored: nothing here may serve the worker's disk
+            else:
+                problem = self.locations.problem(
+                    location, recording_id=row.id, attempt=row.attempts, upload=row.upload, name=name
+                )
+                kept.append(location)
+            if problem is not None:
+                await self._refuse(row, report, field, location, problem, now)
+        return kept[0], kept[1]
+
+    def _worker_disk_problem(self, location: str, row: RecordingRow, name: str) -> str | None:
+        tail = f"/{row.id}/attempt-{row.attempts}/{name}"
+        if not location.startswith("file:///") or not location.endswith(tail) or "/../" in location + "/":
+            return f"a file kept by the worker for a pending upload is reported as file://…{tail}"
+        return None
+
+    async def _refuse(
+        self, row: RecordingRow, report: Report, field: str, location: str, problem: str, now: float
+    ) -> None:
+        shown = location if len(location) <= 300 else location[:297] + "..."
+        message = f"worker {report.worker_id} reported {field} {shown!r}, which is refused: {problem}"
+        log.warning("report_refused", recording_id=row.id, worker=report.worker_id, field=field, location=shown)
+        # The lease ends with the recording: the worker's retries of this report get 410.
+        failed = await self.store.transition(
+            row.id,
+            from_states=sources(State.FAILED) & set(ACTIVE),
+            to=State.FAILED,
+            at=now,
+            changes={
+                "error_code": INVALID_REPORT,
+                "error_message": message,
+                "lease_expires_at": None,
+                "lease_id": None,
+                "last_heartbeat_at": now,
+            },
+            lease_id=report.lease_id,
+        )
+        if failed is not None:
+            self.registry.released(report.worker_id, row.id, now)
+            self.bus.publish(StateChange(failed, row.status, State.FAILED, now))
+        raise OrchestratorError(INVALID_REPORT, message, [Detail(field, problem)])
 
     async def _still_uploading(
         self, row: RecordingRow, report: Report, changes: dict[str, object], now: float

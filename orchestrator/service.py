@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from orchestrator.auth import Caller
 from orchestrator.config import OrchestratorSettings
 from orchestrator.errors import Conflict, Detail, NotFound, OrchestratorError
 from orchestrator.events import EventBus, StateChange
@@ -24,6 +25,8 @@ from recorder.protocol import UploadTarget
 
 MAX_PAGE = 200
 MAX_IDEMPOTENCY_KEY = 255
+# Store sequence numbers are SQLite integers: a cursor outside this range was not made by this API.
+MAX_SEQ = 2**63 - 1
 
 
 def new_recording_id() -> str:
@@ -38,9 +41,12 @@ def decode_cursor(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         version, _, seq = text.partition(":")
-        if version != "v1":
+        if version != "v1" or not (seq.isascii() and seq.isdigit()) or len(seq) > 19:
             raise ValueError(version)
-        return int(seq)
+        value = int(seq)
+        if not 1 <= value <= MAX_SEQ:
+            raise ValueError(seq)
+        return value
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise OrchestratorError(
             "validation_error",
@@ -81,9 +87,10 @@ class RecordingService:
         self.clock = clock
 
     async def create(
-        self, request: CreateRecording, idempotency_key: str | None = None, client: str = ""
+        self, request: CreateRecording, idempotency_key: str | None, caller: Caller
     ) -> tuple[RecordingRow, bool]:
-        """Queue a recording; the same idempotency key with the same request returns the first one."""
+        """Queue a recording owned by `caller`; the same idempotency key with the same request returns the
+        first one (keys are the caller's own: another caller's key never matches)."""
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise OrchestratorError(
                 "validation_error",
@@ -98,6 +105,7 @@ class RecordingService:
                     raise OrchestratorError(denied.code, denied.message, [Detail(field, denied.message)]) from None
         spec = request.to_spec(self.settings.effective_default_duration)
         upload = request.upload or UploadTarget(bucket=self.settings.s3_bucket, prefix=self.settings.s3_prefix)
+        self._check_bucket(upload)
         normalized = request.model_dump(mode="json")
         now = self.clock()
         new = NewRecording(
@@ -106,8 +114,9 @@ class RecordingService:
             spec=spec.model_dump(mode="json"),
             upload=upload.model_dump(mode="json"),
             created_at=now,
-            idempotency_key=f"{client}:{idempotency_key}" if idempotency_key is not None else None,
+            idempotency_key=f"{caller.name}:{idempotency_key}" if idempotency_key is not None else None,
             fingerprint=hashlib.sha256(json.dumps(normalized, sort_keys=True).encode()).hexdigest(),
+            owner=caller.name,
         )
         try:
             row, created = await self.store.create(new)
@@ -121,28 +130,46 @@ class RecordingService:
             self.bus.publish(StateChange(row, None, State.QUEUED, now))
         return row, created
 
-    async def get(self, recording_id: str) -> RecordingRow:
+    def _check_bucket(self, upload: UploadTarget) -> None:
+        """Uploads go only to buckets the operator allowed: the orchestrator presigns media with its own
+        credentials, so a caller may not point recordings at (or read back from) any other bucket."""
+        if upload.bucket is None:
+            return
+        allowed = self.settings.allowed_buckets
+        if upload.bucket not in allowed:
+            message = (
+                f"bucket {upload.bucket!r} is not one this server uploads to; allowed: {', '.join(allowed)}"
+                if allowed
+                else f"bucket {upload.bucket!r}: this server has no S3 bucket configured; omit upload.bucket"
+            )
+            message += " (S3_BUCKET_ALLOWLIST)"
+            raise OrchestratorError("validation_error", f"upload.bucket: {message}", [Detail("upload.bucket", message)])
+
+    async def get(self, recording_id: str, caller: Caller) -> RecordingRow:
+        """The recording, if `caller` may see it; another caller's recording is answered exactly like a
+        missing one, so ids cannot be probed."""
         row = await self.store.get(recording_id)
-        if row is None:
+        if row is None or not caller.may_see(row.owner):
             raise NotFound(f"no recording {recording_id!r}; list them with GET /v1/recordings")
         return row
 
     async def list(
-        self, statuses: list[State] | None, limit: int, cursor: str | None
+        self, statuses: list[State] | None, limit: int, cursor: str | None, caller: Caller
     ) -> tuple[list[RecordingRow], str | None]:
         if not 1 <= limit <= MAX_PAGE:
             raise OrchestratorError(
                 "validation_error", f"limit must be 1 to {MAX_PAGE}", [Detail("limit", f"got {limit}")]
             )
         before = decode_cursor(cursor) if cursor else None
-        rows = await self.store.list(statuses, limit + 1, before)
+        owner = None if caller.admin else caller.name
+        rows = await self.store.list(statuses, limit + 1, before, owner=owner)
         more = len(rows) > limit
         rows = rows[:limit]
         return rows, encode_cursor(rows[-1].seq) if more else None
 
-    async def stop(self, recording_id: str) -> RecordingRow:
+    async def stop(self, recording_id: str, caller: Caller) -> RecordingRow:
         """Ask the worker to stop gracefully: the recording is finalized and uploaded as usual."""
-        row = await self.get(recording_id)
+        row = await self.get(recording_id, caller)
         if row.status is State.QUEUED:
             raise Conflict(
                 "illegal_transition",
@@ -153,12 +180,12 @@ class RecordingService:
         if row.requested_action is not None:
             return row
         updated = await self.store.update(row.id, {"requested_action": "stop"}, statuses=ACTIVE)
-        return updated if updated is not None else await self.stop(recording_id)
+        return updated if updated is not None else await self.stop(recording_id, caller)
 
-    async def cancel(self, recording_id: str, keep: bool = False) -> RecordingRow:
+    async def cancel(self, recording_id: str, keep: bool, caller: Caller) -> RecordingRow:
         """A queued recording never starts; an active one is told to stop and its file is discarded unless
         `keep`. The recording ends `cancelled` either way."""
-        row = await self.get(recording_id)
+        row = await self.get(recording_id, caller)
         if row.status in TERMINAL:
             raise Conflict("illegal_transition", f"recording {row.id} is already {row.status}; it cannot be cancelled")
         changes = {"requested_action": "cancel", "keep_file": keep}
@@ -174,8 +201,8 @@ class RecordingService:
             if cancelled is not None:
                 self.bus.publish(StateChange(cancelled, State.QUEUED, State.CANCELLED, now))
                 return cancelled
-            return await self.cancel(recording_id, keep)  # a worker took it meanwhile
+            return await self.cancel(recording_id, keep, caller)  # a worker took it meanwhile
         if row.requested_action == "cancel":
             return row
         updated = await self.store.update(row.id, changes, statuses=ACTIVE)
-        return updated if updated is not None else await self.cancel(recording_id, keep)
+        return updated if updated is not None else await self.cancel(recording_id, keep, caller)

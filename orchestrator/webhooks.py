@@ -3,7 +3,10 @@
 Each state change of a recording with a `webhook_url` becomes one `WebhookEvent`, POSTed as JSON with
 
     X-Recorder-Event-Id:  <event_id>                 the idempotency key: the same on every retry
-    X-Recorder-Signature: t=<unix seconds>,v1=<hex>  HMAC-SHA256(ORCHESTRATOR_WEBHOOK_SECRET, f"{t}.{body}")
+    X-Recorder-Signature: t=<unix seconds>,v1=<hex>  HMAC-SHA256(secret, f"{t}.{body}")
+
+The secret is the recording owner's entry in ORCHESTRATOR_WEBHOOK_SECRETS, else ORCHESTRATOR_WEBHOOK_SECRET,
+so with per-caller secrets one caller's receiver cannot verify (or be fed) another caller's events.
 
 `t` is the time of the attempt, so a receiver can refuse stale replays. Any non-2xx answer or network
 error is retried with exponential backoff and jitter, up to ORCHESTRATOR_WEBHOOK_ATTEMPTS attempts.
@@ -20,7 +23,7 @@ import hmac
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import aiohttp
 import structlog
@@ -69,6 +72,7 @@ class WebhookDispatcher:
         self,
         *,
         secret: str | None,
+        secrets: Mapping[str, str] | None = None,
         attempts: int,
         backoff: float,
         timeout: float,
@@ -77,6 +81,8 @@ class WebhookDispatcher:
         render: Callable[[RecordingRow], Recording],
     ) -> None:
         self.secret = secret
+        # Per caller (ORCHESTRATOR_WEBHOOK_SECRETS): a receiver can only verify its own caller's events.
+        self.secrets = dict(secrets or {})
         self.attempts = attempts
         self.backoff = backoff
         self.timeout = timeout
@@ -89,7 +95,7 @@ class WebhookDispatcher:
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
 
     async def start(self) -> None:
-        if not self.secret:
+        if not self.secret and not self.secrets:
             log.warning("webhooks_unsigned", hint="set ORCHESTRATOR_WEBHOOK_SECRET so receivers can verify events")
         connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.policy), limit=MAX_CONCURRENT)
         self._session = aiohttp.ClientSession(
@@ -123,12 +129,16 @@ class WebhookDispatcher:
             occurred_at=utc(change.at),
             recording=self.render(change.recording),
         )
-        self.submit(url, event)
+        self.submit(url, event, self.secret_for(change.recording.owner))
 
-    def submit(self, url: str, event: WebhookEvent) -> None:
+    def secret_for(self, owner: str | None) -> str | None:
+        """The owner's own secret, else ORCHESTRATOR_WEBHOOK_SECRET."""
+        return self.secrets.get(owner or "", self.secret)
+
+    def submit(self, url: str, event: WebhookEvent, secret: str | None = None) -> None:
         body = event.model_dump_json().encode()
         previous = self._tails.get(event.recording_id)
-        task = asyncio.create_task(self._deliver_after(previous, url, event, body))
+        task = asyncio.create_task(self._deliver_after(previous, url, event, body, secret))
         self._tails[event.recording_id] = task
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._done(event.recording_id, t))
@@ -139,21 +149,21 @@ class WebhookDispatcher:
             del self._tails[recording_id]
 
     async def _deliver_after(
-        self, previous: asyncio.Task[None] | None, url: str, event: WebhookEvent, body: bytes
+        self, previous: asyncio.Task[None] | None, url: str, event: WebhookEvent, body: bytes, secret: str | None
     ) -> None:
         if previous is not None:
             # Events of one recording arrive in the order they happened.
             await asyncio.wait([previous])
         async with self._slots:
-            await self._deliver(url, event, body)
+            await self._deliver(url, event, body, secret)
 
-    async def _deliver(self, url: str, event: WebhookEvent, body: bytes) -> None:
+    async def _deliver(self, url: str, event: WebhookEvent, body: bytes, secret: str | None) -> None:
         bound = log.bind(recording_id=event.recording_id, event_id=event.event_id, new_state=event.new_state)
         problem = "not attempted"
         for attempt in range(1, self.attempts + 1):
             try:
                 await self.policy.check(url, "webhook_url")
-                status = await self._post(url, event.event_id, body)
+                status = await self._post(url, event.event_id, body, secret)
                 if 200 <= status < 300:
                     self.metrics.webhooks.labels("delivered").inc()
                     bound.info("webhook_delivered", attempt=attempt, status=status)
@@ -172,11 +182,11 @@ class WebhookDispatcher:
         self.metrics.webhooks.labels("failed").inc()
         bound.warning("webhook_failed", attempts=self.attempts, problem=problem, url=url)
 
-    async def _post(self, url: str, event_id: str, body: bytes) -> int:
+    async def _post(self, url: str, event_id: str, body: bytes, secret: str | None) -> int:
         assert self._session is not None, "dispatcher not started"
         headers = {"Content-Type": "application/json", EVENT_ID_HEADER: event_id, "User-Agent": "recorder-farm"}
-        if self.secret:
-            headers[SIGNATURE_HEADER] = sign(self.secret, int(time.time()), body)
+        if secret:
+            headers[SIGNATURE_HEADER] = sign(secret, int(time.time()), body)
         async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as response:
             await response.read()
             return response.status

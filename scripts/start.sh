@@ -20,6 +20,8 @@ new_token() { python -c 'import secrets; print(secrets.token_urlsafe(24))'; }
 export ORCHESTRATOR_HOST="${ORCHESTRATOR_HOST:-127.0.0.1}"
 export ORCHESTRATOR_PORT="${ORCHESTRATOR_PORT:-8080}"
 export RECORDS_DIR="${RECORDS_DIR:-$PWD/records}"
+# The store lives outside RECORDS_DIR; a store an older version left in RECORDS_DIR is moved here at start.
+export ORCHESTRATOR_STATE_DIR="${ORCHESTRATOR_STATE_DIR:-$PWD/state}"
 export POOL_BACKEND="${POOL_BACKEND:-local}"
 export POOL_SPARE="${POOL_SPARE:-1}"
 if [ "$POOL_SPARE" -lt 1 ]; then
@@ -38,7 +40,8 @@ mkdir -p "$RECORDS_DIR"
 host="$ORCHESTRATOR_HOST"
 case "$host" in 0.0.0.0 | "::") host=127.0.0.1 ;; esac
 BASE="http://$host:$ORCHESTRATOR_PORT"
-TOKEN="${API_TOKENS%%,*}"
+first_token="${API_TOKENS%%,*}"
+TOKEN="${first_token#*:}"  # entries may be name:token
 
 if python -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('$host', $ORCHESTRATOR_PORT)) != 0)"; then
   echo "start.sh: something already listens on $host:$ORCHESTRATOR_PORT; set ORCHESTRATOR_PORT to a free port" >&2

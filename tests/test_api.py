@@ -54,7 +54,9 @@ async def test_create_returns_202_location_and_the_recording(start_orchestrator)
 
 
 async def test_default_duration_and_upload_come_from_settings(start_orchestrator):
-    o = await start_orchestrator(default_duration=900, max_duration=600, s3_bucket="farm", s3_prefix="rec")
+    o = await start_orchestrator(
+        default_duration=900, max_duration=600, s3_bucket="farm", s3_prefix="rec", s3_bucket_allowlist=["farm", "other"]
+    )
     rec = (await o.api.create()).body
     assert rec["duration"] == 600  # the default is capped by the server's maximum
     assert rec["upload"] == {"bucket": "farm", "prefix": "rec"}
@@ -152,7 +154,7 @@ async def test_stop_is_graceful_and_the_recording_completes(start_orchestrator):
 
     hb = await worker.heartbeat(lease["lease_id"], "finalizing", elapsed=4.0)
     assert hb.body == {"action": "stop"}
-    location = "s3://bucket/rec/rec.mp4"
+    location = o.location(lease)
     done = await worker.report(lease["lease_id"], "completed", location=location, quality={"fps": 29.97})
     assert done.status == 200
     rec = await o.api.get(rid)
@@ -209,17 +211,17 @@ async def test_cancel_with_keep_stops_gracefully_and_keeps_the_file(start_orches
     assert (r.body["requested_action"], r.body["keep_file"]) == ("cancel", True)
     hb = await worker.heartbeat(lease["lease_id"], "recording")
     assert hb.body == {"action": "stop"}
-    await worker.report(lease["lease_id"], "completed", location="s3://b/k/rec.mp4")
+    await worker.report(lease["lease_id"], "completed", location=o.location(lease))
     rec = await o.api.get(rid)
     assert rec["status"] == "cancelled"
-    assert rec["location"] == "s3://b/k/rec.mp4"
+    assert rec["location"] == o.location(lease)
 
 
 async def test_media_streams_a_local_file_with_range_support(start_orchestrator, tmp_path):
     o = await start_orchestrator()
     rid = (await o.api.create()).body["id"]
     worker, lease = await _lease(o)
-    media = tmp_path / "records" / rid / "rec.mp4"
+    media = tmp_path / "records" / rid / f"attempt-{lease['attempt']}" / "rec.mp4"
     media.parent.mkdir(parents=True)
     content = os.urandom(256 * 1024)
     media.write_bytes(content)
@@ -250,20 +252,21 @@ async def test_media_is_refused_outside_records_dir_and_before_completion(start_
     worker, lease = await _lease(o)
     outside = tmp_path / "secret.mp4"
     outside.write_bytes(b"not for you")
-    await worker.report(lease["lease_id"], "completed", location=outside.as_uri())
+    refused = await worker.report(lease["lease_id"], "completed", location=outside.as_uri())
+    assert (refused.status, refused.body["error"]["code"]) == (422, "invalid_report")
     r = await o.api.request("GET", f"/v1/recordings/{rid}/media")
     assert r.status == 404
     assert r.body["error"]["code"] == "not_found"
-    assert "outside RECORDS_DIR" in r.body["error"]["message"]
+    assert "has no media" in r.body["error"]["message"]
 
 
 async def test_media_redirects_to_a_presigned_s3_url_that_works(start_orchestrator, s3):
-    key = "recordings/rec.mp4"
     content = os.urandom(4096)
-    s3.client.put_object(Bucket=s3.bucket, Key=key, Body=content)
-    o = await start_orchestrator(s3_endpoint_url=s3.endpoint)
+    o = await start_orchestrator(s3_endpoint_url=s3.endpoint, s3_bucket=s3.bucket, s3_prefix="recordings")
     rid = (await o.api.create()).body["id"]
     worker, lease = await _lease(o)
+    key = o.location(lease).removeprefix(f"s3://{s3.bucket}/")
+    s3.client.put_object(Bucket=s3.bucket, Key=key, Body=content)
     await worker.report(lease["lease_id"], "completed", location=f"s3://{s3.bucket}/{key}")
 
     r = await o.api.request("GET", f"/v1/recordings/{rid}/media")

@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import signal
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.support.orchestrator import API_TOKEN, Api, FakeWorker
+from tests.support.orchestrator import API_TOKEN, Api, FakeWorker, leased_location
 
 
 async def _heartbeat_until_stopped(worker: FakeWorker, lease_id: str, replies: list[int], stop: asyncio.Event) -> None:
@@ -59,12 +60,13 @@ async def test_sigkill_mid_recording_then_restart_completes_it(orchestrator_proc
 
         stop.set()
         await beating
-        done = await worker.report(lease["lease_id"], "completed", location="s3://bucket/rec.mp4")
+        location = leased_location(lease, Path(proc.env["RECORDS_DIR"]))
+        done = await worker.report(lease["lease_id"], "completed", location=location)
         assert done.status == 200, done.body
         rec = await api.get(rid)
         assert rec["status"] == "completed"
         assert rec["attempts"] == 1
-        assert rec["location"] == "s3://bucket/rec.mp4"
+        assert rec["location"] == location
     finally:
         stop.set()
         await api.close()
@@ -94,7 +96,8 @@ async def test_sigterm_drains_then_tells_recordings_to_stop(orchestrator_process
         assert actions[-1] == "stop", actions
         assert (await worker.lease(wait=0.2)).status == 204, "no new leases while draining"
 
-        assert (await worker.report(lease["lease_id"], "completed", location="s3://b/k")).status == 200
+        location = leased_location(lease, Path(proc.env["RECORDS_DIR"]))
+        assert (await worker.report(lease["lease_id"], "completed", location=location)).status == 200
         assert await asyncio.to_thread(proc.wait, 15) == 0
     finally:
         await api.close()

@@ -180,7 +180,7 @@ async def test_capacity_limits_concurrent_leases_and_the_extra_recording_queues(
 
     # A recording ends: its slot goes to the waiting worker at once.
     first = leases[0].body
-    assert (await workers[0].report(first["lease_id"], "completed", location="s3://b/1")).status == 200
+    assert (await workers[0].report(first["lease_id"], "completed", location=o.location(first))).status == 200
     r = await asyncio.wait_for(waiting, timeout=10)
     assert r.status == 200
     assert r.body["recording_id"] == ids[2]
@@ -221,7 +221,7 @@ async def test_drain_waits_for_running_recordings_within_the_grace(start_orchest
 
     async def finish_soon() -> None:
         await asyncio.sleep(0.5)
-        await worker.report(lease["lease_id"], "completed", location="s3://b/k")
+        await worker.report(lease["lease_id"], "completed", location=o.location(lease))
 
     finisher = asyncio.create_task(finish_soon())
     started = time.monotonic()
@@ -262,17 +262,19 @@ def test_the_state_table():
 
 
 async def test_an_upload_pending_report_keeps_the_lease_until_the_final_report(start_orchestrator):
-    o = await start_orchestrator()
+    o = await start_orchestrator(s3_bucket="bucket")
     rid = (await o.api.create()).body["id"]
     worker = o.worker("w1")
-    lease = (await worker.lease(wait=5)).body["lease_id"]
+    granted = (await worker.lease(wait=5)).body
+    lease = granted["lease_id"]
     await worker.heartbeat(lease, "recording")
-    local = "file:///records/rec/rec.mp4"
+    # The file waits on the worker's own disk: a place the orchestrator neither computes nor serves.
+    local = f"file:///records/{rid}/attempt-{granted['attempt']}/rec.mp4"
     r = await worker.report(lease, "completed", location=local, upload_pending=True)
     assert (r.status, r.body) == (200, {"action": "continue"})
     rec = await o.api.get(rid)
-    assert (rec["status"], rec["location"]) == ("uploading", local)
+    assert (rec["status"], rec["location"]) == ("uploading", None)
     assert (await worker.heartbeat(lease, "uploading")).status == 200, "the lease is still the worker's"
-    await worker.report(lease, "completed", location="s3://bucket/rec/rec.mp4")
+    await worker.report(lease, "completed", location=o.location(granted))
     rec = await o.api.get(rid)
-    assert (rec["status"], rec["location"]) == ("completed", "s3://bucket/rec/rec.mp4")
+    assert (rec["status"], rec["location"]) == ("completed", o.location(granted))

@@ -92,7 +92,7 @@ async def _run_through_all_states(o: RunningOrchestrator, webhook_url: str) -> s
     lease = (await worker.lease(wait=5)).body
     for state in ("recording", "finalizing", "uploading"):
         assert (await worker.heartbeat(lease["lease_id"], state)).status == 200
-    await worker.report(lease["lease_id"], "completed", location="s3://b/k/rec.mp4")
+    await worker.report(lease["lease_id"], "completed", location=o.location(lease))
     return rid
 
 
@@ -119,7 +119,7 @@ async def test_each_transition_is_delivered_once_signed_and_in_order(start_orche
         assert event["recording"]["status"] == event["new_state"]
         assert event["recording"]["request"]["metadata"] == {"who": "test"}
     final = list(hook.events.values())[-1]
-    assert final["recording"]["location"] == "s3://b/k/rec.mp4"
+    assert final["recording"]["location"] == o.location({"recording_id": rid, "attempt": 1})
 
 
 async def test_a_failing_receiver_gets_the_event_again_with_the_same_id(start_orchestrator, receiver):

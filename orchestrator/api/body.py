@@ -12,14 +12,49 @@ from orchestrator.errors import Detail, OrchestratorError
 
 M = TypeVar("M", bound=BaseModel)
 _CUSTOM_CODES = ("invalid_url",)
+# No request needs more; deeper JSON is refused before it can exhaust the parser's or validator's stack.
+MAX_DEPTH = 32
+
+
+def _json_content_type(request: web.Request) -> None:
+    """Bodies are JSON: a request that says otherwise (a form, text) is refused rather than guessed at.
+    A request without a Content-Type is read as JSON."""
+    if "Content-Type" not in request.headers:
+        return
+    kind = request.content_type.lower()
+    if kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+        raise OrchestratorError(
+            "unsupported_media_type",
+            f"Content-Type {request.headers['Content-Type']!r} is not JSON; send the body as application/json",
+        )
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def _too_deep() -> OrchestratorError:
+    message = f"the request body nests objects or arrays more than {MAX_DEPTH} levels deep; flatten it"
+    return OrchestratorError("validation_error", message, [Detail("body", message)])
 
 
 async def parse_body(request: web.Request, model: type[M], context: dict[str, Any] | None = None) -> M:
+    _json_content_type(request)
     raw = await request.read()
     if not raw.strip():
         raise OrchestratorError("invalid_json", f"the request body is empty; send a JSON {model.__name__} object")
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise _too_deep() from None
     except UnicodeDecodeError:
         raise OrchestratorError("invalid_json", "the request body is not UTF-8 text; send JSON") from None
     except json.JSONDecodeError as exc:
@@ -33,6 +68,8 @@ async def parse_body(request: web.Request, model: type[M], context: dict[str, An
             f"the request body must be a JSON object ({model.__name__}), not {type(data).__name__}",
             [Detail("body", "must be an object")],
         )
+    if _depth(data) > MAX_DEPTH:
+        raise _too_deep()
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:

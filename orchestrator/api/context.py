@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from orchestrator.auth import BearerAuth
+from orchestrator.auth import BearerAuth, Caller
 from orchestrator.config import OrchestratorSettings
 from orchestrator.media import MediaLocator
 from orchestrator.metrics import OrchestratorMetrics
@@ -35,4 +35,4 @@ class ApiContext:
 
 
 CONTEXT = web.AppKey("orchestrator_context", ApiContext)
-CLIENT = web.RequestKey("orchestrator_client", str)  # who called, for idempotency scoping
+CLIENT = web.RequestKey("orchestrator_client", Caller)  # who called: owns recordings, scopes idempotency

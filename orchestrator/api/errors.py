@@ -21,13 +21,22 @@ STATUS = {
     "media_not_ready": 409,
     "lease_gone": 410,
     "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "range_not_satisfiable": 416,
     "validation_error": 422,
+    "invalid_report": 422,
     "invalid_url": 422,
     "url_not_allowed": 422,
     "url_unresolvable": 422,
     "internal": 500,
 }
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+}
 
 
 def error_response(

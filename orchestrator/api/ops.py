@@ -62,6 +62,7 @@ async def pool_view(ctx: ApiContext) -> PoolView:
             last_seen=utc(w.last_seen),
             idle_since=utc(w.idle_since),
             recordings=list(w.recordings),
+            browser_sandbox=w.browser_sandbox,
         )
         for w in ctx.registry.snapshot()
     ]

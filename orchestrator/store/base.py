@@ -25,6 +25,8 @@ class NewRecording:
     idempotency_key: str | None = None
     # Hash of the normalised request: the same key with another body is a conflict.
     fingerprint: str | None = None
+    # The caller's name (API_TOKENS); None only for rows created before callers had names.
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,9 @@ class RecordingRow:
     error_message: str | None = None
     idempotency_key: str | None = None
     fingerprint: str | None = None
+    owner: str | None = None
+    # Stored before attempt folders existed: media may still be at the old place.
+    legacy_layout: bool = False
 
 
 # Columns a caller may change besides `status` (set by transitions only).
@@ -102,8 +107,11 @@ class RecordingStore(Protocol):
 
     async def get_by_lease(self, lease_id: str) -> RecordingRow | None: ...
 
-    async def list(self, statuses: Collection[State] | None, limit: int, before_seq: int | None) -> list[RecordingRow]:
-        """Newest first, keyset-paginated on `seq` so pages stay stable while recordings are added."""
+    async def list(
+        self, statuses: Collection[State] | None, limit: int, before_seq: int | None, owner: str | None = None
+    ) -> list[RecordingRow]:
+        """Newest first, keyset-paginated on `seq` so pages stay stable while recordings are added; with
+        `owner`, only that caller's recordings (None: everyone's)."""
 
     async def transition(
         self,

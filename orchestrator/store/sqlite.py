@@ -60,6 +60,14 @@ _MIGRATIONS = [
     CREATE INDEX recordings_status_seq ON recordings (status, seq);
     CREATE INDEX recordings_lease_id ON recordings (lease_id);
     """,
+    # Callers became tenants and files gained an attempt folder. Rows from before keep owner NULL (only
+    # the admin token sees them) and are marked legacy, so their media is still found where it was put.
+    """
+    ALTER TABLE recordings ADD COLUMN owner TEXT;
+    ALTER TABLE recordings ADD COLUMN legacy_layout INTEGER NOT NULL DEFAULT 0;
+    UPDATE recordings SET legacy_layout = 1;
+    CREATE INDEX recordings_owner_seq ON recordings (owner, seq);
+    """,
 ]
 
 _ACTIVE_SQL = ", ".join(f"'{s.value}'" for s in ACTIVE)
@@ -172,8 +180,8 @@ class SQLiteStore:
             row = await _one(
                 db,
                 """INSERT INTO recordings (id, status, request, spec, upload, idempotency_key, fingerprint,
-                                           created_at, updated_at, queued_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
+                                           created_at, updated_at, queued_at, owner)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
                 new.id,
                 State.QUEUED.value,
                 _dump(new.request),
@@ -184,6 +192,7 @@ class SQLiteStore:
                 new.created_at,
                 new.created_at,
                 new.created_at,
+                new.owner,
             )
             assert row is not None
             return row, True
@@ -196,8 +205,18 @@ class SQLiteStore:
     async def get_by_lease(self, lease_id: str) -> RecordingRow | None:
         return await _one(self._reader, "SELECT * FROM recordings WHERE lease_id = ?", lease_id)
 
-    async def list(self, statuses: Collection[State] | None, limit: int, before_seq: int | None) -> list[RecordingRow]:
-        where, params = [], []
+    async def list(
+        self,
+        statuses: Collection[State] | None,
+        limit: int,
+        before_seq: int | None,
+        owner: str | None = None,
+    ) -> list[RecordingRow]:
+        where: list[str] = []
+        params: list[Any] = []
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
         if statuses:
             where.append(f"status IN ({', '.join('?' for _ in statuses)})")
             params += [State(s).value for s in statuses]
@@ -380,6 +399,8 @@ def _to_row(r: sqlite3.Row) -> RecordingRow:
         error_message=r["error_message"],
         idempotency_key=r["idempotency_key"],
         fingerprint=r["fingerprint"],
+        owner=r["owner"],
+        legacy_layout=bool(r["legacy_layout"]),
     )
 
 

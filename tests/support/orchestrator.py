@@ -38,6 +38,18 @@ WEBHOOK_SECRET = "test-webhook-secret"
 PUBLIC_URL = "http://93.184.215.14/meeting"
 
 
+def leased_location(lease: dict[str, Any], records_dir: Path | None = None, name: str = "rec.mp4") -> str:
+    """Where a worker that keeps the storage contract puts `name` for this lease: the only place the
+    orchestrator accepts (`orchestrator/locations.py`)."""
+    attempt = f"attempt-{lease['attempt']}"
+    upload = lease.get("upload") or {}
+    if upload.get("bucket"):
+        parts = [upload.get("prefix") or "", "2026", "01", "02", lease["recording_id"], attempt, name]
+        return f"s3://{upload['bucket']}/" + "/".join(p for p in parts if p)
+    assert records_dir is not None, "a local lease's location needs the orchestrator's RECORDS_DIR"
+    return (records_dir.resolve() / lease["recording_id"] / attempt / name).as_uri()
+
+
 def orchestrator_settings(tmp_path: Path, **overrides: Any) -> OrchestratorSettings:
     """Settings for tests: everything that matters is explicit, so the environment cannot leak in."""
     values: dict[str, Any] = {
@@ -176,6 +188,10 @@ class RunningOrchestrator:
         w = FakeWorker(self.base_url, worker_id, token)
         self._clients.append(w)
         return w
+
+    def location(self, lease: dict[str, Any], name: str = "rec.mp4") -> str:
+        """The location a contract-keeping worker reports for `name` of this lease."""
+        return leased_location(lease, self.orchestrator.settings.records_dir, name)
 
     def client(self, token: str | None) -> Api:
         c = Api(self.base_url, token)

@@ -22,6 +22,7 @@ class WorkerEntry:
     idle_since: float | None
     recordings: set[str] = field(default_factory=set)
     retiring: bool = False
+    browser_sandbox: bool | None = None
 
     @property
     def state(self) -> WorkerState:
@@ -37,6 +38,7 @@ class WorkerSnapshot:
     idle_since: float | None
     recordings: tuple[str, ...]
     retiring: bool
+    browser_sandbox: bool | None = None
 
 
 # How many backend failure reasons are remembered for the recordings of workers that died.
@@ -64,9 +66,12 @@ class WorkerRegistry:
         entry.last_seen = now
         return entry
 
-    def polling(self, worker_id: str, now: float) -> WorkerEntry:
-        """The worker asked for a lease."""
-        return self._entry(worker_id, now)
+    def polling(self, worker_id: str, now: float, browser_sandbox: bool | None = None) -> WorkerEntry:
+        """The worker asked for a lease; it says whether its browser is sandboxed once it knows."""
+        entry = self._entry(worker_id, now)
+        if browser_sandbox is not None:
+            entry.browser_sandbox = browser_sandbox
+        return entry
 
     def holds(self, worker_id: str, recording_id: str, now: float) -> None:
         """The worker holds a lease on the recording (granted, or proven by a heartbeat after a restart)."""
@@ -118,6 +123,7 @@ class WorkerRegistry:
                 idle_since=w.idle_since,
                 recordings=tuple(sorted(w.recordings)),
                 retiring=w.retiring,
+                browser_sandbox=w.browser_sandbox,
             )
             for w in sorted(self._workers.values(), key=lambda w: w.worker_id)
         ]

@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,45 @@ log = structlog.get_logger(__name__)
 RECORDING_COST_CORES = 0.8
 # How long what a worker left in its process group gets between SIGTERM and SIGKILL.
 GROUP_CLEANUP_TIMEOUT = 3.0
+
+# What a worker inherits from the orchestrator's environment, and nothing else: what it needs to run
+# Python and find programs, locale and time zone, its own settings (WORKER_*, RECORDER_*, and the names it
+# shares with the orchestrator), and the S3 settings and credentials it uploads with. Never API_TOKENS,
+# the webhook secret or any other ORCHESTRATOR_* value: a worker runs strangers' pages.
+WORKER_ENV_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "VIRTUAL_ENV",
+        "RECORDS_DIR",
+        "CHROMIUM_PATH",
+        "URL_ALLOWLIST",
+        "KEEP_LOCAL",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    }
+)
+WORKER_ENV_PREFIXES = ("LC_", "PYTHON", "WORKER_", "RECORDER_", "S3_", "AWS_", "PLAYWRIGHT_")
+
+
+def worker_environment(inherited: Mapping[str, str]) -> dict[str, str]:
+    """The allowlisted part of the orchestrator's environment, for a worker subprocess."""
+    return {
+        name: value
+        for name, value in inherited.items()
+        if name in WORKER_ENV_NAMES or name.startswith(WORKER_ENV_PREFIXES)
+    }
+
 
 DEFAULT_WORKER_COMMAND: tuple[str, ...] = (
     sys.executable,
@@ -178,7 +217,7 @@ class LocalBackend:
     async def _spawn(self) -> str:
         name = f"{self.name_prefix}-{uuid.uuid4().hex[:8]}"
         env = {
-            **os.environ,
+            **worker_environment(os.environ),
             **self.extra_env,
             "ORCHESTRATOR_URL": self.orchestrator_url,
             "WORKER_TOKEN": self.worker_token or "",

@@ -35,7 +35,9 @@ async def measure_offset(settings: RecorderSettings, *, duration: float, runs: i
         page = ReferencePage(media)
         page.start()
         try:
-            async with Recorder(settings) as recorder:
+            # The reference page is the recorder's own, on loopback: its egress guard may reach that, and only for this.
+            own_page = settings.model_copy(update={"url_allowlist": [*settings.url_allowlist, "127.0.0.1"]})
+            async with Recorder(own_page) as recorder:
                 for run in range(runs):
                     spec = RecordingSpec(url=page.url("/grid?tone=1000"), duration=duration)
                     out_dir = Path(tmp) / str(run)

@@ -17,10 +17,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from recorder.config import RecorderSettings
+from recorder.config import RecorderSettings, check_recorder_environment
+from recorder.envcheck import UnknownVariable
 from recorder.errors import RecorderError
 from recorder.logs import configure_logging
 from recorder.protocol import Progress, WorkerState
+from recorder.security import canonical_url
 from recorder.spec import RecordingSpec, WaitFor
 
 
@@ -61,9 +63,11 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
 
 def _spec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RecordingSpec:
     try:
+        # Stored and loaded in the browser's own canonical form: what is checked is what Chromium opens.
+        url = canonical_url(args.url, "URL").href
         wait_for = WaitFor.parse(args.wait_for, timeout=args.wait_timeout)
         return RecordingSpec(
-            url=args.url,
+            url=url,
             duration=args.duration,
             width=args.width,
             height=args.height,
@@ -177,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        check_recorder_environment()  # a misspelt WORKER_/RECORDER_ variable is never silently ignored
+    except UnknownVariable as exc:
+        print(f"recorder {args.command}: {exc}", file=sys.stderr)
+        return 2
     if args.command == "record":
         spec = _spec(args, args.subparser)
         # On a terminal the status line tells the story; only problems are logged over it.

@@ -28,11 +28,13 @@ from recorder.capture import calibration
 from recorder.capture.command import CAPTURE_NAME, LIVE_CAPTURE_NAME, CaptureSettings
 from recorder.capture.ffmpeg import Capture
 from recorder.config import RecorderSettings
+from recorder.egress import BlockedSummary, EgressGuard
 from recorder.errors import ErrorCode, RecorderError
 from recorder.finalize.remux import remux_to_mp4
 from recorder.finalize.sidecar import Sidecar, Timings, write_sidecar
 from recorder.protocol import ErrorInfo, Progress, WorkerState
 from recorder.quality import QualityReport, analyze_file
+from recorder.security import AddressPolicy
 from recorder.source.audio import AudioServer
 from recorder.source.browser import Browser, PageSession
 from recorder.source.display import Display
@@ -61,6 +63,8 @@ class RecordingResult:
     files: dict[str, Path] = field(default_factory=dict)
     # The sidecar as written; `add_quality` completes it when the analysis was deferred.
     metadata: Sidecar | None = None
+    # What the egress guard denied during the recording (None when the guard is off).
+    blocked: BlockedSummary | None = None
 
     @property
     def ok(self) -> bool:
@@ -77,6 +81,7 @@ class Recorder:
         self.display: Display | None = None
         self.audio: AudioServer | None = None
         self.browser: Browser | None = None
+        self.guard: EgressGuard | None = None
 
     async def __aenter__(self) -> Recorder:
         await self.start()
@@ -110,14 +115,40 @@ class Recorder:
             if self.browser is not None:
                 await self.browser.close()
             assert self.audio is not None and self.display.name is not None
+            guard = await self._ensure_guard()
             self.browser = Browser(
                 self.settings.chromium_path,
                 display=self.display.name,
                 width=width,
                 height=height,
                 env=self.audio.client_env(),
+                network_args=guard.chromium_args() if guard else (),
+                denial_of=guard.ledger.reason_for if guard else None,
+                browser_user=self.settings.browser_user,
+                require_sandbox=self.settings.require_sandbox,
             )
             await self.browser.start()
+
+    async def _ensure_guard(self) -> EgressGuard | None:
+        """The egress guard every connection of the browser goes through; started before the browser."""
+        if not self.settings.egress_guard:
+            log.warning(
+                "EGRESS GUARD OFF: recorded pages can reach every address this machine can reach; "
+                "RECORDER_EGRESS_GUARD=false is meant only for measuring the guard's cost"
+            )
+            return None
+        if self.guard is None:
+            guard = EgressGuard(AddressPolicy(self.settings.url_allowlist), dns_server=self.settings.dns_server)
+            await guard.start()
+            self.guard = guard
+        return self.guard
+
+    @property
+    def browser_sandboxed(self) -> bool | None:
+        """Whether the running browser is sandboxed; None before it has started. The worker reports it."""
+        if self.browser is None or self.browser.sandbox is None:
+            return None
+        return self.browser.sandbox.enabled
 
     async def _stop_screen(self) -> None:
         browser, self.browser = self.browser, None
@@ -130,6 +161,9 @@ class Recorder:
     async def close(self) -> None:
         """Stop everything this recorder started."""
         await self._stop_screen()
+        guard, self.guard = self.guard, None
+        if guard is not None:
+            await guard.stop()
         audio, self.audio = self.audio, None
         if audio is not None:
             await audio.stop()
@@ -182,6 +216,7 @@ class _Run:
         self.session: PageSession | None = None
         self.error: RecorderError | None = None
         self.stopped_by = "error"
+        self.blocked: BlockedSummary | None = None
         self.log = log.bind(recording_id=recording_id)
 
     @property
@@ -208,6 +243,8 @@ class _Run:
             await rec.start()
             await rec._ensure_screen(self.spec.width, self.spec.height)
             assert rec.audio is not None and rec.browser is not None and rec.display is not None
+            if rec.guard is not None:
+                rec.guard.ledger.reset()  # one recording at a time per recorder: its denials start here
             sink = await rec.audio.take_sink(self.recording_id)
             self.session = await self._open_page(rec.browser)
             self.timings.ready = time.time()
@@ -249,6 +286,17 @@ class _Run:
         return await self._finalize()
 
     async def _open_page(self, browser: Browser) -> PageSession:
+        guard = self.recorder.guard
+        if guard is not None:
+            # The guard would deny it anyway; checking first gives the reason instead of a network error.
+            verdict = await guard.check_url(self.spec.url)
+            if not verdict.allowed:
+                guard.deny(verdict)
+                if verdict.reason == "unresolvable":  # a name that does not exist is not a policy matter
+                    raise RecorderError(ErrorCode.UNREACHABLE, f"could not open {self.spec.url}: {verdict.explain()}")
+                raise RecorderError(
+                    ErrorCode.URL_NOT_ALLOWED, f"{self.spec.url} cannot be recorded: {verdict.explain()}"
+                )
         return await browser.open(self.spec.url, self.spec.wait_for, stop_on_signal=self.spec.stop_on_signal)
 
     async def _wait_for_end(self) -> str:
@@ -298,6 +346,8 @@ class _Run:
 
     async def _finalize(self) -> RecordingResult:
         progress = self.capture.progress if self.capture else Progress()
+        guard = self.recorder.guard
+        self.blocked = guard.ledger.summary() if guard is not None else None
         capture_file = self._capture_file
         mp4: Path | None = None
         quality: QualityReport | None = None
@@ -333,6 +383,7 @@ class _Run:
             timings=self.timings,
             files=files,
             metadata=metadata,
+            blocked=self.blocked,
         )
         self.log.info(
             "recording finished",
@@ -360,6 +411,7 @@ class _Run:
                 av_offset_correction_ms=calibration.av_offset_ms(rec.settings),
                 versions=tool_versions(rec.browser.version if rec.browser else None),
                 error=ErrorInfo(**self.error.as_dict()) if self.error else None,
+                blocked=self.blocked,
             ),
             quality,
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from recorder.spec import RecordingSpec
 
@@ -28,10 +28,26 @@ class _Model(BaseModel):
 
 
 class UploadTarget(_Model):
-    """Where the finished recording goes; no bucket means local storage under RECORDS_DIR."""
+    """Where the finished recording goes; no bucket means local storage under RECORDS_DIR.
 
-    bucket: str | None = None
-    prefix: str = ""
+    The prefix is normalised (no leading or trailing `/`, no `//`) and may not climb out of itself
+    (`.` or `..` segments) or hide control characters: it is the start of every key of the recording."""
+
+    bucket: str | None = Field(default=None, max_length=255)
+    prefix: str = Field(default="", max_length=512)
+
+    @field_validator("prefix")
+    @classmethod
+    def _normal_prefix(cls, value: str, info: ValidationInfo) -> str:
+        if (info.context or {}).get("stored"):
+            return value  # shown as stored (rows from older versions); never leased unchecked
+        bad = next((c for c in value if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0), None)
+        if bad is not None:
+            raise ValueError(f"contains the control character U+{ord(bad):04X}; use printable characters")
+        segments = [s for s in value.split("/") if s]
+        if any(s in (".", "..") for s in segments):
+            raise ValueError(f"{value!r} has a '.' or '..' segment; give a plain path such as 'recordings/team-a'")
+        return "/".join(segments)
 
 
 class Progress(_Model):
@@ -57,6 +73,10 @@ class LeaseRequest(_Model):
     worker_id: str
     wait: float = Field(default=20.0, ge=0, le=60)
     capacity: int = Field(default=1, ge=0, description="how many more recordings this worker can take now")
+    browser_sandbox: bool | None = Field(
+        default=None,
+        description="whether this worker's Chromium runs with its sandbox on; null: not known yet",
+    )
 
 
 class Lease(_Model):

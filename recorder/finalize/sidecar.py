@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from recorder.egress.ledger import BlockedSummary
 from recorder.protocol import ErrorInfo, Progress
 from recorder.quality import QualityReport
 from recorder.spec import RecordingSpec
@@ -51,6 +52,8 @@ class Sidecar(BaseModel):
     versions: dict[str, str]
     quality: QualityReport | None = None
     error: ErrorInfo | None = None
+    # Connections the egress guard denied: totals by address class, and the hosts (capped).
+    blocked: BlockedSummary | None = None
 
 
 def write_sidecar(path: Path, sidecar: Sidecar) -> Path:

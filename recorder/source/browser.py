@@ -12,22 +12,35 @@ import asyncio
 import contextlib
 import os
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 from playwright.async_api import Browser as PwBrowser
-from playwright.async_api import BrowserContext, ConsoleMessage, Page, Playwright, async_playwright
+from playwright.async_api import BrowserContext, ConsoleMessage, Page, Playwright, Request, async_playwright
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+from recorder.egress.guard import describe_denial
 from recorder.errors import ErrorCode, RecorderError
+from recorder.security import UrlRejected, canonical_url
+from recorder.source.sandbox import (
+    INSTANCE_ENV,
+    BrowserLaunch,
+    SandboxState,
+    browser_environment,
+    launch_sandboxed,
+)
 from recorder.spec import WaitFor
 
 log = structlog.get_logger(__name__)
 
-_INSTANCE_ENV = "RECORDER_BROWSER_INSTANCE"
+_INSTANCE_ENV = INSTANCE_ENV
 START_SIGNAL = "START_RECORDING"
 END_SIGNAL = "END_RECORDING"
+
+# host -> the address class the egress guard denied it for in this recording, or None.
+DenialLookup = Callable[[str], "str | None"]
 
 # Flags chosen for a faithful capture (no throttling of a page nobody "looks at", autoplay, no prompts)
 # and for density (no GPU emulation, no background services competing for the two cores).
@@ -80,12 +93,24 @@ class Browser:
         width: int,
         height: int,
         env: dict[str, str],
+        network_args: Sequence[str] = (),
+        denial_of: DenialLookup | None = None,
+        browser_user: str = "recorder-browser",
+        require_sandbox: bool = False,
     ) -> None:
         self.chromium_path = chromium_path
+        # Who Chromium runs as when the recorder is root, and whether to refuse to run it unsandboxed.
+        self.browser_user = browser_user
+        self.require_sandbox = require_sandbox
+        self.sandbox: SandboxState | None = None  # known once started
+        self._launch: BrowserLaunch | None = None
         self.display = display
         self.width = width
         self.height = height
         self.env = env
+        # The egress guard's switches (proxy, resolver, WebRTC), and how to ask it why a host was denied.
+        self.network_args = list(network_args)
+        self.denial_of = denial_of
         self._pw: Playwright | None = None
         self._browser: PwBrowser | None = None
         self.instance = uuid.uuid4().hex
@@ -125,24 +150,48 @@ class Browser:
                 f"Chromium not found at {self.chromium_path}: install it (scripts/install-system-deps.sh) "
                 "or set CHROMIUM_PATH",
             )
-        args = [*CHROMIUM_ARGS, f"--window-size={self.width},{self.height}"]
-        if os.geteuid() == 0:
-            args.append("--no-sandbox")
-        env = {**os.environ, **self.env, "DISPLAY": self.display, _INSTANCE_ENV: self.instance}
-        self._pw = await async_playwright().start()
+        args = [*CHROMIUM_ARGS, *self.network_args, f"--window-size={self.width},{self.height}"]
+        # The sandbox stays on; a root recorder runs Chromium as an unprivileged user (recorder/source/sandbox.py).
+        self._launch = launch = BrowserLaunch(self.chromium_path, self.browser_user)
+        provided = {**self.env, "DISPLAY": self.display, _INSTANCE_ENV: self.instance}
         try:
-            self._browser = await self._pw.chromium.launch(
-                executable_path=self.chromium_path,
+            launch.prepare()
+            if launch.home is not None:
+                provided["HOME"] = launch.home
+            env = browser_environment(os.environ, provided)
+            launch.grant_socket(env.get("PULSE_SERVER"))
+        except OSError as exc:
+            await self.close()
+            raise RecorderError(ErrorCode.BROWSER_FAILED, f"could not prepare Chromium's launch: {exc}") from exc
+        self._pw = await async_playwright().start()
+        pw = self._pw
+
+        async def start(sandbox: bool) -> PwBrowser:
+            return await pw.chromium.launch(
+                executable_path=launch.executable,
                 headless=False,
+                chromium_sandbox=sandbox,  # Playwright's default adds --no-sandbox
                 args=args,
                 env=env,
                 ignore_default_args=["--enable-automation", "--mute-audio", "--hide-scrollbars"],
                 timeout=30_000,
             )
+
+        try:
+            self._browser, self.sandbox = await launch_sandboxed(launch, start, require=self.require_sandbox)
         except PlaywrightError as exc:
             await self.close()
             raise RecorderError(ErrorCode.BROWSER_FAILED, f"Chromium did not start: {exc.message}") from exc
-        log.info("browser started", display=self.display, version=self._browser.version)
+        except RecorderError:
+            await self.close()
+            raise
+        log.info(
+            "browser started",
+            display=self.display,
+            version=self._browser.version,
+            sandbox=self.sandbox.enabled,
+            user=self.sandbox.user,
+        )
 
     @property
     def version(self) -> str | None:
@@ -162,7 +211,7 @@ class Browser:
             permissions=["camera", "microphone"],
             service_workers="allow",
         )
-        session = PageSession(context, url, stop_on_signal=stop_on_signal)
+        session = PageSession(context, url, stop_on_signal=stop_on_signal, denial_of=self.denial_of)
         try:
             await session.load(wait_for)
         except BaseException:
@@ -179,6 +228,9 @@ class Browser:
         if pw is not None:
             with contextlib.suppress(Exception):
                 await pw.stop()
+        launch, self._launch = self._launch, None
+        if launch is not None:
+            launch.cleanup()
 
 
 class PageSession:
@@ -186,8 +238,11 @@ class PageSession:
 
     MAX_CRASHES = 1  # the first crash is survived with a reload; the second fails the recording
 
-    def __init__(self, context: BrowserContext, url: str, *, stop_on_signal: bool) -> None:
+    def __init__(
+        self, context: BrowserContext, url: str, *, stop_on_signal: bool, denial_of: DenialLookup | None = None
+    ) -> None:
         self.context = context
+        self.denial_of = denial_of
         self.url = url
         self.stop_on_signal = stop_on_signal
         self.events = PageEvents()
@@ -205,6 +260,7 @@ class PageSession:
         page.on("console", self._on_console)
         page.on("crash", self._on_crash)
         page.on("close", self._on_close)
+        page.on("requestfailed", self._on_request_failed)
 
     def _on_console(self, message: ConsoleMessage) -> None:
         text = message.text
@@ -213,6 +269,31 @@ class PageSession:
         if END_SIGNAL in text and self.stop_on_signal:
             log.info("page signalled end of recording")
             self.events.ended.set()
+
+    def _on_request_failed(self, request: Request) -> None:
+        """A main-frame navigation the egress guard denied (redirect, meta refresh, script) ends the recording;
+        a denied subresource or iframe only fails inside the page."""
+        error = self._denied_navigation(request)
+        if error is not None:
+            log.warning("navigation denied by the egress guard", url=request.url)
+            self._fail(error)
+
+    def _denied_navigation(self, request: Request) -> RecorderError | None:
+        if self.denial_of is None or not request.is_navigation_request():
+            return None
+        try:
+            if request.frame.parent_frame is not None:
+                return None
+            host = canonical_url(request.url).host
+        except (PlaywrightError, UrlRejected):
+            return None
+        reason = self.denial_of(host)
+        if reason is None or reason == "unresolvable":  # a dead link shows Chromium's error page, as before
+            return None
+        return RecorderError(
+            ErrorCode.URL_NOT_ALLOWED,
+            f"the page navigated to {request.url}, which is not allowed: {describe_denial(host, reason)}",
+        )
 
     def _on_close(self, page: Page) -> None:
         if page is self.page and self._recovering is None and not self.events.failed.is_set():
@@ -245,6 +326,17 @@ class PageSession:
         self.events.failed.set()
 
     async def load(self, wait_for: WaitFor) -> None:
+        try:
+            await self._load(wait_for)
+        except RecorderError as exc:
+            # A navigation the guard denied (a redirect, a meta refresh) is why loading failed: say so.
+            await asyncio.sleep(0.1)  # let a requestfailed event that raced the navigation error arrive
+            denied = self.events.error
+            if denied is not None and denied.code == ErrorCode.URL_NOT_ALLOWED:
+                raise denied from exc
+            raise
+
+    async def _load(self, wait_for: WaitFor) -> None:
         page = await self._new_page()
         timeout_ms = wait_for.timeout * 1000
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 
@@ -9,6 +10,11 @@ import pytest
 
 from recorder.reference.media import ReferenceMedia, make_reference_media
 from recorder.reference.page import ReferencePage
+
+# The reference page is served on 127.0.0.1, which a recorder's egress guard denies unless URL_ALLOWLIST
+# names it: every recorder this test run starts (in process, or as a subprocess inheriting the
+# environment) may load it. Tests about the guard set their own allowlist.
+os.environ.setdefault("URL_ALLOWLIST", "127.0.0.1,localhost")
 
 
 @pytest.fixture(scope="session")

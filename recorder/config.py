@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _env(name: str) -> AliasChoices:
@@ -42,7 +43,7 @@ class RecorderSettings(BaseSettings):
     s3_prefix: str = Field(default="recordings", validation_alias=_env("S3_PREFIX"))
     s3_endpoint_url: str | None = Field(default=None, validation_alias=_env("S3_ENDPOINT_URL"))
     s3_key_template: str = Field(
-        default="{prefix}/{yyyy}/{mm}/{dd}/{recording_id}/{name}",
+        default="{prefix}/{yyyy}/{mm}/{dd}/{recording_id}/attempt-{attempt}/{name}",
         validation_alias=_env("S3_KEY_TEMPLATE"),
     )
     keep_local: bool = Field(default=False, validation_alias=_env("KEEP_LOCAL"))
@@ -56,6 +57,66 @@ class RecorderSettings(BaseSettings):
     single_use: bool = Field(default=False, validation_alias=_env("WORKER_SINGLE_USE"))
     shutdown_grace: float = Field(default=30.0, ge=0, validation_alias=_env("RECORDER_SHUTDOWN_GRACE"))
     give_up_after: float = Field(default=600.0, ge=0, validation_alias=_env("WORKER_GIVE_UP_AFTER"))
+
+    # Chromium's sandbox (recorder/source/sandbox.py)
+    browser_user: str = Field(
+        default="recorder-browser",
+        validation_alias=_env("RECORDER_BROWSER_USER"),
+        description="the unprivileged user Chromium runs as when the recorder runs as root",
+    )
+    require_sandbox: bool = Field(
+        default=False,
+        validation_alias=_env("RECORDER_REQUIRE_SANDBOX"),
+        description="refuse to start when Chromium's sandbox cannot work, instead of running without it",
+    )
+
+    # egress: what a recorded page may reach (recorder/egress)
+    url_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_env("URL_ALLOWLIST"),
+        description="hosts, *.suffixes, IPs or CIDRs the page may reach although not public; as the orchestrator's",
+    )
+    egress_guard: bool = Field(
+        default=True,
+        validation_alias=_env("RECORDER_EGRESS_GUARD"),
+        description="route Chromium through the egress guard; false only to measure its cost",
+    )
+    dns_server: str | None = Field(
+        default=None,
+        validation_alias=_env("RECORDER_DNS_SERVER"),
+        description="ip[:port] of the DNS server the egress guard asks; unset means the system resolver",
+    )
+
+    @field_validator("url_allowlist", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("dns_server", mode="before")
+    @classmethod
+    def _dns_server(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str):
+            from recorder.egress.resolve import parse_dns_server
+
+            parse_dns_server(value)  # a typo stops the recorder here, with the reason
+        return value
+
+    @field_validator("s3_key_template")
+    @classmethod
+    def _key_template(cls, value: str) -> str:
+        """Checked at start, not after a recording: keys must keep recordings and their attempts apart."""
+        from recorder.errors import RecorderError
+        from recorder.storage.keys import check_template
+
+        try:
+            check_template(value)
+        except RecorderError as exc:
+            raise ValueError(exc.message) from None
+        return value
 
     @property
     def calibration_file(self) -> Path:
@@ -94,3 +155,25 @@ class TransferOptions(BaseSettings):
             part = -(-size // MAX_PARTS)
             part = -(-part // MiB) * MiB
         return part
+
+
+# A typo in one of the recorder's own variables stops it (recorder.envcheck): these prefixes are its own.
+OWNED_PREFIXES = ("WORKER_", "RECORDER_")
+# Owned names that are not settings: the CLI's log level; the marker the recorder puts in the environment of
+# the Chromium it starts (to find that browser's processes); and the tag a test run puts on every process it
+# starts, which the recorder hands on to Chromium (recorder/source/sandbox.py) so that no process outlives it.
+OTHER_VARIABLES = frozenset({"RECORDER_LOG_LEVEL", "RECORDER_BROWSER_INSTANCE", "RECORDER_FARM_TEST_RUN"})
+
+
+def known_variables() -> set[str]:
+    """Every owned variable the recorder reads, taken from the settings classes as they are now."""
+    from recorder.envcheck import settings_variables
+
+    return settings_variables(RecorderSettings, TransferOptions) | OTHER_VARIABLES
+
+
+def check_recorder_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Raise recorder.envcheck.UnknownVariable for a `WORKER_`/`RECORDER_` variable nothing reads."""
+    from recorder.envcheck import check_environment
+
+    check_environment(os.environ if environ is None else environ, OWNED_PREFIXES, known_variables())

@@ -255,7 +255,8 @@ async def test_three_recordings_on_two_workers_queue_complete_upload_and_notify(
         # rec.mp4 and rec.json are objects in the bucket.
         for field_name, name in (("location", "rec.mp4"), ("metadata_location", "rec.json")):
             location = rec[field_name]
-            assert location.startswith(f"s3://{s3.bucket}/") and location.endswith(f"/{rec['id']}/{name}"), rec
+            assert location.startswith(f"s3://{s3.bucket}/"), rec
+            assert location.endswith(f"/{rec['id']}/attempt-{rec['attempts']}/{name}"), rec
             head = s3.client.head_object(Bucket=s3.bucket, Key=location.removeprefix(f"s3://{s3.bucket}/"))
             assert head["ContentLength"] > 0
         # A real recording, not an empty shell (its fidelity is the recorder tests' business).
@@ -302,7 +303,7 @@ async def test_a_worker_killed_mid_recording_loses_its_lease_and_the_recording_i
     assert rec["status"] == "completed", rec
     assert rec["attempts"] == 2
     assert rec["worker"] != victim
-    assert rec["location"].endswith(f"/{rid}/rec.mp4")
+    assert rec["location"].endswith(f"/{rid}/attempt-2/rec.mp4"), "the successor writes its own attempt's key"
 
     failed = [w for w in (await pool(a))["workers"] if w["id"] == victim]
     if failed:  # listed for a while after the crash, with the reason
@@ -353,7 +354,7 @@ async def test_live_upload_keeps_all_but_the_last_segment_when_the_worker_is_kil
         return {
             obj["Key"].rsplit("/", 1)[1]: obj["Key"]
             for obj in listing.get("Contents", [])
-            if f"/{rid}/live/seg_" in obj["Key"]
+            if f"/{rid}/attempt-1/live/seg_" in obj["Key"]
         }
 
     deadline = time.monotonic() + 60
@@ -385,7 +386,7 @@ async def test_live_recording_completes_with_rec_mp4_uploaded_while_recording(
     key = rec["location"].removeprefix(f"s3://{s3.bucket}/")
     body = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
     assert body[4:8] == b"ftyp" and b"moov" in body[:4096], "a playable MP4 with its index first"
-    assert rec["metadata_location"].endswith(f"/{rid}/rec.json")
+    assert rec["metadata_location"].endswith(f"/{rid}/attempt-1/rec.json")
     assert rec["quality"]["duration"] >= 5.0, rec["quality"]
     live = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=key.rsplit("/", 1)[0] + "/live/")
     assert any(o["Key"].endswith("index.m3u8") for o in live.get("Contents", []))

@@ -543,11 +543,12 @@ def test_orchestrator_deployment(rendered: dict[tuple[str, str], dict[str, Any]]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
-    # The SQLite store lives on the claim, at RECORDS_DIR.
+    # The SQLite store lives on the claim, at ORCHESTRATOR_STATE_DIR, and not inside RECORDS_DIR.
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    claim = volumes[mounts[env["RECORDS_DIR"]]]["persistentVolumeClaim"]["claimName"]
+    claim = volumes[mounts[env["ORCHESTRATOR_STATE_DIR"]]]["persistentVolumeClaim"]["claimName"]
     assert ("PersistentVolumeClaim", claim) in rendered
+    assert not Path(env["ORCHESTRATOR_STATE_DIR"]).is_relative_to(env["RECORDS_DIR"])
     # The pod template is mounted where POOL_POD_TEMPLATE points.
     template_dir = str(Path(env["POOL_POD_TEMPLATE"]).parent)
     assert volumes[mounts[template_dir]]["configMap"]["name"] == "recorder-pod-template"
@@ -581,3 +582,79 @@ def test_dockerfile_installs_with_the_ci_script_and_runs_unprivileged() -> None:
     assert [ln for ln in lines if ln.startswith("USER")][-1] == "USER 10001"
     assert any(ln.startswith("HEALTHCHECK") for ln in lines)
     assert lines[-1].startswith("CMD") and '"recorder", "worker"' in lines[-1]
+
+
+# -- every variable a manifest sets is one the code reads ---------------------------------------------
+
+
+def _aws_variables() -> set[str]:
+    """What boto3/botocore read from the environment: its session variables and the credential chain's."""
+    import botocore.configprovider as provider
+    from botocore.credentials import EnvProvider
+
+    names = {EnvProvider.ACCESS_KEY, EnvProvider.SECRET_KEY, EnvProvider.EXPIRY_TIME, *EnvProvider.TOKENS}
+    for _, env, _, _ in provider.BOTOCORE_DEFAUT_SESSION_VARIABLES.values():
+        names.update([env] if isinstance(env, str) else env or [])
+    return names
+
+
+def _kustomize_only_keys() -> set[str]:
+    """Site ConfigMap keys that are read by kustomize (the source of a `replacements` entry), not by a process."""
+    keys = set()
+    for kustomization in K8S.rglob("kustomization.yaml"):
+        for rep in yaml.safe_load(kustomization.read_text()).get("replacements") or []:
+            field_path = rep["source"]["fieldPath"]
+            if field_path.startswith("data."):
+                keys.add(field_path.removeprefix("data."))
+    return keys
+
+
+# Read by the programs the recorder starts, not by Python code: Chromium, PulseAudio and fontconfig use HOME.
+PROCESS_VARIABLES = {"HOME"}
+
+
+def _unread(env: dict[str, Any], known: set[str]) -> list[str]:
+    return sorted(name for name in env if name not in known | _aws_variables() | _kustomize_only_keys())
+
+
+def _recorder_known() -> set[str]:
+    from recorder.config import known_variables
+
+    return known_variables() | PROCESS_VARIABLES
+
+
+def _orchestrator_known() -> set[str]:
+    from orchestrator.config import OrchestratorSettings
+    from recorder.envcheck import settings_variables
+
+    return settings_variables(OrchestratorSettings, KubernetesSettings)
+
+
+def test_every_variable_the_recorder_pod_template_sets_is_read(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    from recorder.config import check_recorder_environment
+
+    (container,) = pod_template_of(rendered)["spec"]["containers"]
+    env = env_of(container, rendered)
+    assert _unread(env, _recorder_known()) == []
+    assert env["WORKER_SINGLE_USE"] == "true", "pods record once"
+    check_recorder_environment({name: str(value) for name, value in env.items()})  # the worker starts with it
+
+    # The check is not vacuous: the old misspelling is caught, by this test and by the worker itself.
+    assert _unread({**env, "WORKER_MAX_RECORDINGS": "1"}, _recorder_known()) == ["WORKER_MAX_RECORDINGS"]
+    from recorder.envcheck import UnknownVariable
+
+    with pytest.raises(UnknownVariable, match=r"WORKER_MAX_RECORDINGS.*WORKER_SINGLE_USE"):
+        check_recorder_environment({"WORKER_MAX_RECORDINGS": "1"})
+
+
+def test_every_variable_the_orchestrator_deployment_sets_is_read(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    (container,) = one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = env_of(container, rendered)
+    assert _unread(env, _orchestrator_known()) == []
+    assert {"POD_NAME", "POD_NAMESPACE", "POOL_POD_TEMPLATE"} <= set(env), "the downward API and pool settings"
+    assert _unread({**env, "POOL_MAXIMUM": "9"}, _orchestrator_known()) == ["POOL_MAXIMUM"]
+

@@ -94,33 +94,60 @@ def open_uploads(s3: S3Env, bucket: str) -> list[dict]:
 
 
 def pending_state(settings: RecorderSettings, recording_id: str) -> PendingUpload:
-    return PendingUpload.model_validate_json((settings.records_dir / recording_id / PENDING_NAME).read_bytes())
+    path = settings.records_dir / recording_id / "attempt-1" / PENDING_NAME
+    return PendingUpload.model_validate_json(path.read_bytes())
 
 
 # -- keys ----------------------------------------------------------------------------------------
 
 
-def test_default_key_template_files_by_utc_day() -> None:
+DEFAULT_TEMPLATE = RecorderSettings.model_fields["s3_key_template"].default
+
+
+def test_default_key_template_files_by_utc_day_and_attempt() -> None:
+    assert DEFAULT_TEMPLATE == "{prefix}/{yyyy}/{mm}/{dd}/{recording_id}/attempt-{attempt}/{name}"
     local_evening = datetime.fromisoformat("2026-03-07T20:30:00-05:00")  # already 8 March in UTC
     key = object_key(
-        "{prefix}/{yyyy}/{mm}/{dd}/{recording_id}/{name}",
-        prefix="/recordings/",
-        recording_id="r1",
-        name="rec.mp4",
-        started_at=local_evening,
+        DEFAULT_TEMPLATE, prefix="/recordings/", recording_id="r1", attempt=2, name="rec.mp4", started_at=local_evening
     )
-    assert key == "recordings/2026/03/08/r1/rec.mp4"
-    assert object_key("{prefix}/{recording_id}/{name}", prefix="", recording_id="r1", name="rec.json",
-                      started_at=STARTED) == "r1/rec.json"
-    assert live_prefix("{prefix}/{yyyy}/{mm}/{dd}/{recording_id}/{name}", prefix="p", recording_id="r1",
-                       started_at=STARTED) == "p/2026/03/07/r1/live/"
+    assert key == "recordings/2026/03/08/r1/attempt-2/rec.mp4"
+    assert object_key("{prefix}/{recording_id}/attempt-{attempt}/{name}", prefix="", recording_id="r1", attempt=1,
+                      name="rec.json", started_at=STARTED) == "r1/attempt-1/rec.json"
+    assert live_prefix(DEFAULT_TEMPLATE, prefix="p", recording_id="r1", attempt=3,
+                       started_at=STARTED) == "p/2026/03/07/r1/attempt-3/live/"
 
 
-@pytest.mark.parametrize("template", ["{prefix}/{name}", "{prefix}/{recording_id}/{name}/{bogus}"])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{prefix}/{name}",
+        "{prefix}/{recording_id}/attempt-{attempt}/{name}/{bogus}",
+        "{prefix}/{recording_id}/{name}",  # two attempts would share keys
+        "{prefix}/{recording_id}/{attempt}/{name}",  # no attempt-<n> segment: the orchestrator refuses it
+        "{prefix}/attempt-{attempt}/{recording_id}/{name}",  # attempt before the recording
+        "{recording_id}/attempt-{attempt}/{name}",  # not under the leased prefix
+        "{prefix}/{recording_id}-attempt-{attempt}/{name}",
+    ],
+)
 def test_key_template_that_would_collide_or_is_unknown_is_refused(template: str) -> None:
     with pytest.raises(RecorderError) as info:
         check_template(template)
     assert info.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_a_template_without_the_attempt_stops_the_recorder_at_start(tmp_path: Path) -> None:
+    """Refused when the settings are read (worker start, exit 2), not after a recording was made."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"S3_KEY_TEMPLATE.*\{attempt\}"):
+        settings_for(tmp_path, s3_key_template="{prefix}/{yyyy}/{mm}/{dd}/{recording_id}/{name}")
+
+
+@pytest.mark.parametrize("attempt", [0, -1, True])
+def test_an_attempt_that_is_not_a_lease_attempt_is_refused(attempt: int) -> None:
+    with pytest.raises(RecorderError):
+        object_key(DEFAULT_TEMPLATE, prefix="p", recording_id="r1", attempt=attempt, name="rec.mp4",
+                   started_at=STARTED)
 
 
 @pytest.mark.parametrize("recording_id", ["../etc", "a/b", ".hidden", "", "x" * 200])
@@ -153,7 +180,7 @@ def test_without_bucket_files_stay_in_records_dir_with_file_locations(tmp_path: 
 
     result = store_recording("loc1", {**files, "quality.json": elsewhere}, UploadTarget(), settings, STARTED)
 
-    home = (settings.records_dir / "loc1").resolve()
+    home = (settings.records_dir / "loc1" / "attempt-1").resolve()
     assert result.location == (home / "rec.mp4").as_uri()
     assert result.metadata_location == (home / "rec.json").as_uri()
     assert not result.pending and result.destination is None
@@ -174,9 +201,9 @@ def test_real_recording_uploaded_verified_and_local_copy_removed(tmp_path: Path,
 
     result = store_recording("rec-real", files, UploadTarget(), settings, STARTED)
 
-    key = "recordings/2026/03/07/rec-real/rec.mp4"
+    key = "recordings/2026/03/07/rec-real/attempt-1/rec.mp4"
     assert result.location == f"s3://{s3.bucket}/{key}"
-    assert result.metadata_location == f"s3://{s3.bucket}/recordings/2026/03/07/rec-real/rec.json"
+    assert result.metadata_location == f"s3://{s3.bucket}/recordings/2026/03/07/rec-real/attempt-1/rec.json"
     assert not result.pending and result.error is None
     assert result.sha256 == sha256(media_bytes) and result.bytes == len(media_bytes)
     assert sha256(download(s3, s3.bucket, key)) == sha256(media_bytes)
@@ -196,20 +223,21 @@ def test_keep_local_and_target_bucket_and_prefix(tmp_path: Path, s3: S3Env) -> N
 
     result = store_recording("keep1", files, UploadTarget(bucket=other, prefix="tenant-a"), settings, STARTED)
 
-    assert result.location == f"s3://{other}/tenant-a/2026/03/07/keep1/rec.mp4"
+    assert result.location == f"s3://{other}/tenant-a/2026/03/07/keep1/attempt-1/rec.mp4"
     assert files["rec.mp4"].is_file() and files["rec.json"].is_file()
-    assert sha256(download(s3, other, "tenant-a/2026/03/07/keep1/rec.mp4")) == sha256(files["rec.mp4"])
-    assert not (settings.records_dir / "keep1" / PENDING_NAME).exists()
+    assert sha256(download(s3, other, "tenant-a/2026/03/07/keep1/attempt-1/rec.mp4")) == sha256(files["rec.mp4"])
+    assert not (settings.records_dir / "keep1" / "attempt-1" / PENDING_NAME).exists()
 
 
 def test_file_above_threshold_goes_in_several_verified_parts(tmp_path: Path, s3: S3Env) -> None:
     settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
     files = random_recording(settings, "big1", 12 * MiB + 12345, subdir="attempt-1")  # the worker's layout
     digest = sha256(files["rec.mp4"])
+    (settings.records_dir / "big1" / "attempt-1" / "capture.log").write_text("the caller's")
 
     result = store_recording("big1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS)
 
-    key = "recordings/2026/03/07/big1/rec.mp4"
+    key = "recordings/2026/03/07/big1/attempt-1/rec.mp4"
     assert result.objects[0].parts == 3
     head = s3.client.head_object(Bucket=s3.bucket, Key=key, ChecksumMode="ENABLED")
     assert head["ETag"].strip('"').endswith("-3")
@@ -218,9 +246,9 @@ def test_file_above_threshold_goes_in_several_verified_parts(tmp_path: Path, s3:
     assert head.get("ChecksumSHA256"), "the SHA-256 checksum was stored with the object"
     assert sha256(download(s3, s3.bucket, key)) == digest == result.sha256
     assert open_uploads(s3, s3.bucket) == []
-    # only the stored files and storage's own bookkeeping are removed; the attempt directory is the caller's
+    # only the stored files and storage's own bookkeeping are removed; the rest of the attempt is the caller's
     assert [p.name for p in (settings.records_dir / "big1").iterdir()] == ["attempt-1"]
-    assert list((settings.records_dir / "big1" / "attempt-1").iterdir()) == []
+    assert [p.name for p in (settings.records_dir / "big1" / "attempt-1").iterdir()] == ["capture.log"]
 
 
 def test_recordings_stored_from_several_threads_at_once(tmp_path: Path, s3: S3Env) -> None:
@@ -237,7 +265,7 @@ def test_recordings_stored_from_several_threads_at_once(tmp_path: Path, s3: S3En
 
     for rid, result in results.items():
         assert not result.pending
-        assert sha256(download(s3, s3.bucket, f"recordings/2026/03/07/{rid}/rec.mp4")) == digests[rid]
+        assert sha256(download(s3, s3.bucket, f"recordings/2026/03/07/{rid}/attempt-1/rec.mp4")) == digests[rid]
 
 
 # -- when S3 misbehaves --------------------------------------------------------------------------
@@ -264,7 +292,7 @@ def test_outage_mid_upload_keeps_it_pending_then_resumes_the_same_upload(
     assert result.pending and not gate.is_open
     assert "unreachable" in (result.reason or "")
     assert result.location == files["rec.mp4"].resolve().as_uri()
-    assert result.destination == f"s3://{s3.bucket}/recordings/2026/03/07/out1/rec.mp4"
+    assert result.destination == f"s3://{s3.bucket}/recordings/2026/03/07/out1/attempt-1/rec.mp4"
     assert files["rec.mp4"].is_file(), "nothing is deleted before the object is confirmed"
     state = pending_state(settings, "out1")
     media = state.find("rec.mp4")
@@ -284,8 +312,8 @@ def test_outage_mid_upload_keeps_it_pending_then_resumes_the_same_upload(
 
     assert len(resumed) == 1 and not resumed[0].pending and resumed[0].error is None
     assert resumed[0].location == result.destination
-    assert sha256(download(s3, s3.bucket, "recordings/2026/03/07/out1/rec.mp4")) == digest
-    assert download(s3, s3.bucket, "recordings/2026/03/07/out1/rec.json") == meta
+    assert sha256(download(s3, s3.bucket, "recordings/2026/03/07/out1/attempt-1/rec.mp4")) == digest
+    assert download(s3, s3.bucket, "recordings/2026/03/07/out1/attempt-1/rec.json") == meta
     assert open_uploads(s3, s3.bucket) == [], "no duplicate or orphan multipart upload left"
     # the same multipart upload was continued: one create in all, parts confirmed before were not resent
     assert len(gate.calls("POST", "?uploads")) == 1
@@ -314,7 +342,7 @@ def test_s3_down_from_the_start_is_pending_then_uploaded(
     gate.open()
     [resumed] = resume_pending(settings, options=SMALL_PARTS)
     assert not resumed.pending and resumed.sha256 == digest
-    assert sha256(download(s3, s3.bucket, "recordings/2026/03/07/down1/rec.mp4")) == digest
+    assert sha256(download(s3, s3.bucket, "recordings/2026/03/07/down1/attempt-1/rec.mp4")) == digest
     assert open_uploads(s3, s3.bucket) == []
 
 
@@ -356,7 +384,7 @@ def test_lost_answer_to_complete_is_recognised_not_uploaded_again(
     [resumed] = resume_pending(settings, options=SMALL_PARTS)
 
     assert not resumed.pending and resumed.location == result.destination
-    assert sha256(download(s3, s3.bucket, "recordings/2026/03/07/lost1/rec.mp4")) == digest
+    assert sha256(download(s3, s3.bucket, "recordings/2026/03/07/lost1/attempt-1/rec.mp4")) == digest
     after = gate.requests[seen:]
     assert not [p for m, p in after if m == "PUT" and "rec.mp4" in p], "no byte of rec.mp4 sent again"
     assert len(gate.calls("POST", "?uploads")) == 1
@@ -377,7 +405,7 @@ def test_missing_bucket_is_denied_at_once_without_retries(tmp_path: Path, s3: S3
     assert "no-such-bucket-here" in info.value.message and "NoSuchBucket" in info.value.message
     assert len(gate_s3_calls(s3_gate)) == 1, f"one request, no retry storm: {s3_gate.requests}"
     assert elapsed < 10
-    home = settings.records_dir / "deny1"
+    home = settings.records_dir / "deny1" / "attempt-1"
     assert files["rec.mp4"].is_file()
     assert not (home / PENDING_NAME).exists() and (home / FAILED_NAME).is_file()
     assert resume_pending(settings, options=options) == []
@@ -415,7 +443,7 @@ def test_abort_pending_leaves_no_parts_behind(gated: tuple[RecorderSettings, Tcp
     assert abort_pending("ab1", settings, options=SMALL_PARTS) is True
 
     assert open_uploads(s3, s3.bucket) == []
-    assert not (settings.records_dir / "ab1" / PENDING_NAME).exists()
+    assert not (settings.records_dir / "ab1" / "attempt-1" / PENDING_NAME).exists()
     assert resume_pending(settings, options=SMALL_PARTS) == []
     assert abort_pending("ab1", settings, options=SMALL_PARTS) is False
 
@@ -439,7 +467,7 @@ def test_cancel_during_upload_aborts_the_multipart_upload(
     assert info.value.code is ErrorCode.CANCELLED
     assert open_uploads(s3, s3.bucket) == []
     assert gate.calls("DELETE", "uploadId="), "the upload was aborted"
-    assert not (settings.records_dir / "cx1" / PENDING_NAME).exists()
+    assert not (settings.records_dir / "cx1" / "attempt-1" / PENDING_NAME).exists()
     assert files["rec.mp4"].is_file()
 
 
@@ -509,7 +537,7 @@ def test_live_upload_keeps_every_completed_segment_when_ffmpeg_is_killed(tmp_pat
     live = settings.records_dir / "live1" / "live"
     uploader = LiveUploader.for_recording(live, "live1", UploadTarget(), settings, STARTED, poll_interval=0.2)
     assert uploader is not None
-    prefix = "recordings/2026/03/07/live1/live/"
+    prefix = "recordings/2026/03/07/live1/attempt-1/live/"
     assert uploader.key_prefix == prefix
     ffmpeg = start_live_ffmpeg(live, realtime=True, seconds=60)
     uploader.start()
@@ -586,7 +614,7 @@ def test_growing_rec_mp4_is_uploaded_while_written_leaving_only_its_tail(tmp_pat
     settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
     capture = settings.records_dir / "grow1" / "capture.mp4"
     uploader = GrowingUpload.for_recording(capture, "grow1", UploadTarget(), settings, STARTED, SMALL_PARTS)
-    assert uploader is not None and uploader.key == "recordings/2026/03/07/grow1/rec.mp4"
+    assert uploader is not None and uploader.key == "recordings/2026/03/07/grow1/attempt-1/rec.mp4"
     ffmpeg = start_fmp4_ffmpeg(capture, seconds=14)
     uploader.start()
     try:

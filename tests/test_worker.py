@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -235,7 +238,8 @@ async def test_records_stores_and_reports_with_heartbeats(farm: Farm) -> None:
     rec = await farm.api.get(rid)
     assert rec["status"] == "completed", rec
     mp4 = local_path(rec["location"])
-    assert mp4 == (farm.tmp_path / "records" / rid / "rec.mp4").resolve()
+    # Stored where it was recorded: the attempt's own folder, which no other attempt writes.
+    assert mp4 == (farm.tmp_path / "records" / rid / "attempt-1" / "rec.mp4").resolve()
     assert mp4.read_bytes().endswith(rid.encode())
     metadata = json.loads(local_path(rec["metadata_location"]).read_text())
     assert metadata["stopped_by"] == "duration"
@@ -243,9 +247,9 @@ async def test_records_stores_and_reports_with_heartbeats(farm: Farm) -> None:
     assert recorder.completed == [rid]
     assert rec["quality"] == {"fps": 30.0}
     assert rec["timestamps"]["first_frame"] is not None
-    # The working directory of the attempt is gone; only the stored files remain.
-    assert not recorder.out_dirs[0].exists()
-    assert sorted(p.name for p in mp4.parent.iterdir() if not p.name.startswith(".")) == ["rec.json", "rec.mp4"]
+    # Only the stored files remain in the attempt's folder: no partial capture, no analysis link, no lock.
+    assert recorder.out_dirs[0].resolve() == mp4.parent
+    assert sorted(p.name for p in mp4.parent.iterdir()) == ["rec.json", "rec.mp4"]
     assert (recorder.started, recorder.closed) == (1, 1)
 
 
@@ -426,8 +430,42 @@ async def test_an_upload_s3_refuses_for_a_while_is_resumed_and_reported(
     assert await finished(task, within=60) == EXIT_OK
     rec = await farm.api.get(rid)
     assert rec["status"] == "completed", rec
-    assert rec["location"].startswith(f"s3://{s3.bucket}/") and rec["location"].endswith(f"/{rid}/rec.mp4")
+    assert rec["location"].startswith(f"s3://{s3.bucket}/")
+    assert rec["location"].endswith(f"/{rid}/attempt-1/rec.mp4")
     key = rec["location"].removeprefix(f"s3://{s3.bucket}/")
     body = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
     assert body.endswith(rid.encode())
     assert not (farm.tmp_path / "records" / rid / "attempt-1").exists()
+
+
+def test_a_misspelt_worker_variable_stops_the_worker_naming_the_nearest_name(tmp_path: Path) -> None:
+    """WORKER_MAX_RECORDINGS=1 once left pods reusable without a word; now nothing starts (exit 2)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "RECORDER_"))}
+    env.update(WORKER_MAX_RECORDINGS="1", RECORDS_DIR=str(tmp_path))
+    for command in (["worker", "--orchestrator", "http://127.0.0.1:9"], ["record", "http://93.184.215.14/"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "recorder.cli", *command], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 2, done
+        assert "WORKER_MAX_RECORDINGS" in done.stderr and "did you mean WORKER_SINGLE_USE" in done.stderr, done.stderr
+        assert not list(tmp_path.iterdir()), "nothing was started or written"
+
+
+def test_the_known_names_are_the_settings_read_now_plus_the_internal_markers() -> None:
+    from recorder.config import RecorderSettings, check_recorder_environment, known_variables
+    from recorder.envcheck import UnknownVariable
+
+    known = known_variables()
+    assert {"WORKER_SINGLE_USE", "RECORDER_SHUTDOWN_GRACE", "RECORDER_LOG_LEVEL"} <= known
+    for setting in RecorderSettings.model_fields.values():  # a setting added later counts, with no list to edit
+        choices = getattr(setting.validation_alias, "choices", [])
+        assert next(c for c in choices if isinstance(c, str) and c.isupper()) in known
+    # Chromium's process marker, the settings, and foreign names do not trip the check...
+    check_recorder_environment({"RECORDER_BROWSER_INSTANCE": "x", "RECORDER_PRESET": "fast", "PATH": "/bin"})
+    # ...but anything else with an owned prefix does, all of them named at once.
+    with pytest.raises(UnknownVariable) as info:
+        check_recorder_environment({"RECORDER_PRESSET": "fast", "WORKER_TOKN": "t", "ORCHESTRATOR_X": "ignored"})
+    message = str(info.value)
+    assert "RECORDER_PRESSET; did you mean RECORDER_PRESET" in message
+    assert "WORKER_TOKN; did you mean WORKER_TOKEN" in message
+    assert "ORCHESTRATOR_X" not in message, "not a prefix the recorder owns"

@@ -5,7 +5,10 @@ which is both crash-safe and the final file. This uploader follows the file as i
 full part of a multipart upload as soon as the bytes exist; at the end only the tail is sent and the
 upload completed and verified. The file is opened once, so renaming it to rec.mp4 under way is harmless.
 
-If anything goes wrong, `finish` aborts the multipart upload and returns None: the caller falls back to
+Before completing, `finish` asks `confirm` (the worker's lease check): if the lease is gone it aborts this
+attempt's own multipart upload and raises RecorderError LEASE_LOST; nothing becomes visible.
+
+If anything else goes wrong, `finish` aborts the multipart upload and returns None: the caller falls back to
 the ordinary (resumable) upload of the finished file, so this is a fast path, never a way to lose a file.
 A recorder that dies mid-way leaves an unfinished multipart upload (removed by the bucket's
 AbortIncompleteMultipartUpload rule); the HLS segments of live mode are what survives that.
@@ -17,6 +20,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +29,7 @@ from typing import Any, Self
 import structlog
 
 from recorder.config import MiB, RecorderSettings, TransferOptions
+from recorder.errors import ErrorCode, RecorderError
 from recorder.protocol import UploadTarget
 from recorder.storage.checksum import b64, composite, same_checksum
 from recorder.storage.keys import check_recording_id, content_type, object_key, s3_url
@@ -70,6 +75,8 @@ class GrowingUpload:
         settings: RecorderSettings,
         started_at: datetime,
         options: TransferOptions | None = None,
+        *,
+        attempt: int = 1,
     ) -> Self | None:
         """The uploader for a recording's rec.mp4, at the key the ordinary upload would use; None without a
         bucket."""
@@ -82,6 +89,7 @@ class GrowingUpload:
             settings.s3_key_template,
             prefix=target.prefix or settings.s3_prefix,
             recording_id=recording_id,
+            attempt=attempt,
             name=MEDIA,
             started_at=started_at,
         )
@@ -154,15 +162,25 @@ class GrowingUpload:
         self.abort()
         self.close()
 
-    def finish(self) -> StoredResult | None:
-        """Send the tail, complete and verify; None (upload aborted) when the fast path did not work out."""
+    def finish(self, confirm: Callable[[], bool] | None = None) -> StoredResult | None:
+        """Send the tail, confirm the lease, complete and verify; None (upload aborted) when the fast path did
+        not work out; RecorderError LEASE_LOST (upload aborted) when `confirm` says the lease is gone."""
         started = time.monotonic()
         self._halt()
         try:
             if self.error is not None or not self._open():
                 raise RuntimeError(self.error or f"{self.path} never appeared")
             self._send_full_parts_final()
+            if confirm is not None and not confirm():
+                self.abort()
+                raise RecorderError(
+                    ErrorCode.LEASE_LOST,
+                    f"the lease could not be confirmed before completing {s3_url(self.bucket, self.key)}: "
+                    f"this attempt's upload was aborted; the file stays at {self.path}",
+                )
             return self._complete(started)
+        except RecorderError:
+            raise
         except Exception as exc:
             log.warning("growing upload abandoned; the file is uploaded whole", key=self.key, error=str(exc))
             self.abort()

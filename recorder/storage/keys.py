@@ -1,8 +1,12 @@
 """Object keys: where a recording's files go in the bucket, from one configurable template.
 
-The template (S3_KEY_TEMPLATE) may use `{prefix}`, `{yyyy}`, `{mm}`, `{dd}`, `{recording_id}` and `{name}`;
-the default `{prefix}/{yyyy}/{mm}/{dd}/{recording_id}/{name}` keeps one "directory" per recording, so
-`rec.mp4`, `rec.json` and the live segments (`live/…`) of a recording lie side by side.
+The template (S3_KEY_TEMPLATE) may use `{prefix}`, `{yyyy}`, `{mm}`, `{dd}`, `{recording_id}`, `{attempt}` and
+`{name}`; the default `{prefix}/{yyyy}/{mm}/{dd}/{recording_id}/attempt-{attempt}/{name}` keeps one "directory"
+per attempt of a recording, so `rec.mp4`, `rec.json` and the live segments (`live/…`) of one attempt lie side
+by side, and two attempts (a worker whose lease lapsed and its successor) never write, or abort, the same key.
+
+The orchestrator accepts a reported location only in that shape (under the leased prefix, the recording id
+segment, then an `attempt-<n>` segment), so the template check enforces it before anything is recorded.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from datetime import UTC, datetime
 
 from recorder.errors import ErrorCode, RecorderError
 
-FIELDS = frozenset({"prefix", "yyyy", "mm", "dd", "recording_id", "name"})
+FIELDS = frozenset({"prefix", "yyyy", "mm", "dd", "recording_id", "attempt", "name"})
 _RECORDING_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -28,8 +32,15 @@ def check_recording_id(recording_id: str) -> str:
     return recording_id
 
 
+def attempt_folder(attempt: int) -> str:
+    """The folder (local) and key segment (S3) that owns the files of one attempt."""
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+        raise RecorderError(ErrorCode.INVALID_ARGUMENT, f"attempt {attempt!r}: a lease attempt counts from 1")
+    return f"attempt-{attempt}"
+
+
 def check_template(template: str) -> None:
-    """Reject a template that names unknown fields or cannot keep recordings apart."""
+    """Reject a template that names unknown fields or cannot keep recordings and their attempts apart."""
     used = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
     unknown = used - FIELDS
     if unknown:
@@ -38,22 +49,40 @@ def check_template(template: str) -> None:
             f"S3_KEY_TEMPLATE {template!r} uses unknown field(s) {sorted(unknown)}; "
             f"allowed: {sorted(FIELDS)}",
         )
-    for needed in ("recording_id", "name"):
+    for needed in ("recording_id", "attempt", "name"):
         if needed not in used:
             raise RecorderError(
                 ErrorCode.INVALID_ARGUMENT,
                 f"S3_KEY_TEMPLATE {template!r} must contain {{{needed}}}, "
-                "or recordings would overwrite each other",
+                "or recordings (or two attempts of one recording) would overwrite each other",
             )
+    segments = template.split("/")
+    shape = (
+        segments[0] == "{prefix}"
+        and segments[-1] == "{name}"
+        and "{recording_id}" in segments
+        and "attempt-{attempt}" in segments[segments.index("{recording_id}") + 1 : -1]
+    )
+    if not shape:
+        raise RecorderError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"S3_KEY_TEMPLATE {template!r} must start with {{prefix}}/, hold {{recording_id}} as a whole segment "
+            "and attempt-{attempt} as a later one, and end in /{name} "
+            "(the orchestrator accepts only such locations)",
+        )
 
 
-def object_key(template: str, *, prefix: str, recording_id: str, name: str, started_at: datetime) -> str:
-    """The key of `name` (e.g. `rec.mp4`, `live/seg_00000.ts`) for a recording that started at `started_at`.
+def object_key(
+    template: str, *, prefix: str, recording_id: str, attempt: int, name: str, started_at: datetime
+) -> str:
+    """The key of `name` (e.g. `rec.mp4`, `live/seg_00000.ts`) for one attempt of a recording that started at
+    `started_at`.
 
     The date is taken in UTC so every worker files a recording under the same day whatever its time zone;
     an empty prefix leaves no leading or doubled slash.
     """
     check_template(template)
+    attempt_folder(attempt)  # a positive number, or nothing is written
     when = started_at.astimezone(UTC) if started_at.tzinfo else started_at.replace(tzinfo=UTC)
     key = template.format(
         prefix=prefix.strip("/"),
@@ -61,15 +90,18 @@ def object_key(template: str, *, prefix: str, recording_id: str, name: str, star
         mm=f"{when.month:02d}",
         dd=f"{when.day:02d}",
         recording_id=recording_id,
+        attempt=attempt,
         name=name,
     )
     key = re.sub(r"/{2,}", "/", key).lstrip("/")
     return key
 
 
-def live_prefix(template: str, *, prefix: str, recording_id: str, started_at: datetime) -> str:
+def live_prefix(template: str, *, prefix: str, recording_id: str, attempt: int, started_at: datetime) -> str:
     """The key prefix, ending in `/`, under which the segments uploaded while recording go (`…/live/`)."""
-    return object_key(template, prefix=prefix, recording_id=recording_id, name="live/", started_at=started_at)
+    return object_key(
+        template, prefix=prefix, recording_id=recording_id, attempt=attempt, name="live/", started_at=started_at
+    )
 
 
 def s3_url(bucket: str, key: str) -> str:

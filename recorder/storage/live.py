@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -89,6 +90,8 @@ class LiveUploader:
         target: UploadTarget,
         settings: RecorderSettings,
         started_at: datetime,
+        *,
+        attempt: int = 1,
         **kwargs: Any,
     ) -> Self | None:
         """The uploader for a recording's `live/` keys, beside where rec.mp4 will go; None without a bucket."""
@@ -100,6 +103,7 @@ class LiveUploader:
             settings.s3_key_template,
             prefix=target.prefix or settings.s3_prefix,
             recording_id=recording_id,
+            attempt=attempt,
             started_at=started_at,
         )
         return cls(live_dir, bucket, prefix, settings=settings, **kwargs)
@@ -122,13 +126,36 @@ class LiveUploader:
             self._thread.join()
             self._thread = None
 
-    def finish(self) -> LiveSummary:
-        """After FFmpeg has exited: upload every remaining segment and the final playlist, then stop."""
+    def finish(self, confirm: Callable[[], bool] | None = None) -> LiveSummary:
+        """After FFmpeg has exited: upload every remaining segment and the final playlist, then stop.
+
+        `confirm` (the worker's lease check) is asked first: a worker whose lease is gone publishes no final
+        playlist, and what it has not uploaded stays on disk."""
         self.close()
+        if confirm is not None and not confirm():
+            self.summary.error = "the lease could not be confirmed; the rest of the live upload stays on disk"
+            self.summary.missing = sorted({p.name for p in self._segments()} - self._uploaded)
+            return self.summary
         self._sweep(final=True)
         names = {p.name for p in self._segments()}
         self.summary.missing = sorted(names - self._uploaded)
         return self.summary
+
+    def discard(self) -> None:
+        """Stop, then delete the objects this uploader put (by exact key: only this attempt's own)."""
+        self.close()
+        keys = [self.key(name) for name in sorted(self._uploaded)]
+        if self._playlist_sent is not None:
+            keys.append(self.key(self.playlist))
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            try:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            except Exception as exc:
+                log.warning("could not delete live segments", bucket=self.bucket, error=describe(exc))
+                return
+        if keys:
+            log.info("live segments deleted", bucket=self.bucket, prefix=self.key_prefix, objects=len(keys))
 
     def __enter__(self) -> Self:
         return self.start()

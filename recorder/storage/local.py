@@ -1,7 +1,9 @@
 """Local-disk storage, the embedded default when no bucket is configured.
 
-A recording stays where the recorder wrote it, `RECORDS_DIR/<recording_id>/rec.mp4` beside `rec.json`;
-files handed in from elsewhere are moved there. The result has `file://` locations and is the same
+A recording stays where the worker wrote it, in its attempt's folder:
+`RECORDS_DIR/<recording_id>/attempt-<n>/rec.mp4` beside `rec.json` (attempt 1 outside the farm); files handed
+in from elsewhere are moved there. Two attempts of one recording never share a folder, so a worker whose
+lease lapsed cannot overwrite its successor's file. The result has `file://` locations and is the same
 object an S3 upload returns.
 """
 
@@ -13,12 +15,15 @@ from pathlib import Path
 
 from recorder.config import RecorderSettings
 from recorder.storage.checksum import file_sha256
+from recorder.storage.keys import attempt_folder
 from recorder.storage.result import StoredObject, StoredResult
 
 
-def store_local(recording_id: str, files: dict[str, Path], settings: RecorderSettings) -> StoredResult:
+def store_local(
+    recording_id: str, files: dict[str, Path], settings: RecorderSettings, *, attempt: int = 1
+) -> StoredResult:
     started = time.monotonic()
-    home = (settings.records_dir / recording_id).resolve()
+    home = (settings.records_dir / recording_id / attempt_folder(attempt)).resolve()
     home.mkdir(parents=True, exist_ok=True)
     objects: list[StoredObject] = []
     for name, source in files.items():

@@ -1,11 +1,15 @@
 """Persisted upload state, so an upload S3 could not finish is resumed later instead of started over.
 
-Each recording being uploaded has `RECORDS_DIR/<recording_id>/upload.pending.json` (written atomically,
-before and after every step that changes S3's state) holding the bucket, every object's key, its
-multipart upload id and the parts S3 confirmed with their ETags and SHA-256 checksums. An upload that
+Each attempt of a recording being uploaded has `RECORDS_DIR/<recording_id>/attempt-<n>/upload.pending.json`
+(written atomically, before and after every step that changes S3's state) holding the bucket, every object's
+key, its multipart upload id and the parts S3 confirmed with their ETags and SHA-256 checksums. An upload that
 failed for good (denied, refused) is renamed `upload.failed.json`: kept for a person, never retried.
 
-`upload.lock` (flock) makes sure one thread or process at a time works on a recording's upload,
+The state is per attempt, not per recording: a worker whose lease lapsed and its successor may share
+RECORDS_DIR, and neither may resume, abort or overwrite the other's upload. State written before attempts
+had folders (`RECORDS_DIR/<recording_id>/upload.pending.json`, `attempt` unset) is still found and resumed.
+
+`upload.lock` (flock) makes sure one thread or process at a time works on an attempt's upload,
 which matters when several workers share RECORDS_DIR.
 """
 
@@ -20,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from recorder.storage.keys import attempt_folder
 
 PENDING_NAME = "upload.pending.json"
 FAILED_NAME = "upload.failed.json"
@@ -68,6 +74,7 @@ class PendingUpload(BaseModel):
 
     version: int = 1
     recording_id: str
+    attempt: int | None = Field(default=None, description="the lease attempt; None for state from before attempts")
     bucket: str
     keep_local: bool = False
     objects: list[ObjectUpload]
@@ -81,20 +88,24 @@ class PendingUpload(BaseModel):
         return next((o for o in self.objects if o.name == name), None)
 
 
+Slot = tuple[str, int | None]  # (recording_id, attempt): whose upload a state file is
+
+
 class PendingStore:
-    """The pending-upload files under RECORDS_DIR, one directory per recording."""
+    """The pending-upload files under RECORDS_DIR, one directory per attempt of a recording."""
 
     def __init__(self, records_dir: Path) -> None:
         self.records_dir = records_dir
 
-    def dir(self, recording_id: str) -> Path:
-        return self.records_dir / recording_id
+    def dir(self, recording_id: str, attempt: int | None) -> Path:
+        home = self.records_dir / recording_id
+        return home if attempt is None else home / attempt_folder(attempt)
 
-    def path(self, recording_id: str) -> Path:
-        return self.dir(recording_id) / PENDING_NAME
+    def path(self, recording_id: str, attempt: int | None) -> Path:
+        return self.dir(recording_id, attempt) / PENDING_NAME
 
-    def load(self, recording_id: str) -> PendingUpload | None:
-        path = self.path(recording_id)
+    def load(self, recording_id: str, attempt: int | None) -> PendingUpload | None:
+        path = self.path(recording_id, attempt)
         try:
             return PendingUpload.model_validate_json(path.read_bytes())
         except FileNotFoundError:
@@ -102,28 +113,35 @@ class PendingStore:
 
     def save(self, state: PendingUpload) -> None:
         state.updated_at = datetime.now(UTC)
-        _atomic_write(self.path(state.recording_id), state.model_dump_json(indent=2).encode())
+        _atomic_write(self.path(state.recording_id, state.attempt), state.model_dump_json(indent=2).encode())
 
-    def remove(self, recording_id: str) -> None:
-        self.path(recording_id).unlink(missing_ok=True)
+    def remove(self, recording_id: str, attempt: int | None) -> None:
+        self.path(recording_id, attempt).unlink(missing_ok=True)
 
     def mark_failed(self, state: PendingUpload, code: str, reason: str) -> None:
         """Keep the state for a person to read, out of the way of `resume_pending`."""
         state.error_code = code
         state.reason = reason
         state.updated_at = datetime.now(UTC)
-        _atomic_write(self.dir(state.recording_id) / FAILED_NAME, state.model_dump_json(indent=2).encode())
-        self.remove(state.recording_id)
+        directory = self.dir(state.recording_id, state.attempt)
+        _atomic_write(directory / FAILED_NAME, state.model_dump_json(indent=2).encode())
+        self.remove(state.recording_id, state.attempt)
 
-    def pending_ids(self) -> list[str]:
+    def pending(self) -> list[Slot]:
+        """Every (recording_id, attempt) with a pending upload; attempt None for state of the older layout."""
         if not self.records_dir.is_dir():
             return []
-        return sorted(p.parent.name for p in self.records_dir.glob(f"*/{PENDING_NAME}"))
+        slots: list[Slot] = [(p.parent.name, None) for p in self.records_dir.glob(f"*/{PENDING_NAME}")]
+        for p in self.records_dir.glob(f"*/attempt-*/{PENDING_NAME}"):
+            number = p.parent.name.removeprefix("attempt-")
+            if number.isdigit() and int(number) >= 1 and p.parent.name == attempt_folder(int(number)):
+                slots.append((p.parent.parent.name, int(number)))
+        return sorted(slots, key=lambda slot: (slot[0], slot[1] or 0))
 
     @contextlib.contextmanager
-    def lock(self, recording_id: str, *, wait: bool = True) -> Iterator[bool]:
-        """Hold the recording's upload lock; yields False (without holding it) if `wait` is off and it is busy."""
-        directory = self.dir(recording_id)
+    def lock(self, recording_id: str, attempt: int | None, *, wait: bool = True) -> Iterator[bool]:
+        """Hold the attempt's upload lock; yields False (without holding it) if `wait` is off and it is busy."""
+        directory = self.dir(recording_id, attempt)
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -130,7 +130,7 @@ def _hint(code: str) -> str:
                 "NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
         return "fix the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile or role)"
     if code in ("AuthorizationHeaderMalformed", "PermanentRedirect", "NoRegionError"):
-        return "fix the region (AWS_REGION) or S3_ENDPOINT_URL"
+        return "fix the region (AWS_DEFAULT_REGION) or S3_ENDPOINT_URL"
     return "grant s3:PutObject, s3:GetObject and the multipart actions on the bucket to these credentials"
 
 

@@ -3,18 +3,25 @@
 - `store_recording`: after finalize, put the recording where it belongs: S3 when a bucket is configured
   (verified, local copy deleted only once confirmed unless KEEP_LOCAL), else RECORDS_DIR.
 - `resume_pending`: finish uploads S3 could not take earlier; the worker calls it at start and when idle.
-- `abort_pending`: a cancelled recording leaves no multipart parts behind.
+- `abort_pending`: a cancelled recording (or a lost lease) leaves no multipart parts of its attempt behind.
 
 All three are synchronous and thread-safe (callers run them in a thread): each call has its own boto3
-session and client, and a per-recording file lock keeps two threads or processes off the same upload.
+session and client, and a per-attempt file lock keeps two threads or processes off the same upload.
 
-Bucket layout (default S3_KEY_TEMPLATE), per recording:
+Everything is per attempt (the lease's attempt number; 1 outside the farm): keys, the local folder and the
+pending state. A worker whose lease lapsed writes, resumes and aborts only its own attempt's keys, never
+those of the worker that took the recording over. `confirm`, when given, is asked right before an object
+becomes visible (PUT, CompleteMultipartUpload); if it says no, the attempt's own multipart upload is
+aborted and RecorderError LEASE_LOST is raised, with the files left on disk for the caller to judge.
 
-    <prefix>/<yyyy>/<mm>/<dd>/<recording_id>/rec.mp4           video/mp4, moov first, the recording
-    <prefix>/<yyyy>/<mm>/<dd>/<recording_id>/rec.json          application/json, metadata + quality report
-    <prefix>/<yyyy>/<mm>/<dd>/<recording_id>/live/index.m3u8   only with live_upload: HLS playlist
-    <prefix>/<yyyy>/<mm>/<dd>/<recording_id>/live/seg_NNNNN.ts only with live_upload: uploaded while recording
+Bucket layout (default S3_KEY_TEMPLATE), per attempt of a recording:
 
+    <prefix>/<yyyy>/<mm>/<dd>/<recording_id>/attempt-<n>/rec.mp4           video/mp4, moov first
+    <prefix>/<yyyy>/<mm>/<dd>/<recording_id>/attempt-<n>/rec.json          metadata + quality report
+    <prefix>/<yyyy>/<mm>/<dd>/<recording_id>/attempt-<n>/live/index.m3u8   only with live_upload: HLS playlist
+    <prefix>/<yyyy>/<mm>/<dd>/<recording_id>/attempt-<n>/live/seg_NNNNN.ts only with live_upload
+
+Locally (no bucket): `RECORDS_DIR/<recording_id>/attempt-<n>/rec.mp4` and `rec.json`.
 rec.json is uploaded after rec.mp4, so its presence means the recording is complete.
 """
 
@@ -32,7 +39,7 @@ import structlog
 from recorder.config import RecorderSettings, TransferOptions
 from recorder.errors import ErrorCode, RecorderError
 from recorder.protocol import ErrorInfo, UploadTarget
-from recorder.storage.keys import check_recording_id, content_type, object_key, s3_url
+from recorder.storage.keys import attempt_folder, check_recording_id, content_type, object_key, s3_url
 from recorder.storage.local import store_local
 from recorder.storage.pending import LOCK_NAME, ObjectUpload, PendingStore, PendingUpload
 from recorder.storage.result import StoredObject, StoredResult
@@ -45,7 +52,7 @@ from recorder.storage.s3 import (
     failed_error,
     make_client,
 )
-from recorder.storage.upload import Cancelled, ObjectUploader
+from recorder.storage.upload import Cancelled, Confirm, ObjectUploader, Unconfirmed
 
 log = structlog.get_logger(__name__)
 
@@ -60,17 +67,21 @@ def store_recording(
     settings: RecorderSettings,
     started_at: datetime,
     *,
+    attempt: int = 1,
     options: TransferOptions | None = None,
     cancel: threading.Event | None = None,
+    confirm: Confirm | None = None,
 ) -> StoredResult:
     """Store a finished recording; `files` maps object names (at least rec.mp4) to local paths.
 
     Returns a confirmed result, or a pending one (files kept on disk, `resume_pending` finishes it) when
     S3 is unreachable or failing beyond botocore's retries. Raises RecorderError UPLOAD_DENIED at once
     for wrong credentials, a missing bucket or a denial; UPLOAD_FAILED when S3 refuses the data or the
-    object does not match the file; CANCELLED when `cancel` is set (the multipart upload is aborted).
+    object does not match the file; CANCELLED when `cancel` is set (the multipart upload is aborted);
+    LEASE_LOST when `confirm` says no before an object would be completed (likewise aborted).
     """
     check_recording_id(recording_id)
+    attempt_folder(attempt)
     if MEDIA not in files:
         raise RecorderError(ErrorCode.INVALID_ARGUMENT, f"nothing to store: no {MEDIA} among {sorted(files)}")
     for name, path in files.items():
@@ -78,24 +89,29 @@ def store_recording(
             raise RecorderError(ErrorCode.UPLOAD_FAILED, f"{name}: {path} does not exist")
     bucket = target.bucket or settings.s3_bucket
     if not bucket:
-        return store_local(recording_id, files, settings)
+        return store_local(recording_id, files, settings, attempt=attempt)
 
     options = options or TransferOptions()
     prefix = target.prefix or settings.s3_prefix
     objects = [
-        _plan(name, files[name], settings, options, prefix=prefix, recording_id=recording_id, started_at=started_at)
+        _plan(
+            name, files[name], settings, options,
+            prefix=prefix, recording_id=recording_id, attempt=attempt, started_at=started_at,
+        )
         for name in _ordered(files)
-    ]
-    state = PendingUpload(recording_id=recording_id, bucket=bucket, keep_local=settings.keep_local, objects=objects)
+    ]  # fmt: skip
+    state = PendingUpload(
+        recording_id=recording_id, attempt=attempt, bucket=bucket, keep_local=settings.keep_local, objects=objects
+    )
     store = PendingStore(settings.records_dir)
-    with store.lock(recording_id):
-        earlier = store.load(recording_id)
+    with store.lock(recording_id, attempt):
+        earlier = store.load(recording_id, attempt)
         if earlier is not None and _same_plan(earlier, state):
             state = earlier  # stored again after a crash: continue that upload instead of starting over
         elif earlier is not None:
-            _abort_all(earlier, settings, options)
+            _abort_all(earlier, settings, options)  # the same attempt's earlier plan: its own keys only
         store.save(state)
-        return _run(state, store, settings, options, cancel, time.monotonic())
+        return _run(state, store, settings, options, cancel, time.monotonic(), confirm)
 
 
 def store_metadata(
@@ -105,7 +121,9 @@ def store_metadata(
     settings: RecorderSettings,
     started_at: datetime,
     *,
+    attempt: int = 1,
     options: TransferOptions | None = None,
+    confirm: Confirm | None = None,
 ) -> str:
     """Store rec.json after rec.mp4 was confirmed, for a recording whose analysis ran during the upload.
 
@@ -113,9 +131,10 @@ def store_metadata(
     still fails raises (the media is safe already; the caller keeps rec.json on disk and says so).
     Returns the object's location."""
     check_recording_id(recording_id)
+    folder = attempt_folder(attempt)
     bucket = target.bucket or settings.s3_bucket
     if not bucket:
-        home = (settings.records_dir / recording_id).resolve()
+        home = (settings.records_dir / recording_id / folder).resolve()
         home.mkdir(parents=True, exist_ok=True)
         dest = home / METADATA
         if sidecar.resolve() != dest:
@@ -123,11 +142,17 @@ def store_metadata(
         return dest.as_uri()
     options = options or TransferOptions()
     prefix = target.prefix or settings.s3_prefix
-    obj = _plan(METADATA, sidecar, settings, options, prefix=prefix, recording_id=recording_id, started_at=started_at)
+    obj = _plan(
+        METADATA, sidecar, settings, options,
+        prefix=prefix, recording_id=recording_id, attempt=attempt, started_at=started_at,
+    )  # fmt: skip
+    uploader = ObjectUploader(make_client(settings, options), bucket, options, save=lambda: None, confirm=confirm)
     try:
-        ObjectUploader(make_client(settings, options), bucket, options, save=lambda: None).upload(obj)
+        uploader.upload(obj)
     except RecorderError:
         raise
+    except Unconfirmed:
+        raise _lease_lost(s3_url(bucket, obj.key), [sidecar]) from None
     except Exception as exc:
         verdict = classify(exc)
         if verdict is Verdict.DENIED:
@@ -138,19 +163,28 @@ def store_metadata(
     return s3_url(bucket, obj.key)
 
 
-def resume_pending(settings: RecorderSettings, *, options: TransferOptions | None = None) -> list[StoredResult]:
-    """Finish every pending upload under RECORDS_DIR, continuing the same multipart uploads.
+def resume_pending(
+    settings: RecorderSettings,
+    *,
+    options: TransferOptions | None = None,
+    only: tuple[str, int] | None = None,
+    confirm: Confirm | None = None,
+) -> list[StoredResult]:
+    """Finish pending uploads under RECORDS_DIR, continuing the same multipart uploads.
 
-    Each result is confirmed, still pending (with the reason), or failed for good (`error` set; the files
-    stay on disk, the state is kept as upload.failed.json and not retried). Uploads another thread or
-    process is working on are left to it and reported as pending, with that reason.
+    Every pending attempt, or with `only=(recording_id, attempt)` that one alone (a job resumes its own
+    upload, asking `confirm` before completing it). Each result is confirmed, still pending (with the
+    reason), or failed for good (`error` set; the files stay on disk, the state is kept as
+    upload.failed.json and not retried). Uploads another thread or process is working on are left to it
+    and reported as pending, with that reason.
     """
     options = options or TransferOptions()
     store = PendingStore(settings.records_dir)
     results: list[StoredResult] = []
-    for recording_id in store.pending_ids():
-        with store.lock(recording_id, wait=False) as held:
-            state = store.load(recording_id)
+    slots = store.pending() if only is None else [only] if store.path(*only).exists() else []
+    for recording_id, attempt in slots:
+        with store.lock(recording_id, attempt, wait=False) as held:
+            state = store.load(recording_id, attempt)
             if state is None:
                 continue
             started = time.monotonic()
@@ -159,26 +193,30 @@ def resume_pending(settings: RecorderSettings, *, options: TransferOptions | Non
                 results.append(_result(state, started, pending=True, reason=busy))
                 continue
             try:
-                results.append(_run(state, store, settings, options, None, started))
+                results.append(_run(state, store, settings, options, None, started, confirm))
             except RecorderError as exc:
                 results.append(_result(state, started, pending=False, reason=exc.message, error=exc))
     return results
 
 
-def abort_pending(recording_id: str, settings: RecorderSettings, *, options: TransferOptions | None = None) -> bool:
-    """Abort a recording's unfinished multipart uploads and forget its pending state (files stay on disk).
+def abort_pending(
+    recording_id: str, settings: RecorderSettings, *, attempt: int = 1, options: TransferOptions | None = None
+) -> bool:
+    """Abort one attempt's unfinished multipart uploads and forget its pending state (files stay on disk).
 
-    Returns True when there was pending state. If S3 cannot be reached the state is kept as failed, so the
-    cancelled recording is never uploaded; the bucket's AbortIncompleteMultipartUpload lifecycle rule then
-    removes the parts.
+    Only that attempt's own upload ids and keys are touched: another attempt of the same recording (a
+    successor after a lapsed lease) keeps its upload. Returns True when there was pending state. If S3
+    cannot be reached the state is kept as failed, so the cancelled recording is never uploaded; the
+    bucket's AbortIncompleteMultipartUpload lifecycle rule then removes the parts.
     """
     check_recording_id(recording_id)
+    attempt_folder(attempt)
     options = options or TransferOptions()
     store = PendingStore(settings.records_dir)
-    if not store.path(recording_id).exists():
+    if not store.path(recording_id, attempt).exists():
         return False
-    with store.lock(recording_id):
-        state = store.load(recording_id)
+    with store.lock(recording_id, attempt):
+        state = store.load(recording_id, attempt)
         if state is None:
             return False
         try:
@@ -188,8 +226,8 @@ def abort_pending(recording_id: str, settings: RecorderSettings, *, options: Tra
             store.mark_failed(state, str(ErrorCode.CANCELLED), reason)
             log.warning("could not abort multipart uploads", recording_id=recording_id, error=describe(exc))
             return True
-        store.remove(recording_id)
-        log.info("pending upload aborted", recording_id=recording_id)
+        store.remove(recording_id, attempt)
+        log.info("pending upload aborted", recording_id=recording_id, attempt=attempt)
         return True
 
 
@@ -210,11 +248,17 @@ def _plan(
     *,
     prefix: str,
     recording_id: str,
+    attempt: int,
     started_at: datetime,
 ) -> ObjectUpload:
     size = path.stat().st_size
     key = object_key(
-        settings.s3_key_template, prefix=prefix, recording_id=recording_id, name=name, started_at=started_at
+        settings.s3_key_template,
+        prefix=prefix,
+        recording_id=recording_id,
+        attempt=attempt,
+        name=name,
+        started_at=started_at,
     )
     return ObjectUpload(
         name=name,
@@ -240,11 +284,20 @@ def _run(
     options: TransferOptions,
     cancel: threading.Event | None,
     started: float,
+    confirm: Confirm | None = None,
 ) -> StoredResult:
     """Upload every object of `state` (the lock is held); confirmed, pending, or raise."""
-    bound = log.bind(recording_id=state.recording_id, bucket=state.bucket)
+    bound = log.bind(recording_id=state.recording_id, attempt=state.attempt, bucket=state.bucket)
     client = make_client(settings, options)
-    uploader = ObjectUploader(client, state.bucket, options, save=lambda: store.save(state), cancel=cancel)
+    uploader = ObjectUploader(
+        client,
+        state.bucket,
+        options,
+        save=lambda: store.save(state),
+        cancel=cancel,
+        confirm=confirm,
+        sweep_orphans=state.attempt is not None,
+    )
     state.attempts += 1
     current: ObjectUpload | None = None
     try:
@@ -252,9 +305,14 @@ def _run(
             uploader.upload(current)
     except Cancelled:
         _abort_quietly(uploader, state)
-        store.remove(state.recording_id)
+        store.remove(state.recording_id, state.attempt)
         bound.info("upload cancelled; multipart upload aborted")
         raise RecorderError(ErrorCode.CANCELLED, f"recording {state.recording_id} cancelled during upload") from None
+    except Unconfirmed as exc:
+        _abort_quietly(uploader, state)
+        store.remove(state.recording_id, state.attempt)
+        bound.warning("lease not confirmed; this attempt's multipart upload aborted")
+        raise _lease_lost(str(exc), [o.path for o in state.objects]) from None
     except RecorderError as exc:
         _abort_quietly(uploader, state)
         store.mark_failed(state, str(exc.code), exc.message)
@@ -284,8 +342,8 @@ def _run(
     if not state.keep_local:
         for obj in state.objects:
             obj.path.unlink(missing_ok=True)
-    store.remove(state.recording_id)
-    _tidy(store.dir(state.recording_id))
+    store.remove(state.recording_id, state.attempt)
+    _tidy(store.dir(state.recording_id, state.attempt))
     bound.info("recording stored", location=result.location, bytes=result.total_bytes, seconds=result.seconds)
     return result
 
@@ -334,7 +392,7 @@ def _abort_quietly(uploader: ObjectUploader, state: PendingUpload) -> None:
 def _abort_all(
     state: PendingUpload, settings: RecorderSettings, options: TransferOptions, *, raise_errors: bool = False
 ) -> None:
-    """Abort the state's multipart uploads and any other unfinished upload of the same keys."""
+    """Abort the state's multipart uploads and any other unfinished upload of the same (attempt's own) keys."""
     client = make_client(settings, options)
     uploader = ObjectUploader(client, state.bucket, options, save=lambda: None)
     for obj in state.objects:
@@ -342,7 +400,8 @@ def _abort_all(
             continue
         try:
             uploader.abort(obj)
-            _abort_key(client, state.bucket, obj.key)
+            if state.attempt is not None:  # the key is this attempt's alone: any upload of it is ours
+                _abort_key(client, state.bucket, obj.key)
         except Exception:
             if raise_errors:
                 raise
@@ -356,8 +415,19 @@ def _abort_key(client: Any, bucket: str, key: str) -> None:
             client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
 
 
+def _lease_lost(where: str, kept: list[Path]) -> RecorderError:
+    files = ", ".join(str(p) for p in kept)
+    return RecorderError(
+        ErrorCode.LEASE_LOST,
+        f"the lease could not be confirmed before completing {where}: this attempt's upload was aborted; "
+        f"the files stay at {files}",
+    )
+
+
 def _tidy(directory: Path) -> None:
-    """After a confirmed upload: drop the lock file, and the recording's directory if nothing else is left."""
+    """After a confirmed upload: drop the lock file, and the attempt's and recording's directories if empty."""
     (directory / LOCK_NAME).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        directory.rmdir()
+    folders = [directory, directory.parent] if directory.name.startswith("attempt-") else [directory]
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()

@@ -33,6 +33,13 @@ class Cancelled(Exception):
     """The caller asked to stop (the recording was cancelled)."""
 
 
+class Unconfirmed(Exception):
+    """The caller could not confirm its lease right before an object would have become visible."""
+
+
+Confirm = Callable[[], bool]
+
+
 class ObjectUploader:
     """Uploads the objects of one recording to one bucket; `save` persists progress after each step."""
 
@@ -43,12 +50,20 @@ class ObjectUploader:
         options: TransferOptions,
         save: Callable[[], None],
         cancel: threading.Event | None = None,
+        confirm: Confirm | None = None,
+        sweep_orphans: bool = True,
     ) -> None:
         self.client = client
         self.bucket = bucket
         self.options = options
         self._save = save
         self._cancel = cancel or threading.Event()
+        # Asked right before a PUT or CompleteMultipartUpload: a worker whose lease is gone must not
+        # publish an object (its caller aborts its own multipart upload instead).
+        self._confirm = confirm
+        # Abort other unfinished uploads of a key once it is complete: only when the key is this attempt's
+        # alone (state from before attempts had folders shares keys with other workers' uploads).
+        self._sweep_orphans = sweep_orphans
         self._lock = threading.Lock()
 
     def save(self) -> None:
@@ -89,6 +104,7 @@ class ObjectUploader:
         digest = file_sha256(obj.path)
         obj.sha256 = digest.hex()
         self._check_cancel()
+        self._check_confirmed(obj)
         with obj.path.open("rb") as body:
             self.client.put_object(
                 Bucket=self.bucket,
@@ -128,6 +144,7 @@ class ObjectUploader:
         todo = [n for n in range(1, obj.part_count + 1) if n not in obj.parts]
         self._upload_parts(obj, todo)
         self._check_cancel()
+        self._check_confirmed(obj)
 
         records = [obj.parts[n] for n in range(1, obj.part_count + 1)]
         self.client.complete_multipart_upload(
@@ -148,7 +165,8 @@ class ObjectUploader:
         )
         if whole is not None:
             obj.sha256 = whole.result().hex()
-        self._sweep_older_uploads(obj)
+        if self._sweep_orphans:
+            self._sweep_older_uploads(obj)
 
     def _upload_parts(self, obj: ObjectUpload, numbers: list[int]) -> None:
         if not numbers:
@@ -314,6 +332,11 @@ class ObjectUploader:
     def _check_cancel(self) -> None:
         if self._cancel.is_set():
             raise Cancelled()
+
+    def _check_confirmed(self, obj: ObjectUpload) -> None:
+        if self._confirm is not None and not self._confirm():
+            log.warning("lease not confirmed; the object is not completed", bucket=self.bucket, key=obj.key)
+            raise Unconfirmed(f"s3://{self.bucket}/{obj.key}")
 
 
 def _same_part(their_sum: str | None, their_etag: str, my_sum: str, my_etag: str) -> bool:

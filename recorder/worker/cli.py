@@ -5,7 +5,8 @@ ORCHESTRATOR_URL, WORKER_TOKEN, WORKER_ID, RECORDS_DIR, RECORDER_SHUTDOWN_GRACE,
 WORKER_GIVE_UP_AFTER. `recorder.cli` dispatches `recorder worker` here.
 
 Exit codes: 0 stopped as asked (or single use done), 1 the recorder could not start, 2 the orchestrator
-refused the token or the settings are invalid, 3 the orchestrator could not be reached for too long.
+refused the token or the settings are invalid (including an unknown WORKER_/RECORDER_ variable, named with
+the nearest known one), 3 the orchestrator could not be reached for too long.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 import structlog
 from pydantic import ValidationError
 
-from recorder.config import RecorderSettings
+from recorder.config import RecorderSettings, check_recorder_environment
+from recorder.envcheck import UnknownVariable
 from recorder.worker.client import OrchestratorClient
 from recorder.worker.job import RecorderLike
 from recorder.worker.loop import EXIT_UNAUTHORIZED, Worker, WorkerOptions
@@ -67,8 +69,11 @@ def worker_settings(args: argparse.Namespace) -> RecorderSettings:
 def run_worker(args: argparse.Namespace, recorder: RecorderLike | None = None) -> int:
     """Run `recorder worker` until SIGTERM/SIGINT (or one recording with --single-use)."""
     try:
+        # An unknown WORKER_/RECORDER_ variable is a typo that would silently change nothing
+        # (WORKER_MAX_RECORDINGS=1 once left pods reusable): refuse to start, naming the nearest name.
+        check_recorder_environment()
         settings = worker_settings(args)
-    except ValidationError as exc:
+    except (ValidationError, UnknownVariable) as exc:
         print(f"recorder worker: {exc}", file=sys.stderr)
         return EXIT_UNAUTHORIZED
     options = WorkerOptions(

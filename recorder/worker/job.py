@@ -6,13 +6,24 @@ the state and the capture's progress. The orchestrator's reply steers the job:
 - `stop`: stop gracefully; the file is kept, stored and reported.
 - `cancel`: stop, discard the files, abort an upload in progress; reported as cancelled.
 - 410 (the lease is no longer ours: it lapsed and went to another worker, or the recording ended):
-  stop at once and drop the recording; nothing is reported, since another attempt may own it now.
+  stop at once and drop the recording (local files, and this attempt's own uploads); nothing is
+  reported, since another attempt may own it now.
 
 A heartbeat that does not get through is simply tried again at the next beat: the recording goes on,
-so an orchestrator restart loses nothing. The report is retried until it is acknowledged.
+so an orchestrator restart shorter than the lease TTL loses nothing. The report is retried until it is
+acknowledged.
 
-Files live in `RECORDS_DIR/<recording_id>/attempt-<n>/` while recording, so two attempts of the same
-recording on one machine (a lapsed worker and its successor) never touch each other's files.
+Fencing: the orchestrator hands the recording to another worker once a lease has gone `lease_ttl`
+seconds without a heartbeat. So a worker whose heartbeats have not got through for that long (counted
+from the last one that did) stops capturing (gracefully: the file is finalized) and uploads nothing
+while it cannot tell whether the lease is still its own. It keeps asking; if the orchestrator answers
+that the lease is still held (it restarted and extended leases), the recording is stored and reported as
+usual; a 410 means another attempt owns it, and this one drops its files. Right before any upload is
+completed (CompleteMultipartUpload, a single PUT, the growing and live uploads' last step) a fresh
+heartbeat must confirm the lease; if it is gone, the attempt's own multipart upload is aborted.
+
+Files live in `RECORDS_DIR/<recording_id>/attempt-<n>/` (and keys carry `attempt-<n>`), so two attempts of
+the same recording (a lapsed worker and its successor) never touch each other's files or objects.
 """
 
 from __future__ import annotations
@@ -27,6 +38,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import structlog
 
@@ -44,6 +57,7 @@ from recorder.storage import (
     store_metadata,
     store_recording,
 )
+from recorder.storage.keys import attempt_folder
 from recorder.worker.client import LeaseLost, OrchestratorClient, Unauthorized, Unavailable
 
 log = structlog.get_logger(__name__)
@@ -121,17 +135,26 @@ class Job:
         self.settings = settings
         self.timings = timings or JobTimings()
         self.recording_id = lease.recording_id
-        self.out_dir = settings.records_dir / lease.recording_id / f"attempt-{lease.attempt}"
+        self.attempt = lease.attempt
+        self.out_dir = settings.records_dir / lease.recording_id / attempt_folder(lease.attempt)
         # One start time for every key of this recording, so live segments sit beside rec.mp4.
         self.started_at = datetime.now(UTC)
         self._live: LiveUploader | None = None
+        self._live_spent: LiveUploader | None = None  # finished or closed; its objects go if the job drops
         self._growing: GrowingUpload | None = None
         self.state: WorkerState = "starting"
         self.progress = Progress()
         self.stop = asyncio.Event()  # handed to the recorder: stop gracefully, keep the file
         self.cancelled = False
         self.lease_lost = False
+        # No heartbeat got through for a lease TTL: capture stopped, nothing is uploaded until the
+        # orchestrator answers. `undecided`: it never did (the worker gave up waiting; files are kept).
+        self.fenced = False
+        self.undecided = False
+        self._fence_timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.stopped_for: str | None = None
+        self.blocked: dict[str, int] = {}  # the egress guard's denials by reason, for the report
         self._upload_cancel = threading.Event()
         self._changed = asyncio.Event()
         self._give_up_upload = asyncio.Event()
@@ -166,6 +189,31 @@ class Job:
         self._upload_cancel.set()
         self.request_stop("lease lost")
 
+    def _arm_fence(self) -> None:
+        """(Re)start the count of one lease TTL from now: the last moment the lease was known to be ours."""
+        if self._fence_timer is not None:
+            self._fence_timer.cancel()
+            self._fence_timer = None
+        if not self._beats_done:
+            self._fence_timer = asyncio.get_running_loop().call_later(self.lease.lease_ttl, self._fence)
+
+    def _fence(self) -> None:
+        """A lease TTL without a heartbeat getting through: the orchestrator may have given the recording to
+        another worker. Stop capturing (the file is kept) and upload nothing until it answers."""
+        self._fence_timer = None
+        if self.lease_lost or self.cancelled or self._beats_done or self.fenced:
+            return
+        self.fenced = True
+        self.log.warning("worker.fenced", silent_for=self.lease.lease_ttl, state=self.state)
+        self.request_stop("lease unconfirmed")
+
+    def _acked(self) -> None:
+        """A heartbeat got through: the lease is ours; the count towards fencing starts again."""
+        if self.fenced:
+            self.log.info("worker.lease_confirmed_again")
+            self.fenced = False
+        self._arm_fence()
+
     def _on_progress(self, state: WorkerState, progress: Progress) -> None:
         self.progress = progress
         self._set_state(state)
@@ -179,6 +227,8 @@ class Job:
 
     async def run(self) -> JobResult:
         self.log.info("worker.job_started", url=self.lease.spec.url, duration=self.lease.spec.duration)
+        self._loop = asyncio.get_running_loop()
+        self._arm_fence()  # the lease was granted just now
         self._beats = asyncio.create_task(self._heartbeats(), name=f"heartbeat-{self.recording_id}")
         try:
             return await self._run()
@@ -189,9 +239,12 @@ class Job:
     async def _stop_heartbeats(self) -> None:
         """End the heartbeats, letting one in flight finish (a request cut off mid-way helps nobody)."""
         beats, self._beats = self._beats, None
+        self._beats_done = True
+        if self._fence_timer is not None:
+            self._fence_timer.cancel()
+            self._fence_timer = None
         if beats is None:
             return
-        self._beats_done = True
         self._changed.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(beats), timeout=self.client.request_timeout + 1.0)
@@ -202,6 +255,11 @@ class Job:
     async def _run(self) -> JobResult:
         self._start_live_upload()
         output, error = await self._record()
+        if self.fenced and not (self.lease_lost or self.cancelled):
+            # Nothing goes to the bucket while the lease is in doubt; wait for the orchestrator's answer.
+            await self._pause_live_upload()
+            if not await self._confirm_lease() and not (self.lease_lost or self.cancelled):
+                return await self._keep_unreported("the orchestrator never confirmed the lease")
         await self._finish_live_upload(keep=not (self.lease_lost or self.cancelled))
         if self.lease_lost or self.cancelled:
             return await self._drop()
@@ -238,14 +296,16 @@ class Job:
             stored.metadata_location = await self._store_metadata(output.sidecar)
         if self.lease_lost or self.cancelled:
             return await self._drop()
+        if self.undecided:
+            return await self._keep_unreported("the orchestrator never confirmed the lease")
         return await self._conclude(stored, output, error)
 
     async def _store_media(self, mp4: Path, output: RecordingOutput | None) -> StoredResult | JobResult:
-        stored_live = await self._finish_growing_upload()
-        if stored_live is not None:
-            return stored_live
         files = {"rec.mp4": mp4}
         try:
+            stored_live = await self._finish_growing_upload()
+            if stored_live is not None:
+                return stored_live
             stored = await asyncio.to_thread(
                 store_recording,
                 self.recording_id,
@@ -253,13 +313,17 @@ class Job:
                 self.lease.upload,
                 self.settings,
                 self.started_at,
+                attempt=self.attempt,
                 cancel=self._upload_cancel,
+                confirm=self._confirm_from_thread,
             )
             if stored.pending:
                 stored = await self._finish_pending_upload(stored, output)
         except RecorderError as exc:
             if self.lease_lost or self.cancelled:
                 return await self._drop()
+            if exc.code == ErrorCode.LEASE_LOST:
+                return await self._keep_unreported(exc.message)
             return await self._report("failed", error=_info(exc), quality=output.quality if output else None)
         if self.lease_lost or self.cancelled:
             return await self._drop()
@@ -268,7 +332,14 @@ class Job:
     async def _store_metadata(self, sidecar: Path) -> str | None:
         try:
             return await asyncio.to_thread(
-                store_metadata, self.recording_id, sidecar, self.lease.upload, self.settings, self.started_at
+                store_metadata,
+                self.recording_id,
+                sidecar,
+                self.lease.upload,
+                self.settings,
+                self.started_at,
+                attempt=self.attempt,
+                confirm=self._confirm_from_thread,
             )
         except RecorderError as exc:
             self.log.warning("worker.metadata_not_stored", error=exc.message, kept=str(sidecar))
@@ -289,7 +360,7 @@ class Job:
                 error=ErrorInfo(code=ErrorCode.UPLOAD_PENDING.value, message=message),
             )
         if not self.settings.keep_local:
-            self._discard_files()  # what storage did not move or delete: partial captures, logs
+            self._tidy_attempt(stored)  # what storage did not keep: partial captures, logs
         return await self._report(
             "failed" if error is not None else "completed",
             location=stored.location,
@@ -303,7 +374,12 @@ class Job:
             return
         try:
             self._live = LiveUploader.for_recording(
-                self.out_dir / "live", self.recording_id, self.lease.upload, self.settings, self.started_at
+                self.out_dir / "live",
+                self.recording_id,
+                self.lease.upload,
+                self.settings,
+                self.started_at,
+                attempt=self.attempt,
             )
         except Exception as exc:
             self.log.warning("worker.live_upload_unavailable", error=str(exc))
@@ -313,7 +389,12 @@ class Job:
             return
         self._live.start()
         self._growing = GrowingUpload.for_recording(
-            self.out_dir / LIVE_CAPTURE_NAME, self.recording_id, self.lease.upload, self.settings, self.started_at
+            self.out_dir / LIVE_CAPTURE_NAME,
+            self.recording_id,
+            self.lease.upload,
+            self.settings,
+            self.started_at,
+            attempt=self.attempt,
         )
         if self._growing is not None:
             self._growing.start()
@@ -330,7 +411,14 @@ class Job:
         if growing is None:
             return None
         # The local file stays for the analysis running meanwhile; the attempt's directory goes afterwards.
-        return await asyncio.to_thread(growing.finish)
+        return await asyncio.to_thread(growing.finish, self._confirm_from_thread)
+
+    async def _pause_live_upload(self) -> None:
+        """Fenced: stop sending segments and drop the growing upload (the whole file goes up later if the
+        lease turns out to be ours); the segments stay on disk for `_finish_live_upload`."""
+        await self._abandon_growing_upload()
+        if self._live is not None:
+            await asyncio.to_thread(self._live.close)
 
     async def _finish_live_upload(self, *, keep: bool) -> None:
         if not keep:
@@ -338,10 +426,11 @@ class Job:
         live, self._live = self._live, None
         if live is None:
             return
+        self._live_spent = live
         if not keep:
             await asyncio.to_thread(live.close)
             return
-        summary = await asyncio.to_thread(live.finish)
+        summary = await asyncio.to_thread(live.finish, self._confirm_from_thread)
         self.log.info(
             "worker.live_upload_done",
             segments=len(summary.uploaded),
@@ -373,6 +462,8 @@ class Job:
             mp4=str(output.mp4) if output.mp4 else None,
             error=str(output.error) if output.error else None,
         )
+        summary = getattr(output, "blocked", None)
+        self.blocked = dict(summary.by_reason) if summary is not None else {}
         return output, output.error
 
     async def _finish_pending_upload(self, stored: StoredResult, output: RecordingOutput | None) -> StoredResult:
@@ -400,7 +491,12 @@ class Job:
                 await asyncio.wait_for(self._give_up_upload.wait(), timeout=delay)
             if self._give_up_upload.is_set() or self.lease_lost or self.cancelled:
                 return stored
-            results = await asyncio.to_thread(resume_pending, self.settings)
+            results = await asyncio.to_thread(
+                resume_pending,
+                self.settings,
+                only=(self.recording_id, self.attempt),
+                confirm=self._confirm_from_thread,
+            )
             ours = next((r for r in results if r.recording_id == self.recording_id), None)
             if ours is None:
                 # Nothing pending any more: another worker sharing RECORDS_DIR finished it, or it failed.
@@ -415,10 +511,14 @@ class Job:
         return stored
 
     async def _drop(self) -> JobResult:
-        """Cancelled or lease lost: nothing of this recording is kept."""
+        """Cancelled or lease lost: nothing of this attempt is kept, here or in the bucket (its own keys only)."""
         if self.settings.s3_bucket or self.lease.upload.bucket:
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(abort_pending, self.recording_id, self.settings)
+                await asyncio.to_thread(abort_pending, self.recording_id, self.settings, attempt=self.attempt)
+        live, self._live_spent = self._live_spent, None
+        if live is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(live.discard)
         self._discard_files()
         if self.lease_lost:
             self.log.info("worker.recording_dropped")
@@ -427,10 +527,67 @@ class Job:
             "cancelled", error=ErrorInfo(code=ErrorCode.CANCELLED.value, message="cancelled through the API")
         )
 
+    async def _keep_unreported(self, why: str) -> JobResult:
+        """The lease could be neither confirmed nor refused (the worker is going away, or the orchestrator
+        stayed silent past the report patience): keep every file where it is, upload and report nothing."""
+        await self._stop_heartbeats()
+        self.log.error("worker.recording_kept_unreported", why=why, kept=str(self.out_dir))
+        return JobResult(self.recording_id, None, location=self.out_dir.resolve().as_uri())
+
     def _discard_files(self) -> None:
         shutil.rmtree(self.out_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.out_dir.parent.rmdir()  # only when nothing else (another attempt, a stored file) is there
+
+    def _tidy_attempt(self, stored: StoredResult) -> None:
+        """After storing: remove what storage did not keep (partial captures, logs, live segments)."""
+        kept = set()
+        for location in (stored.location, stored.metadata_location):
+            if location and location.startswith("file://"):
+                kept.add(Path(url2pathname(urlsplit(location).path)).resolve())
+        if not kept:
+            self._discard_files()
+            return
+        for entry in self.out_dir.iterdir() if self.out_dir.is_dir() else ():
+            if entry.resolve() in kept:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+    # -- the lease, asked from storage threads -----------------------------------------------------
+
+    def _confirm_from_thread(self) -> bool:
+        """`confirm` for the synchronous storage code: a fresh heartbeat on the job's loop, waited for here."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(self._confirm_lease(), self._loop).result()
+
+    async def _confirm_lease(self) -> bool:
+        """True once a heartbeat sent now is answered with the lease still ours; False on 410 or cancel.
+
+        While the orchestrator cannot be reached the answer is waited for (the upload waits with it), until
+        the worker is going away or the report patience is spent: then False, with `undecided` set."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timings.report_patience
+        while not (self.lease_lost or self.cancelled):
+            try:
+                reply = await self.client.heartbeat(self._beat())
+            except LeaseLost as exc:
+                self._lose_lease(str(exc))
+                return False
+            except (Unavailable, Unauthorized) as exc:
+                if self._give_up_upload.is_set() or loop.time() >= deadline:
+                    self.undecided = True
+                    self.log.warning("worker.lease_unconfirmed", error=str(exc))
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._give_up_upload.wait(), timeout=self.lease.heartbeat_interval)
+                continue
+            self._acked()
+            self._act(reply.action)
+            return not self.cancelled
+        return False
 
     # -- talking to the orchestrator ---------------------------------------------------------------
 
@@ -440,6 +597,7 @@ class Job:
             worker_id=self.worker_id,
             outcome=outcome,
             progress=self.progress,
+            blocked=self.blocked,
             **fields,
         )
 
@@ -468,11 +626,8 @@ class Job:
             self._changed.clear()
             if self._beats_done:
                 return
-            beat = Heartbeat(
-                lease_id=self.lease.lease_id, worker_id=self.worker_id, state=self.state, progress=self.progress
-            )
             try:
-                reply = await self.client.heartbeat(beat)
+                reply = await self.client.heartbeat(self._beat())
             except LeaseLost as exc:
                 self._lose_lease(str(exc))
                 return
@@ -482,7 +637,13 @@ class Job:
                     self.log.warning("worker.heartbeat_failed", error=str(exc), missed=quiet)
                 continue
             quiet = 0
+            self._acked()
             self._act(reply.action)
+
+    def _beat(self) -> Heartbeat:
+        return Heartbeat(
+            lease_id=self.lease.lease_id, worker_id=self.worker_id, state=self.state, progress=self.progress
+        )
 
     def _act(self, action: str) -> None:
         if action == "cancel":

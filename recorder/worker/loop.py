@@ -149,7 +149,12 @@ class Worker:
     async def _poll(self, last_contact: float) -> Lease | None:
         """Long-poll for a lease, giving up the poll (not a granted lease) when shutdown is requested."""
         deadline = last_contact + self.options.give_up_after if self.options.give_up_after else None
-        request = LeaseRequest(worker_id=self.worker_id, wait=self.options.lease_wait, capacity=1)
+        request = LeaseRequest(
+            worker_id=self.worker_id,
+            wait=self.options.lease_wait,
+            capacity=1,
+            browser_sandbox=getattr(self.recorder, "browser_sandboxed", None),  # shown in /v1/pool
+        )
         poll = asyncio.create_task(self.client.lease(request, deadline=deadline))
         stop = asyncio.create_task(self._shutdown.wait())
         try:
@@ -186,7 +191,7 @@ class Worker:
     def _start_resume(self) -> None:
         if self._resume is not None and not self._resume.done():
             return
-        if not PendingStore(self.settings.records_dir).pending_ids():
+        if not PendingStore(self.settings.records_dir).pending():
             return
         self._resume = asyncio.create_task(self._resume_pending())
 

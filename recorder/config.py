@@ -160,9 +160,10 @@ class TransferOptions(BaseSettings):
 # A typo in one of the recorder's own variables stops it (recorder.envcheck): these prefixes are its own.
 OWNED_PREFIXES = ("WORKER_", "RECORDER_")
 # Owned names that are not settings: the CLI's log level; the marker the recorder puts in the environment of
-# the Chromium it starts (to find that browser's processes); and the tag a test run puts on every process it
-# starts, which the recorder hands on to Chromium (recorder/source/sandbox.py) so that no process outlives it.
-OTHER_VARIABLES = frozenset({"RECORDER_LOG_LEVEL", "RECORDER_BROWSER_INSTANCE", "RECORDER_FARM_TEST_RUN"})
+# the Chromium it starts (to find that browser's processes); and a label an operator (or a test run) puts
+# on a recorder so that every process it starts, Chromium included, can be found by it (and none outlives it).
+PROCESS_TAG = "RECORDER_PROCESS_TAG"
+OTHER_VARIABLES = frozenset({"RECORDER_LOG_LEVEL", "RECORDER_BROWSER_INSTANCE", PROCESS_TAG})
 
 
 def known_variables() -> set[str]:

@@ -302,7 +302,7 @@ async def test_chromium_runs_sandboxed_as_the_browser_user_and_the_page_is_heard
             browser_pid = browser_process(processes)
             browser_env = environ_of(browser_pid).split(b"\0")
             assert f"RECORDER_BROWSER_INSTANCE={recorder.browser.instance}".encode() in browser_env
-            assert f"RECORDER_FARM_TEST_RUN={os.environ['RECORDER_FARM_TEST_RUN']}".encode() in browser_env, (
+            assert f"RECORDER_PROCESS_TAG={os.environ['RECORDER_PROCESS_TAG']}".encode() in browser_env, (
                 "the leak check still sees Chromium"
             )
             home = next(item for item in browser_env if item.startswith(b"HOME=")).removeprefix(b"HOME=")

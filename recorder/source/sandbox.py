@@ -39,7 +39,7 @@ INSTANCE_ENV = "RECORDER_BROWSER_INSTANCE"
 
 # The only variables Chromium gets: what it needs to find programs, fonts, locale and time zone; the
 # display and audio server the recorder hands it; its home; and names that only mark whose processes these
-# are (the browser instance, the worker's name, and the tag a test run puts on every process it starts).
+# are (the browser instance, the worker's name, and RECORDER_PROCESS_TAG).
 BROWSER_ENV_NAMES = frozenset(
     {
         "PATH",
@@ -54,7 +54,7 @@ BROWSER_ENV_NAMES = frozenset(
         "PULSE_RUNTIME_PATH",
         INSTANCE_ENV,
         "WORKER_ID",
-        "RECORDER_FARM_TEST_RUN",
+        "RECORDER_PROCESS_TAG",
     }
 )
 BROWSER_ENV_PREFIXES = ("LC_", "FONTCONFIG_")

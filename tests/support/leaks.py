@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 WATCHED = ("Xvfb", "chromium", "chrome", "chrome_crashpad", "ffmpeg", "pulseaudio")
-TAG = f"RECORDER_FARM_TEST_RUN={uuid.uuid4().hex}"
-os.environ["RECORDER_FARM_TEST_RUN"] = TAG.split("=", 1)[1]
+# RECORDER_PROCESS_TAG is the recorder's own label for its processes; it reaches Chromium's minimal environment.
+TAG = f"RECORDER_PROCESS_TAG={uuid.uuid4().hex}"
+os.environ["RECORDER_PROCESS_TAG"] = TAG.split("=", 1)[1]
 
 
 def _ours(pid: str) -> bool:

@@ -178,6 +178,10 @@ def move_legacy_store(legacy: Path, target: Path) -> bool:
     requests) does not belong there. Nothing is moved when the new store exists already."""
     if target.exists() or not legacy.is_file() or legacy.resolve() == target.resolve():
         return False
+    if any(legacy.with_name(legacy.name + suffix).is_symlink() for suffix in ("-wal", "-shm", "")):
+        # Workers write into RECORDS_DIR: a link there is not a store this orchestrator left.
+        log.warning("store_not_moved", source=str(legacy), reason="it is a symbolic link; move the store by hand")
+        return False
     target.parent.mkdir(parents=True, exist_ok=True)
     # The WAL and shared-memory files go with the database, the database last so a crash midway
     # leaves it where the next start looks for it.

@@ -10,10 +10,17 @@ only accepted when it is one of the places the orchestrator itself would compute
 
 `n` is the attempt of the lease. The media route serves only these derived places, whatever a row
 says, so a forged location can neither make the API stream the store nor presign a foreign bucket.
+
+A worker of the local pool writes into RECORDS_DIR itself, so the derived place may be a link: a
+`rec.mp4` that is a symbolic or hard link to the store, or an attempt folder linked to another
+recording's. `servable` refuses every link below RECORDS_DIR: a local file is served only when each
+part of its path below RECORDS_DIR is a real folder or file and the file has no other name.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +48,30 @@ class Locations:
     def legacy_path(self, recording_id: str, name: str = MEDIA) -> Path:
         """Where recordings stored before attempt folders existed keep their files (served, never accepted)."""
         return self.root / recording_id / name
+
+    def servable(self, path: Path) -> Path | None:
+        """`path` when it may be streamed: below RECORDS_DIR, no symbolic link among its parts below
+        RECORDS_DIR, a regular file, and no hard link to it elsewhere; else None.
+
+        RECORDS_DIR itself may be a link (it was resolved when this object was made)."""
+        try:
+            parts = path.relative_to(self.root).parts
+        except ValueError:
+            return None
+        if not parts:
+            return None
+        current = self.root
+        try:
+            for part in parts:
+                current = current / part
+                info = os.lstat(current)
+                if stat.S_ISLNK(info.st_mode):
+                    return None
+        except OSError:
+            return None
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return None
+        return path
 
     def problem(
         self, location: str, *, recording_id: str, attempt: int, upload: dict[str, Any], name: str = MEDIA

@@ -2,7 +2,8 @@
 
 Only places the orchestrator derives itself are served (see `locations.py`): the local path is computed
 from RECORDS_DIR, the recording id and its attempt, never read from the row, and only the bucket the
-recording was leased to is presigned. A row whose stored location is anything else has no media.
+recording was leased to is presigned. A row whose stored location is anything else has no media, and
+so has a derived file that is a link (`Locations.servable`).
 """
 
 from __future__ import annotations
@@ -51,8 +52,12 @@ class MediaLocator:
             raise NotFound(f"recording {row.id} has no media this server can serve")
         if isinstance(where, S3Object):
             return Redirect(await self._presign(where.bucket, where.key))
-        if not where.is_file():
-            raise NotFound(f"recording {row.id}'s file no longer exists")
+        if self.locations.servable(where) is None:
+            if not (where.exists() or where.is_symlink()):
+                raise NotFound(f"recording {row.id}'s file no longer exists")
+            # A link (to the store, another recording, anything) where a worker should have left a file.
+            log.warning("media_link_refused", recording_id=row.id, path=str(where))
+            raise NotFound(f"recording {row.id} has no media this server can serve")
         return LocalFile(where)
 
     async def _presign(self, bucket: str, key: str) -> str:

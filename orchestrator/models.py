@@ -163,8 +163,15 @@ class PoolWorker(_Model):
     retiring: bool = False
     last_seen: datetime | None = None
     idle_since: datetime | None = None
-    recordings: list[str] = Field(default_factory=list, description="recordings this worker holds leases on")
-    reason: str | None = Field(default=None, description="why the backend reports the worker failed")
+    recordings: list[str] = Field(
+        default_factory=list,
+        description="the caller's own recordings this worker holds leases on (the admin token sees all)",
+    )
+    reason: str | None = Field(
+        default=None,
+        description="why the backend reports the worker failed; the worker's own words after it (its last log"
+        " line, its termination message) only for the admin token",
+    )
     browser_sandbox: bool | None = Field(
         default=None,
         description="whether the worker's Chromium runs sandboxed (false: it logged why); null: not reported yet",

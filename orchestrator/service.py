@@ -121,14 +121,26 @@ class RecordingService:
         try:
             row, created = await self.store.create(new)
         except IdempotencyConflict as conflict:
+            if not caller.may_see(conflict.existing.owner):
+                raise self._foreign_key(idempotency_key) from None
             raise Conflict(
                 "idempotency_conflict",
                 f"Idempotency-Key {idempotency_key!r} was used for recording {conflict.existing.id} with a"
                 " different request; send the same request to get that recording, or use a new key",
             ) from None
+        if not caller.may_see(row.owner):
+            # A row from before callers had names whose key reads like `<caller>:<key>`: not this caller's.
+            raise self._foreign_key(idempotency_key)
         if created:
             self.bus.publish(StateChange(row, None, State.QUEUED, now))
         return row, created
+
+    @staticmethod
+    def _foreign_key(idempotency_key: str | None) -> Conflict:
+        return Conflict(
+            "idempotency_conflict",
+            f"Idempotency-Key {idempotency_key!r} is taken by a recording that is not yours; use a new key",
+        )
 
     def _check_bucket(self, upload: UploadTarget) -> None:
         """Uploads go only to buckets the operator allowed: the orchestrator presigns media with its own

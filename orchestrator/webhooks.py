@@ -154,16 +154,18 @@ class WebhookDispatcher:
         if previous is not None:
             # Events of one recording arrive in the order they happened.
             await asyncio.wait([previous])
-        async with self._slots:
-            await self._deliver(url, event, body, secret)
+        await self._deliver(url, event, body, secret)
 
     async def _deliver(self, url: str, event: WebhookEvent, body: bytes, secret: str | None) -> None:
         bound = log.bind(recording_id=event.recording_id, event_id=event.event_id, new_state=event.new_state)
         problem = "not attempted"
         for attempt in range(1, self.attempts + 1):
             try:
-                await self.policy.check(url, "webhook_url")
-                status = await self._post(url, event.event_id, body, secret)
+                # A slot is held per attempt, never across the backoff: one caller's failing receivers
+                # cannot hold every slot while they wait, and so delay every other caller's events.
+                async with self._slots:
+                    await self.policy.check(url, "webhook_url")
+                    status = await self._post(url, event.event_id, body, secret)
                 if 200 <= status < 300:
                     self.metrics.webhooks.labels("delivered").inc()
                     bound.info("webhook_delivered", attempt=attempt, status=status)

@@ -62,6 +62,11 @@ async def parse_body(request: web.Request, model: type[M], context: dict[str, An
             "invalid_json",
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
         ) from None
+    except ValueError:
+        # Python refuses to convert integers of more than 4300 digits (a denial-of-service guard).
+        raise OrchestratorError(
+            "invalid_json", "the request body has a number too long to read; no field needs one that long"
+        ) from None
     if not isinstance(data, dict):
         raise OrchestratorError(
             "validation_error",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from orchestrator.api.context import CONTEXT, ApiContext
+from orchestrator.api.context import CLIENT, CONTEXT, ApiContext
 from orchestrator.api.responses import json_model
+from orchestrator.auth import Caller
 from orchestrator.metrics import CONTENT_TYPE
 from orchestrator.models import Health, PoolView, PoolWorker
 from orchestrator.openapi import openapi_document
@@ -50,10 +51,35 @@ async def openapi(request: web.Request) -> web.Response:
 
 @routes.get("/v1/pool")
 async def pool(request: web.Request) -> web.Response:
-    return json_model(await pool_view(request.app[CONTEXT]))
+    return json_model(await pool_view(request.app[CONTEXT], request[CLIENT]))
 
 
-async def pool_view(ctx: ApiContext) -> PoolView:
+async def _visible(ctx: ApiContext, held: set[str], caller: Caller | None) -> set[str]:
+    """Of the recordings workers hold, those `caller` may see (all for the admin or no caller)."""
+    if caller is None or caller.admin:
+        return held
+    visible = set()
+    for recording_id in held:
+        row = await ctx.store.get(recording_id)
+        if row is not None and caller.may_see(row.owner):
+            visible.add(recording_id)
+    return visible
+
+
+def _summary(reason: str | None) -> str | None:
+    """What a failed worker's reason says before its detail: "worker killed by SIGKILL", "OOMKilled".
+
+    The detail is the worker's own words (the last line it logged, its termination message), which may
+    name the recording it held and that recording's URL: only the admin sees it."""
+    return reason.split(": ", 1)[0] if reason else reason
+
+
+async def pool_view(ctx: ApiContext, caller: Caller | None = None) -> PoolView:
+    """The pool as `caller` may see it: every worker and count, but only the caller's own recording ids
+    (another caller's ids are never shown to it, here as anywhere else), and a failed worker's reason
+    without the worker's own words unless the caller is the admin."""
+    snapshot = ctx.registry.snapshot()
+    visible = await _visible(ctx, {r for w in snapshot for r in w.recordings}, caller)
     workers = [
         PoolWorker(
             id=w.worker_id,
@@ -61,10 +87,10 @@ async def pool_view(ctx: ApiContext) -> PoolView:
             retiring=w.retiring,
             last_seen=utc(w.last_seen),
             idle_since=utc(w.idle_since),
-            recordings=list(w.recordings),
+            recordings=[r for r in w.recordings if r in visible],
             browser_sandbox=w.browser_sandbox,
         )
-        for w in ctx.registry.snapshot()
+        for w in snapshot
     ]
     if ctx.backend is not None:
         # Workers the backend started that have not asked for work yet, and those that failed.
@@ -73,7 +99,8 @@ async def pool_view(ctx: ApiContext) -> PoolView:
             if info.name in seen or info.phase == "gone":
                 continue
             state = "failed" if info.phase == "failed" else "starting"
-            workers.append(PoolWorker(id=info.name, state=state, reason=info.reason))
+            reason = info.reason if caller is None or caller.admin else _summary(info.reason)
+            workers.append(PoolWorker(id=info.name, state=state, reason=reason))
     counts = await ctx.store.count_by_status()
     s = ctx.settings
     return PoolView(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
@@ -86,7 +87,12 @@ class SQLiteStore:
         self._writer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Every caller's requests (URLs with meeting passwords) are in here: a new store and a new folder
+        # for it are this user's alone, not readable by the unprivileged user Chromium runs as. SQLite
+        # gives the WAL and shared-memory files the mode of the database. Existing files keep theirs.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self._w = await self._connect()
         await self._w.execute("PRAGMA journal_mode=WAL")
         await self._migrate(self._w)

@@ -2,9 +2,9 @@
 URL_ALLOWLIST opens.
 
 Denial is decided by an explicit table, not by `ipaddress.is_global`, which on Python 3.11 calls
-168.63.129.16, `64:ff9b::7f00:1` (NAT64 of 127.0.0.1), `2002:7f00:1::` (6to4 of 127.0.0.1) and
-192.0.0.8 global. IPv4 carried inside IPv6 (mapped, compatible, NAT64, 6to4, Teredo) is unwrapped and
-judged as the IPv4 address it reaches.
+168.63.129.16, `64:ff9b::7f00:1` (NAT64 of 127.0.0.1), `2002:7f00:1::` (6to4 of 127.0.0.1),
+`::ffff:0:7f00:1` (SIIT of 127.0.0.1) and 192.0.0.8 global. IPv4 carried inside IPv6 (mapped,
+compatible, SIIT-translated, NAT64, 6to4, Teredo) is unwrapped and judged as the IPv4 address it reaches.
 """
 
 from __future__ import annotations
@@ -40,10 +40,13 @@ _DENIED: tuple[tuple[IPNetwork, str], ...] = tuple(
         ("240.0.0.0/4", "reserved"),
         ("::/128", "unspecified"),
         ("::1/128", "loopback"),
+        # The rest of ::/8 (IETF-reserved) once the forms carrying IPv4 were unwrapped: nothing public.
+        ("::/8", "reserved"),
         ("64:ff9b:1::/48", "private"),
         ("100::/64", "reserved"),
         ("2001::/23", "reserved"),
         ("2001:db8::/32", "documentation"),
+        ("3fff::/20", "documentation"),
         ("fc00::/7", "private"),
         ("fe80::/10", "link-local"),
         ("fec0::/10", "private"),
@@ -55,6 +58,7 @@ _DENIED: tuple[tuple[IPNetwork, str], ...] = tuple(
 BLOCK_REASONS = frozenset({why for _, why in _DENIED} | {"unresolvable", "invalid"})
 
 _MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT (RFC 2765): a translator reaches the IPv4 inside
 _COMPATIBLE = ipaddress.ip_network("::/96")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
@@ -62,10 +66,10 @@ _TEREDO = ipaddress.ip_network("2001::/32")
 
 
 def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address leads to (mapped, compatible, NAT64, 6to4, Teredo), if any."""
+    """The IPv4 address an IPv6 address leads to (mapped, compatible, SIIT, NAT64, 6to4, Teredo), if any."""
     if not isinstance(ip, ipaddress.IPv6Address):
         return None
-    if ip in _MAPPED or ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):
+    if ip in _MAPPED or ip in _TRANSLATED or ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if ip in _SIX_TO_FOUR:
         return ipaddress.IPv4Address((int(ip) >> 80) & 0xFFFFFFFF)

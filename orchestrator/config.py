@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from recorder.security.addresses import AddressPolicy
+
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
@@ -78,7 +80,8 @@ class OrchestratorSettings(BaseSettings):
     url_allowlist: CommaList = Field(
         default_factory=list,
         validation_alias=_env("URL_ALLOWLIST"),
-        description="hosts (exact or *.suffix) or CIDRs exempt from the private-address guard, comma-separated",
+        description="hosts (exact or *.suffix), IPs or CIDRs, each optionally with :port, that recordings may"
+        " reach although not public; comma-separated",
     )
 
     # storage
@@ -203,6 +206,12 @@ class OrchestratorSettings(BaseSettings):
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("url_allowlist")
+    @classmethod
+    def _valid_allowlist(cls, value: list[str]) -> list[str]:
+        AddressPolicy(value)  # raises ValueError naming a malformed entry
         return value
 
     @field_validator("worker_token", "api_admin_token", "webhook_secret", "s3_bucket", "s3_endpoint_url", mode="before")

@@ -47,11 +47,11 @@ class UrlPolicy:
         self.addresses = AddressPolicy(allowlist)
         self._resolve = resolve
 
-    def host_allowed(self, host: str) -> bool:
-        return self.addresses.host_allowed(host)
+    def host_allowed(self, host: str, port: int | None = None) -> bool:
+        return self.addresses.host_allowed(host, port)
 
-    def address_allowed(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        return self.addresses.address_allowed(ip)
+    def address_allowed(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int | None = None) -> bool:
+        return self.addresses.address_allowed(ip, port)
 
     @staticmethod
     def canonical(url: str, field: str = "url") -> CanonicalUrl:
@@ -64,12 +64,12 @@ class UrlPolicy:
         """Return the addresses the canonical URL's host resolves to, or raise UrlDenied."""
         parsed = self.canonical(url, field)
         host = parsed.host
-        if self.host_allowed(host):
+        if self.host_allowed(host, parsed.port):
             return []
         literal = parsed.ip
         addresses = [str(literal)] if literal is not None else await self._resolve_host(host, field)
         for text in addresses:
-            reason = self.addresses.denial(ipaddress.ip_address(text))
+            reason = self.addresses.denial(ipaddress.ip_address(text), parsed.port)
             if reason is not None:
                 where = "is" if literal is not None else f"resolves to {text},"
                 raise UrlDenied(
@@ -108,9 +108,9 @@ class GuardedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        if self._policy.host_allowed(host):
+        if self._policy.host_allowed(host, port):
             return results
-        allowed = [r for r in results if self._policy.address_allowed(ipaddress.ip_address(r["host"]))]
+        allowed = [r for r in results if self._policy.address_allowed(ipaddress.ip_address(r["host"]), port)]
         if not allowed:
             denied: Sequence[str] = [r["host"] for r in results]
             raise OSError(f"{host} resolves only to addresses the URL policy denies: {', '.join(denied)}")

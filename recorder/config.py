@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from recorder.security.addresses import AddressPolicy
+
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
@@ -74,7 +76,8 @@ class RecorderSettings(BaseSettings):
     url_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         validation_alias=_env("URL_ALLOWLIST"),
-        description="hosts, *.suffixes, IPs or CIDRs the page may reach although not public; as the orchestrator's",
+        description="hosts (exact or *.suffix), IPs or CIDRs, each optionally with :port, that recordings may"
+        " reach although not public; comma-separated",
     )
     egress_guard: bool = Field(
         default=True,
@@ -92,6 +95,12 @@ class RecorderSettings(BaseSettings):
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("url_allowlist")
+    @classmethod
+    def _valid_allowlist(cls, value: list[str]) -> list[str]:
+        AddressPolicy(value)  # raises ValueError naming a malformed entry
         return value
 
     @field_validator("dns_server", mode="before")

@@ -28,7 +28,6 @@ if [ "$POOL_SPARE" -lt 1 ]; then
   echo "start.sh: POOL_SPARE=$POOL_SPARE: the local farm keeps at least one warm worker; using 1" >&2
   export POOL_SPARE=1
 fi
-export URL_ALLOWLIST="${URL_ALLOWLIST:-localhost,127.0.0.1}"
 generated=()
 if [ -z "${API_TOKENS:-}" ]; then export API_TOKENS; API_TOKENS="$(new_token)"; generated+=(API_TOKENS); fi
 if [ -z "${WORKER_TOKEN:-}" ]; then export WORKER_TOKEN; WORKER_TOKEN="$(new_token)"; generated+=(WORKER_TOKEN); fi
@@ -40,6 +39,9 @@ mkdir -p "$RECORDS_DIR"
 host="$ORCHESTRATOR_HOST"
 case "$host" in 0.0.0.0 | "::") host=127.0.0.1 ;; esac
 BASE="http://$host:$ORCHESTRATOR_PORT"
+# Recorded pages may reach the orchestrator's own port (for the demo page), and nothing else that is not public:
+# opening all of 127.0.0.1 would open every loopback service on this machine to every recorded page.
+export URL_ALLOWLIST="${URL_ALLOWLIST:-$host:$ORCHESTRATOR_PORT}"
 first_token="${API_TOKENS%%,*}"
 TOKEN="${first_token#*:}"  # entries may be name:token
 

@@ -262,3 +262,33 @@ def test_known_names_and_other_prefixes_pass_the_check():
     assert check_variables(known) is None
     problem = check_variables({**known, "ORCHESTRATOR_WEBHOOK_SECRT": "x"})
     assert problem is not None and "ORCHESTRATOR_WEBHOOK_SECRET" in problem
+
+
+async def test_an_allowlisted_port_opens_that_port_only() -> None:
+    """`127.0.0.1:8080` opens the demo's port to recordings and webhooks, not the rest of loopback."""
+    from orchestrator.url_policy import GuardedResolver, UrlDenied, UrlPolicy
+
+    policy = UrlPolicy(["127.0.0.1:8080", "[::1]:8080"])
+    assert await policy.check("http://127.0.0.1:8080/demo/") == ["127.0.0.1"]
+    assert await policy.check("http://[::1]:8080/") == ["::1"]
+    for url in ("http://127.0.0.1:8081/", "http://127.0.0.1/", "http://0x7f.1:22/", "http://[::1]:6379/"):
+        with pytest.raises(UrlDenied) as denied:
+            await policy.check(url)
+        assert denied.value.code == "url_not_allowed" and "loopback" in denied.value.message, url
+
+    resolver = GuardedResolver(policy)
+    try:
+        assert [r["host"] for r in await resolver.resolve("127.0.0.1", 8080)] == ["127.0.0.1"]
+        with pytest.raises(OSError):
+            await resolver.resolve("127.0.0.1", 5432)
+    finally:
+        await resolver.close()
+
+
+def test_a_malformed_allowlist_port_stops_the_orchestrator() -> None:
+    env = {**os.environ, "URL_ALLOWLIST": "127.0.0.1:http", "ORCHESTRATOR_PORT": "0", "POOL_BACKEND": "none"}
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, (done.returncode, done.stderr[-500:])
+    assert "URL_ALLOWLIST entry '127.0.0.1:http'" in done.stderr + done.stdout

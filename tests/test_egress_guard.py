@@ -207,3 +207,23 @@ async def test_stop_cuts_open_tunnels_and_closes_the_port(targets: Targets) -> N
     writer.close()
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_an_allowlisted_port_opens_that_port_and_no_other(targets: Targets) -> None:
+    """`127.0.0.1:P` in URL_ALLOWLIST opens one service on loopback, not the canary beside it."""
+    opened = TcpTarget("opened", CANARY_HOST, shared_port())
+    await opened.start()
+    g = EgressGuard(AddressPolicy([f"{CANARY_HOST}:{opened.port}", f"localhost:{opened.port}"]))
+    await g.start()
+    try:
+        for host in (CANARY_HOST, "localhost"):
+            code, reader, writer = await socks_connect(g, host, opened.port)
+            assert code == SUCCEEDED, host
+            assert await exchange(reader, writer, b"hi") == b"opened:hi"
+            code, _, writer = await socks_connect(g, host, targets.port)
+            writer.close()
+            assert code == NOT_ALLOWED, f"{host}:{targets.port} is not the allowlisted port"
+        assert g.ledger.by_reason == {"loopback": 2}
+    finally:
+        await g.stop()
+        await opened.stop()

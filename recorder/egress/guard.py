@@ -174,13 +174,13 @@ class EgressGuard:
         except ValueError:
             literal = None
         if literal is not None:
-            return Verdict(name, port, self.policy.denial(literal), [literal])
+            return Verdict(name, port, self.policy.denial(literal, port), [literal])
         addresses = await self.resolver.resolve(name)
         if not addresses:
             return Verdict(name, port, "unresolvable")
-        if not self.policy.host_allowed(name):
+        if not self.policy.host_allowed(name, port):
             for address in addresses:
-                why = self.policy.denial(address)
+                why = self.policy.denial(address, port)
                 if why is not None:
                     return Verdict(name, port, why, addresses)
         return Verdict(name, port, None, addresses)

@@ -91,37 +91,69 @@ def address_class(ip: IPAddress) -> str | None:
 
 class AddressPolicy:
     """Public addresses are allowed; URL_ALLOWLIST opens hosts by name (`localhost`, `*.corp.example`)
-    or by address (`127.0.0.2`, `10.0.0.0/8`)."""
+    or by address (`127.0.0.2`, `10.0.0.0/8`), each on every port or, written `entry:port`, on one."""
 
     def __init__(self, allowlist: Iterable[str] = ()) -> None:
-        self._hosts: set[str] = set()
-        self._suffixes: list[str] = []
-        self._networks: list[IPNetwork] = []
+        # Each entry opens every port (None) or one port of its host, suffix or network.
+        self._hosts: list[tuple[str, int | None]] = []
+        self._suffixes: list[tuple[str, int | None]] = []
+        self._networks: list[tuple[IPNetwork, int | None]] = []
         for entry in (e.strip().lower() for e in allowlist):
             if not entry:
                 continue
+            target, port = _split_port(entry)
             try:
-                self._networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                self._networks.append((ipaddress.ip_network(target, strict=False), port))
             except ValueError:
-                if entry.startswith("*."):
-                    self._suffixes.append(entry[1:])
+                if target.startswith("*."):
+                    self._suffixes.append((target[1:], port))
                 else:
-                    self._hosts.add(entry.rstrip("."))
+                    self._hosts.append((target.rstrip("."), port))
 
-    def host_allowed(self, host: str) -> bool:
-        """A host named in the allowlist may reach whatever it resolves to."""
+    def host_allowed(self, host: str, port: int | None = None) -> bool:
+        """A host named in the allowlist may reach whatever it resolves to (on the entry's port, if it has one)."""
         host = host.lower().rstrip(".")
-        return host in self._hosts or any(host.endswith(suffix) for suffix in self._suffixes)
+        return any(host == name and _port_ok(p, port) for name, p in self._hosts) or any(
+            host.endswith(suffix) and _port_ok(p, port) for suffix, p in self._suffixes
+        )
 
-    def denial(self, ip: IPAddress) -> str | None:
-        """The address class that keeps `ip` out, or None when it may be reached."""
+    def denial(self, ip: IPAddress, port: int | None = None) -> str | None:
+        """The address class that keeps `ip` (on `port`) out, or None when it may be reached."""
         why = address_class(ip)
         if why is None:
             return None
         candidates = [ip, *filter(None, [embedded_ipv4(ip)])]
-        if any(c in net for c in candidates for net in self._networks if net.version == c.version):
-            return None
+        for net, p in self._networks:
+            if _port_ok(p, port) and any(c in net for c in candidates if net.version == c.version):
+                return None
         return why
 
-    def address_allowed(self, ip: IPAddress) -> bool:
-        return self.denial(ip) is None
+    def address_allowed(self, ip: IPAddress, port: int | None = None) -> bool:
+        return self.denial(ip, port) is None
+
+
+def _port_ok(entry_port: int | None, port: int | None) -> bool:
+    """An entry without a port opens every port; one with a port opens only that one."""
+    return entry_port is None or entry_port == port
+
+
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """`127.0.0.1:8080`, `[::1]:8080`, `meet.corp.example:443` → (target, port); anything else → (entry, None)."""
+    if entry.startswith("["):
+        close = entry.find("]")
+        rest = entry[close + 1 :] if close > 0 else None
+        if rest == "":
+            return entry[1:close], None
+        if rest is not None and rest.startswith(":"):
+            return entry[1:close], _port(entry, rest[1:])
+        raise ValueError(f"URL_ALLOWLIST entry {entry!r}: write an IPv6 address with a port as [addr]:port")
+    head, sep, tail = entry.rpartition(":")
+    if sep and ":" not in head:
+        return head, _port(entry, tail)
+    return entry, None
+
+
+def _port(entry: str, text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"URL_ALLOWLIST entry {entry!r}: the port must be a number from 1 to 65535")
+    return int(text)

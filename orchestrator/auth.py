@@ -13,9 +13,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from orchestrator.config import ADMIN
-
-ANONYMOUS = "anonymous"
+from orchestrator.config import ADMIN, ANONYMOUS
 
 
 @dataclass(frozen=True)

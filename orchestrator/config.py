@@ -28,6 +28,8 @@ CommaList = Annotated[list[str], NoDecode]
 # A caller's name: it owns recordings, scopes idempotency keys and picks a webhook secret.
 CALLER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ADMIN = "admin"
+# The caller of an API with no tokens (loopback only); no named caller may take it and inherit its rows.
+ANONYMOUS = "anonymous"
 
 
 def derived_name(token: str) -> str:
@@ -49,8 +51,9 @@ def named_entries(entries: list[str], variable: str, what: str) -> dict[str, str
                 f"{variable} entry {position}: name {name!r} must be 1-64 letters, digits, '.', '_' or '-',"
                 " starting with a letter or digit"
             )
-        if name == ADMIN:
-            raise ValueError(f"{variable} entry {position}: the name {ADMIN!r} is reserved for API_ADMIN_TOKEN")
+        if name in (ADMIN, ANONYMOUS):
+            owner = "API_ADMIN_TOKEN" if name == ADMIN else "the caller of an API with no tokens"
+            raise ValueError(f"{variable} entry {position}: the name {name!r} is reserved for {owner}")
         if name in named:
             raise ValueError(f"{variable} names {name!r} twice; every caller needs its own name")
         named[name] = value

@@ -105,6 +105,9 @@ class RecordingService:
                     raise OrchestratorError(denied.code, denied.message, [Detail(field, denied.message)]) from None
         spec = request.to_spec(self.settings.effective_default_duration)
         upload = request.upload or UploadTarget(bucket=self.settings.s3_bucket, prefix=self.settings.s3_prefix)
+        if upload.bucket is None and self.settings.s3_bucket:
+            # A request that names only a prefix still goes to the server's bucket, never to its local disk.
+            upload = UploadTarget(bucket=self.settings.s3_bucket, prefix=upload.prefix or self.settings.s3_prefix)
         self._check_bucket(upload)
         normalized = request.model_dump(mode="json")
         now = self.clock()

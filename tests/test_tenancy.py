@@ -151,6 +151,13 @@ async def test_the_default_allowlist_is_the_configured_bucket_only(start_orchest
     assert r.status == 422 and "no S3 bucket" in r.body["error"]["details"][0]["message"]
 
 
+async def test_a_request_naming_only_a_prefix_goes_to_the_servers_bucket(start_orchestrator):
+    """Not to the orchestrator's local disk, which workers on other machines do not share."""
+    _o, alice, _, _ = await _tenants(start_orchestrator, s3_bucket="farm")
+    r = await alice.create(upload={"prefix": "team-a"})
+    assert r.status == 202 and r.body["upload"] == {"bucket": "farm", "prefix": "team-a"}, r.body
+
+
 @pytest.mark.parametrize(
     ("prefix", "stored"),
     [("/team-a//2026/", "team-a/2026"), ("a/b", "a/b"), ("", ""), ("///", "")],
@@ -191,6 +198,7 @@ def test_bare_tokens_get_a_derived_name_and_named_ones_keep_theirs():
         (["same", "same"], "twice"),
         (["bad name:x"], "must be 1-64 letters"),
         (["admin:x"], "reserved for API_ADMIN_TOKEN"),
+        (["anonymous:x"], "reserved for the caller of an API with no tokens"),
         (["alice:"], "no token"),
     ],
 )

@@ -34,7 +34,9 @@ if [ -z "${WORKER_TOKEN:-}" ]; then export WORKER_TOKEN; WORKER_TOKEN="$(new_tok
 if [ -z "${ORCHESTRATOR_WEBHOOK_SECRET:-}" ]; then
   export ORCHESTRATOR_WEBHOOK_SECRET; ORCHESTRATOR_WEBHOOK_SECRET="$(new_token)"; generated+=(ORCHESTRATOR_WEBHOOK_SECRET)
 fi
-mkdir -p "$RECORDS_DIR"
+# Recordings, worker logs (which hold the URLs) and the store are the farm's alone: the unprivileged user
+# Chromium runs as may not read them.
+mkdir -p -m 0700 "$RECORDS_DIR"
 
 host="$ORCHESTRATOR_HOST"
 case "$host" in 0.0.0.0 | "::") host=127.0.0.1 ;; esac

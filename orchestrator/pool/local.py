@@ -168,7 +168,7 @@ class LocalBackend:
     # -- PoolBackend -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for path in sorted(self.state_dir.glob("*.json")):
             self._adopt(path)
 
@@ -225,7 +225,7 @@ class LocalBackend:
             "RECORDS_DIR": str(self.records_dir),
             "PYTHONUNBUFFERED": "1",
         }
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         logfile = os.open(self._log_path(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             process = await asyncio.create_subprocess_exec(
@@ -302,7 +302,7 @@ class LocalBackend:
     # -- adoption of workers that outlived an earlier orchestrator ---------------------------------
 
     def _write_state(self, worker: _Worker) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         record = {
             "name": worker.name,
             "pid": worker.pid,

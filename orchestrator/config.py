@@ -11,19 +11,18 @@ import hashlib
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recorder.security.addresses import AddressPolicy
+from recorder.envcheck import URL_ALLOWLIST_HELP, CommaList, UrlAllowlist
 
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
 
 
-CommaList = Annotated[list[str], NoDecode]
 
 # A caller's name: it owns recordings, scopes idempotency keys and picks a webhook secret.
 CALLER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -80,11 +79,8 @@ class OrchestratorSettings(BaseSettings):
     worker_token: str | None = Field(
         default=None, validation_alias=_env("WORKER_TOKEN"), description="bearer token for /v1/worker/*"
     )
-    url_allowlist: CommaList = Field(
-        default_factory=list,
-        validation_alias=_env("URL_ALLOWLIST"),
-        description="hosts (exact or *.suffix), IPs or CIDRs, each optionally with :port, that recordings may"
-        " reach although not public; comma-separated",
+    url_allowlist: UrlAllowlist = Field(
+        default_factory=list, validation_alias=_env("URL_ALLOWLIST"), description=URL_ALLOWLIST_HELP
     )
 
     # storage
@@ -203,19 +199,6 @@ class OrchestratorSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", validation_alias=_env("ORCHESTRATOR_LOG_LEVEL")
     )
-
-    @field_validator("api_tokens", "url_allowlist", "s3_bucket_allowlist", "webhook_secrets", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("url_allowlist")
-    @classmethod
-    def _valid_allowlist(cls, value: list[str]) -> list[str]:
-        AddressPolicy(value)  # raises ValueError naming a malformed entry
-        return value
 
     @field_validator("worker_token", "api_admin_token", "webhook_secret", "s3_bucket", "s3_endpoint_url", mode="before")
     @classmethod

@@ -11,12 +11,12 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recorder.security.addresses import AddressPolicy
+from recorder.envcheck import URL_ALLOWLIST_HELP, UrlAllowlist
 
 
 def _env(name: str) -> AliasChoices:
@@ -73,11 +73,8 @@ class RecorderSettings(BaseSettings):
     )
 
     # egress: what a recorded page may reach (recorder/egress)
-    url_allowlist: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        validation_alias=_env("URL_ALLOWLIST"),
-        description="hosts (exact or *.suffix), IPs or CIDRs, each optionally with :port, that recordings may"
-        " reach although not public; comma-separated",
+    url_allowlist: UrlAllowlist = Field(
+        default_factory=list, validation_alias=_env("URL_ALLOWLIST"), description=URL_ALLOWLIST_HELP
     )
     egress_guard: bool = Field(
         default=True,
@@ -89,19 +86,6 @@ class RecorderSettings(BaseSettings):
         validation_alias=_env("RECORDER_DNS_SERVER"),
         description="ip[:port] of the DNS server the egress guard asks; unset means the system resolver",
     )
-
-    @field_validator("url_allowlist", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("url_allowlist")
-    @classmethod
-    def _valid_allowlist(cls, value: list[str]) -> list[str]:
-        AddressPolicy(value)  # raises ValueError naming a malformed entry
-        return value
 
     @field_validator("dns_server", mode="before")
     @classmethod

@@ -9,9 +9,34 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
+from typing import Annotated, Any
 
-from pydantic import AliasChoices
-from pydantic_settings import BaseSettings
+from pydantic import AfterValidator, AliasChoices, BeforeValidator
+from pydantic_settings import BaseSettings, NoDecode
+
+from recorder.security.addresses import AddressPolicy
+
+
+def split_commas(value: Any) -> Any:
+    """`a, b,,c` → ['a', 'b', 'c']; a list (from a CLI flag or code) passes as it is."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _valid_allowlist(value: list[str]) -> list[str]:
+    AddressPolicy(value)  # raises ValueError naming a malformed entry
+    return value
+
+
+# A comma-separated environment variable, read as a list.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
+# URL_ALLOWLIST, with the same meaning and checks for the orchestrator and the recorder.
+UrlAllowlist = Annotated[CommaList, AfterValidator(_valid_allowlist)]
+URL_ALLOWLIST_HELP = (
+    "hosts (exact or *.suffix), IPs or CIDRs, each optionally with :port, that recordings may reach although"
+    " not public; comma-separated"
+)
 
 
 class UnknownVariable(Exception):

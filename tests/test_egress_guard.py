@@ -227,3 +227,33 @@ async def test_an_allowlisted_port_opens_that_port_and_no_other(targets: Targets
     finally:
         await g.stop()
         await opened.stop()
+
+
+async def test_a_server_that_ignores_its_client_closing_does_not_hold_the_tunnel() -> None:
+    """Chromium closed its side; the page's server never closes: the tunnel still ends after the linger."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # reads nothing, answers nothing, closes nothing
+
+    server = await asyncio.start_server(silent, PUBLIC_HOST, shared_port())
+    port = server.sockets[0].getsockname()[1]
+    g = EgressGuard(AddressPolicy([PUBLIC_HOST]), linger=0.3)
+    await g.start()
+    try:
+        for _ in range(3):
+            code, _reader, writer = await socks_connect(g, PUBLIC_HOST, port)
+            assert code == SUCCEEDED
+            writer.close()
+            await writer.wait_closed()
+        for _ in range(50):
+            if not g._tasks:
+                break
+            await asyncio.sleep(0.1)
+        assert not g._tasks, f"{len(g._tasks)} tunnels outlived their client"
+    finally:
+        await g.stop()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -372,6 +372,50 @@ async def test_a_heartbeat_that_gets_through_keeps_the_recording_going(tmp_path:
     assert result.location == (settings.records_dir / "j2" / "attempt-1" / "rec.mp4").resolve().as_uri()
 
 
+async def test_a_rec_json_the_bucket_did_not_take_stays_on_disk(
+    tmp_path: Path, s3: S3Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rec.mp4 stored, rec.json refused: the report completes and rec.json is kept, as the log says."""
+
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise RecorderError(ErrorCode.UPLOAD_FAILED, "the bucket refused rec.json")
+
+    monkeypatch.setattr("recorder.worker.job.store_metadata", refuse)
+    settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
+    recorder = SlowRecorder(marker=b"meta")
+    job = Job(lease_for("j3", ttl=5.0, duration=0.5), worker_id="a", recorder=recorder,  # type: ignore[arg-type]
+              client=ScriptedClient(), settings=settings)  # fmt: skip
+    result = await asyncio.wait_for(job.run(), 30)
+    assert result.outcome == "completed" and result.location is not None
+    assert result.location.startswith(f"s3://{s3.bucket}/")
+    home = settings.records_dir / "j3" / "attempt-1"
+    assert json.loads((home / "rec.json").read_text()) == {"marker": "meta"}
+    assert not (home / "rec.mp4").exists(), "the stored media is not kept twice"
+
+
+class BrokenClient(ScriptedClient):
+    async def heartbeat(self, heartbeat: Heartbeat) -> HeartbeatReply:
+        raise RuntimeError("Session is closed")
+
+
+async def test_a_lease_check_that_fails_or_finds_no_loop_is_a_no_not_a_hang(tmp_path: Path) -> None:
+    """Storage threads ask through `_confirm_from_thread`: a failing check or a closed loop answers False."""
+    settings = settings_for(tmp_path, None, None)
+    job = Job(lease_for("j4"), worker_id="a", recorder=SlowRecorder(marker=b"x"),  # type: ignore[arg-type]
+              client=BrokenClient(), settings=settings)  # fmt: skip
+    job._loop = asyncio.get_running_loop()
+    assert await asyncio.wait_for(asyncio.to_thread(job._confirm_from_thread), 10) is False
+    assert job.undecided
+
+    closed = asyncio.new_event_loop()
+    closed.close()
+    job = Job(lease_for("j5"), worker_id="a", recorder=SlowRecorder(marker=b"x"),  # type: ignore[arg-type]
+              client=ScriptedClient(), settings=settings)  # fmt: skip
+    job._loop = closed
+    assert await asyncio.wait_for(asyncio.to_thread(job._confirm_from_thread), 10) is False
+    assert job.undecided
+
+
 # -- the farm: a real orchestrator, two workers, one bucket --------------------------------------------
 
 
@@ -509,4 +553,3 @@ async def test_a_worker_whose_lease_survives_a_long_orchestrator_restart_stores_
     assert rec["location"].endswith(f"/{rid}/attempt-1/rec.mp4")
     body = s3.client.get_object(Bucket=s3.bucket, Key=rec["location"].removeprefix(f"s3://{s3.bucket}/"))
     assert body["Body"].read().endswith(b"survivor")
-

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from structlog.testing import capture_logs
 
 from recorder.config import RecorderSettings
 from recorder.errors import ErrorCode, RecorderError
@@ -595,6 +596,31 @@ def test_live_upload_finish_sends_the_rest_and_the_final_playlist(tmp_path: Path
     assert bucket_names(s3, prefix) == {*segments, "index.m3u8"}
     final = download(s3, s3.bucket, prefix + "index.m3u8").decode()
     assert "#EXT-X-ENDLIST" in final and listed(final) == segments
+
+
+class RefusingDeletes:
+    """An S3 client whose DeleteObjects answers 200 and refuses every key, as S3 does without s3:DeleteObject."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+
+    def delete_objects(self, *, Bucket: str, Delete: dict[str, object]) -> dict[str, object]:
+        keys = [o["Key"] for o in Delete["Objects"]]  # type: ignore[attr-defined]
+        self.asked.append(keys)
+        return {"Errors": [{"Key": k, "Code": "AccessDenied", "Message": "Access Denied"} for k in keys]}
+
+
+def test_live_discard_says_so_when_the_bucket_keeps_the_segments(tmp_path: Path) -> None:
+    client = RefusingDeletes()
+    uploader = LiveUploader(tmp_path / "live", "bucket", "rec/x/attempt-1/live/", client=client)
+    uploader._uploaded = {"seg_00000.ts", "seg_00001.ts"}
+    with capture_logs() as logs:
+        uploader.discard()
+    assert client.asked == [["rec/x/attempt-1/live/seg_00000.ts", "rec/x/attempt-1/live/seg_00001.ts"]]
+    events = [entry["event"] for entry in logs]
+    assert not [e for e in events if e == "live segments deleted"], events
+    warning = next(entry for entry in logs if entry["event"].startswith("could not delete live segments"))
+    assert "s3:DeleteObject" in warning["event"] and warning["objects"] == 2
 
 
 def start_fmp4_ffmpeg(path: Path, seconds: float) -> subprocess.Popen[bytes]:

@@ -30,6 +30,10 @@ log = structlog.get_logger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 10.0
+# How long a tunnel stays open once one side has closed. Chromium never half-closes a connection, so
+# a server that ignores the end of its client (a hostile page's own) must not hold a tunnel, its task and
+# two sockets for the rest of the recorder's life.
+LINGER = 10.0
 CHUNK = 64 * 1024
 
 # SOCKS5 reply codes (RFC 1928, section 6)
@@ -101,11 +105,13 @@ class EgressGuard:
         dns_server: str | None = None,
         host: str = "127.0.0.1",
         connect_timeout: float = CONNECT_TIMEOUT,
+        linger: float = LINGER,
     ) -> None:
         self.policy = policy
         self.resolver = resolver or make_resolver(dns_server)
         self.host = host
         self.connect_timeout = connect_timeout
+        self.linger = linger
         self.ledger = DenialLedger()
         self.connections = 0  # CONNECTs relayed since start, for tests and accounting
         self._server: asyncio.Server | None = None
@@ -222,7 +228,7 @@ class EgressGuard:
             self._writers.add(upstream)
             self.connections += 1
             await _reply(writer, SUCCEEDED)
-            await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
+            await self._relay(reader, writer, up_reader, upstream)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         except asyncio.CancelledError:
@@ -233,6 +239,24 @@ class EgressGuard:
                     self._writers.discard(w)
                     w.close()
             self._tasks.discard(task)  # type: ignore[arg-type]
+
+    async def _relay(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        upstream: asyncio.StreamWriter,
+    ) -> None:
+        """Both directions until both end, or `linger` seconds after the first one did."""
+        pipes = {asyncio.ensure_future(_pipe(reader, upstream)), asyncio.ensure_future(_pipe(up_reader, writer))}
+        try:
+            _, open_ = await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            if open_:
+                await asyncio.wait(open_, timeout=self.linger)
+        finally:
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[str, int] | None:
         """Method negotiation (no authentication) and the CONNECT request; None when refused."""

@@ -150,9 +150,21 @@ class LiveUploader:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start : start + 1000]]
             try:
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+                answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             except Exception as exc:
                 log.warning("could not delete live segments", bucket=self.bucket, error=describe(exc))
+                return
+            # DeleteObjects answers 200 and lists the keys it could not delete (AccessDenied without
+            # s3:DeleteObject, for one): those objects are still there.
+            refused = answer.get("Errors") or []
+            if refused:
+                first = refused[0]
+                log.warning(
+                    "could not delete live segments; grant s3:DeleteObject on the bucket to these credentials",
+                    bucket=self.bucket,
+                    objects=len(refused),
+                    error=f"{first.get('Code')} ({first.get('Message') or 'no message'}) for {first.get('Key')}",
+                )
                 return
         if keys:
             log.info("live segments deleted", bucket=self.bucket, prefix=self.key_prefix, objects=len(keys))

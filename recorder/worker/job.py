@@ -15,7 +15,7 @@ acknowledged.
 
 Fencing: the orchestrator hands the recording to another worker once a lease has gone `lease_ttl`
 seconds without a heartbeat. So a worker whose heartbeats have not got through for that long (counted
-from the last one that did) stops capturing (gracefully: the file is finalized) and uploads nothing
+from the sending of the last one that did) stops capturing (gracefully: the file is finalized) and uploads nothing
 while it cannot tell whether the lease is still its own. It keeps asking; if the orchestrator answers
 that the lease is still held (it restarted and extended leases), the recording is stored and reported as
 usual; a 410 means another attempt owns it, and this one drops its files. Right before any upload is
@@ -189,13 +189,16 @@ class Job:
         self._upload_cancel.set()
         self.request_stop("lease lost")
 
-    def _arm_fence(self) -> None:
-        """(Re)start the count of one lease TTL from now: the last moment the lease was known to be ours."""
+    def _arm_fence(self, since: float | None = None) -> None:
+        """(Re)start the count of one lease TTL from `since` (loop time; default now): the last moment the
+        lease was known to be ours."""
         if self._fence_timer is not None:
             self._fence_timer.cancel()
             self._fence_timer = None
         if not self._beats_done:
-            self._fence_timer = asyncio.get_running_loop().call_later(self.lease.lease_ttl, self._fence)
+            loop = asyncio.get_running_loop()
+            start = loop.time() if since is None else since
+            self._fence_timer = loop.call_at(start + self.lease.lease_ttl, self._fence)
 
     def _fence(self) -> None:
         """A lease TTL without a heartbeat getting through: the orchestrator may have given the recording to
@@ -207,12 +210,14 @@ class Job:
         self.log.warning("worker.fenced", silent_for=self.lease.lease_ttl, state=self.state)
         self.request_stop("lease unconfirmed")
 
-    def _acked(self) -> None:
-        """A heartbeat got through: the lease is ours; the count towards fencing starts again."""
+    def _acked(self, sent_at: float) -> None:
+        """A heartbeat sent at `sent_at` got through: the lease is ours; the count towards fencing starts
+        again from when it was sent (the orchestrator extended the lease somewhere between send and reply, so
+        counting from the reply would fence later than the lease can lapse)."""
         if self.fenced:
             self.log.info("worker.lease_confirmed_again")
             self.fenced = False
-        self._arm_fence()
+        self._arm_fence(sent_at)
 
     def _on_progress(self, state: WorkerState, progress: Progress) -> None:
         self.progress = progress
@@ -263,6 +268,8 @@ class Job:
         await self._finish_live_upload(keep=not (self.lease_lost or self.cancelled))
         if self.lease_lost or self.cancelled:
             return await self._drop()
+        if self.undecided:  # the live upload's last step found the lease in doubt: upload nothing more
+            return await self._keep_unreported("the orchestrator never confirmed the lease")
         mp4 = output.mp4 if output is not None else None
         if output is not None:
             self.progress = output.progress
@@ -297,7 +304,8 @@ class Job:
         if self.lease_lost or self.cancelled:
             return await self._drop()
         if self.undecided:
-            return await self._keep_unreported("the orchestrator never confirmed the lease")
+            # rec.mp4 is in the bucket already (its lease was confirmed right before); rec.json is not.
+            return await self._keep_unreported("the orchestrator never confirmed the lease", stored=stored.location)
         return await self._conclude(stored, output, error)
 
     async def _store_media(self, mp4: Path, output: RecordingOutput | None) -> StoredResult | JobResult:
@@ -360,7 +368,9 @@ class Job:
                 error=ErrorInfo(code=ErrorCode.UPLOAD_PENDING.value, message=message),
             )
         if not self.settings.keep_local:
-            self._tidy_attempt(stored)  # what storage did not keep: partial captures, logs
+            # What storage did not keep (partial captures, logs); a rec.json it could not store stays.
+            unstored = output.sidecar if output is not None and stored.metadata_location is None else None
+            self._tidy_attempt(stored, unstored)
         return await self._report(
             "failed" if error is not None else "completed",
             location=stored.location,
@@ -527,21 +537,25 @@ class Job:
             "cancelled", error=ErrorInfo(code=ErrorCode.CANCELLED.value, message="cancelled through the API")
         )
 
-    async def _keep_unreported(self, why: str) -> JobResult:
+    async def _keep_unreported(self, why: str, *, stored: str | None = None) -> JobResult:
         """The lease could be neither confirmed nor refused (the worker is going away, or the orchestrator
-        stayed silent past the report patience): keep every file where it is, upload and report nothing."""
+        stayed silent past the report patience): keep every file where it is, upload and report nothing.
+
+        `stored`: where rec.mp4 already is when it was stored before the lease fell in doubt."""
         await self._stop_heartbeats()
-        self.log.error("worker.recording_kept_unreported", why=why, kept=str(self.out_dir))
-        return JobResult(self.recording_id, None, location=self.out_dir.resolve().as_uri())
+        location = stored or self.out_dir.resolve().as_uri()
+        self.log.error("worker.recording_kept_unreported", why=why, location=location, kept=str(self.out_dir))
+        return JobResult(self.recording_id, None, location=location)
 
     def _discard_files(self) -> None:
         shutil.rmtree(self.out_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.out_dir.parent.rmdir()  # only when nothing else (another attempt, a stored file) is there
 
-    def _tidy_attempt(self, stored: StoredResult) -> None:
-        """After storing: remove what storage did not keep (partial captures, logs, live segments)."""
-        kept = set()
+    def _tidy_attempt(self, stored: StoredResult, unstored: Path | None = None) -> None:
+        """After storing: remove what storage did not keep (partial captures, logs, live segments), but
+        not `unstored`, a file storage could not take (rec.json), which the log said was kept."""
+        kept = {unstored.resolve()} if unstored is not None and unstored.is_file() else set()
         for location in (stored.location, stored.metadata_location):
             if location and location.startswith("file://"):
                 kept.add(Path(url2pathname(urlsplit(location).path)).resolve())
@@ -559,9 +573,31 @@ class Job:
     # -- the lease, asked from storage threads -----------------------------------------------------
 
     def _confirm_from_thread(self) -> bool:
-        """`confirm` for the synchronous storage code: a fresh heartbeat on the job's loop, waited for here."""
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(self._confirm_lease(), self._loop).result()
+        """`confirm` for the synchronous storage code: a fresh heartbeat on the job's loop, waited for here.
+
+        Never called on the loop's own thread (it would wait for itself). When the loop is closed, has
+        stopped running, or the check itself failed, the lease is unconfirmed (`undecided`): the storage
+        code then aborts this attempt's own upload and leaves the files on disk."""
+        loop = self._loop
+        assert loop is not None
+        check = self._confirm_lease()
+        try:
+            future = asyncio.run_coroutine_threadsafe(check, loop)
+        except RuntimeError as exc:  # the loop is closed: nobody can confirm the lease any more
+            check.close()
+            return self._unconfirmed(exc)
+        # _confirm_lease gives up after the report patience; a loop that stopped running never answers.
+        wait = self.timings.report_patience + self.lease.heartbeat_interval + 2 * self.client.request_timeout
+        try:
+            return future.result(timeout=wait)
+        except Exception as exc:  # timed out, cancelled as the loop shut down, or the heartbeat itself failed
+            future.cancel()
+            return self._unconfirmed(exc)
+
+    def _unconfirmed(self, exc: BaseException) -> bool:
+        self.undecided = True
+        self.log.warning("worker.lease_unconfirmed", error=f"{type(exc).__name__}: {exc}")
+        return False
 
     async def _confirm_lease(self) -> bool:
         """True once a heartbeat sent now is answered with the lease still ours; False on 410 or cancel.
@@ -571,6 +607,7 @@ class Job:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timings.report_patience
         while not (self.lease_lost or self.cancelled):
+            sent_at = loop.time()
             try:
                 reply = await self.client.heartbeat(self._beat())
             except LeaseLost as exc:
@@ -584,7 +621,8 @@ class Job:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._give_up_upload.wait(), timeout=self.lease.heartbeat_interval)
                 continue
-            self._acked()
+            self._acked(sent_at)
+            self.undecided = False
             self._act(reply.action)
             return not self.cancelled
         return False
@@ -626,6 +664,7 @@ class Job:
             self._changed.clear()
             if self._beats_done:
                 return
+            sent_at = asyncio.get_running_loop().time()
             try:
                 reply = await self.client.heartbeat(self._beat())
             except LeaseLost as exc:
@@ -637,7 +676,7 @@ class Job:
                     self.log.warning("worker.heartbeat_failed", error=str(exc), missed=quiet)
                 continue
             quiet = 0
-            self._acked()
+            self._acked(sent_at)
             self._act(reply.action)
 
     def _beat(self) -> Heartbeat:

@@ -31,7 +31,7 @@ from recorder.storage import (
     store_recording,
 )
 from recorder.storage.keys import check_template, live_prefix, object_key
-from recorder.storage.pending import FAILED_NAME, PENDING_NAME, PendingUpload
+from recorder.storage.pending import FAILED_NAME, PENDING_NAME, PendingStore, PendingUpload
 from tests.support.s3 import AUTH_BUCKET, MotoServer, S3Env, TcpGate
 
 MiB = 1024 * 1024
@@ -345,6 +345,42 @@ def test_s3_down_from_the_start_is_pending_then_uploaded(
     assert not resumed.pending and resumed.sha256 == digest
     assert sha256(download(s3, s3.bucket, "recordings/2026/03/07/down1/attempt-1/rec.mp4")) == digest
     assert open_uploads(s3, s3.bucket) == []
+
+
+def test_an_idle_resume_leaves_a_live_jobs_pending_upload_to_that_job(
+    gated: tuple[RecorderSettings, TcpGate], s3: S3Env
+) -> None:
+    """Only the job that owns an attempt may complete its upload (it confirms its lease first); what a dead
+    worker left behind is anyone's to finish."""
+    settings, gate = gated
+    files = random_recording(settings, "own1", 12 * MiB)
+    digest = sha256(files["rec.mp4"])
+    gate.close()
+    assert store_recording("own1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS).pending
+    gate.open()
+    store = PendingStore(settings.records_dir)
+    with store.owner("own1", 1):
+        assert store.owned("own1", 1)
+        assert resume_pending(settings, options=SMALL_PARTS) == []
+        assert gate.calls("POST", "?uploads") == [], "nothing was sent for an upload its job owns"
+        [own] = resume_pending(settings, options=SMALL_PARTS, only=("own1", 1))
+        assert own.pending is False and own.error is None
+    assert sha256(download(s3, s3.bucket, "recordings/2026/03/07/own1/attempt-1/rec.mp4")) == digest
+
+
+def test_an_idle_resume_finishes_what_a_dead_job_left(gated: tuple[RecorderSettings, TcpGate], s3: S3Env) -> None:
+    settings, gate = gated
+    files = random_recording(settings, "dead1", 12 * MiB)
+    digest = sha256(files["rec.mp4"])
+    gate.close()
+    assert store_recording("dead1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS).pending
+    gate.open()
+    store = PendingStore(settings.records_dir)
+    with store.owner("dead1", 1):
+        pass  # the owning job ended (a dead process releases its lock the same way)
+    assert not store.owned("dead1", 1)
+    [resumed] = resume_pending(settings, options=SMALL_PARTS)
+    assert not resumed.pending and resumed.sha256 == digest
 
 
 def test_resume_from_two_threads_at_once_uploads_once(gated: tuple[RecorderSettings, TcpGate], s3: S3Env) -> None:

@@ -10,7 +10,9 @@ RECORDS_DIR, and neither may resume, abort or overwrite the other's upload. Stat
 had folders (`RECORDS_DIR/<recording_id>/upload.pending.json`, `attempt` unset) is still found and resumed.
 
 `upload.lock` (flock) makes sure one thread or process at a time works on an attempt's upload,
-which matters when several workers share RECORDS_DIR.
+which matters when several workers share RECORDS_DIR. `attempt.owner` (flock) is held by the job that owns
+the attempt for as long as it runs: an idle worker's background resume leaves such an attempt to its job
+(which confirms its lease before completing), and takes over only what a dead worker left behind.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from recorder.storage.keys import attempt_folder
 PENDING_NAME = "upload.pending.json"
 FAILED_NAME = "upload.failed.json"
 LOCK_NAME = "upload.lock"
+OWNER_NAME = "attempt.owner"
 
 
 class PartRecord(BaseModel):
@@ -138,21 +141,40 @@ class PendingStore:
                 slots.append((p.parent.parent.name, int(number)))
         return sorted(slots, key=lambda slot: (slot[0], slot[1] or 0))
 
-    @contextlib.contextmanager
-    def lock(self, recording_id: str, attempt: int | None, *, wait: bool = True) -> Iterator[bool]:
+    def lock(
+        self, recording_id: str, attempt: int | None, *, wait: bool = True
+    ) -> contextlib.AbstractContextManager[bool]:
         """Hold the attempt's upload lock; yields False (without holding it) if `wait` is off and it is busy."""
-        directory = self.dir(recording_id, attempt)
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        return _flock(self.dir(recording_id, attempt) / LOCK_NAME, wait)
+
+    @contextlib.contextmanager
+    def owner(self, recording_id: str, attempt: int) -> Iterator[None]:
+        """Mark the attempt as owned by a live job for as long as the block runs (released if the process dies)."""
+        with _flock(self.dir(recording_id, attempt) / OWNER_NAME, True):
+            yield
+
+    def owned(self, recording_id: str, attempt: int | None) -> bool:
+        """Whether a live job owns the attempt (state of the older layout has no owner)."""
+        if attempt is None or not (self.dir(recording_id, attempt) / OWNER_NAME).exists():
+            return False
+        with _flock(self.dir(recording_id, attempt) / OWNER_NAME, False) as free:
+            return not free
+
+
+@contextlib.contextmanager
+def _flock(path: Path, wait: bool) -> Iterator[bool]:
+    """Hold an exclusive flock on `path`; yields False (without holding it) if `wait` is off and it is busy."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -181,7 +181,11 @@ def resume_pending(
     options = options or TransferOptions()
     store = PendingStore(settings.records_dir)
     results: list[StoredResult] = []
-    slots = store.pending() if only is None else [only] if store.path(*only).exists() else []
+    if only is None:
+        # A live job's pending upload is its own to finish (it confirms its lease first); a dead one's is ours.
+        slots = [slot for slot in store.pending() if not store.owned(*slot)]
+    else:
+        slots = [only] if store.path(*only).exists() else []
     for recording_id, attempt in slots:
         with store.lock(recording_id, attempt, wait=False) as held:
             state = store.load(recording_id, attempt)

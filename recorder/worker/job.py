@@ -58,6 +58,7 @@ from recorder.storage import (
     store_recording,
 )
 from recorder.storage.keys import attempt_folder
+from recorder.storage.pending import PendingStore
 from recorder.worker.client import LeaseLost, OrchestratorClient, Unauthorized, Unavailable
 
 log = structlog.get_logger(__name__)
@@ -235,8 +236,11 @@ class Job:
         self._loop = asyncio.get_running_loop()
         self._arm_fence()  # the lease was granted just now
         self._beats = asyncio.create_task(self._heartbeats(), name=f"heartbeat-{self.recording_id}")
+        # While this job runs, idle workers sharing RECORDS_DIR leave this attempt's pending upload to it.
+        owner = PendingStore(self.settings.records_dir).owner(self.recording_id, self.lease.attempt)
         try:
-            return await self._run()
+            with owner:
+                return await self._run()
         finally:
             await self._abandon_growing_upload()
             await self._stop_heartbeats()

@@ -342,6 +342,67 @@ async def test_a_worker_cut_off_for_one_ttl_stops_capturing_and_keeps_its_file_u
             await asyncio.gather(run, return_exceptions=True)
 
 
+@dataclass
+class LiveSlowRecorder(SlowRecorder):
+    """Writes an HLS segment every 0.2 s while recording and for `wind_down` seconds after the stop, as
+    FFmpeg does while it closes its file."""
+
+    wind_down: float = 1.5
+
+    async def record(self, spec: RecordingSpec, *, out_dir: Path, stop: asyncio.Event | None = None,
+                     **kwargs: Any) -> Any:  # fmt: skip
+        live = out_dir / "live"
+        live.mkdir(parents=True, exist_ok=True)
+        writing = asyncio.Event()
+        writing.set()
+
+        async def segments() -> None:
+            n = 0
+            while writing.is_set():
+                (live / f"seg_{n:05d}.ts").write_bytes(os.urandom(2048))
+                n += 1
+                await asyncio.sleep(0.2)
+
+        writer = asyncio.create_task(segments())
+        try:
+            output = await super().record(spec, out_dir=out_dir, stop=stop, **kwargs)
+            await asyncio.sleep(self.wind_down)
+            return output
+        finally:
+            writing.clear()
+            await writer
+
+
+async def test_a_fenced_live_recording_sends_no_segment_while_ffmpeg_winds_down(
+    tmp_path: Path, s3: S3Env, s3_gate: TcpGate
+) -> None:
+    settings = settings_for(tmp_path, s3_gate.endpoint, s3.bucket)
+    client = ScriptedClient()
+    recorder = LiveSlowRecorder(marker=b"live-a")
+    lease = lease_for("jl", ttl=1.0)
+    lease = lease.model_copy(update={"spec": lease.spec.model_copy(update={"live_upload": True})})
+    job = Job(lease, worker_id="a", recorder=recorder, client=client,  # type: ignore[arg-type]
+              settings=settings, timings=JobTimings(report_patience=60.0))  # fmt: skip
+    run = asyncio.create_task(job.run())
+    try:
+        await asyncio.wait_for(recorder.recording.wait(), 10)
+        await asyncio.sleep(1.0)  # segments are being uploaded while the lease is ours
+        assert s3_gate.calls("PUT", "/live/seg_"), "live segments go up while the lease is confirmed"
+        client.mode = "cut"
+        await asyncio.wait_for(until_stopped(recorder), 10)
+        await asyncio.sleep(0.7)  # a sweep already under way when the fence fell may finish
+        sent = len(s3_gate.calls("PUT", "/live/seg_"))
+        await asyncio.sleep(recorder.wind_down + 0.5)  # FFmpeg is still writing segments meanwhile
+        assert len(s3_gate.calls("PUT", "/live/seg_")) == sent, "a segment went up while the lease was in doubt"
+        client.mode = "gone"
+        result = await asyncio.wait_for(run, 30)
+        assert result.outcome is None and not (settings.records_dir / "jl").exists()
+    finally:
+        if not run.done():
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+
+
 def key_date() -> str:
     now = datetime.now(UTC)
     return f"{now.year:04d}/{now.month:02d}/{now.day:02d}"

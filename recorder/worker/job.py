@@ -151,6 +151,7 @@ class Job:
         # No heartbeat got through for a lease TTL: capture stopped, nothing is uploaded until the
         # orchestrator answers. `undecided`: it never did (the worker gave up waiting; files are kept).
         self.fenced = False
+        self._pausing: asyncio.Future[None] | None = None
         self.undecided = False
         self._fence_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -210,6 +211,8 @@ class Job:
         self.fenced = True
         self.log.warning("worker.fenced", silent_for=self.lease.lease_ttl, state=self.state)
         self.request_stop("lease unconfirmed")
+        # Not one more segment or part while FFmpeg winds down: the bucket waits for the orchestrator's answer.
+        self._pausing = asyncio.ensure_future(self._pause_live_upload())
 
     def _acked(self, sent_at: float) -> None:
         """A heartbeat sent at `sent_at` got through: the lease is ours; the count towards fencing starts
@@ -242,6 +245,7 @@ class Job:
             with owner:
                 return await self._run()
         finally:
+            await self._paused()
             await self._abandon_growing_upload()
             await self._stop_heartbeats()
 
@@ -266,7 +270,7 @@ class Job:
         output, error = await self._record()
         if self.fenced and not (self.lease_lost or self.cancelled):
             # Nothing goes to the bucket while the lease is in doubt; wait for the orchestrator's answer.
-            await self._pause_live_upload()
+            await self._paused()
             if not await self._confirm_lease() and not (self.lease_lost or self.cancelled):
                 return await self._keep_unreported("the orchestrator never confirmed the lease")
         await self._finish_live_upload(keep=not (self.lease_lost or self.cancelled))
@@ -426,6 +430,14 @@ class Job:
             return None
         # The local file stays for the analysis running meanwhile; the attempt's directory goes afterwards.
         return await asyncio.to_thread(growing.finish, self._confirm_from_thread)
+
+    async def _paused(self) -> None:
+        """The live upload is paused (if fencing began pausing it, that is finished too)."""
+        pausing, self._pausing = self._pausing, None
+        if pausing is not None:
+            await pausing
+        if self.fenced:
+            await self._pause_live_upload()
 
     async def _pause_live_upload(self) -> None:
         """Fenced: stop sending segments and drop the growing upload (the whole file goes up later if the

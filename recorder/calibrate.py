@@ -36,7 +36,8 @@ async def measure_offset(settings: RecorderSettings, *, duration: float, runs: i
         page.start()
         try:
             # The reference page is the recorder's own, on loopback: its egress guard may reach that, and only for this.
-            own_page = settings.model_copy(update={"url_allowlist": [*settings.url_allowlist, "127.0.0.1"]})
+            allow = [*settings.url_allowlist, f"127.0.0.1:{page.port}"]
+            own_page = settings.model_copy(update={"url_allowlist": allow})
             async with Recorder(own_page) as recorder:
                 for run in range(runs):
                     spec = RecordingSpec(url=page.url("/grid?tone=1000"), duration=duration)

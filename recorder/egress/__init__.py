@@ -1,6 +1,6 @@
 """The egress guard: every connection a recorded page's browser makes is checked, pinned and counted."""
 
-from recorder.egress.guard import EgressGuard, Verdict, canonical_host, describe_denial
+from recorder.egress.guard import EgressGuard, Verdict, canonical_host
 from recorder.egress.ledger import MAX_HOSTS, BlockedSummary, DenialLedger
 from recorder.egress.resolve import DnsServerResolver, SystemResolver, parse_dns_server
 
@@ -13,6 +13,5 @@ __all__ = [
     "SystemResolver",
     "Verdict",
     "canonical_host",
-    "describe_denial",
     "parse_dns_server",
 ]

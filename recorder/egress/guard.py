@@ -23,7 +23,7 @@ import structlog
 
 from recorder.egress.ledger import Denial, DenialLedger
 from recorder.egress.resolve import Resolver, make_resolver
-from recorder.security import AddressPolicy, UrlRejected, canonical_url
+from recorder.security import AddressPolicy, UrlRejected, canonical_url, describe_denial
 from recorder.security.addresses import IPAddress
 
 log = structlog.get_logger(__name__)
@@ -71,19 +71,6 @@ class Verdict:
             return self.detail
         shown = ", ".join(str(a) for a in self.addresses[:3])
         return describe_denial(self.host, self.reason or "allowed", shown if shown != self.host else "")
-
-
-def describe_denial(host: str, reason: str, addresses: str = "") -> str:
-    """Which host was kept out and why, with what to change if it should not have been."""
-    if reason == "unresolvable":
-        return f"{host} does not resolve to any address"
-    if reason == "invalid":
-        return f"{host!r} is not a valid host"
-    where = f" ({addresses})" if addresses else ""
-    return (
-        f"{host}{where} is a {reason} address; "
-        "add the host or its network to URL_ALLOWLIST if recorded pages may reach it"
-    )
 
 
 def canonical_host(host: str) -> str:
@@ -288,11 +275,18 @@ class EgressGuard:
         return host, port
 
     async def _connect(self, verdict: Verdict) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | int:
-        """Connect to the checked addresses in turn (never to a new lookup); a SOCKS error code if none answers."""
+        """Connect to the checked addresses in turn (never to a new lookup); a SOCKS error code if none answers.
+
+        `connect_timeout` bounds the whole attempt, not each address: a name with many dead addresses
+        cannot hold a tunnel (and Chromium's request) open for minutes."""
         code = HOST_UNREACHABLE
+        deadline = asyncio.get_running_loop().time() + self.connect_timeout
         for address in verdict.addresses:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
             try:
-                return await asyncio.wait_for(asyncio.open_connection(str(address), verdict.port), self.connect_timeout)
+                return await asyncio.wait_for(asyncio.open_connection(str(address), verdict.port), left)
             except ConnectionRefusedError:
                 code = CONNECTION_REFUSED
             except (OSError, TimeoutError):

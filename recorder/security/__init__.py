@@ -4,7 +4,7 @@ Both halves (the orchestrator's API and the recorder's egress guard) use these, 
 accepted and what the browser is allowed to reach are decided by one piece of code.
 """
 
-from recorder.security.addresses import BLOCK_REASONS, AddressPolicy, address_class
+from recorder.security.addresses import BLOCK_REASONS, AddressPolicy, address_class, describe_denial
 from recorder.security.urls import MAX_URL_LENGTH, CanonicalUrl, UrlRejected, canonical_url
 
 __all__ = [
@@ -15,4 +15,5 @@ __all__ = [
     "UrlRejected",
     "address_class",
     "canonical_url",
+    "describe_denial",
 ]

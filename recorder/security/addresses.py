@@ -157,3 +157,17 @@ def _port(entry: str, text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise ValueError(f"URL_ALLOWLIST entry {entry!r}: the port must be a number from 1 to 65535")
     return int(text)
+
+
+def describe_denial(host: str, reason: str, addresses: str = "") -> str:
+    """Which host was kept out and why, with what to change if it should not have been."""
+    if reason == "unresolvable":
+        return f"{host} does not resolve to any address"
+    if reason == "invalid":
+        return f"{host!r} is not a valid host"
+    where = f" ({addresses})" if addresses else ""
+    article = "an" if reason[:1] in "aeiou" else "a"
+    return (
+        f"{host}{where} is {article} {reason} address; "
+        "add the host or its network to URL_ALLOWLIST if recorded pages may reach it"
+    )

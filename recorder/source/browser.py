@@ -21,9 +21,8 @@ from playwright.async_api import BrowserContext, ConsoleMessage, Page, Playwrigh
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from recorder.egress.guard import describe_denial
 from recorder.errors import ErrorCode, RecorderError
-from recorder.security import UrlRejected, canonical_url
+from recorder.security import UrlRejected, canonical_url, describe_denial
 from recorder.source.sandbox import (
     INSTANCE_ENV,
     BrowserLaunch,

@@ -44,5 +44,13 @@ def serve(root: Path | None = None) -> Iterator[ReferencePage]:
         page.stop()
 
 
+def allowlist_entry(url: str) -> str:
+    """The URL_ALLOWLIST entry that opens this page, and only it, to the recorder's egress guard."""
+    from recorder.security import canonical_url
+
+    page = canonical_url(url)
+    return f"{page.host}:{page.port}"
+
+
 def grid_url(page: ReferencePage, tone: int = 1000) -> str:
     return page.url(f"/grid?tone={tone}")

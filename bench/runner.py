@@ -63,7 +63,14 @@ async def run(job: Job) -> int:
 
     options = CaptureOptions.from_dict(job.options)
     _apply_chromium_flags(options)
-    settings = RecorderSettings(preset=options.preset, crf=options.crf, encoder_threads=options.threads)
+    from bench.page import allowlist_entry
+
+    settings = RecorderSettings(
+        preset=options.preset,
+        crf=options.crf,
+        encoder_threads=options.threads,
+        url_allowlist=[*RecorderSettings().url_allowlist, allowlist_entry(job.url)],
+    )
     spec = RecordingSpec(
         url=job.url, duration=job.duration, width=options.width, height=options.height, fps=options.fps
     )

@@ -361,7 +361,17 @@ async def test_live_upload_keeps_all_but_the_last_segment_when_the_worker_is_kil
     while len(uploaded()) < 3:
         assert time.monotonic() < deadline, f"segments did not reach the bucket while recording: {uploaded()}"
         await asyncio.sleep(0.5)
-    await asyncio.sleep(1.3)  # kill at some point inside a segment, not on its boundary
+    # Kill well inside a segment, not on its boundary: the segment before the one being written closed a second
+    # ago and is in the bucket. (Killed right at a boundary, the segment that closed an instant earlier has not
+    # been seen by the uploader's next poll yet; it dies with the worker together with the one in progress.)
+    deadline = time.monotonic() + 30
+    while True:
+        local = sorted((tmp_path / "records" / rid).glob("attempt-*/live/seg_*.ts"))
+        closed = local[-2] if len(local) >= 2 else None
+        if closed is not None and closed.name in uploaded() and time.time() - closed.stat().st_mtime >= 0.8:
+            break
+        assert time.monotonic() < deadline, f"no moment inside a segment with the one before it uploaded: {local}"
+        await asyncio.sleep(0.05)
     os.kill(pool_state(tmp_path / "records")[rec["worker"]], signal.SIGKILL)
     await asyncio.sleep(3)  # FFmpeg, told by its parent's death, closes its files
 

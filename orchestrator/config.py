@@ -23,7 +23,6 @@ def _env(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
 
 
-
 # A caller's name: it owns recordings, scopes idempotency keys and picks a webhook secret.
 CALLER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ADMIN = "admin"

@@ -22,6 +22,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from recorder.security import AddressPolicy, CanonicalUrl, UrlRejected, canonical_url
+from recorder.security.addresses import article
 
 Resolve = Callable[[str], Awaitable[list[str]]]
 
@@ -74,7 +75,7 @@ class UrlPolicy:
                 where = "is" if literal is not None else f"resolves to {text},"
                 raise UrlDenied(
                     "url_not_allowed",
-                    f"{field} host {host!r} {where} {_article(reason)} {reason} address; such addresses are"
+                    f"{field} host {host!r} {where} {article(reason)} {reason} address; such addresses are"
                     f" denied unless URL_ALLOWLIST names the host or a network containing {text}",
                     address=text,
                     reason=reason,
@@ -91,10 +92,6 @@ class UrlPolicy:
         if not addresses:
             raise UrlDenied("url_unresolvable", f"{field} host {host!r} resolves to no address")
         return addresses
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
 
 
 class GuardedResolver(AbstractResolver):

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recorder.envcheck import URL_ALLOWLIST_HELP, UrlAllowlist
+from recorder.envcheck import URL_ALLOWLIST_HELP, UrlAllowlist, check_environment, settings_variables
 
 
 def _env(name: str) -> AliasChoices:
@@ -161,13 +161,9 @@ OTHER_VARIABLES = frozenset({"RECORDER_LOG_LEVEL", "RECORDER_BROWSER_INSTANCE", 
 
 def known_variables() -> set[str]:
     """Every owned variable the recorder reads, taken from the settings classes as they are now."""
-    from recorder.envcheck import settings_variables
-
     return settings_variables(RecorderSettings, TransferOptions) | OTHER_VARIABLES
 
 
 def check_recorder_environment(environ: Mapping[str, str] | None = None) -> None:
     """Raise recorder.envcheck.UnknownVariable for a `WORKER_`/`RECORDER_` variable nothing reads."""
-    from recorder.envcheck import check_environment
-
     check_environment(os.environ if environ is None else environ, OWNED_PREFIXES, known_variables())

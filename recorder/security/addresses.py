@@ -166,8 +166,12 @@ def describe_denial(host: str, reason: str, addresses: str = "") -> str:
     if reason == "invalid":
         return f"{host!r} is not a valid host"
     where = f" ({addresses})" if addresses else ""
-    article = "an" if reason[:1] in "aeiou" else "a"
     return (
-        f"{host}{where} is {article} {reason} address; "
+        f"{host}{where} is {article(reason)} {reason} address; "
         "add the host or its network to URL_ALLOWLIST if recorded pages may reach it"
     )
+
+
+def article(word: str) -> str:
+    """'a' or 'an' before an address class: "a loopback", "an unspecified"."""
+    return "an" if word[:1] in "aeiou" else "a"

@@ -34,7 +34,6 @@ from recorder.spec import WaitFor
 
 log = structlog.get_logger(__name__)
 
-_INSTANCE_ENV = INSTANCE_ENV
 START_SIGNAL = "START_RECORDING"
 END_SIGNAL = "END_RECORDING"
 
@@ -119,7 +118,7 @@ class Browser:
 
         The browser process carries a marker in its environment; its helpers (forked from a zygote with a
         scrubbed environment) are found as its descendants. Used for resource accounting and crash tests."""
-        marker = f"{_INSTANCE_ENV}={self.instance}".encode()
+        marker = f"{INSTANCE_ENV}={self.instance}".encode()
         parents: dict[int, int] = {}
         roots: set[int] = set()
         for entry in os.listdir("/proc"):
@@ -152,7 +151,7 @@ class Browser:
         args = [*CHROMIUM_ARGS, *self.network_args, f"--window-size={self.width},{self.height}"]
         # The sandbox stays on; a root recorder runs Chromium as an unprivileged user (recorder/source/sandbox.py).
         self._launch = launch = BrowserLaunch(self.chromium_path, self.browser_user)
-        provided = {**self.env, "DISPLAY": self.display, _INSTANCE_ENV: self.instance}
+        provided = {**self.env, "DISPLAY": self.display, INSTANCE_ENV: self.instance}
         try:
             launch.prepare()
             if launch.home is not None:

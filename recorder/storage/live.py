@@ -132,13 +132,11 @@ class LiveUploader:
         `confirm` (the worker's lease check) is asked first: a worker whose lease is gone publishes no final
         playlist, and what it has not uploaded stays on disk."""
         self.close()
-        if confirm is not None and not confirm():
+        if confirm is None or confirm():
+            self._sweep(final=True)
+        else:
             self.summary.error = "the lease could not be confirmed; the rest of the live upload stays on disk"
-            self.summary.missing = sorted({p.name for p in self._segments()} - self._uploaded)
-            return self.summary
-        self._sweep(final=True)
-        names = {p.name for p in self._segments()}
-        self.summary.missing = sorted(names - self._uploaded)
+        self.summary.missing = sorted({p.name for p in self._segments()} - self._uploaded)
         return self.summary
 
     def discard(self) -> None:

@@ -172,11 +172,11 @@ def resume_pending(
 ) -> list[StoredResult]:
     """Finish pending uploads under RECORDS_DIR, continuing the same multipart uploads.
 
-    Every pending attempt, or with `only=(recording_id, attempt)` that one alone (a job resumes its own
-    upload, asking `confirm` before completing it). Each result is confirmed, still pending (with the
-    reason), or failed for good (`error` set; the files stay on disk, the state is kept as
-    upload.failed.json and not retried). Uploads another thread or process is working on are left to it
-    and reported as pending, with that reason.
+    Every pending attempt no running job owns (that job finishes its own), or with
+    `only=(recording_id, attempt)` that one alone (a job resumes its own upload, asking `confirm` before
+    completing it). Each result is confirmed, still pending (with the reason), or failed for good (`error`
+    set; the files stay on disk, the state is kept as upload.failed.json and not retried). Uploads another
+    thread or process is working on are left to it and reported as pending, with that reason.
     """
     options = options or TransferOptions()
     store = PendingStore(settings.records_dir)

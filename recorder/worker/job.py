@@ -240,7 +240,7 @@ class Job:
         self._arm_fence()  # the lease was granted just now
         self._beats = asyncio.create_task(self._heartbeats(), name=f"heartbeat-{self.recording_id}")
         # While this job runs, idle workers sharing RECORDS_DIR leave this attempt's pending upload to it.
-        owner = PendingStore(self.settings.records_dir).owner(self.recording_id, self.lease.attempt)
+        owner = PendingStore(self.settings.records_dir).owner(self.recording_id, self.attempt)
         try:
             with owner:
                 return await self._run()

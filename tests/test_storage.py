@@ -347,17 +347,22 @@ def test_s3_down_from_the_start_is_pending_then_uploaded(
     assert open_uploads(s3, s3.bucket) == []
 
 
+def pending_while_s3_was_down(settings: RecorderSettings, gate: TcpGate, recording_id: str) -> str:
+    """Leave `recording_id` (attempt 1) pending, as an outage would, with S3 back; the SHA-256 of its rec.mp4."""
+    files = random_recording(settings, recording_id, 12 * MiB)
+    gate.close()
+    assert store_recording(recording_id, files, UploadTarget(), settings, STARTED, options=SMALL_PARTS).pending
+    gate.open()
+    return sha256(files["rec.mp4"])
+
+
 def test_an_idle_resume_leaves_a_live_jobs_pending_upload_to_that_job(
     gated: tuple[RecorderSettings, TcpGate], s3: S3Env
 ) -> None:
     """Only the job that owns an attempt may complete its upload (it confirms its lease first); what a dead
     worker left behind is anyone's to finish."""
     settings, gate = gated
-    files = random_recording(settings, "own1", 12 * MiB)
-    digest = sha256(files["rec.mp4"])
-    gate.close()
-    assert store_recording("own1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS).pending
-    gate.open()
+    digest = pending_while_s3_was_down(settings, gate, "own1")
     store = PendingStore(settings.records_dir)
     with store.owner("own1", 1):
         assert store.owned("own1", 1)
@@ -370,11 +375,7 @@ def test_an_idle_resume_leaves_a_live_jobs_pending_upload_to_that_job(
 
 def test_an_idle_resume_finishes_what_a_dead_job_left(gated: tuple[RecorderSettings, TcpGate], s3: S3Env) -> None:
     settings, gate = gated
-    files = random_recording(settings, "dead1", 12 * MiB)
-    digest = sha256(files["rec.mp4"])
-    gate.close()
-    assert store_recording("dead1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS).pending
-    gate.open()
+    digest = pending_while_s3_was_down(settings, gate, "dead1")
     store = PendingStore(settings.records_dir)
     with store.owner("dead1", 1):
         pass  # the owning job ended (a dead process releases its lock the same way)

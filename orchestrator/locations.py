@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from recorder.protocol import attempt_segment
+
 MEDIA = "rec.mp4"
 METADATA = "rec.json"
 
@@ -43,7 +45,7 @@ class Locations:
         self.root = records_dir.resolve()
 
     def local_path(self, recording_id: str, attempt: int, name: str = MEDIA) -> Path:
-        return self.root / recording_id / f"attempt-{attempt}" / name
+        return self.root / recording_id / attempt_segment(attempt) / name
 
     def legacy_path(self, recording_id: str, name: str = MEDIA) -> Path:
         """Where recordings stored before attempt folders existed keep their files (served, never accepted)."""
@@ -114,8 +116,8 @@ class Locations:
             at = rest.index(recording_id)
         except ValueError:
             return f"the key has no segment {recording_id!r}"
-        if attempt is not None and f"attempt-{attempt}" not in rest[at + 1 : -1]:
-            return f"the key has no segment 'attempt-{attempt}' after the recording id (the lease's attempt)"
+        if attempt is not None and attempt_segment(attempt) not in rest[at + 1 : -1]:
+            return f"the key has no segment {attempt_segment(attempt)!r} after the recording id (the lease's attempt)"
         return None
 
     def media(

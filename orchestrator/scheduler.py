@@ -37,7 +37,7 @@ from orchestrator.states import ACTIVE, TERMINAL, State, is_forward, sources
 from orchestrator.store.base import RecordingRow, RecordingStore
 from orchestrator.workers import WorkerRegistry
 from recorder.errors import ErrorCode
-from recorder.protocol import Heartbeat, HeartbeatReply, Lease, LeaseRequest, Report, UploadTarget
+from recorder.protocol import Heartbeat, HeartbeatReply, Lease, LeaseRequest, Report, UploadTarget, attempt_segment
 from recorder.spec import RecordingSpec
 
 log = structlog.get_logger("orchestrator.scheduler")
@@ -340,7 +340,7 @@ class Scheduler:
         return kept[0], kept[1]
 
     def _worker_disk_problem(self, location: str, row: RecordingRow, name: str) -> str | None:
-        tail = f"/{row.id}/attempt-{row.attempts}/{name}"
+        tail = f"/{row.id}/{attempt_segment(row.attempts)}/{name}"
         if not location.startswith("file:///") or not location.endswith(tail) or "/../" in location + "/":
             return f"a file kept by the worker for a pending upload is reported as file://…{tail}"
         return None

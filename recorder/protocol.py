@@ -23,6 +23,12 @@ Action = Literal["continue", "stop", "cancel"]
 Outcome = Literal["completed", "failed", "cancelled"]
 
 
+
+def attempt_segment(attempt: int) -> str:
+    """The folder and key segment that owns the files of one lease attempt: part of the contract, since the
+    orchestrator accepts a reported location only with the reporting lease's own segment in it."""
+    return f"attempt-{attempt}"
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -16,6 +16,7 @@ import string
 from datetime import UTC, datetime
 
 from recorder.errors import ErrorCode, RecorderError
+from recorder.protocol import attempt_segment
 
 FIELDS = frozenset({"prefix", "yyyy", "mm", "dd", "recording_id", "attempt", "name"})
 _RECORDING_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -36,7 +37,7 @@ def attempt_folder(attempt: int) -> str:
     """The folder (local) and key segment (S3) that owns the files of one attempt."""
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise RecorderError(ErrorCode.INVALID_ARGUMENT, f"attempt {attempt!r}: a lease attempt counts from 1")
-    return f"attempt-{attempt}"
+    return attempt_segment(attempt)
 
 
 def check_template(template: str) -> None:

@@ -39,8 +39,8 @@ import boto3
 import botocore
 import structlog
 
+from contract.protocol import UploadTarget
 from recorder.config import RecorderSettings
-from recorder.protocol import UploadTarget
 from recorder.storage import TransferOptions, store_recording
 from recorder.storage.checksum import file_sha256
 

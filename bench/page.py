@@ -46,7 +46,7 @@ def serve(root: Path | None = None) -> Iterator[ReferencePage]:
 
 def allowlist_entry(url: str) -> str:
     """The URL_ALLOWLIST entry that opens this page, and only it, to the recorder's egress guard."""
-    from recorder.security import canonical_url
+    from contract.security import canonical_url
 
     page = canonical_url(url)
     return f"{page.host}:{page.port}"

@@ -21,9 +21,9 @@ from bench.capture_options import CaptureOptions
 from bench.metrics import quality_summary
 from bench.peer_commands import PEERS, Sources
 from bench.runner import Job
+from contract.spec import WaitFor
 from recorder import procs
 from recorder.quality import analyze_file
-from recorder.spec import WaitFor
 
 # Seconds after the peer starts before its capture window opens (its devices opening, the encoder warming).
 START_ALLOWANCE = 2.0

@@ -57,9 +57,9 @@ async def _wait_for_go() -> bool:
 
 
 async def run(job: Job) -> int:
+    from contract.spec import RecordingSpec
     from recorder.config import RecorderSettings
     from recorder.pipeline import Recorder
-    from recorder.spec import RecordingSpec
 
     options = CaptureOptions.from_dict(job.options)
     _apply_chromium_flags(options)
@@ -110,7 +110,7 @@ async def run(job: Job) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from recorder.logs import configure_logging
+    from contract.logs import configure_logging
 
     argv = sys.argv[1:] if argv is None else argv
     configure_logging(os.environ.get("BENCH_LOG_LEVEL", "warning"))

@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import ValidationError
 
+from contract.envcheck import UnknownVariable, check_environment, settings_variables
+from contract.logs import configure_logging
 from orchestrator.config import OrchestratorSettings
-from orchestrator.logs import configure_logging
-from recorder.envcheck import UnknownVariable, check_environment, settings_variables
 
 # The prefixes the orchestrator owns: a variable with one of them that nothing reads is a typo.
 OWNED_PREFIXES = ("ORCHESTRATOR_", "POOL_")

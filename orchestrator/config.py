@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recorder.envcheck import URL_ALLOWLIST_HELP, CommaList, UrlAllowlist
+from contract.envcheck import URL_ALLOWLIST_HELP, CommaList, UrlAllowlist
 
 
 def _env(name: str) -> AliasChoices:

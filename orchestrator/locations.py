@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from recorder.protocol import attempt_segment
+from contract.protocol import attempt_segment
 
 MEDIA = "rec.mp4"
 METADATA = "rec.json"

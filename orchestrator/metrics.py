@@ -14,11 +14,11 @@ from collections.abc import Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from contract.errors import ErrorCode
+from contract.protocol import Progress
+from contract.security import BLOCK_REASONS
 from orchestrator.events import StateChange
 from orchestrator.states import TERMINAL, State
-from recorder.errors import ErrorCode
-from recorder.protocol import Progress
-from recorder.security import BLOCK_REASONS
 
 # Error codes the orchestrator itself sets, besides the recorder's `ErrorCode`s.
 ORCHESTRATOR_CODES = frozenset({"invalid_report", "unknown"})

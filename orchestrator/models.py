@@ -1,6 +1,6 @@
 """The public API's request and response bodies, declared once; `/openapi.json` is generated from them.
 
-Field bounds of the recording itself (size, fps, duration) come from `recorder.spec.RecordingSpec`, so
+Field bounds of the recording itself (size, fps, duration) come from `contract.spec.RecordingSpec`, so
 the API can never accept what a recorder would refuse. Unknown fields are rejected everywhere.
 """
 
@@ -13,10 +13,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from contract.protocol import ErrorInfo, Progress, UploadTarget
+from contract.security import MAX_URL_LENGTH, UrlRejected, canonical_url
+from contract.spec import RecordingSpec, WaitFor
 from orchestrator.states import State
-from recorder.protocol import ErrorInfo, Progress, UploadTarget
-from recorder.security import MAX_URL_LENGTH, UrlRejected, canonical_url
-from recorder.spec import RecordingSpec, WaitFor
 
 MAX_METADATA_BYTES = 16 * 1024
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from contract.protocol import Heartbeat, HeartbeatReply, Lease, LeaseRequest, Report
 from orchestrator import __version__
 from orchestrator.models import (
     CreateRecording,
@@ -19,7 +20,6 @@ from orchestrator.models import (
     WebhookEvent,
 )
 from orchestrator.states import State
-from recorder.protocol import Heartbeat, HeartbeatReply, Lease, LeaseRequest, Report
 
 _REF = "#/components/schemas/{model}"
 

@@ -1,4 +1,4 @@
-"""Worker leases: the server side of `recorder.protocol`.
+"""Worker leases: the server side of `contract.protocol`.
 
 - A worker long-polls for a lease; it is granted the oldest queued recording, unless POOL_CAPACITY
   recordings are leased already (the machine would fall behind real time), the worker is retiring, or
@@ -28,6 +28,9 @@ from datetime import UTC, datetime
 import structlog
 from pydantic import ValidationError
 
+from contract.errors import ErrorCode
+from contract.protocol import Heartbeat, HeartbeatReply, Lease, LeaseRequest, Report, UploadTarget, attempt_segment
+from contract.spec import RecordingSpec
 from orchestrator.config import OrchestratorSettings
 from orchestrator.errors import Detail, LeaseGone, OrchestratorError
 from orchestrator.events import EventBus, StateChange
@@ -36,9 +39,6 @@ from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.states import ACTIVE, TERMINAL, State, is_forward, sources
 from orchestrator.store.base import RecordingRow, RecordingStore
 from orchestrator.workers import WorkerRegistry
-from recorder.errors import ErrorCode
-from recorder.protocol import Heartbeat, HeartbeatReply, Lease, LeaseRequest, Report, UploadTarget, attempt_segment
-from recorder.spec import RecordingSpec
 
 log = structlog.get_logger("orchestrator.scheduler")
 

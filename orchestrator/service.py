@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from contract.protocol import UploadTarget
 from orchestrator.auth import Caller
 from orchestrator.config import OrchestratorSettings
 from orchestrator.errors import Conflict, Detail, NotFound, OrchestratorError
@@ -21,7 +22,6 @@ from orchestrator.models import CreateRecording
 from orchestrator.states import ACTIVE, TERMINAL, State, sources
 from orchestrator.store.base import IdempotencyConflict, NewRecording, RecordingRow, RecordingStore
 from orchestrator.url_policy import UrlDenied, UrlPolicy
-from recorder.protocol import UploadTarget
 
 MAX_PAGE = 200
 MAX_IDEMPOTENCY_KEY = 255

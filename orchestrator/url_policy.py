@@ -1,7 +1,7 @@
 """Which URLs the farm may open: a guard against turning recorders (and webhooks) into a way into
 the private network.
 
-A URL is first canonicalised the way Chromium parses it (`recorder.security.canonical_url`, WHATWG),
+A URL is first canonicalised the way Chromium parses it (`contract.security.canonical_url`, WHATWG),
 so the host judged here is the host the browser contacts; the canonical form is what is stored and
 leased. The host is then resolved and every address is judged by the same `AddressPolicy` the
 recorder's egress guard uses: loopback, private, link-local, metadata and the other non-public classes
@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from recorder.security import AddressPolicy, CanonicalUrl, UrlRejected, canonical_url
-from recorder.security.addresses import article
+from contract.security import AddressPolicy, CanonicalUrl, UrlRejected, canonical_url
+from contract.security.addresses import article
 
 Resolve = Callable[[str], Awaitable[list[str]]]
 

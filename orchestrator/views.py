@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from contract.protocol import ErrorInfo, Progress, UploadTarget
 from orchestrator.models import CreateRecording, Recording, Timestamps
 from orchestrator.store.base import RecordingRow
-from recorder.protocol import ErrorInfo, Progress, UploadTarget
 
 
 def utc(ts: float | None) -> datetime | None:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import structlog
 
+from contract.spec import RecordingSpec
 from recorder.capture import calibration
 from recorder.config import RecorderSettings
 from recorder.pipeline import Recorder
 from recorder.reference.media import make_reference_media
 from recorder.reference.page import ReferencePage
-from recorder.spec import RecordingSpec
 
 log = structlog.get_logger(__name__)
 

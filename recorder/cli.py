@@ -17,13 +17,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from contract.envcheck import UnknownVariable
+from contract.errors import RecorderError
+from contract.logs import configure_logging
+from contract.protocol import Progress, WorkerState
+from contract.security import canonical_url
+from contract.spec import RecordingSpec, WaitFor
 from recorder.config import RecorderSettings, check_recorder_environment
-from recorder.envcheck import UnknownVariable
-from recorder.errors import RecorderError
-from recorder.logs import configure_logging
-from recorder.protocol import Progress, WorkerState
-from recorder.security import canonical_url
-from recorder.spec import RecordingSpec, WaitFor
 
 
 def _record_parser(sub: argparse._SubParsersAction) -> None:

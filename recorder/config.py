@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recorder.envcheck import URL_ALLOWLIST_HELP, UrlAllowlist, check_environment, settings_variables
+from contract.envcheck import URL_ALLOWLIST_HELP, UrlAllowlist, check_environment, settings_variables
 
 
 def _env(name: str) -> AliasChoices:
@@ -102,7 +102,7 @@ class RecorderSettings(BaseSettings):
     @classmethod
     def _key_template(cls, value: str) -> str:
         """Checked at start, not after a recording: keys must keep recordings and their attempts apart."""
-        from recorder.errors import RecorderError
+        from contract.errors import RecorderError
         from recorder.storage.keys import check_template
 
         try:
@@ -150,7 +150,7 @@ class TransferOptions(BaseSettings):
         return part
 
 
-# A typo in one of the recorder's own variables stops it (recorder.envcheck): these prefixes are its own.
+# A typo in one of the recorder's own variables stops it (contract.envcheck): these prefixes are its own.
 OWNED_PREFIXES = ("WORKER_", "RECORDER_")
 # Owned names that are not settings: the CLI's log level; the marker the recorder puts in the environment of
 # the Chromium it starts (to find that browser's processes); and a label an operator (or a test run) puts
@@ -165,5 +165,5 @@ def known_variables() -> set[str]:
 
 
 def check_recorder_environment(environ: Mapping[str, str] | None = None) -> None:
-    """Raise recorder.envcheck.UnknownVariable for a `WORKER_`/`RECORDER_` variable nothing reads."""
+    """Raise contract.envcheck.UnknownVariable for a `WORKER_`/`RECORDER_` variable nothing reads."""
     check_environment(os.environ if environ is None else environ, OWNED_PREFIXES, known_variables())

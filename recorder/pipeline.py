@@ -23,22 +23,22 @@ from typing import Any
 
 import structlog
 
+from contract.errors import ErrorCode, RecorderError
+from contract.protocol import ErrorInfo, Progress, WorkerState
+from contract.security import AddressPolicy
+from contract.spec import RecordingSpec
 from recorder import __version__
 from recorder.capture import calibration
 from recorder.capture.command import CAPTURE_NAME, LIVE_CAPTURE_NAME, CaptureSettings
 from recorder.capture.ffmpeg import Capture
 from recorder.config import RecorderSettings
 from recorder.egress import BlockedSummary, EgressGuard
-from recorder.errors import ErrorCode, RecorderError
 from recorder.finalize.remux import remux_to_mp4
 from recorder.finalize.sidecar import Sidecar, Timings, write_sidecar
-from recorder.protocol import ErrorInfo, Progress, WorkerState
 from recorder.quality import QualityReport, analyze_file
-from recorder.security import AddressPolicy
 from recorder.source.audio import AudioServer
 from recorder.source.browser import Browser, PageSession
 from recorder.source.display import Display
-from recorder.spec import RecordingSpec
 
 log = structlog.get_logger(__name__)
 

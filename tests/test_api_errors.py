@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from recorder.security import canonical_url
+from contract.security import canonical_url
 from tests.support.orchestrator import API_TOKEN, PUBLIC_URL, WORKER_TOKEN, RunningOrchestrator
 
 DEFAULT = "default"

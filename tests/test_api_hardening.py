@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
+from contract.security import MAX_URL_LENGTH
 from orchestrator.cli import check_variables
-from recorder.security import MAX_URL_LENGTH
 from tests.support.orchestrator import PUBLIC_URL, RunningOrchestrator
 
 PUBLIC_IP = "8.8.8.8"

@@ -29,10 +29,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from contract.security import AddressPolicy
 from orchestrator.locations import Locations
 from orchestrator.pool.backend import WorkerInfo
 from orchestrator.store.sqlite import _MIGRATIONS
-from recorder.security import AddressPolicy
 from tests.support.orchestrator import PUBLIC_URL, WORKER_TOKEN, RunningOrchestrator
 
 A, B, ADMIN = "token-of-a", "token-of-b", "token-of-admin"

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from contract.security import AddressPolicy
 from recorder.egress import EgressGuard
 from recorder.egress.guard import COMMAND_NOT_SUPPORTED, NOT_ALLOWED, SUCCEEDED
-from recorder.security import AddressPolicy
 from tests.support.dns_stub import DnsStub
 from tests.support.hostile import CANARY_HOST, PUBLIC_HOST, TcpTarget, shared_port
 

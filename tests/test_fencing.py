@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from contract.errors import ErrorCode, RecorderError
+from contract.protocol import Heartbeat, HeartbeatReply, Lease, Progress, Report, UploadTarget, WorkerState
+from contract.spec import RecordingSpec
 from orchestrator.app import Orchestrator
 from recorder.config import RecorderSettings
-from recorder.errors import ErrorCode, RecorderError
-from recorder.protocol import Heartbeat, HeartbeatReply, Lease, Progress, Report, UploadTarget, WorkerState
-from recorder.spec import RecordingSpec
 from recorder.storage import GrowingUpload, TransferOptions, abort_pending, resume_pending, store_recording
 from recorder.storage.pending import PENDING_NAME, PendingStore, PendingUpload
 from recorder.worker.client import LeaseLost, OrchestratorClient, Unavailable

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from contract.errors import ErrorCode
+from contract.spec import RecordingSpec, WaitFor
 from recorder.config import RecorderSettings
-from recorder.errors import ErrorCode
 from recorder.pipeline import Recorder, RecordingResult
-from recorder.spec import RecordingSpec, WaitFor
 from tests.support.dns_stub import DnsStub
 from tests.support.hostile import PUBLIC_HOST, Canary, PublicSite, UdpListener, shared_port
 from tests.support.orchestrator import API_TOKEN, Api, OrchestratorProcess

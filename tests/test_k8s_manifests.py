@@ -624,8 +624,8 @@ def _recorder_known() -> set[str]:
 
 
 def _orchestrator_known() -> set[str]:
+    from contract.envcheck import settings_variables
     from orchestrator.config import OrchestratorSettings
-    from recorder.envcheck import settings_variables
 
     return settings_variables(OrchestratorSettings, KubernetesSettings)
 
@@ -643,7 +643,7 @@ def test_every_variable_the_recorder_pod_template_sets_is_read(
 
     # The check is not vacuous: the old misspelling is caught, by this test and by the worker itself.
     assert _unread({**env, "WORKER_MAX_RECORDINGS": "1"}, _recorder_known()) == ["WORKER_MAX_RECORDINGS"]
-    from recorder.envcheck import UnknownVariable
+    from contract.envcheck import UnknownVariable
 
     with pytest.raises(UnknownVariable, match=r"WORKER_MAX_RECORDINGS.*WORKER_SINGLE_USE"):
         check_recorder_environment({"WORKER_MAX_RECORDINGS": "1"})

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recorder.errors import ErrorCode, RecorderError
+from contract.errors import ErrorCode, RecorderError
 from recorder.quality import analyze_file, tone_level
 from recorder.quality.audio import RATE, _Accumulator
 from recorder.quality.beeps import detect_beeps

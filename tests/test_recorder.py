@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from contract.errors import ErrorCode
+from contract.spec import RecordingSpec, WaitFor
 from recorder.config import RecorderSettings
-from recorder.errors import ErrorCode
 from recorder.finalize.remux import top_level_boxes
 from recorder.pipeline import Recorder, RecordingResult
 from recorder.quality import analyze_file, tone_level
-from recorder.spec import RecordingSpec, WaitFor
 from tests.support.leaks import leftovers, watched_processes
 from tests.support.net import free_port
 

@@ -21,14 +21,14 @@ import pytest
 from playwright.async_api import Error as PlaywrightError
 from structlog.testing import capture_logs
 
+from contract.errors import ErrorCode, RecorderError
+from contract.spec import RecordingSpec, WaitFor
 from orchestrator.pool.local import LocalBackend
 from recorder.config import RecorderSettings
-from recorder.errors import ErrorCode, RecorderError
 from recorder.pipeline import Recorder
 from recorder.quality import tone_level
 from recorder.source import sandbox
 from recorder.source.sandbox import BrowserLaunch, browser_environment, launch_sandboxed
-from recorder.spec import RecordingSpec, WaitFor
 from recorder.worker.client import OrchestratorClient
 from recorder.worker.loop import EXIT_OK, Worker, WorkerOptions
 from tests.support.orchestrator import WORKER_TOKEN

@@ -19,9 +19,9 @@ from urllib.parse import quote
 import pytest
 from structlog.testing import capture_logs
 
+from contract.errors import ErrorCode, RecorderError
+from contract.protocol import UploadTarget
 from recorder.config import RecorderSettings
-from recorder.errors import ErrorCode, RecorderError
-from recorder.protocol import UploadTarget
 from recorder.storage import (
     GrowingUpload,
     LiveUploader,

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from contract.errors import ErrorCode, RecorderError
+from contract.protocol import Progress, WorkerState
+from contract.spec import RecordingSpec
 from orchestrator.app import Orchestrator
 from recorder.config import RecorderSettings
-from recorder.errors import ErrorCode, RecorderError
-from recorder.protocol import Progress, WorkerState
-from recorder.spec import RecordingSpec
 from recorder.worker.client import OrchestratorClient
 from recorder.worker.job import JobTimings
 from recorder.worker.loop import EXIT_OK, EXIT_ORCHESTRATOR_GONE, EXIT_UNAUTHORIZED, Worker, WorkerOptions
@@ -452,8 +452,8 @@ def test_a_misspelt_worker_variable_stops_the_worker_naming_the_nearest_name(tmp
 
 
 def test_the_known_names_are_the_settings_read_now_plus_the_internal_markers() -> None:
+    from contract.envcheck import UnknownVariable
     from recorder.config import RecorderSettings, check_recorder_environment, known_variables
-    from recorder.envcheck import UnknownVariable
 
     known = known_variables()
     assert {"WORKER_SINGLE_USE", "RECORDER_SHUTDOWN_GRACE", "RECORDER_LOG_LEVEL"} <= known

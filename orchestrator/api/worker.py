@@ -1,13 +1,13 @@
-"""The worker protocol routes (see `recorder.protocol`): lease, heartbeat, report."""
+"""The worker protocol routes (see `contract.protocol`): lease, heartbeat, report."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from contract.protocol import Heartbeat, LeaseRequest, Report
 from orchestrator.api.body import parse_body
 from orchestrator.api.context import CONTEXT
 from orchestrator.api.responses import json_model
-from recorder.protocol import Heartbeat, LeaseRequest, Report
 
 routes = web.RouteTableDef()
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import structlog
 
+from contract.errors import ErrorCode, RecorderError
+from contract.protocol import Progress
 from recorder import procs
 from recorder.capture.command import CaptureSettings, build_capture_command
 from recorder.capture.progress import ProgressTracker
-from recorder.errors import ErrorCode, RecorderError
-from recorder.protocol import Progress
 
 log = structlog.get_logger(__name__)
 

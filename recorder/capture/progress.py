@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from recorder.protocol import Progress
+from contract.protocol import Progress
 
 BEHIND_SPEED = 0.98
 BEHIND_FOR = 10.0  # seconds below speed or fps before a capture is flagged as behind

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from contract.security import AddressPolicy, UrlRejected, canonical_url, describe_denial
+from contract.security.addresses import IPAddress
 from recorder.egress.ledger import Denial, DenialLedger
 from recorder.egress.resolve import Resolver, make_resolver
-from recorder.security import AddressPolicy, UrlRejected, canonical_url, describe_denial
-from recorder.security.addresses import IPAddress
 
 log = structlog.get_logger(__name__)
 

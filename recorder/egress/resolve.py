@@ -12,7 +12,7 @@ from typing import Protocol
 import dns.asyncresolver
 import dns.exception
 
-from recorder.security.addresses import IPAddress
+from contract.security.addresses import IPAddress
 
 LOOKUP_TIMEOUT = 5.0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import ffmpeg
 
-from recorder.errors import ErrorCode, RecorderError
+from contract.errors import ErrorCode, RecorderError
 from recorder.quality.probe import probe
 
 

@@ -10,10 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from contract.protocol import ErrorInfo, Progress
+from contract.spec import RecordingSpec
 from recorder.egress.ledger import BlockedSummary
-from recorder.protocol import ErrorInfo, Progress
 from recorder.quality import QualityReport
-from recorder.spec import RecordingSpec
 
 
 def iso(ts: float | None) -> str | None:

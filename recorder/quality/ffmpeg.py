@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from recorder.errors import ErrorCode, RecorderError
+from contract.errors import ErrorCode, RecorderError
 
 FFMPEG = "ffmpeg"
 FFPROBE = "ffprobe"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from recorder.errors import ErrorCode, RecorderError
+from contract.errors import ErrorCode, RecorderError
 from recorder.quality.audio import AudioReport, AudioSignals, analyze_audio, decode_audio
 from recorder.quality.beeps import detect_beeps
 from recorder.quality.flashes import detect_flashes

@@ -26,8 +26,8 @@ from pathlib import Path
 import pulsectl
 import structlog
 
+from contract.errors import ErrorCode, RecorderError
 from recorder import procs
-from recorder.errors import ErrorCode, RecorderError
 
 log = structlog.get_logger(__name__)
 

@@ -21,8 +21,9 @@ from playwright.async_api import BrowserContext, ConsoleMessage, Page, Playwrigh
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from recorder.errors import ErrorCode, RecorderError
-from recorder.security import UrlRejected, canonical_url, describe_denial
+from contract.errors import ErrorCode, RecorderError
+from contract.security import UrlRejected, canonical_url, describe_denial
+from contract.spec import WaitFor
 from recorder.source.sandbox import (
     INSTANCE_ENV,
     BrowserLaunch,
@@ -30,7 +31,6 @@ from recorder.source.sandbox import (
     browser_environment,
     launch_sandboxed,
 )
-from recorder.spec import WaitFor
 
 log = structlog.get_logger(__name__)
 

@@ -11,8 +11,8 @@ import os
 
 import structlog
 
+from contract.errors import ErrorCode, RecorderError
 from recorder import procs
-from recorder.errors import ErrorCode, RecorderError
 
 log = structlog.get_logger(__name__)
 

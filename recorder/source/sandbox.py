@@ -29,7 +29,7 @@ from typing import TypeVar
 import structlog
 from playwright.async_api import Error as PlaywrightError
 
-from recorder.errors import ErrorCode, RecorderError
+from contract.errors import ErrorCode, RecorderError
 
 log = structlog.get_logger(__name__)
 

@@ -28,9 +28,9 @@ from typing import Any, Self
 
 import structlog
 
+from contract.errors import ErrorCode, RecorderError
+from contract.protocol import UploadTarget
 from recorder.config import MiB, RecorderSettings, TransferOptions
-from recorder.errors import ErrorCode, RecorderError
-from recorder.protocol import UploadTarget
 from recorder.storage.checksum import b64, composite, same_checksum
 from recorder.storage.keys import check_recording_id, content_type, object_key, s3_url
 from recorder.storage.result import StoredObject, StoredResult

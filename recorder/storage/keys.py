@@ -15,8 +15,8 @@ import re
 import string
 from datetime import UTC, datetime
 
-from recorder.errors import ErrorCode, RecorderError
-from recorder.protocol import attempt_segment
+from contract.errors import ErrorCode, RecorderError
+from contract.protocol import attempt_segment
 
 FIELDS = frozenset({"prefix", "yyyy", "mm", "dd", "recording_id", "attempt", "name"})
 _RECORDING_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

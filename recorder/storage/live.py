@@ -25,8 +25,8 @@ from typing import Any, Self
 
 import structlog
 
+from contract.protocol import UploadTarget
 from recorder.config import RecorderSettings, TransferOptions
-from recorder.protocol import UploadTarget
 from recorder.storage.checksum import b64
 from recorder.storage.keys import check_recording_id, content_type, live_prefix
 from recorder.storage.s3 import Verdict, classify, denied_error, describe, make_client

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recorder.protocol import ErrorInfo
+from contract.protocol import ErrorInfo
 
 
 class StoredObject(BaseModel):

@@ -24,8 +24,8 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
+from contract.errors import ErrorCode, RecorderError
 from recorder.config import RecorderSettings, TransferOptions
-from recorder.errors import ErrorCode, RecorderError
 
 
 def make_client(settings: RecorderSettings, options: TransferOptions) -> Any:

@@ -36,9 +36,9 @@ from typing import Any
 
 import structlog
 
+from contract.errors import ErrorCode, RecorderError
+from contract.protocol import ErrorInfo, UploadTarget
 from recorder.config import RecorderSettings, TransferOptions
-from recorder.errors import ErrorCode, RecorderError
-from recorder.protocol import ErrorInfo, UploadTarget
 from recorder.storage.keys import attempt_folder, check_recording_id, content_type, object_key, s3_url
 from recorder.storage.local import store_local
 from recorder.storage.pending import LOCK_NAME, ObjectUpload, PendingStore, PendingUpload

@@ -20,8 +20,8 @@ from typing import Any
 import structlog
 from botocore.exceptions import ClientError
 
+from contract.errors import ErrorCode, RecorderError
 from recorder.config import TransferOptions
-from recorder.errors import ErrorCode, RecorderError
 from recorder.storage.checksum import b64, composite, file_sha256, read_range, same_checksum
 from recorder.storage.pending import ObjectUpload, PartRecord
 from recorder.storage.s3 import error_code

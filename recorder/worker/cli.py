@@ -20,8 +20,8 @@ from pathlib import Path
 import structlog
 from pydantic import ValidationError
 
+from contract.envcheck import UnknownVariable
 from recorder.config import RecorderSettings, check_recorder_environment
-from recorder.envcheck import UnknownVariable
 from recorder.worker.client import OrchestratorClient
 from recorder.worker.job import RecorderLike
 from recorder.worker.loop import EXIT_UNAUTHORIZED, Worker, WorkerOptions

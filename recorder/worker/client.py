@@ -1,4 +1,4 @@
-"""The worker's side of `recorder.protocol`: lease, heartbeat and report over HTTP.
+"""The worker's side of `contract.protocol`: lease, heartbeat and report over HTTP.
 
 The orchestrator may be restarting or briefly unreachable; a worker must lose nothing then. So lease
 polls and reports are retried with capped exponential backoff (with jitter, so a fleet does not come
@@ -20,7 +20,7 @@ import aiohttp
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from recorder.protocol import Heartbeat, HeartbeatReply, Lease, LeaseRequest, Report
+from contract.protocol import Heartbeat, HeartbeatReply, Lease, LeaseRequest, Report
 
 log = structlog.get_logger(__name__)
 

@@ -43,11 +43,11 @@ from urllib.request import url2pathname
 
 import structlog
 
+from contract.errors import ErrorCode, RecorderError
+from contract.protocol import ErrorInfo, Heartbeat, Lease, Outcome, Progress, Report, WorkerState
+from contract.spec import RecordingSpec
 from recorder.capture.command import LIVE_CAPTURE_NAME
 from recorder.config import RecorderSettings
-from recorder.errors import ErrorCode, RecorderError
-from recorder.protocol import ErrorInfo, Heartbeat, Lease, Outcome, Progress, Report, WorkerState
-from recorder.spec import RecordingSpec
 from recorder.storage import (
     GrowingUpload,
     LiveUploader,

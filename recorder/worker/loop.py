@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from contract.errors import RecorderError
+from contract.protocol import Lease, LeaseRequest
 from recorder.config import RecorderSettings
-from recorder.errors import RecorderError
-from recorder.protocol import Lease, LeaseRequest
 from recorder.storage import resume_pending
 from recorder.storage.pending import PendingStore
 from recorder.worker.client import OrchestratorClient, Unauthorized, Unavailable

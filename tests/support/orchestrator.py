@@ -1,4 +1,4 @@
-"""Test fixtures: a real orchestrator over real HTTP, and a fake worker that speaks `recorder.protocol`.
+"""Test fixtures: a real orchestrator over real HTTP, and a fake worker that speaks `contract.protocol`.
 
 - `start_orchestrator(**settings)`: an in-process orchestrator behind aiohttp's TestServer on a free
   127.0.0.1 port, with its own SQLite file under tmp_path; stopped (gracefully) at the end of the test.

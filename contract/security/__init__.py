@@ -4,8 +4,8 @@ Both halves (the orchestrator's API and the recorder's egress guard) use these, 
 accepted and what the browser is allowed to reach are decided by one piece of code.
 """
 
-from recorder.security.addresses import BLOCK_REASONS, AddressPolicy, address_class, describe_denial
-from recorder.security.urls import MAX_URL_LENGTH, CanonicalUrl, UrlRejected, canonical_url
+from contract.security.addresses import BLOCK_REASONS, AddressPolicy, address_class, describe_denial
+from contract.security.urls import MAX_URL_LENGTH, CanonicalUrl, UrlRejected, canonical_url
 
 __all__ = [
     "BLOCK_REASONS",

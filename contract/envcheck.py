@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, AliasChoices, BeforeValidator
 from pydantic_settings import BaseSettings, NoDecode
 
-from recorder.security.addresses import AddressPolicy
+from contract.security.addresses import AddressPolicy
 
 
 def split_commas(value: Any) -> Any:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from recorder.spec import RecordingSpec
+from contract.spec import RecordingSpec
 
 WorkerState = Literal["idle", "starting", "recording", "finalizing", "uploading"]
 Action = Literal["continue", "stop", "cancel"]

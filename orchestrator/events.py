@@ -1,7 +1,8 @@
 """State changes, announced in-process to whoever cares (webhooks, metrics, the scheduler's waiters).
 
-Listeners are plain callables run synchronously right after the change is committed; they must only
-record or enqueue, never wait, so announcing a change can never block or undo the state machine.
+`orchestrator.lifecycle.Lifecycle` publishes each change right after it is committed. Listeners are
+plain callables run synchronously; they must only record or enqueue, never wait, so announcing a
+change can never block or undo the state machine.
 """
 
 from __future__ import annotations

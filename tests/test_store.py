@@ -4,12 +4,17 @@ idempotency, atomic claims and lease queries."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from contextlib import closing
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 
 from orchestrator.states import ACTIVE, State
-from orchestrator.store import IdempotencyConflict, NewRecording, SQLiteStore
+from orchestrator.store import Changes, IdempotencyConflict, NewRecording, RecordingRow, SQLiteStore
+from orchestrator.store.row import STAMPS
+from orchestrator.store.schema import MIGRATIONS
 
 
 def new(n: int, key: str | None = None, fingerprint: str | None = None, at: float = 1000.0) -> NewRecording:
@@ -195,9 +200,36 @@ async def test_expired_leases_and_restart_extension(store: SQLiteStore):
 async def test_only_known_fields_can_change(store: SQLiteStore):
     await store.create(new(1))
     with pytest.raises(ValueError, match="status"):
-        await store.update("rec_0001", {"status": "completed"})
+        await store.update("rec_0001", {"status": "completed"})  # type: ignore[typeddict-unknown-key]
     # The failed write left no transaction open.
     assert await store.update("rec_0001", {"requested_action": "stop"}) is not None
+
+
+def test_every_change_is_a_column_of_the_same_type():
+    row = get_type_hints(RecordingRow)
+    for name, kind in get_type_hints(Changes).items():
+        if name in row:
+            assert kind == row[name], name
+        else:
+            assert name.removesuffix("_at") in STAMPS.names and kind is float, name
+
+
+async def test_a_store_migrated_from_the_first_version_has_the_table_of_a_new_one(tmp_path: Path):
+    with closing(sqlite3.connect(tmp_path / "old.db")) as db:
+        db.executescript(f"BEGIN;\n{MIGRATIONS[0]}\nPRAGMA user_version=1;\nCOMMIT;")
+    for name in ("old.db", "new.db"):
+        store = SQLiteStore(tmp_path / name)
+        await store.open()
+        await store.close()
+
+    def table(name: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+        with closing(sqlite3.connect(tmp_path / name)) as db:
+            columns = db.execute("PRAGMA table_info(recordings)").fetchall()
+            indexes = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name").fetchall()
+        return columns, indexes
+
+    assert table("old.db") == table("new.db")
+    assert {c[1] for c in table("new.db")[0]} >= set(Changes.__optional_keys__)
 
 
 async def test_a_failing_write_in_a_group_commit_spoils_only_itself(tmp_path: Path):

@@ -4,15 +4,19 @@ Every write is one short transaction, committed before the call returns, so what
 worker is told has already survived a crash. State changes are compare-and-set on the current state
 (and, for worker calls, on the lease), which is what keeps concurrent stop, cancel, heartbeat, report
 and lease-lapse decisions from overwriting each other.
+
+The writes that change a state (`create`, `claim_next`, `transition`) announce nothing themselves:
+the orchestrator makes them through `orchestrator.lifecycle.Lifecycle`, which publishes each one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orchestrator.states import State
+from orchestrator.store.row import Changes, RecordingRow
 
 
 @dataclass(frozen=True)
@@ -27,60 +31,6 @@ class NewRecording:
     fingerprint: str | None = None
     # The caller's name (API_TOKENS); None only for rows created before callers had names.
     owner: str | None = None
-
-
-@dataclass(frozen=True)
-class RecordingRow:
-    seq: int
-    id: str
-    status: State
-    request: dict[str, Any]
-    spec: dict[str, Any]
-    upload: dict[str, Any]
-    created_at: float
-    updated_at: float
-    timestamps: dict[str, float] = field(default_factory=dict)
-    attempts: int = 0
-    worker: str | None = None
-    lease_id: str | None = None
-    lease_expires_at: float | None = None
-    last_heartbeat_at: float | None = None
-    avoid_worker: str | None = None
-    requested_action: str | None = None
-    keep_file: bool = True
-    location: str | None = None
-    metadata_location: str | None = None
-    quality: dict[str, Any] | None = None
-    progress: dict[str, Any] | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    idempotency_key: str | None = None
-    fingerprint: str | None = None
-    owner: str | None = None
-    # Stored before attempt folders existed: media may still be at the old place.
-    legacy_layout: bool = False
-
-
-# Columns a caller may change besides `status` (set by transitions only).
-MUTABLE = frozenset(
-    {
-        "attempts",
-        "worker",
-        "lease_id",
-        "lease_expires_at",
-        "last_heartbeat_at",
-        "avoid_worker",
-        "requested_action",
-        "keep_file",
-        "location",
-        "metadata_location",
-        "quality",
-        "progress",
-        "error_code",
-        "error_message",
-        "first_frame_at",
-    }
-)
 
 
 class IdempotencyConflict(Exception):
@@ -120,7 +70,7 @@ class RecordingStore(Protocol):
         from_states: Collection[State],
         to: State,
         at: float,
-        changes: Mapping[str, Any] | None = None,
+        changes: Changes | None = None,
         lease_id: str | None = None,
         lease_expired_before: float | None = None,
     ) -> RecordingRow | None:
@@ -130,7 +80,7 @@ class RecordingStore(Protocol):
     async def update(
         self,
         recording_id: str,
-        changes: Mapping[str, Any],
+        changes: Changes,
         *,
         statuses: Collection[State] | None = None,
         lease_id: str | None = None,

@@ -14,62 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import sqlite3
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
 from orchestrator.states import ACTIVE, State
-from orchestrator.store.base import MUTABLE, IdempotencyConflict, NewRecording, RecordingRow
-
-_STAMPED = [s.value for s in State] + ["first_frame"]
-_JSON = frozenset({"request", "spec", "upload", "quality", "progress"})
-
-_MIGRATIONS = [
-    f"""
-    CREATE TABLE recordings (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        status TEXT NOT NULL,
-        request TEXT NOT NULL,
-        spec TEXT NOT NULL,
-        upload TEXT NOT NULL,
-        idempotency_key TEXT UNIQUE,
-        fingerprint TEXT,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        {", ".join(f"{name}_at REAL" for name in _STAMPED)},
-        attempts INTEGER NOT NULL DEFAULT 0,
-        worker TEXT,
-        lease_id TEXT,
-        lease_expires_at REAL,
-        last_heartbeat_at REAL,
-        avoid_worker TEXT,
-        requested_action TEXT,
-        keep_file INTEGER NOT NULL DEFAULT 1,
-        location TEXT,
-        metadata_location TEXT,
-        quality TEXT,
-        progress TEXT,
-        error_code TEXT,
-        error_message TEXT
-    );
-    CREATE INDEX recordings_status_seq ON recordings (status, seq);
-    CREATE INDEX recordings_lease_id ON recordings (lease_id);
-    """,
-    # Callers became tenants and files gained an attempt folder. Rows from before keep owner NULL (only
-    # the admin token sees them) and are marked legacy, so their media is still found where it was put.
-    """
-    ALTER TABLE recordings ADD COLUMN owner TEXT;
-    ALTER TABLE recordings ADD COLUMN legacy_layout INTEGER NOT NULL DEFAULT 0;
-    UPDATE recordings SET legacy_layout = 1;
-    CREATE INDEX recordings_owner_seq ON recordings (owner, seq);
-    """,
-]
+from orchestrator.store.base import IdempotencyConflict, NewRecording
+from orchestrator.store.row import Changes, RecordingRow
+from orchestrator.store.schema import MIGRATIONS, assignments, encoded, to_row
 
 _ACTIVE_SQL = ", ".join(f"'{s.value}'" for s in ACTIVE)
 
@@ -110,7 +66,7 @@ class SQLiteStore:
         async with db.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         version = int(row[0]) if row else 0
-        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             await db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
 
     async def close(self) -> None:
@@ -183,22 +139,15 @@ class SQLiteStore:
                     if existing.fingerprint != new.fingerprint:
                         raise IdempotencyConflict(existing)
                     return existing, False
+            values = asdict(new) | {
+                "status": State.QUEUED,
+                "updated_at": new.created_at,
+                f"{State.QUEUED.value}_at": new.created_at,
+            }
             row = await _one(
                 db,
-                """INSERT INTO recordings (id, status, request, spec, upload, idempotency_key, fingerprint,
-                                           created_at, updated_at, queued_at, owner)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
-                new.id,
-                State.QUEUED.value,
-                _dump(new.request),
-                _dump(new.spec),
-                _dump(new.upload),
-                new.idempotency_key,
-                new.fingerprint,
-                new.created_at,
-                new.created_at,
-                new.created_at,
-                new.owner,
+                f"INSERT INTO recordings ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)}) RETURNING *",
+                *encoded(values),
             )
             assert row is not None
             return row, True
@@ -242,24 +191,24 @@ class SQLiteStore:
         from_states: Collection[State],
         to: State,
         at: float,
-        changes: Mapping[str, Any] | None = None,
+        changes: Changes | None = None,
         lease_id: str | None = None,
         lease_expired_before: float | None = None,
     ) -> RecordingRow | None:
         if not from_states:
             return None
-        sets = {"status": State(to).value, "updated_at": at, f"{State(to).value}_at": at, **_checked(changes)}
+        sets = {"status": to, "updated_at": at, f"{State(to).value}_at": at, **assignments(changes)}
         return await self._guarded_update(recording_id, sets, from_states, lease_id, lease_expired_before)
 
     async def update(
         self,
         recording_id: str,
-        changes: Mapping[str, Any],
+        changes: Changes,
         *,
         statuses: Collection[State] | None = None,
         lease_id: str | None = None,
     ) -> RecordingRow | None:
-        return await self._guarded_update(recording_id, _checked(changes), statuses, lease_id, None)
+        return await self._guarded_update(recording_id, assignments(changes), statuses, lease_id, None)
 
     async def _guarded_update(
         self,
@@ -279,10 +228,9 @@ class SQLiteStore:
         if lease_expired_before is not None:
             where.append("lease_expires_at < ?")
             params.append(lease_expired_before)
-        assignments = ", ".join(f"{column} = ?" for column in sets)
-        values = [_dump(v) if column in _JSON else _plain(v) for column, v in sets.items()]
-        sql = f"UPDATE recordings SET {assignments} WHERE {' AND '.join(where)} RETURNING *"
-        return await self._write(lambda db: _one(db, sql, *values, *params))
+        setting = ", ".join(f"{column} = ?" for column in sets)
+        sql = f"UPDATE recordings SET {setting} WHERE {' AND '.join(where)} RETURNING *"
+        return await self._write(lambda db: _one(db, sql, *encoded(sets), *params))
 
     async def claim_next(
         self,
@@ -358,65 +306,13 @@ class SQLiteStore:
         return counts
 
 
-def _checked(changes: Mapping[str, Any] | None) -> dict[str, Any]:
-    changes = dict(changes or {})
-    unknown = set(changes) - MUTABLE
-    if unknown:
-        raise ValueError(f"not a mutable recording field: {sorted(unknown)}")
-    return changes
-
-
-def _dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
-
-
-def _plain(value: Any) -> Any:
-    return int(value) if isinstance(value, bool) else value
-
-
-def _load(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def _to_row(r: sqlite3.Row) -> RecordingRow:
-    return RecordingRow(
-        seq=r["seq"],
-        id=r["id"],
-        status=State(r["status"]),
-        request=_load(r["request"]),
-        spec=_load(r["spec"]),
-        upload=_load(r["upload"]),
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-        timestamps={name: r[f"{name}_at"] for name in _STAMPED if r[f"{name}_at"] is not None},
-        attempts=r["attempts"],
-        worker=r["worker"],
-        lease_id=r["lease_id"],
-        lease_expires_at=r["lease_expires_at"],
-        last_heartbeat_at=r["last_heartbeat_at"],
-        avoid_worker=r["avoid_worker"],
-        requested_action=r["requested_action"],
-        keep_file=bool(r["keep_file"]),
-        location=r["location"],
-        metadata_location=r["metadata_location"],
-        quality=_load(r["quality"]),
-        progress=_load(r["progress"]),
-        error_code=r["error_code"],
-        error_message=r["error_message"],
-        idempotency_key=r["idempotency_key"],
-        fingerprint=r["fingerprint"],
-        owner=r["owner"],
-        legacy_layout=bool(r["legacy_layout"]),
-    )
-
-
 async def _one(db: aiosqlite.Connection, sql: str, *params: Any) -> RecordingRow | None:
     async with db.execute(sql, params) as cur:
         rows = await cur.fetchall()
-    return _to_row(rows[0]) if rows else None
+    return to_row(rows[0]) if rows else None
 
 
 async def _all(db: aiosqlite.Connection, sql: str, *params: Any) -> list[RecordingRow]:
     async with db.execute(sql, params) as cur:
         rows = await cur.fetchall()
-    return [_to_row(r) for r in rows]
+    return [to_row(r) for r in rows]

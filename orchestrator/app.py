@@ -1,19 +1,17 @@
-"""The composition root: builds the store, scheduler, webhooks, metrics and API from settings, and runs
-them with a graceful shutdown.
+"""The composition root: builds the store, scheduler, webhooks, metrics and pool from settings, and
+starts, drains and stops them. HTTP is `orchestrator.api` (`api.app` builds the application,
+`api.server` serves it).
 
-SIGTERM (or SIGINT): stop granting leases, let running recordings go on for ORCHESTRATOR_SHUTDOWN_GRACE,
-then tell them to stop (files kept and uploaded) and wait ORCHESTRATOR_SHUTDOWN_STOP_WAIT for their
-reports. A second signal skips the waiting. Whatever is still running then is in the store: a restarted
-orchestrator takes it up where it was.
+Draining (see `api.server` for the signals): stop granting leases, let running recordings go on for a
+grace period, then tell them to stop (files kept and uploaded) and wait for their reports. Whatever is
+still running then is in the store: a restarted orchestrator takes it up where it was.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from functools import partial
@@ -23,8 +21,8 @@ from typing import Protocol
 import structlog
 from aiohttp import web
 
-from orchestrator.api import ApiContext, create_api
-from orchestrator.auth import BearerAuth
+from orchestrator.api.app import create_app
+from orchestrator.api.views import to_recording
 from orchestrator.config import OrchestratorSettings
 from orchestrator.events import EventBus
 from orchestrator.locations import Locations
@@ -36,7 +34,6 @@ from orchestrator.service import RecordingService
 from orchestrator.store.base import RecordingStore
 from orchestrator.store.sqlite import SQLiteStore
 from orchestrator.url_policy import Resolve, UrlPolicy, system_resolve
-from orchestrator.views import to_recording
 from orchestrator.webhooks import WebhookDispatcher
 from orchestrator.workers import WorkerRegistry
 
@@ -134,41 +131,9 @@ class Orchestrator:
         await self.store.close()
         log.info("orchestrator_stopped")
 
-    def api_context(self) -> ApiContext:
-        s = self.settings
-        return ApiContext(
-            settings=s,
-            service=self.service,
-            scheduler=self.scheduler,
-            registry=self.registry,
-            store=self.store,
-            metrics=self.metrics,
-            media=self.media,
-            render=self.render,
-            api_auth=BearerAuth(s.callers, realm="api", source="API_TOKENS", admin_token=s.api_admin_token),
-            worker_auth=BearerAuth(
-                {"worker": s.worker_token} if s.worker_token else {}, realm="worker", source="WORKER_TOKEN"
-            ),
-            backend=self.backend,
-        )
-
     def web_app(self) -> web.Application:
         """The API with this orchestrator's lifecycle attached to the app's startup and cleanup."""
-        app = create_api(self.api_context())
-
-        async def on_startup(_: web.Application) -> None:
-            await self.start()
-
-        async def on_shutdown(_: web.Application) -> None:
-            await self.shutdown()
-
-        async def on_cleanup(_: web.Application) -> None:
-            await self.close()
-
-        app.on_startup.append(on_startup)
-        app.on_shutdown.append(on_shutdown)
-        app.on_cleanup.append(on_cleanup)
-        return app
+        return create_app(self)
 
 
 def move_legacy_store(legacy: Path, target: Path) -> bool:
@@ -195,32 +160,3 @@ def move_legacy_store(legacy: Path, target: Path) -> bool:
                 shutil.move(source, dest)  # another filesystem
     log.info("store_moved", source=str(legacy), destination=str(target), reason="the store lives outside RECORDS_DIR")
     return True
-
-
-async def serve(
-    settings: OrchestratorSettings, *, backend: PoolBackend | None = None, autoscaler: PoolFactory | None = None
-) -> None:
-    """Run until SIGTERM/SIGINT, then drain (see the module docstring)."""
-    orchestrator = Orchestrator(settings, backend=backend, autoscaler=autoscaler)
-    runner = web.AppRunner(orchestrator.web_app(), access_log=None, handle_signals=False, shutdown_timeout=10)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
-        log.info("listening", url=f"http://{settings.host}:{settings.port}", open_api=not settings.api_tokens)
-        loop = asyncio.get_running_loop()
-        first, second = asyncio.Event(), asyncio.Event()
-
-        def on_signal() -> None:
-            (second if first.is_set() else first).set()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
-        await first.wait()
-        log.info("shutdown_requested")
-        await orchestrator.drain(settings.shutdown_grace, settings.shutdown_stop_wait, skip=second)
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                asyncio.get_running_loop().remove_signal_handler(sig)
-        await runner.cleanup()

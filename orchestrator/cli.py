@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"orchestrator: {where}: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    from orchestrator.app import serve  # after logging is configured
+    from orchestrator.api.server import serve  # after logging is configured
     from orchestrator.pool.factory import pool_components, with_pool_defaults
 
     settings = with_pool_defaults(settings)

@@ -1,6 +1,7 @@
 """Errors the orchestrator reports to callers: a stable code and a message that says what to change.
 
-The API maps each code to its HTTP status (see `api/errors.py`); nothing here knows about HTTP.
+The service, the scheduler and the media locator raise them; the API maps each code to its HTTP status
+(`orchestrator.api.responses.ERROR_STATUS`). Nothing here knows about HTTP.
 """
 
 from __future__ import annotations

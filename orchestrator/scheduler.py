@@ -34,10 +34,12 @@ from contract.spec import RecordingSpec
 from orchestrator.config import OrchestratorSettings
 from orchestrator.errors import Detail, LeaseGone, OrchestratorError
 from orchestrator.events import EventBus, StateChange
+from orchestrator.lifecycle import Lifecycle
 from orchestrator.locations import MEDIA, METADATA, Locations
 from orchestrator.metrics import OrchestratorMetrics
-from orchestrator.states import ACTIVE, TERMINAL, State, is_forward, sources
-from orchestrator.store.base import RecordingRow, RecordingStore
+from orchestrator.states import ACTIVE, TERMINAL, State, is_forward
+from orchestrator.store.base import RecordingStore
+from orchestrator.store.row import Changes, RecordingRow
 from orchestrator.workers import WorkerRegistry
 
 log = structlog.get_logger("orchestrator.scheduler")
@@ -64,8 +66,8 @@ class Scheduler:
         locations: Locations | None = None,
     ) -> None:
         self.store = store
+        self.lifecycle = Lifecycle(store, bus)
         self.locations = locations or Locations(settings.records_dir)
-        self.bus = bus
         self.registry = registry
         self.metrics = metrics
         self.settings = settings
@@ -146,54 +148,42 @@ class Scheduler:
         return not self.draining and capacity > 0 and not self.registry.is_retiring(worker_id)
 
     async def _claim(self, worker_id: str, now: float) -> RecordingRow | None:
-        lease_id = f"lease_{uuid.uuid4().hex}"
-        common = {
-            "worker_id": worker_id,
-            "lease_id": lease_id,
-            "at": now,
-            "expires_at": now + self.settings.lease_ttl,
-            "max_active": self.settings.pool_capacity,
-        }
         # A recording whose lease lapsed on this worker is left to others for a moment: another idle
         # worker is woken by the requeue at once; only if none takes it does this one get it back.
-        row = await self.store.claim_next(**common, shun_after=now - _SHUN)
-        if row is not None:
-            self.bus.publish(StateChange(row, State.QUEUED, State.STARTING, now))
-        return row
+        return await self.lifecycle.claim(
+            worker_id=worker_id,
+            lease_id=f"lease_{uuid.uuid4().hex}",
+            at=now,
+            expires_at=now + self.settings.lease_ttl,
+            max_active=self.settings.pool_capacity,
+            shun_after=now - _SHUN,
+        )
 
     async def _unclaim(self, row: RecordingRow) -> None:
         """The worker hung up before it got its lease: put the recording back, attempt not counted."""
-        back = await self.store.transition(
-            row.id,
-            from_states={State.STARTING} & sources(State.QUEUED),
-            to=State.QUEUED,
+        await self.lifecycle.move(
+            row,
+            State.QUEUED,
             at=self.clock(),
-            lease_id=row.lease_id,
-            changes={"attempts": row.attempts - 1, "lease_id": None, "lease_expires_at": None, "worker": None},
+            changes=Changes(attempts=row.attempts - 1, lease_id=None, lease_expires_at=None, worker=None),
         )
-        if back is not None:
-            self.bus.publish(StateChange(back, State.STARTING, State.QUEUED, self.clock()))
 
     async def _refuse_stored(self, row: RecordingRow, exc: ValidationError, now: float) -> None:
         """A row stored by an older version that today's checks refuse (e.g. an upload prefix with `..`)
         fails instead of being leased."""
         problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
-        failed = await self.store.transition(
-            row.id,
-            from_states={State.STARTING},
-            to=State.FAILED,
+        await self.lifecycle.move(
+            row,
+            State.FAILED,
             at=now,
-            changes={
-                "error_code": ErrorCode.INVALID_ARGUMENT.value,
-                "error_message": f"the stored request is no longer accepted: {problem}; create it again",
-                "lease_id": None,
-                "lease_expires_at": None,
-                "worker": None,
-            },
-            lease_id=row.lease_id,
+            changes=Changes(
+                error_code=ErrorCode.INVALID_ARGUMENT.value,
+                error_message=f"the stored request is no longer accepted: {problem}; create it again",
+                lease_id=None,
+                lease_expires_at=None,
+                worker=None,
+            ),
         )
-        if failed is not None:
-            self.bus.publish(StateChange(failed, State.STARTING, State.FAILED, now))
 
     def _grant(self, row: RecordingRow, worker_id: str, now: float) -> Lease:
         assert row.lease_id is not None
@@ -222,26 +212,17 @@ class Scheduler:
         if row.status not in ACTIVE:
             raise LeaseGone(f"recording {row.id} is already {row.status}; lease {hb.lease_id} has ended")
         now = self.clock()
-        changes: dict[str, object] = {
-            "lease_expires_at": now + self.settings.lease_ttl,
-            "last_heartbeat_at": now,
-            "progress": hb.progress.model_dump(mode="json"),
-        }
+        changes = Changes(
+            lease_expires_at=now + self.settings.lease_ttl,
+            last_heartbeat_at=now,
+            progress=hb.progress.model_dump(mode="json"),
+        )
         first_frame = hb.progress.first_frame_at
         if first_frame is not None and "first_frame" not in row.timestamps:
             changes["first_frame_at"] = first_frame
         target = State(hb.state) if hb.state in {s.value for s in ACTIVE} else None
         if target is not None and is_forward(row.status, target):
-            updated = await self.store.transition(
-                row.id,
-                from_states={row.status} & sources(target),
-                to=target,
-                at=now,
-                changes=changes,
-                lease_id=hb.lease_id,
-            )
-            if updated is not None:
-                self.bus.publish(StateChange(updated, row.status, target, now))
+            updated = await self.lifecycle.move(row, target, at=now, changes=changes)
         else:
             updated = None
         if updated is None:
@@ -270,12 +251,12 @@ class Scheduler:
         location, metadata_location = await self._checked_locations(row, report, now)
         if not report.upload_pending:
             self.metrics.count_blocked(report.blocked)
-        changes: dict[str, object] = {
-            "location": location,
-            "metadata_location": metadata_location,
-            "quality": report.quality,
-            "last_heartbeat_at": now,
-        }
+        changes = Changes(
+            location=location,
+            metadata_location=metadata_location,
+            quality=report.quality,
+            last_heartbeat_at=now,
+        )
         if "progress" in report.model_fields_set:
             changes["progress"] = report.progress.model_dump(mode="json")
         if report.upload_pending:
@@ -294,18 +275,10 @@ class Scheduler:
         elif outcome is State.CANCELLED and report.error is not None:
             changes["error_code"], changes["error_message"] = report.error.code, report.error.message
         changes["lease_expires_at"] = None
-        updated = await self.store.transition(
-            row.id,
-            from_states=sources(outcome) & set(ACTIVE),
-            to=outcome,
-            at=now,
-            changes=changes,
-            lease_id=report.lease_id,
-        )
+        updated = await self.lifecycle.move(row, outcome, at=now, changes=changes, from_states=ACTIVE)
         if updated is None:
             raise LeaseGone(f"lease {report.lease_id} ended while the report was handled")
         self.registry.released(report.worker_id, row.id, now)
-        self.bus.publish(StateChange(updated, row.status, outcome, now))
         log.info("recording_reported", recording_id=row.id, worker=report.worker_id, outcome=outcome)
         return HeartbeatReply()
 
@@ -352,39 +325,27 @@ class Scheduler:
         message = f"worker {report.worker_id} reported {field} {shown!r}, which is refused: {problem}"
         log.warning("report_refused", recording_id=row.id, worker=report.worker_id, field=field, location=shown)
         # The lease ends with the recording: the worker's retries of this report get 410.
-        failed = await self.store.transition(
-            row.id,
-            from_states=sources(State.FAILED) & set(ACTIVE),
-            to=State.FAILED,
+        failed = await self.lifecycle.move(
+            row,
+            State.FAILED,
             at=now,
-            changes={
-                "error_code": INVALID_REPORT,
-                "error_message": message,
-                "lease_expires_at": None,
-                "lease_id": None,
-                "last_heartbeat_at": now,
-            },
-            lease_id=report.lease_id,
+            changes=Changes(
+                error_code=INVALID_REPORT,
+                error_message=message,
+                lease_expires_at=None,
+                lease_id=None,
+                last_heartbeat_at=now,
+            ),
+            from_states=ACTIVE,
         )
         if failed is not None:
             self.registry.released(report.worker_id, row.id, now)
-            self.bus.publish(StateChange(failed, row.status, State.FAILED, now))
         raise OrchestratorError(INVALID_REPORT, message, [Detail(field, problem)])
 
-    async def _still_uploading(
-        self, row: RecordingRow, report: Report, changes: dict[str, object], now: float
-    ) -> HeartbeatReply:
+    async def _still_uploading(self, row: RecordingRow, report: Report, changes: Changes, now: float) -> HeartbeatReply:
         if row.status is not State.UPLOADING:
-            updated = await self.store.transition(
-                row.id,
-                from_states={row.status} & sources(State.UPLOADING),
-                to=State.UPLOADING,
-                at=now,
-                changes=changes,
-                lease_id=report.lease_id,
-            )
+            updated = await self.lifecycle.move(row, State.UPLOADING, at=now, changes=changes)
             if updated is not None:
-                self.bus.publish(StateChange(updated, row.status, State.UPLOADING, now))
                 return HeartbeatReply(action=self._action(updated))
         updated = await self.store.update(row.id, changes, statuses=ACTIVE, lease_id=report.lease_id)
         if updated is None:
@@ -428,31 +389,22 @@ class Scheduler:
         if cause:
             why += f"; the pool reports the worker failed: {cause}"
         # The lease ends here: a late heartbeat or report from that worker gets 410.
-        changes: dict[str, object] = {"lease_expires_at": None, "lease_id": None}
+        changes = Changes(lease_expires_at=None, lease_id=None)
         if row.requested_action == "cancel":
             target = State.CANCELLED
         elif row.requested_action is None and row.attempts < self.settings.max_attempts:
             target = State.QUEUED
-            changes.update(worker=None, avoid_worker=row.worker, progress=None)
+            changes |= Changes(worker=None, avoid_worker=row.worker, progress=None)
         else:
             target = State.FAILED
             tried = f"; gave up after {row.attempts} attempt(s)" if row.requested_action is None else ""
-            changes.update(error_code=ErrorCode.WORKER_LOST.value, error_message=why + tried)
-        updated = await self.store.transition(
-            row.id,
-            from_states={row.status} & sources(target),
-            to=target,
-            at=now,
-            changes=changes,
-            lease_id=row.lease_id,
-            lease_expired_before=now,
-        )
+            changes |= Changes(error_code=ErrorCode.WORKER_LOST.value, error_message=why + tried)
+        updated = await self.lifecycle.move(row, target, at=now, changes=changes, lease_expired_before=now)
         if updated is None:
             return False  # a heartbeat or report got there first
         self.metrics.lapsed.inc()
         self.registry.lost(row.worker)
         log.warning("lease_lapsed", recording_id=row.id, worker=row.worker, attempt=row.attempts, to=target, why=why)
-        self.bus.publish(StateChange(updated, row.status, target, now))
         return True
 
     # numbers for the API and the autoscaler

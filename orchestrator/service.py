@@ -17,10 +17,12 @@ from contract.protocol import UploadTarget
 from orchestrator.auth import Caller
 from orchestrator.config import OrchestratorSettings
 from orchestrator.errors import Conflict, Detail, NotFound, OrchestratorError
-from orchestrator.events import EventBus, StateChange
-from orchestrator.models import CreateRecording
-from orchestrator.states import ACTIVE, TERMINAL, State, sources
-from orchestrator.store.base import IdempotencyConflict, NewRecording, RecordingRow, RecordingStore
+from orchestrator.events import EventBus
+from orchestrator.lifecycle import Lifecycle
+from orchestrator.request import CreateRecording
+from orchestrator.states import ACTIVE, TERMINAL, State
+from orchestrator.store.base import IdempotencyConflict, NewRecording, RecordingStore
+from orchestrator.store.row import Changes, RecordingRow
 from orchestrator.url_policy import UrlDenied, UrlPolicy
 
 MAX_PAGE = 200
@@ -81,7 +83,7 @@ class RecordingService:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self.bus = bus
+        self.lifecycle = Lifecycle(store, bus)
         self.policy = policy
         self.settings = settings
         self.clock = clock
@@ -104,7 +106,7 @@ class RecordingService:
                 except UrlDenied as denied:
                     raise OrchestratorError(denied.code, denied.message, [Detail(field, denied.message)]) from None
         spec = request.to_spec(self.settings.effective_default_duration)
-        upload = request.upload or UploadTarget(bucket=self.settings.s3_bucket, prefix=self.settings.s3_prefix)
+        upload = self._upload_target(request.upload)
         if upload.bucket is None and self.settings.s3_bucket:
             # A request that names only a prefix still goes to the server's bucket, never to its local disk.
             upload = UploadTarget(bucket=self.settings.s3_bucket, prefix=upload.prefix or self.settings.s3_prefix)
@@ -122,7 +124,7 @@ class RecordingService:
             owner=caller.name,
         )
         try:
-            row, created = await self.store.create(new)
+            row, created = await self.lifecycle.create(new)
         except IdempotencyConflict as conflict:
             if not caller.may_see(conflict.existing.owner):
                 raise self._foreign_key(idempotency_key) from None
@@ -134,8 +136,6 @@ class RecordingService:
         if not caller.may_see(row.owner):
             # A row from before callers had names whose key reads like `<caller>:<key>`: not this caller's.
             raise self._foreign_key(idempotency_key)
-        if created:
-            self.bus.publish(StateChange(row, None, State.QUEUED, now))
         return row, created
 
     @staticmethod
@@ -144,6 +144,15 @@ class RecordingService:
             "idempotency_conflict",
             f"Idempotency-Key {idempotency_key!r} is taken by a recording that is not yours; use a new key",
         )
+
+    def _upload_target(self, asked: UploadTarget | None) -> UploadTarget:
+        """Where the recording goes, decided here once and carried whole by the lease: a worker stores where
+        its lease says. A bucket given without a prefix gets the server's S3_PREFIX."""
+        if asked is None:
+            return UploadTarget(bucket=self.settings.s3_bucket, prefix=self.settings.s3_prefix)
+        if asked.bucket and "prefix" not in asked.model_fields_set:
+            return UploadTarget(bucket=asked.bucket, prefix=self.settings.s3_prefix)
+        return asked
 
     def _check_bucket(self, upload: UploadTarget) -> None:
         """Uploads go only to buckets the operator allowed: the orchestrator presigns media with its own
@@ -194,7 +203,7 @@ class RecordingService:
             raise Conflict("illegal_transition", f"recording {row.id} is already {row.status}; it cannot be stopped")
         if row.requested_action is not None:
             return row
-        updated = await self.store.update(row.id, {"requested_action": "stop"}, statuses=ACTIVE)
+        updated = await self.store.update(row.id, Changes(requested_action="stop"), statuses=ACTIVE)
         return updated if updated is not None else await self.stop(recording_id, caller)
 
     async def cancel(self, recording_id: str, keep: bool, caller: Caller) -> RecordingRow:
@@ -203,18 +212,10 @@ class RecordingService:
         row = await self.get(recording_id, caller)
         if row.status in TERMINAL:
             raise Conflict("illegal_transition", f"recording {row.id} is already {row.status}; it cannot be cancelled")
-        changes = {"requested_action": "cancel", "keep_file": keep}
+        changes = Changes(requested_action="cancel", keep_file=keep)
         if row.status is State.QUEUED:
-            now = self.clock()
-            cancelled = await self.store.transition(
-                row.id,
-                from_states={State.QUEUED} & sources(State.CANCELLED),
-                to=State.CANCELLED,
-                at=now,
-                changes=changes,
-            )
+            cancelled = await self.lifecycle.move(row, State.CANCELLED, at=self.clock(), changes=changes)
             if cancelled is not None:
-                self.bus.publish(StateChange(cancelled, State.QUEUED, State.CANCELLED, now))
                 return cancelled
             return await self.cancel(recording_id, keep, caller)  # a worker took it meanwhile
         if row.requested_action == "cancel":

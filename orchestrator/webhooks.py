@@ -28,12 +28,11 @@ from collections.abc import Callable, Mapping
 import aiohttp
 import structlog
 
+from orchestrator.api.views import Recording, WebhookEvent, utc
 from orchestrator.events import StateChange
 from orchestrator.metrics import OrchestratorMetrics
-from orchestrator.models import Recording, WebhookEvent
 from orchestrator.store.base import RecordingRow
 from orchestrator.url_policy import GuardedResolver, UrlDenied, UrlPolicy
-from orchestrator.views import utc
 
 log = structlog.get_logger("orchestrator.webhooks")
 

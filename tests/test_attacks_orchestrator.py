@@ -32,7 +32,7 @@ from aiohttp.test_utils import TestServer
 from contract.security import AddressPolicy
 from orchestrator.locations import Locations
 from orchestrator.pool.backend import WorkerInfo
-from orchestrator.store.sqlite import _MIGRATIONS
+from orchestrator.store.schema import MIGRATIONS
 from tests.support.orchestrator import PUBLIC_URL, WORKER_TOKEN, RunningOrchestrator
 
 A, B, ADMIN = "token-of-a", "token-of-b", "token-of-admin"
@@ -235,7 +235,7 @@ async def test_an_idempotency_key_of_a_row_from_before_owners_is_not_replayed_to
 def _legacy_db(db: Path, rows: list[tuple[str, str | None, dict[str, Any]]], location: Path | None = None) -> None:
     """A store as an older version left it: rows without owners (only the admin sees them)."""
     con = sqlite3.connect(db)
-    con.executescript(f"BEGIN;\n{_MIGRATIONS[0]}\nPRAGMA user_version=1;\nCOMMIT;")
+    con.executescript(f"BEGIN;\n{MIGRATIONS[0]}\nPRAGMA user_version=1;\nCOMMIT;")
     for rid, key, body in rows:
         con.execute(
             """INSERT INTO recordings (id, status, request, spec, upload, created_at, updated_at, queued_at,
@@ -255,7 +255,7 @@ def _legacy_db(db: Path, rows: list[tuple[str, str | None, dict[str, Any]]], loc
 
 
 def _fingerprint_like_create(body: dict[str, Any]) -> str:
-    from orchestrator.models import CreateRecording
+    from orchestrator.request import CreateRecording
 
     normalized = CreateRecording.model_validate(body).model_dump(mode="json")
     return hashlib.sha256(json.dumps(normalized, sort_keys=True).encode()).hexdigest()

@@ -15,7 +15,8 @@ import pytest
 
 from orchestrator.app import move_legacy_store
 from orchestrator.locations import Locations
-from orchestrator.store.sqlite import _MIGRATIONS, SQLiteStore
+from orchestrator.store.schema import MIGRATIONS
+from orchestrator.store.sqlite import SQLiteStore
 from tests.support.orchestrator import PUBLIC_URL, RunningOrchestrator, leased_location
 
 ADMIN_TOKEN = "test-admin-token"
@@ -219,7 +220,7 @@ async def test_rows_from_before_owners_are_the_admins_and_their_media_is_found(s
     db = tmp_path / "old.db"
     records = tmp_path / "records"
     con = sqlite3.connect(db)
-    con.executescript(f"BEGIN;\n{_MIGRATIONS[0]}\nPRAGMA user_version=1;\nCOMMIT;")
+    con.executescript(f"BEGIN;\n{MIGRATIONS[0]}\nPRAGMA user_version=1;\nCOMMIT;")
     old_file = _secret_file(records / "rec_old" / "rec.mp4", b"an old recording")
     con.execute(
         """INSERT INTO recordings (id, status, request, spec, upload, created_at, updated_at, queued_at, attempts,
@@ -247,17 +248,19 @@ def test_what_the_workers_storage_writes_is_what_the_orchestrator_accepts(tmp_pa
     """The contract between the halves: the recorder's own storage code yields accepted locations."""
     from datetime import UTC, datetime
 
+    from recorder.attempt import AttemptFolder
     from recorder.config import RecorderSettings
+    from recorder.storage import destination_for
     from recorder.storage.keys import object_key
-    from recorder.storage.local import store_local
 
-    settings = RecorderSettings(records_dir=tmp_path / "records")
+    settings = RecorderSettings(records_dir=tmp_path / "records", s3_bucket=None)
     places = Locations(tmp_path / "records")
     files = {}
     for name in ("rec.mp4", "rec.json"):
         files[name] = tmp_path / "out" / name
         _secret_file(files[name], b"x")
-    stored = store_local("rec_abc", files, settings, attempt=3)
+    folder = AttemptFolder.under(settings.records_dir, "rec_abc", 3)
+    stored = destination_for(settings, folder, started_at=datetime.now(UTC)).store(files)
     local = {"bucket": None, "prefix": ""}
     assert places.problem(stored.location, recording_id="rec_abc", attempt=3, upload=local) is None
     assert (

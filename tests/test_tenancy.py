@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import ValidationError
 
-from orchestrator.auth import BearerAuth
+from orchestrator.api.bearer import BearerAuth
 from orchestrator.config import OrchestratorSettings, derived_name
 from orchestrator.webhooks import SIGNATURE_HEADER, verify
 from tests.support.orchestrator import WEBHOOK_SECRET, WORKER_TOKEN, RunningOrchestrator

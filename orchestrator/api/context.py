@@ -1,4 +1,4 @@
-"""What the HTTP handlers may use, handed to them by the composition root (`orchestrator.app`)."""
+"""What the HTTP handlers may use of the orchestrator (built by `app.api_context`), and who called."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from orchestrator.auth import BearerAuth, Caller
+from orchestrator.api.bearer import BearerAuth
+from orchestrator.api.views import Recording
+from orchestrator.auth import Caller
 from orchestrator.config import OrchestratorSettings
 from orchestrator.media import MediaLocator
 from orchestrator.metrics import OrchestratorMetrics
-from orchestrator.models import Recording
 from orchestrator.pool.backend import PoolBackend
 from orchestrator.scheduler import Scheduler
 from orchestrator.service import RecordingService

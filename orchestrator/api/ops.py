@@ -6,24 +6,26 @@ import structlog
 from aiohttp import web
 
 from orchestrator.api.context import CLIENT, CONTEXT, ApiContext
+from orchestrator.api.openapi import OPENAPI
 from orchestrator.api.responses import json_model
+from orchestrator.api.routing import Reply, documented
+from orchestrator.api.views import Health, PoolView, PoolWorker, utc
 from orchestrator.auth import Caller
 from orchestrator.metrics import CONTENT_TYPE
-from orchestrator.models import Health, PoolView, PoolWorker
-from orchestrator.openapi import openapi_document
 from orchestrator.states import ACTIVE, State
-from orchestrator.views import utc
 
 log = structlog.get_logger("orchestrator.api")
 routes = web.RouteTableDef()
 
 
 @routes.get("/healthz")
+@documented("Liveness", Reply(200, "alive", Health))
 async def healthz(request: web.Request) -> web.Response:
     return json_model(Health(status="ok"))
 
 
 @routes.get("/readyz")
+@documented("Readiness: the store answers", Reply(200, "ready", Health), Reply(503, "not ready", Health))
 async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[CONTEXT].store.ping()
@@ -34,6 +36,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
+@documented("Prometheus metrics", Reply(200, "the text exposition format", media_type="text/plain"))
 async def metrics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     view = await pool_view(ctx)
@@ -45,11 +48,13 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 @routes.get("/openapi.json")
+@documented("This document", Reply(200, "OpenAPI 3.1"))
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return web.json_response(request.app[OPENAPI])
 
 
 @routes.get("/v1/pool")
+@documented("Workers and queue", Reply(200, "the pool", PoolView))
 async def pool(request: web.Request) -> web.Response:
     return json_model(await pool_view(request.app[CONTEXT], request[CLIENT]))
 

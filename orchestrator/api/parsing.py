@@ -11,9 +11,12 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.errors import Detail, OrchestratorError
 
 M = TypeVar("M", bound=BaseModel)
+# Error types a model raises itself that keep their own code (see `bodies.http_url`).
 _CUSTOM_CODES = ("invalid_url",)
 # No request needs more; deeper JSON is refused before it can exhaust the parser's or validator's stack.
 MAX_DEPTH = 32
+# What reading any JSON body can answer (413 is aiohttp's, at the application's client_max_size).
+BODY_ERRORS = ("invalid_json", "payload_too_large", "unsupported_media_type", "validation_error")
 
 
 def _json_content_type(request: web.Request) -> None:
@@ -76,9 +79,48 @@ async def parse_body(request: web.Request, model: type[M], context: dict[str, An
     if _depth(data) > MAX_DEPTH:
         raise _too_deep()
     try:
-        return model.model_validate(data, context=context)
+        return _validate(model, data, context)
     except ValidationError as exc:
         raise validation_failure(exc, model) from None
+
+
+def _validate(model: type[M], data: dict[str, Any], context: dict[str, Any] | None) -> M:
+    """Validate as the OpenAPI document (JSON Schema) reads the body: a field is the JSON type its schema
+    names, so `"fps": "30"` or `"live_upload": 0` are refused rather than guessed at (pydantic's strict
+    mode), and an integer may be written `1280.0`, a whole number being an integer in JSON Schema."""
+    try:
+        return model.model_validate(data, strict=True, context=context)
+    except ValidationError as exc:
+        if not _whole_numbers_to_integers(data, exc):
+            raise
+    return model.model_validate(data, strict=True, context=context)
+
+
+def _whole_numbers_to_integers(data: dict[str, Any], exc: ValidationError) -> bool:
+    """Rewrite in place each whole-valued float strict validation refused as an integer; True if any."""
+    changed = False
+    for error in exc.errors(include_url=False):
+        value = error.get("input")
+        if error["type"] != "int_type" or not isinstance(value, float) or not value.is_integer():
+            continue
+        holder, key = _locate(data, error["loc"])
+        if holder is not None and isinstance(holder[key], float) and holder[key] == value:
+            holder[key] = int(value)
+            changed = True
+    return changed
+
+
+def _locate(data: Any, loc: tuple[int | str, ...]) -> tuple[Any, Any]:
+    """The container and key of the value at `loc`; the names of union branches in `loc` are skipped."""
+    holder: Any = None
+    key: Any = None
+    current = data
+    for part in loc:
+        if (isinstance(current, dict) and part in current) or (
+            isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        ):
+            holder, key, current = current, part, current[part]
+    return holder, key
 
 
 def validation_failure(exc: ValidationError, model: type[BaseModel]) -> OrchestratorError:
@@ -89,7 +131,7 @@ def validation_failure(exc: ValidationError, model: type[BaseModel]) -> Orchestr
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = (
-                f"unknown field; {model.__name__} accepts {', '.join(model.model_fields)}"
+                f"unknown field; {model.__name__} accepts {', '.join(_field_names(model))}"
                 if len(error["loc"]) == 1
                 else "unknown field"
             )
@@ -104,13 +146,29 @@ def validation_failure(exc: ValidationError, model: type[BaseModel]) -> Orchestr
     return OrchestratorError(code, summary, details)
 
 
+def _field_names(model: type[BaseModel]) -> list[str]:
+    """The names a body spells its fields with (an alias where there is one)."""
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
 def _is_scalar(value: Any) -> bool:
     return isinstance(value, str | int | float | bool) and len(repr(value)) <= 80
 
 
-def query_int(request: web.Request, name: str, default: int) -> int:
+def query_value(request: web.Request, name: str) -> str | None:
+    """A query parameter's text, None when it is absent. An empty value is not taken for an absent one
+    (`?limit=` is no limit at all): it is refused, so what a request means is what the document says."""
     text = request.query.get(name)
-    if text is None or text == "":
+    if text == "":
+        raise OrchestratorError(
+            "validation_error", f"{name} is empty; give it a value or leave it out", [Detail(name, "empty")]
+        )
+    return text
+
+
+def query_int(request: web.Request, name: str, default: int) -> int:
+    text = query_value(request, name)
+    if text is None:
         return default
     try:
         return int(text)
@@ -121,8 +179,8 @@ def query_int(request: web.Request, name: str, default: int) -> int:
 
 
 def query_bool(request: web.Request, name: str, default: bool) -> bool:
-    text = request.query.get(name)
-    if text is None or text == "":
+    text = query_value(request, name)
+    if text is None:
         return default
     value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
     if value is None:

@@ -2,7 +2,7 @@
 
 Recordings of 1, 10 and 60 minutes at 720p30 (H.264 CBR ~2 Mbit/s + AAC 128 kbit/s, what the recorder
 produces for a busy page) are generated cheaply: one minute with lavfi, the longer ones by concatenating
-it with stream copy. Each is stored with `store_recording` against a loopback S3-compatible server
+it with stream copy. Each is stored through the attempt's `Destination` against a loopback S3-compatible server
 (moto in server mode, in a subprocess) with the default transfer options: multipart with concurrent
 parts, SHA-256 per part, size and checksum verified after. For comparison the same file is copied on
 the same disk, without and with fsync.
@@ -39,9 +39,9 @@ import boto3
 import botocore
 import structlog
 
-from contract.protocol import UploadTarget
+from recorder.attempt import AttemptFolder
 from recorder.config import RecorderSettings
-from recorder.storage import TransferOptions, store_recording
+from recorder.storage import TransferOptions, destination_for
 from recorder.storage.checksum import file_sha256
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -151,16 +151,15 @@ def self_cpu() -> float:
 
 def time_upload(media: Path, recording_id: str, settings: RecorderSettings, options: TransferOptions,
                 client: Any, server_pid: int) -> dict[str, Any]:
-    """Wall time of store_recording, plus the CPU it cost here and in the server (robust to a busy machine)."""
+    """Wall time of `Destination.store`, plus the CPU it cost here and in the server (robust to a busy machine)."""
     meta = media.with_suffix(".json")
     meta.write_text(json.dumps({"recording_id": recording_id}))
     load = os.getloadavg()[0]
     cpu, server_cpu = self_cpu(), process_cpu(server_pid)
+    folder = AttemptFolder.under(settings.records_dir, recording_id)
+    dest = destination_for(settings, folder, started_at=datetime.now(UTC), options=options)
     started = time.perf_counter()
-    result = store_recording(
-        recording_id, {"rec.mp4": media, "rec.json": meta}, UploadTarget(), settings, datetime.now(UTC),
-        options=options,
-    )
+    result = dest.store({"rec.mp4": media, "rec.json": meta})
     elapsed = time.perf_counter() - started
     cpu, server_cpu = self_cpu() - cpu, process_cpu(server_pid) - server_cpu
     assert not result.pending and result.location.startswith("s3://"), result
@@ -283,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "options": options.model_dump(),
         "media": "720p30 H.264 ultrafast CBR 2 Mbit/s + AAC 128 kbit/s, faststart MP4; "
                  "1 min from lavfi, longer ones concatenated by stream copy",
-        "method": "store_recording (multipart, concurrent parts, SHA-256 per part, head_object verify) against "
+        "method": "Destination.store (multipart, concurrent parts, SHA-256 per part, head_object verify) against "
                   "moto server mode on 127.0.0.1; copy = shutil.copyfile on the same disk, with and without fsync; "
                   f"median of {args.repeat} runs",
         "notes": "the machine is shared (see load_1min): wall times vary with it; CPU seconds of the client "

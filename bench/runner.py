@@ -58,6 +58,7 @@ async def _wait_for_go() -> bool:
 
 async def run(job: Job) -> int:
     from contract.spec import RecordingSpec
+    from recorder.attempt import AttemptFolder
     from recorder.config import RecorderSettings
     from recorder.pipeline import Recorder
 
@@ -89,8 +90,8 @@ async def run(job: Job) -> int:
             done = await record_with_peer(recorder, job, options, out_dir)
             emit("done", go_at=go, **done)
             return 0 if done.get("ok") else 1
-        result = await recorder.record(spec, recording_id=job.recording_id, out_dir=out_dir)
-        timings = result.timings.model_dump() if result.timings else None
+        result = await recorder.record(spec, folder=AttemptFolder(out_dir, job.recording_id))
+        timings = result.timings.model_dump()
         emit(
             "done",
             go_at=go,
@@ -98,8 +99,8 @@ async def run(job: Job) -> int:
             error=str(result.error.message) if result.error else None,
             mp4=str(result.mp4) if result.mp4 else None,
             timings=timings,
-            capture_from=timings.get("first_frame") if timings else None,
-            capture_to=timings.get("stopped") if timings else None,
+            capture_from=timings.get("first_frame"),
+            capture_to=timings.get("stopped"),
             progress=result.progress.model_dump(mode="json"),
             quality=quality_summary(result.quality),
             chromium_version=recorder.browser.version if recorder.browser else None,

@@ -24,6 +24,11 @@ Outcome = Literal["completed", "failed", "cancelled"]
 
 
 
+# The objects of one attempt, by name: the orchestrator accepts a reported location only ending in one of them.
+MEDIA_NAME = "rec.mp4"
+METADATA_NAME = "rec.json"
+
+
 def attempt_segment(attempt: int) -> str:
     """The folder and key segment that owns the files of one lease attempt: part of the contract, since the
     orchestrator accepts a reported location only with the reporting lease's own segment in it."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import structlog
 
 from contract.spec import RecordingSpec
+from recorder.attempt import AttemptFolder
 from recorder.capture import calibration
 from recorder.config import RecorderSettings
 from recorder.pipeline import Recorder
@@ -41,8 +42,8 @@ async def measure_offset(settings: RecorderSettings, *, duration: float, runs: i
             async with Recorder(own_page) as recorder:
                 for run in range(runs):
                     spec = RecordingSpec(url=page.url("/grid?tone=1000"), duration=duration)
-                    out_dir = Path(tmp) / str(run)
-                    result = await recorder.record(spec, recording_id=f"calibration-{run}", out_dir=out_dir)
+                    folder = AttemptFolder.under(Path(tmp), f"calibration-{run}")
+                    result = await recorder.record(spec, folder=folder)
                     sync = (result.quality or {}).get("sync") or {}
                     if result.error is not None or not sync.get("markers"):
                         raise RuntimeError(f"calibration recording {run + 1} gave no sync markers: {result.error}")

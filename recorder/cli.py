@@ -13,7 +13,9 @@ import shutil
 import signal
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -23,7 +25,12 @@ from contract.logs import configure_logging
 from contract.protocol import Progress, WorkerState
 from contract.security import canonical_url
 from contract.spec import RecordingSpec, WaitFor
+from recorder.attempt import AttemptFolder, check_recording_id
 from recorder.config import RecorderSettings, check_recorder_environment
+
+if TYPE_CHECKING:
+    from recorder.finalize import Finished
+    from recorder.storage import StoredResult
 
 
 def _record_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +45,7 @@ def _record_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--wait-timeout", type=float, default=30.0, help="seconds to wait for readiness")
     p.add_argument("--no-stop-on-signal", action="store_true", help="ignore END_RECORDING logged by the page")
-    p.add_argument("--out", type=Path, help="where rec.mp4 goes (default RECORDS_DIR/<id>/rec.mp4)")
+    p.add_argument("--out", type=Path, help="where rec.mp4 goes (default RECORDS_DIR/<id>/attempt-1/rec.mp4)")
     p.add_argument("--id", dest="recording_id", help="recording id (default: a new UUID)")
     _common_recorder_flags(p)
     p.set_defaults(subparser=p)
@@ -115,35 +122,78 @@ class _LiveStatus:
             sys.stderr.write("\n")
 
 
-async def _record(args: argparse.Namespace, spec: RecordingSpec, settings: RecorderSettings) -> int:
-    from recorder.pipeline import MP4_NAME, SIDECAR_NAME, Recorder
+def _recording_id(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    if args.recording_id is None:
+        return uuid.uuid4().hex[:12]
+    try:
+        return check_recording_id(args.recording_id)
+    except RecorderError as exc:
+        parser.error(f"--id: {exc.message}")
+    raise AssertionError("unreachable")
 
-    recording_id = args.recording_id or uuid.uuid4().hex[:12]
-    out_dir = (args.out.parent / f".{args.out.stem}.work") if args.out else settings.records_dir / recording_id
+
+def _folder(args: argparse.Namespace, recording_id: str, settings: RecorderSettings) -> AttemptFolder:
+    """The worker's layout under RECORDS_DIR; with --out, a work folder of its own beside the output."""
+    if args.out:
+        return AttemptFolder(root=args.out.parent / f".{args.out.stem}.work", recording_id=recording_id, attempt=1)
+    return AttemptFolder.under(settings.records_dir, recording_id)
+
+
+async def _record(args: argparse.Namespace, spec: RecordingSpec, settings: RecorderSettings, recording_id: str) -> int:
+    from recorder.pipeline import Recorder
+
+    folder = _folder(args, recording_id, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     status = _LiveStatus()
     async with Recorder(settings, width=spec.width, height=spec.height) as recorder:
-        result = await recorder.record(spec, recording_id=recording_id, out_dir=out_dir, on_progress=status, stop=stop)
+        finished = await recorder.record(spec, folder=folder, on_progress=status, stop=stop)
     status.done()
-    mp4 = result.mp4
+    mp4 = finished.mp4
+    stored = await _store(finished, settings, keep=args.out is not None) if mp4 is not None else None
+    if stored is None and mp4 is not None:
+        return 1
     if args.out and mp4 is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         mp4 = Path(shutil.move(mp4, args.out))
-        if result.sidecar is not None:
-            shutil.move(result.sidecar, args.out.with_suffix(".json"))
-        if not any(out_dir.iterdir()):
-            out_dir.rmdir()
-    if result.error is not None:
-        kept = f"; what was captured is in {mp4 or out_dir}" if (mp4 or result.files) else ""
-        print(f"recording failed: {result.error.message}{kept}", file=sys.stderr)
+        if finished.sidecar is not None:
+            shutil.move(finished.sidecar, args.out.with_suffix(".json"))
+        folder.remove_if_empty()
+    if finished.error is not None:
+        kept = f"; what was captured is in {mp4 or folder.root}" if (mp4 or finished.files) else ""
+        print(f"recording failed: {finished.error.message}{kept}", file=sys.stderr)
         return 1
-    print(str(mp4 if mp4 else out_dir / MP4_NAME))
-    if not args.out:
-        print(f"metadata: {out_dir / SIDECAR_NAME}", file=sys.stderr)
+    remote = stored is not None and not stored.location.startswith("file:")
+    print(stored.location if remote and stored is not None else str(mp4 or folder.media))
+    if remote and stored is not None:
+        print(f"metadata: {stored.metadata_location}", file=sys.stderr)
+        if args.out:
+            print(f"local copy: {mp4}", file=sys.stderr)
+    elif not args.out:
+        print(f"metadata: {folder.metadata}", file=sys.stderr)
     return 0
+
+
+async def _store(finished: Finished, settings: RecorderSettings, *, keep: bool) -> StoredResult | None:
+    """The same destination a worker would use: S3_BUCKET when set, else the attempt folder. None (and a
+    message saying where the files are) when the upload could not be made."""
+    from recorder.storage import destination_for
+
+    started_at = datetime.fromtimestamp(finished.timings.started, UTC)
+    destination = destination_for(settings, finished.folder, started_at=started_at)
+    try:
+        stored = await asyncio.to_thread(destination.store, dict(finished.files), keep_files=keep)
+    except RecorderError as exc:
+        where = finished.folder.root
+        print(f"upload to {destination.name} failed: {exc.message}; the recording is kept at {where}", file=sys.stderr)
+        return None
+    if stored.pending:
+        print(f"upload to {destination.name} is pending: {stored.reason}; the recording is kept at "
+              f"{finished.folder.root} and `recorder worker` resumes the upload", file=sys.stderr)
+        return None
+    return stored
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -188,9 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "record":
         spec = _spec(args, args.subparser)
+        recording_id = _recording_id(args, args.subparser)
         # On a terminal the status line tells the story; only problems are logged over it.
         configure_logging("warning" if sys.stderr.isatty() else args.log_level)
-        return asyncio.run(_record(args, spec, _settings(args)))
+        return asyncio.run(_record(args, spec, _settings(args), recording_id))
     configure_logging(args.log_level)
     if args.command == "analyze":
         return _analyze(args)

@@ -1,74 +1,47 @@
-"""One recording, start to finish: sources → capture → finalize.
+"""One recording, start to finish: sources → capture (here) → finalize (`recorder.finalize`).
 
 `Recorder` owns the warm resources of one recorder (a display, an audio server and a browser) and runs
 recordings on them one after another. `recorder record` uses it for a single recording; the worker keeps
 one alive between leases so a recording starts on a browser that is already up.
 
-Whatever happens (page errors, a crash, cancellation), what was captured is finalized to a playable
-file, and every process and sink started for the recording is stopped.
+The stages are separate calls so a caller can act between them (the worker reports, uploads rec.mp4
+while the analysis runs): `capture` returns a `Captured`, `finalize` makes it a `Finished`, `complete`
+analyzes it and writes rec.json. Whatever happens (page errors, a crash, cancellation), every process
+and sink started for the recording is stopped, and what was captured stays on disk for finalize.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from contract.errors import ErrorCode, RecorderError
-from contract.protocol import ErrorInfo, Progress, WorkerState
+from contract.protocol import Progress, WorkerState
 from contract.security import AddressPolicy
 from contract.spec import RecordingSpec
-from recorder import __version__
+from recorder.attempt import AttemptFolder
 from recorder.capture import calibration
-from recorder.capture.command import CAPTURE_NAME, LIVE_CAPTURE_NAME, CaptureSettings
+from recorder.capture.captured import Captured
+from recorder.capture.command import CaptureSettings
 from recorder.capture.ffmpeg import Capture
 from recorder.config import RecorderSettings
-from recorder.egress import BlockedSummary, EgressGuard
-from recorder.finalize.remux import remux_to_mp4
-from recorder.finalize.sidecar import Sidecar, Timings, write_sidecar
-from recorder.quality import QualityReport, analyze_file
+from recorder.egress import EgressGuard
+from recorder.finalize import Finished
+from recorder.finalize import finalize as finalize_capture
 from recorder.source.audio import AudioServer
 from recorder.source.browser import Browser, PageSession
 from recorder.source.display import Display
+from recorder.timings import Timings
+from recorder.versions import tool_versions
 
 log = structlog.get_logger(__name__)
 
-MP4_NAME = "rec.mp4"
-SIDECAR_NAME = "rec.json"
-LIVE_DIR = "live"
-
 ProgressCallback = Callable[[WorkerState, Progress], None]
-
-
-@dataclass
-class RecordingResult:
-    recording_id: str
-    out_dir: Path
-    mp4: Path | None
-    sidecar: Path | None
-    quality: dict[str, Any] | None
-    progress: Progress
-    error: RecorderError | None
-    stopped_by: str
-    timings: Timings | None = None
-    files: dict[str, Path] = field(default_factory=dict)
-    # The sidecar as written; `add_quality` completes it when the analysis was deferred.
-    metadata: Sidecar | None = None
-    # What the egress guard denied during the recording (None when the guard is off).
-    blocked: BlockedSummary | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.mp4 is not None
 
 
 class Recorder:
@@ -91,13 +64,18 @@ class Recorder:
         await self.close()
 
     async def start(self) -> None:
-        """Warm up: display, audio server, the next recording's sink and the browser."""
+        """Warm up at the recorder's size: display, audio server, the next recording's sink and the browser."""
+        await self.prepare(self.width, self.height)
+
+    async def prepare(self, width: int, height: int) -> None:
+        """Ready for a recording at this size, starting or restarting whatever is missing. A failure stops
+        everything, so the next call starts from scratch rather than on half-started resources."""
         try:
             if self.audio is None:
                 self.audio = AudioServer()
                 await self.audio.start()
             await self.audio.prepare()
-            await self._ensure_screen(self.width, self.height)
+            await self._ensure_screen(width, height)
         except BaseException:
             await self.close()
             raise
@@ -168,46 +146,57 @@ class Recorder:
         if audio is not None:
             await audio.stop()
 
-    async def complete(self, result: RecordingResult, media: Path | None = None) -> None:
-        """The analysis a `record(analyze=False)` deferred, in a thread: rec.json gets its quality report.
+    async def capture(
+        self,
+        spec: RecordingSpec,
+        *,
+        folder: AttemptFolder,
+        on_progress: ProgressCallback | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> Captured:
+        """Record one page into `folder`; what was captured is returned for `finalize`, also on failure.
+        Cancellation stops every process and sink of the recording and propagates."""
+        return await _CaptureRun(self, spec, folder, on_progress, stop or asyncio.Event()).execute()
 
-        `media` is the file to analyze when rec.mp4 itself may go away meanwhile (uploaded, then deleted)."""
-        await asyncio.to_thread(add_quality, result, media)
+    async def finalize(self, captured: Captured) -> Finished:
+        """rec.mp4 from the capture (see `recorder.finalize`); rec.json waits for `complete`."""
+        return await finalize_capture(captured)
+
+    async def complete(self, finished: Finished, *, analyze: bool = True) -> None:
+        """The quality analysis (when `analyze`) and rec.json, in a thread: minutes of CPU for a long file."""
+        await asyncio.to_thread(finished.complete, analyze=analyze)
 
     async def record(
         self,
         spec: RecordingSpec,
         *,
-        recording_id: str,
-        out_dir: Path,
+        folder: AttemptFolder,
         on_progress: ProgressCallback | None = None,
         stop: asyncio.Event | None = None,
         analyze: bool = True,
-    ) -> RecordingResult:
-        """Record one page. With `analyze=False` the quality report is left to `add_quality`, so a caller
-        can upload rec.mp4 while the (CPU-heavy, minutes-long for long files) analysis runs."""
-        run = _Run(self, spec, recording_id, out_dir, on_progress, stop or asyncio.Event(), analyze)
-        return await run.execute()
+    ) -> Finished:
+        """Capture, finalize and complete one recording, for callers with nothing to do in between."""
+        captured = await self.capture(spec, folder=folder, on_progress=on_progress, stop=stop)
+        finished = await self.finalize(captured)
+        await self.complete(finished, analyze=analyze)
+        return finished
 
 
-class _Run:
-    """The state of one recording while it runs; split out so Recorder stays about resources."""
+class _CaptureRun:
+    """The state of one capture while it runs; split out so Recorder stays about resources."""
 
     def __init__(
         self,
         recorder: Recorder,
         spec: RecordingSpec,
-        recording_id: str,
-        out_dir: Path,
+        folder: AttemptFolder,
         on_progress: ProgressCallback | None,
         stop: asyncio.Event,
-        analyze: bool,
     ) -> None:
         self.recorder = recorder
-        self.analyze = analyze
         self.spec = spec
-        self.recording_id = recording_id
-        self.out_dir = out_dir
+        self.folder = folder
+        self.capture_file = folder.capture(live=spec.live_upload)
         self.on_progress = on_progress
         self.stop = stop
         self.state: WorkerState = "starting"
@@ -216,12 +205,8 @@ class _Run:
         self.session: PageSession | None = None
         self.error: RecorderError | None = None
         self.stopped_by = "error"
-        self.blocked: BlockedSummary | None = None
-        self.log = log.bind(recording_id=recording_id)
-
-    @property
-    def _capture_file(self) -> Path:
-        return self.out_dir / (LIVE_CAPTURE_NAME if self.spec.live_upload else CAPTURE_NAME)
+        self.av_offset_ms = calibration.av_offset_ms(recorder.settings)
+        self.log = log.bind(recording_id=folder.recording_id)
 
     def _report(self, state: WorkerState, progress: Progress | None = None) -> None:
         self.state = state
@@ -234,18 +219,17 @@ class _Run:
         if self.state == "recording":
             self._report("recording", progress)
 
-    async def execute(self) -> RecordingResult:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+    async def execute(self) -> Captured:
+        self.folder.create()
         self._report("starting")
         rec = self.recorder
         sink = None
         try:
-            await rec.start()
-            await rec._ensure_screen(self.spec.width, self.spec.height)
+            await rec.prepare(self.spec.width, self.spec.height)
             assert rec.audio is not None and rec.browser is not None and rec.display is not None
             if rec.guard is not None:
                 rec.guard.ledger.reset()  # one recording at a time per recorder: its denials start here
-            sink = await rec.audio.take_sink(self.recording_id)
+            sink = await rec.audio.take_sink(self.folder.recording_id)
             self.session = await self._open_page(rec.browser)
             self.timings.ready = time.time()
             self.capture = Capture(
@@ -258,10 +242,10 @@ class _Run:
                     preset=rec.settings.preset,
                     crf=rec.settings.crf,
                     threads=rec.settings.encoder_threads,
-                    av_offset_ms=calibration.av_offset_ms(rec.settings),
+                    av_offset_ms=self.av_offset_ms,
                 ),
-                self._capture_file,
-                live_dir=self.out_dir / LIVE_DIR if self.spec.live_upload else None,
+                self.capture_file,
+                live_dir=self.folder.live_dir if self.spec.live_upload else None,
                 env=rec.audio.client_env(),
                 on_progress=self._on_capture_progress,
                 stop_timeout=rec.settings.stop_timeout,
@@ -283,7 +267,10 @@ class _Run:
         finally:
             # Shielded: even a cancelled recording stops its processes and keeps a playable file.
             await asyncio.shield(self._wind_down(sink))
-        return await self._finalize()
+        captured = self._captured()
+        if captured.has_media:
+            self._report("finalizing", captured.progress)
+        return captured
 
     async def _open_page(self, browser: Browser) -> PageSession:
         guard = self.recorder.guard
@@ -344,124 +331,18 @@ class _Run:
             with contextlib.suppress(RecorderError):
                 await rec.audio.prepare()
 
-    async def _finalize(self) -> RecordingResult:
-        progress = self.capture.progress if self.capture else Progress()
-        guard = self.recorder.guard
-        self.blocked = guard.ledger.summary() if guard is not None else None
-        capture_file = self._capture_file
-        mp4: Path | None = None
-        quality: QualityReport | None = None
-        if capture_file.is_file() and capture_file.stat().st_size > 0:
-            self._report("finalizing", progress)
-            try:
-                if capture_file.name == LIVE_CAPTURE_NAME:
-                    # Already an MP4 with `moov` first, possibly uploaded as it grew: kept byte for byte.
-                    mp4 = capture_file.replace(self.out_dir / MP4_NAME)
-                else:
-                    mp4 = await asyncio.to_thread(remux_to_mp4, capture_file, self.out_dir / MP4_NAME)
-                    capture_file.unlink(missing_ok=True)
-                if self.analyze:
-                    quality = await asyncio.to_thread(analyze_file, mp4, expected_fps=self.spec.fps)
-            except RecorderError as exc:
-                self.log.error("finalize failed; the capture file is kept", error=str(exc))
-                self.error = self.error or exc
-        self.timings.finalized = time.time()
-        metadata = self._sidecar(mp4, quality, progress)
-        sidecar = _write_sidecar(self.out_dir / SIDECAR_NAME, metadata)
-        files = {name: path for name, path in ((MP4_NAME, mp4), (SIDECAR_NAME, sidecar)) if path is not None}
-        if mp4 is None and capture_file.is_file():
-            files[capture_file.name] = capture_file
-        result = RecordingResult(
-            recording_id=self.recording_id,
-            out_dir=self.out_dir,
-            mp4=mp4,
-            sidecar=sidecar,
-            quality=quality.model_dump(mode="json") if quality else None,
-            progress=progress,
-            error=self.error,
-            stopped_by=self.stopped_by,
-            timings=self.timings,
-            files=files,
-            metadata=metadata,
-            blocked=self.blocked,
-        )
-        self.log.info(
-            "recording finished",
-            ok=result.ok,
-            stopped_by=self.stopped_by,
-            error=str(self.error) if self.error else None,
-            file=str(mp4) if mp4 else None,
-        )
-        return result
-
-    def _sidecar(self, mp4: Path | None, quality: QualityReport | None, progress: Progress) -> Sidecar:
+    def _captured(self) -> Captured:
         rec = self.recorder
-        return _with_quality(
-            Sidecar(
-                recording_id=self.recording_id,
-                url=self.spec.url,
-                spec=self.spec,
-                timings=self.timings,
-                start_latency=self.timings.start_latency,
-                stopped_by=self.stopped_by,
-                file=mp4.name if mp4 else None,
-                size=mp4.stat().st_size if mp4 else None,
-                capture=progress,
-                behind_real_time=bool(self.capture and self.capture.tracker.ever_behind),
-                av_offset_correction_ms=calibration.av_offset_ms(rec.settings),
-                versions=tool_versions(rec.browser.version if rec.browser else None),
-                error=ErrorInfo(**self.error.as_dict()) if self.error else None,
-                blocked=self.blocked,
-            ),
-            quality,
+        return Captured(
+            folder=self.folder,
+            spec=self.spec,
+            capture_file=self.capture_file,
+            progress=self.capture.progress if self.capture else Progress(),
+            timings=self.timings,
+            stopped_by=self.stopped_by,
+            error=self.error,
+            blocked=rec.guard.ledger.summary() if rec.guard is not None else None,
+            versions=tool_versions(rec.browser.version if rec.browser else None),
+            av_offset_correction_ms=self.av_offset_ms,
+            behind_real_time=bool(self.capture and self.capture.tracker.ever_behind),
         )
-
-
-def _with_quality(sidecar: Sidecar, quality: QualityReport | None) -> Sidecar:
-    if quality is not None:
-        sidecar.quality = quality
-        sidecar.duration = quality.duration
-        sidecar.video = quality.video.model_dump(mode="json") if quality.video else None
-        sidecar.audio = quality.audio.model_dump(mode="json") if quality.audio else None
-    return sidecar
-
-
-def _write_sidecar(path: Path, sidecar: Sidecar) -> Path | None:
-    try:
-        return write_sidecar(path, sidecar)
-    except OSError as exc:
-        log.error("could not write rec.json", error=str(exc), path=str(path))
-        return None
-
-
-def add_quality(result: RecordingResult, media: Path | None = None) -> RecordingResult:
-    """Analyze rec.mp4 (or `media`, a link to it) and complete rec.json; blocking, run it in a thread."""
-    if result.mp4 is None or result.metadata is None or result.quality is not None:
-        return result
-    try:
-        quality = analyze_file(media or result.mp4, expected_fps=result.metadata.spec.fps)
-    except RecorderError as exc:
-        log.error("analysis failed", recording_id=result.recording_id, error=str(exc))
-        return result
-    result.quality = quality.model_dump(mode="json")
-    result.metadata = _with_quality(result.metadata, quality)
-    result.sidecar = _write_sidecar(result.out_dir / SIDECAR_NAME, result.metadata)
-    return result
-
-
-@cache
-def _ffmpeg_version() -> str:
-    try:
-        out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.split("\n", 1)[0].removeprefix("ffmpeg version ").split(" ")[0]
-
-
-def tool_versions(chromium: str | None) -> dict[str, str]:
-    return {"recorder": __version__, "chromium": chromium or "unknown", "ffmpeg": _ffmpeg_version()}
-
-
-def discard_outputs(out_dir: Path) -> None:
-    """For a cancelled recording whose files are not wanted."""
-    shutil.rmtree(out_dir, ignore_errors=True)

@@ -29,9 +29,11 @@ from contract.errors import ErrorCode, RecorderError
 from contract.protocol import Heartbeat, HeartbeatReply, Lease, Progress, Report, UploadTarget, WorkerState
 from contract.spec import RecordingSpec
 from orchestrator.app import Orchestrator
+from recorder.attempt import AttemptFolder
 from recorder.config import RecorderSettings
-from recorder.storage import GrowingUpload, TransferOptions, abort_pending, resume_pending, store_recording
+from recorder.storage import Destination, TransferOptions, destination_for, resume_pending
 from recorder.storage.pending import PENDING_NAME, PendingStore, PendingUpload
+from recorder.storage.transfer import abort_attempt
 from recorder.worker.client import LeaseLost, OrchestratorClient, Unavailable
 from recorder.worker.job import Job, JobTimings
 from recorder.worker.loop import EXIT_OK, Worker, WorkerOptions
@@ -55,6 +57,14 @@ def attempt_files(settings: RecorderSettings, rid: str, attempt: int, size: int)
     media = home / "rec.mp4"
     media.write_bytes(os.urandom(size))
     return {"rec.mp4": media}
+
+
+def destination(
+    settings: RecorderSettings, rid: str, attempt: int = 1, options: TransferOptions | None = None
+) -> Destination:
+    """The attempt's destination from the recorder's own settings (a bucket here), dated STARTED."""
+    folder = AttemptFolder.under(settings.records_dir, rid, attempt)
+    return destination_for(settings, folder, started_at=STARTED, options=options)
 
 
 def key(rid: str, attempt: int, name: str = "rec.mp4") -> str:
@@ -99,8 +109,7 @@ def test_an_unconfirmed_multipart_upload_is_aborted_and_the_successors_work_is_u
     confirm = Counting(False)
 
     with pytest.raises(RecorderError) as info:
-        store_recording("f1", files, UploadTarget(), settings, STARTED, attempt=1, options=SMALL_PARTS,
-                        confirm=confirm)  # fmt: skip
+        destination(settings, "f1", 1, SMALL_PARTS).store(files, confirm=confirm)
 
     assert info.value.code is ErrorCode.LEASE_LOST
     assert confirm.asked == 1, "asked once, right before CompleteMultipartUpload"
@@ -117,12 +126,12 @@ def test_a_single_put_is_not_sent_without_a_confirmed_lease(tmp_path: Path, s3: 
     settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
     files = attempt_files(settings, "f2", 1, 1000)
     with pytest.raises(RecorderError) as info:
-        store_recording("f2", files, UploadTarget(), settings, STARTED, confirm=Counting(False))
+        destination(settings, "f2").store(files, confirm=Counting(False))
     assert info.value.code is ErrorCode.LEASE_LOST
     assert objects(s3, "recordings/") == []
 
     confirm = Counting(True)
-    stored = store_recording("f2", files, UploadTarget(), settings, STARTED, confirm=confirm)
+    stored = destination(settings, "f2").store(files, confirm=confirm)
     assert confirm.asked == 1 and stored.location == f"s3://{s3.bucket}/{key('f2', 1)}"
 
 
@@ -134,14 +143,13 @@ def test_pending_state_and_abort_are_per_attempt(tmp_path: Path, s3: S3Env, s3_g
     second_digest = hashlib.sha256(second["rec.mp4"].read_bytes()).digest()
     for attempt, files in ((1, first), (2, second)):
         s3_gate.close_when(lambda method, path: method == "PUT" and "partNumber=2" in path)
-        assert store_recording("f3", files, UploadTarget(), settings, STARTED, attempt=attempt,
-                               options=SMALL_PARTS).pending  # fmt: skip
+        assert destination(settings, "f3", attempt, SMALL_PARTS).store(files).pending
         s3_gate.open()
     assert PendingStore(settings.records_dir).pending() == [("f3", 1), ("f3", 2)]
     open_before = uploads(s3)
     assert sorted(open_before.values()) == [key("f3", 1), key("f3", 2)]
 
-    assert abort_pending("f3", settings, attempt=1, options=SMALL_PARTS) is True
+    assert abort_attempt(AttemptFolder.under(settings.records_dir, "f3", 1), settings, SMALL_PARTS) is True
 
     assert list(uploads(s3).values()) == [key("f3", 2)], "only attempt 1's upload was aborted"
     (kept,) = uploads(s3)
@@ -173,17 +181,20 @@ def test_a_pending_upload_of_the_older_layout_is_still_resumed(tmp_path: Path, s
 
 
 def test_the_growing_upload_asks_before_completing(tmp_path: Path, s3: S3Env) -> None:
+    """The upload that followed rec.mp4 is completed by the destination's store, which asks first."""
     settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
-    capture = attempt_files(settings, "f4", 3, 11 * MiB)["rec.mp4"]
-    growing = GrowingUpload.for_recording(capture, "f4", UploadTarget(), settings, STARTED, SMALL_PARTS, attempt=3)
+    files = attempt_files(settings, "f4", 3, 11 * MiB)
+    capture = files["rec.mp4"]
+    dest = destination(settings, "f4", 3, SMALL_PARTS)
+    growing = dest.growing_upload()
     assert growing is not None and growing.key == key("f4", 3)
     growing.start()
     deadline = time.monotonic() + 30
-    while len(growing.parts) < 2:
+    while len(growing.obj.parts) < 2:
         assert time.monotonic() < deadline, "the follower sends full parts"
         time.sleep(0.05)
     with pytest.raises(RecorderError) as info:
-        growing.finish(Counting(False))
+        dest.store(files, growing=growing, confirm=Counting(False))
     assert info.value.code is ErrorCode.LEASE_LOST
     assert uploads(s3) == {} and objects(s3, "recordings/") == []
     assert capture.is_file()
@@ -198,6 +209,7 @@ class SlowRecorder:
 
     marker: bytes
     size: int = 1000
+    browser_sandboxed: bool | None = None  # no browser: nothing to tell /v1/pool
     recording: asyncio.Event = field(default_factory=asyncio.Event)
     stopped_at: float | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -209,16 +221,15 @@ class SlowRecorder:
     async def close(self) -> None:
         return None
 
-    async def record(
+    async def capture(
         self,
         spec: RecordingSpec,
         *,
-        recording_id: str,
-        out_dir: Path,
+        folder: AttemptFolder,
         on_progress: Callable[[WorkerState, Progress], None] | None = None,
         stop: asyncio.Event | None = None,
-        analyze: bool = True,
     ) -> Any:
+        out_dir = folder.root
         self.out_dirs.append(out_dir)
         report = on_progress or (lambda state, progress: None)
         stop = stop or asyncio.Event()
@@ -237,8 +248,12 @@ class SlowRecorder:
         sidecar.write_text(json.dumps({"marker": self.marker.decode()}))
         return _Output(mp4=mp4, sidecar=sidecar, progress=Progress(elapsed=time.time() - first))
 
-    async def complete(self, output: Any, media: Path | None = None) -> None:
-        output.quality = {"fps": 30.0}
+    async def finalize(self, captured: Any) -> Any:
+        """The capture is already the finished recording here."""
+        return captured
+
+    async def complete(self, finished: Any) -> None:
+        finished.quality = {"fps": 30.0}
 
 
 @dataclass
@@ -249,6 +264,7 @@ class _Output:
     quality: dict[str, Any] | None = None
     error: RecorderError | None = None
     stopped_by: str = "stop"
+    blocked: None = None  # no egress guard here
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -280,9 +296,13 @@ class ScriptedClient:
         return reply
 
 
-def lease_for(rid: str, *, attempt: int = 1, ttl: float = 1.0, duration: float = 120.0) -> Lease:
+def lease_for(
+    rid: str, settings: RecorderSettings, *, attempt: int = 1, ttl: float = 1.0, duration: float = 120.0
+) -> Lease:
+    """A lease as the orchestrator grants it: its upload target is the bucket these settings name."""
     spec = RecordingSpec(url=PUBLIC_URL, duration=duration)
-    return Lease(lease_id=f"lease-{rid}-{attempt}", recording_id=rid, attempt=attempt, spec=spec,
+    upload = UploadTarget(bucket=settings.s3_bucket, prefix=settings.s3_prefix)
+    return Lease(lease_id=f"lease-{rid}-{attempt}", recording_id=rid, attempt=attempt, spec=spec, upload=upload,
                  heartbeat_interval=0.1, lease_ttl=ttl)  # fmt: skip
 
 
@@ -294,8 +314,8 @@ async def test_a_worker_cut_off_for_one_ttl_stops_capturing_and_keeps_its_file_u
     client = ScriptedClient()
     recorder = SlowRecorder(marker=b"worker-a")
     ttl = 1.0
-    job = Job(lease_for("j1", ttl=ttl), worker_id="a", recorder=recorder, client=client,  # type: ignore[arg-type]
-              settings=settings, timings=JobTimings(report_patience=60.0))  # fmt: skip
+    job = Job(lease_for("j1", settings, ttl=ttl), worker_id="a", recorder=recorder,  # type: ignore[arg-type]
+              client=client, settings=settings, timings=JobTimings(report_patience=60.0))  # fmt: skip
     run = asyncio.create_task(job.run())
     try:
         await asyncio.wait_for(recorder.recording.wait(), 10)
@@ -349,9 +369,9 @@ class LiveSlowRecorder(SlowRecorder):
 
     wind_down: float = 1.5
 
-    async def record(self, spec: RecordingSpec, *, out_dir: Path, stop: asyncio.Event | None = None,
-                     **kwargs: Any) -> Any:  # fmt: skip
-        live = out_dir / "live"
+    async def capture(self, spec: RecordingSpec, *, folder: AttemptFolder, stop: asyncio.Event | None = None,
+                      **kwargs: Any) -> Any:  # fmt: skip
+        live = folder.live_dir
         live.mkdir(parents=True, exist_ok=True)
         writing = asyncio.Event()
         writing.set()
@@ -365,7 +385,7 @@ class LiveSlowRecorder(SlowRecorder):
 
         writer = asyncio.create_task(segments())
         try:
-            output = await super().record(spec, out_dir=out_dir, stop=stop, **kwargs)
+            output = await super().capture(spec, folder=folder, stop=stop, **kwargs)
             await asyncio.sleep(self.wind_down)
             return output
         finally:
@@ -379,7 +399,7 @@ async def test_a_fenced_live_recording_sends_no_segment_while_ffmpeg_winds_down(
     settings = settings_for(tmp_path, s3_gate.endpoint, s3.bucket)
     client = ScriptedClient()
     recorder = LiveSlowRecorder(marker=b"live-a")
-    lease = lease_for("jl", ttl=1.0)
+    lease = lease_for("jl", settings, ttl=1.0)
     lease = lease.model_copy(update={"spec": lease.spec.model_copy(update={"live_upload": True})})
     job = Job(lease, worker_id="a", recorder=recorder, client=client,  # type: ignore[arg-type]
               settings=settings, timings=JobTimings(report_patience=60.0))  # fmt: skip
@@ -417,7 +437,7 @@ async def test_a_heartbeat_that_gets_through_keeps_the_recording_going(tmp_path:
     settings = settings_for(tmp_path, None, None)
     client = ScriptedClient()
     recorder = SlowRecorder(marker=b"steady")
-    job = Job(lease_for("j2", ttl=2.0, duration=6.0), worker_id="a", recorder=recorder,  # type: ignore[arg-type]
+    job = Job(lease_for("j2", settings, ttl=2.0, duration=6.0), worker_id="a", recorder=recorder,  # type: ignore[arg-type]
               client=client, settings=settings)  # fmt: skip
     run = asyncio.create_task(job.run())
     await asyncio.wait_for(recorder.recording.wait(), 10)
@@ -441,10 +461,10 @@ async def test_a_rec_json_the_bucket_did_not_take_stays_on_disk(
     def refuse(*args: Any, **kwargs: Any) -> str:
         raise RecorderError(ErrorCode.UPLOAD_FAILED, "the bucket refused rec.json")
 
-    monkeypatch.setattr("recorder.worker.job.store_metadata", refuse)
+    monkeypatch.setattr("recorder.storage.bucket.BucketDestination.store_metadata", refuse)
     settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
     recorder = SlowRecorder(marker=b"meta")
-    job = Job(lease_for("j3", ttl=5.0, duration=0.5), worker_id="a", recorder=recorder,  # type: ignore[arg-type]
+    job = Job(lease_for("j3", settings, ttl=5.0, duration=0.5), worker_id="a", recorder=recorder,  # type: ignore[arg-type]
               client=ScriptedClient(), settings=settings)  # fmt: skip
     result = await asyncio.wait_for(job.run(), 30)
     assert result.outcome == "completed" and result.location is not None
@@ -460,20 +480,20 @@ class BrokenClient(ScriptedClient):
 
 
 async def test_a_lease_check_that_fails_or_finds_no_loop_is_a_no_not_a_hang(tmp_path: Path) -> None:
-    """Storage threads ask through `_confirm_from_thread`: a failing check or a closed loop answers False."""
+    """Storage threads ask through `confirm_from_thread`: a failing check or a closed loop answers False."""
     settings = settings_for(tmp_path, None, None)
-    job = Job(lease_for("j4"), worker_id="a", recorder=SlowRecorder(marker=b"x"),  # type: ignore[arg-type]
+    job = Job(lease_for("j4", settings), worker_id="a", recorder=SlowRecorder(marker=b"x"),  # type: ignore[arg-type]
               client=BrokenClient(), settings=settings)  # fmt: skip
-    job._loop = asyncio.get_running_loop()
-    assert await asyncio.wait_for(asyncio.to_thread(job._confirm_from_thread), 10) is False
+    job.lease_keeper._loop = asyncio.get_running_loop()
+    assert await asyncio.wait_for(asyncio.to_thread(job.lease_keeper.confirm_from_thread), 10) is False
     assert job.undecided
 
     closed = asyncio.new_event_loop()
     closed.close()
-    job = Job(lease_for("j5"), worker_id="a", recorder=SlowRecorder(marker=b"x"),  # type: ignore[arg-type]
+    job = Job(lease_for("j5", settings), worker_id="a", recorder=SlowRecorder(marker=b"x"),  # type: ignore[arg-type]
               client=ScriptedClient(), settings=settings)  # fmt: skip
-    job._loop = closed
-    assert await asyncio.wait_for(asyncio.to_thread(job._confirm_from_thread), 10) is False
+    job.lease_keeper._loop = closed
+    assert await asyncio.wait_for(asyncio.to_thread(job.lease_keeper.confirm_from_thread), 10) is False
     assert job.undecided
 
 

@@ -26,8 +26,10 @@ from pydantic import ValidationError
 
 from contract.errors import ErrorCode
 from contract.spec import RecordingSpec, WaitFor
+from recorder.attempt import AttemptFolder
 from recorder.config import RecorderSettings
-from recorder.pipeline import Recorder, RecordingResult
+from recorder.finalize import Finished
+from recorder.pipeline import Recorder
 from tests.support.dns_stub import DnsStub
 from tests.support.hostile import PUBLIC_HOST, Canary, PublicSite, UdpListener, shared_port
 from tests.support.orchestrator import API_TOKEN, Api, OrchestratorProcess
@@ -82,11 +84,12 @@ def spec(url: str, duration: float = 2.0, *, signal: bool = False) -> RecordingS
     return RecordingSpec(url=url, duration=duration, width=640, height=360, wait_for=wait_for)
 
 
-async def record(recorder: Recorder, settings: RecorderSettings, s: RecordingSpec, name: str) -> RecordingResult:
-    return await recorder.record(s, recording_id=name, out_dir=settings.records_dir / name, analyze=False)
+async def record(recorder: Recorder, settings: RecorderSettings, s: RecordingSpec, name: str) -> Finished:
+    folder = AttemptFolder.under(settings.records_dir, name)
+    return await recorder.record(s, folder=folder, analyze=False)
 
 
-def sidecar(result: RecordingResult) -> dict[str, Any]:
+def sidecar(result: Finished) -> dict[str, Any]:
     assert result.sidecar is not None, "rec.json was not written"
     return json.loads(result.sidecar.read_text())
 
@@ -96,7 +99,7 @@ def sidecar(result: RecordingResult) -> dict[str, Any]:
 BROWSER_BACKGROUND = (".google.com", ".googleapis.com", ".gvt1.com")
 
 
-def blocked_hosts(result: RecordingResult) -> dict[str, str]:
+def blocked_hosts(result: Finished) -> dict[str, str]:
     """host -> class of the page's denials in rec.json (Chromium's own background requests left out)."""
     hosts = sidecar(result)["blocked"]["hosts"]
     return {h["host"]: h["class"] for h in hosts if not str(h["host"]).endswith(BROWSER_BACKGROUND)}
@@ -242,7 +245,7 @@ def test_the_cli_records_the_url_as_the_browser_reads_it(sites: Sites, tmp_path:
     done = run_cli("record", f"http://127.0.0.1:{port}\\@127.0.0.2/", "--duration", "2", "--id", "trick", env=env)
     assert done.returncode == 1, done.stderr
     assert "127.0.0.1 is a loopback address" in done.stderr and "URL_ALLOWLIST" in done.stderr, done.stderr
-    written = json.loads((tmp_path / "trick" / "rec.json").read_text())
+    written = json.loads(AttemptFolder.under(tmp_path, "trick").metadata.read_text())
     assert written["url"] == f"http://127.0.0.1:{port}/@127.0.0.2/", "stored in the canonical form"
     assert written["error"]["code"] == "url_not_allowed"
     assert {"host": "127.0.0.1", "class": "loopback", "count": 1} in written["blocked"]["hosts"], written["blocked"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -14,9 +15,11 @@ import pytest
 
 from contract.errors import ErrorCode
 from contract.spec import RecordingSpec, WaitFor
+from recorder.attempt import AttemptFolder
 from recorder.config import RecorderSettings
+from recorder.finalize import Finished
 from recorder.finalize.remux import top_level_boxes
-from recorder.pipeline import Recorder, RecordingResult
+from recorder.pipeline import Recorder
 from recorder.quality import analyze_file, tone_level
 from tests.support.leaks import leftovers, watched_processes
 from tests.support.net import free_port
@@ -29,9 +32,13 @@ def settings(tmp_path: Path) -> RecorderSettings:
     return RecorderSettings(records_dir=tmp_path / "records")
 
 
-async def record(settings: RecorderSettings, spec: RecordingSpec, name: str = "rec") -> RecordingResult:
+def folder(settings: RecorderSettings, name: str) -> AttemptFolder:
+    return AttemptFolder.under(settings.records_dir, name)
+
+
+async def record(settings: RecorderSettings, spec: RecordingSpec, name: str = "rec") -> Finished:
     async with Recorder(settings, width=spec.width, height=spec.height) as recorder:
-        return await recorder.record(spec, recording_id=name, out_dir=settings.records_dir / name)
+        return await recorder.record(spec, folder=folder(settings, name))
 
 
 async def test_ten_second_recording_is_a_faithful_mp4(settings, test_page):
@@ -40,7 +47,7 @@ async def test_ten_second_recording_is_a_faithful_mp4(settings, test_page):
 
     assert result.error is None, result.error
     assert result.mp4 is not None and result.mp4.name == "rec.mp4"
-    assert not (result.out_dir / "capture.mkv").exists(), "the capture file is removed once the MP4 is made"
+    assert not result.folder.capture(live=False).exists(), "the capture file is removed once the MP4 is made"
     boxes = top_level_boxes(result.mp4)
     assert boxes.index("moov") < boxes.index("mdat"), boxes
 
@@ -122,6 +129,23 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 90) 
     )
 
 
+def test_cli_record_with_s3_settings_leaves_rec_mp4_and_rec_json_in_the_bucket(tmp_path, test_page, s3):
+    """`recorder record` stores through the same destination as a worker: S3_BUCKET set means the bucket."""
+    env = {"S3_BUCKET": s3.bucket, "S3_ENDPOINT_URL": s3.endpoint, "S3_PREFIX": "cli"}
+    done = run_cli("record", test_page.url("/grid"), "--duration", "3", "--records-dir", str(tmp_path), env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    location = done.stdout.strip().splitlines()[-1]
+    assert location.startswith(f"s3://{s3.bucket}/cli/") and location.endswith("/attempt-1/rec.mp4"), location
+    listed = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="cli/").get("Contents", [])
+    keys = {obj["Key"].rsplit("/", 1)[-1]: obj for obj in listed}
+    assert set(keys) == {"rec.mp4", "rec.json"}, sorted(keys)
+    media = s3.client.get_object(Bucket=s3.bucket, Key=location.removeprefix(f"s3://{s3.bucket}/"))["Body"].read()
+    assert media[4:8] == b"ftyp" and len(media) > 10_000
+    metadata = json.loads(s3.client.get_object(Bucket=s3.bucket, Key=keys["rec.json"]["Key"])["Body"].read())
+    assert metadata["file"] == "rec.mp4" and metadata["quality"] is not None
+    assert not list(tmp_path.rglob("rec.mp4")), "without KEEP_LOCAL the confirmed upload leaves no local copy"
+
+
 @pytest.mark.parametrize(
     ("path", "extra", "expected"),
     [
@@ -166,7 +190,7 @@ def test_kill_9_mid_recording_leaves_a_playable_file(tmp_path, test_page):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )  # fmt: skip
-    capture = tmp_path / "killed" / "capture.mkv"
+    capture = AttemptFolder.under(tmp_path, "killed").capture(live=False)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not capture.exists() or capture.stat().st_size < 200_000):
         time.sleep(0.2)
@@ -196,7 +220,7 @@ async def _crash_renderers(recorder: Recorder) -> None:
 async def test_renderer_crash_is_survived_once(settings, test_page):
     spec = RecordingSpec(url=test_page.url("/grid"), duration=8)
     async with Recorder(settings) as recorder:
-        task = asyncio.ensure_future(recorder.record(spec, recording_id="crash", out_dir=settings.records_dir / "c"))
+        task = asyncio.ensure_future(recorder.record(spec, folder=folder(settings, "crash")))
         await asyncio.sleep(4)
         await _crash_renderers(recorder)
         result = await task
@@ -209,7 +233,7 @@ async def test_renderer_crash_is_survived_once(settings, test_page):
 async def test_second_renderer_crash_fails_with_reason_and_keeps_the_file(settings, test_page):
     spec = RecordingSpec(url=test_page.url("/grid"), duration=30)
     async with Recorder(settings) as recorder:
-        task = asyncio.ensure_future(recorder.record(spec, recording_id="crash2", out_dir=settings.records_dir / "c2"))
+        task = asyncio.ensure_future(recorder.record(spec, folder=folder(settings, "crash2")))
         await asyncio.sleep(3)
         await _crash_renderers(recorder)
         await asyncio.sleep(4)
@@ -224,9 +248,9 @@ async def test_warm_recorder_gives_each_recording_its_own_sink(settings, test_pa
     async with Recorder(settings) as recorder:
         assert recorder.audio is not None
         spec = RecordingSpec(url=test_page.url("/grid"), duration=2)
-        first = await recorder.record(spec, recording_id="s1", out_dir=settings.records_dir / "s1")
+        first = await recorder.record(spec, folder=folder(settings, "s1"))
         between = await recorder.audio.sink_names()
-        second = await recorder.record(spec, recording_id="s2", out_dir=settings.records_dir / "s2")
+        second = await recorder.record(spec, folder=folder(settings, "s2"))
         after = await recorder.audio.sink_names()
     assert first.ok and second.ok, (first.error, second.error)
     assert between == ["rec_2"], f"rec_1 is removed, only the next recording's warm sink exists: {between}"
@@ -251,7 +275,7 @@ async def test_live_mode_writes_playable_segments_beside_the_crash_safe_capture(
     spec = RecordingSpec(url=test_page.url("/grid"), duration=7, live_upload=True)
     result = await record(settings, spec)
     assert result.ok, result.error
-    live = result.out_dir / "live"
+    live = result.folder.live_dir
     playlist = (live / "index.m3u8").read_text()
     segments = sorted(live.glob("seg_*.ts"))
     assert len(segments) >= 3 and all(s.name in playlist for s in segments)

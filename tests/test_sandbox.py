@@ -24,6 +24,7 @@ from structlog.testing import capture_logs
 from contract.errors import ErrorCode, RecorderError
 from contract.spec import RecordingSpec, WaitFor
 from orchestrator.pool.local import LocalBackend
+from recorder.attempt import AttemptFolder
 from recorder.config import RecorderSettings
 from recorder.pipeline import Recorder
 from recorder.quality import tone_level
@@ -278,7 +279,7 @@ async def test_chromium_runs_sandboxed_as_the_browser_user_and_the_page_is_heard
 
         # Sound still reaches the recording's sink through the audio server's socket.
         spec = RecordingSpec(url=test_page.url("/grid?tone=1000"), duration=4)
-        result = await recorder.record(spec, recording_id="sbx", out_dir=settings.records_dir / "sbx")
+        result = await recorder.record(spec, folder=AttemptFolder.under(settings.records_dir, "sbx"))
         assert result.ok, result.error
         assert result.mp4 is not None
         high, low = tone_level(result.mp4, 1000), tone_level(result.mp4, 440)

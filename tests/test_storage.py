@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -21,17 +23,19 @@ from structlog.testing import capture_logs
 
 from contract.errors import ErrorCode, RecorderError
 from contract.protocol import UploadTarget
+from recorder.attempt import FAILED_NAME, PENDING_NAME, AttemptFolder
 from recorder.config import RecorderSettings
 from recorder.storage import (
-    GrowingUpload,
     LiveUploader,
+    StoredResult,
     TransferOptions,
-    abort_pending,
+    destination_for,
     resume_pending,
-    store_recording,
 )
+from recorder.storage.bucket import BucketDestination
 from recorder.storage.keys import check_template, live_prefix, object_key
-from recorder.storage.pending import FAILED_NAME, PENDING_NAME, PendingStore, PendingUpload
+from recorder.storage.pending import PendingStore, PendingUpload
+from recorder.storage.transfer import abort_attempt
 from tests.support.s3 import AUTH_BUCKET, MotoServer, S3Env, TcpGate
 
 MiB = 1024 * 1024
@@ -52,6 +56,31 @@ def settings_for(
     return RecorderSettings(
         records_dir=tmp_path / "records", s3_bucket=bucket, s3_endpoint_url=endpoint, s3_prefix="recordings", **extra
     )
+
+
+def store(
+    recording_id: str,
+    files: dict[str, Path],
+    target: UploadTarget | None,
+    settings: RecorderSettings,
+    started: datetime,
+    *,
+    attempt: int = 1,
+    options: TransferOptions | None = None,
+    **kwargs: Any,
+) -> StoredResult:
+    """Store an attempt's files the way the worker and the CLI do: through the attempt's one destination."""
+    folder = AttemptFolder.under(settings.records_dir, recording_id, attempt)
+    return destination_for(settings, folder, target, started_at=started, options=options).store(files, **kwargs)
+
+
+def bucket_destination(
+    settings: RecorderSettings, recording_id: str, options: TransferOptions = SMALL_PARTS
+) -> BucketDestination:
+    folder = AttemptFolder.under(settings.records_dir, recording_id)
+    dest = destination_for(settings, folder, started_at=STARTED, options=options)
+    assert isinstance(dest, BucketDestination)
+    return dest
 
 
 def random_recording(settings: RecorderSettings, recording_id: str, size: int, subdir: str = "") -> dict[str, Path]:
@@ -156,7 +185,7 @@ def test_recording_id_that_could_escape_records_dir_is_refused(tmp_path: Path, r
     settings = settings_for(tmp_path)
     files = random_recording(settings, "ok", 10)
     with pytest.raises(RecorderError) as info:
-        store_recording(recording_id, files, UploadTarget(), settings, STARTED)
+        store(recording_id, files, None, settings, STARTED)
     assert info.value.code is ErrorCode.INVALID_ARGUMENT
 
 
@@ -179,7 +208,7 @@ def test_without_bucket_files_stay_in_records_dir_with_file_locations(tmp_path: 
     elsewhere.parent.mkdir()
     elsewhere.write_text("{}")
 
-    result = store_recording("loc1", {**files, "quality.json": elsewhere}, UploadTarget(), settings, STARTED)
+    result = store("loc1", {**files, "quality.json": elsewhere}, None, settings, STARTED)
 
     home = (settings.records_dir / "loc1" / "attempt-1").resolve()
     assert result.location == (home / "rec.mp4").as_uri()
@@ -200,7 +229,7 @@ def test_real_recording_uploaded_verified_and_local_copy_removed(tmp_path: Path,
     media_bytes = files["rec.mp4"].read_bytes()
     meta_bytes = files["rec.json"].read_bytes()
 
-    result = store_recording("rec-real", files, UploadTarget(), settings, STARTED)
+    result = store("rec-real", files, None, settings, STARTED)
 
     key = "recordings/2026/03/07/rec-real/attempt-1/rec.mp4"
     assert result.location == f"s3://{s3.bucket}/{key}"
@@ -222,7 +251,7 @@ def test_keep_local_and_target_bucket_and_prefix(tmp_path: Path, s3: S3Env) -> N
     settings = settings_for(tmp_path, s3.endpoint, s3.bucket, keep_local=True)
     files = random_recording(settings, "keep1", 100_000)
 
-    result = store_recording("keep1", files, UploadTarget(bucket=other, prefix="tenant-a"), settings, STARTED)
+    result = store("keep1", files, UploadTarget(bucket=other, prefix="tenant-a"), settings, STARTED)
 
     assert result.location == f"s3://{other}/tenant-a/2026/03/07/keep1/attempt-1/rec.mp4"
     assert files["rec.mp4"].is_file() and files["rec.json"].is_file()
@@ -236,7 +265,7 @@ def test_file_above_threshold_goes_in_several_verified_parts(tmp_path: Path, s3:
     digest = sha256(files["rec.mp4"])
     (settings.records_dir / "big1" / "attempt-1" / "capture.log").write_text("the caller's")
 
-    result = store_recording("big1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS)
+    result = store("big1", files, None, settings, STARTED, options=SMALL_PARTS)
 
     key = "recordings/2026/03/07/big1/attempt-1/rec.mp4"
     assert result.objects[0].parts == 3
@@ -259,7 +288,7 @@ def test_recordings_stored_from_several_threads_at_once(tmp_path: Path, s3: S3En
 
     with ThreadPoolExecutor(3) as pool:
         futures = {
-            rid: pool.submit(store_recording, rid, files, UploadTarget(), settings, STARTED, options=SMALL_PARTS)
+            rid: pool.submit(store, rid, files, None, settings, STARTED, options=SMALL_PARTS)
             for rid, files in sets.items()
         }
         results = {rid: f.result(timeout=120) for rid, f in futures.items()}
@@ -287,7 +316,7 @@ def test_outage_mid_upload_keeps_it_pending_then_resumes_the_same_upload(
     gate.close_when(lambda method, path: method == "PUT" and "partNumber=3" in path)
 
     started = time.monotonic()
-    result = store_recording("out1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS)
+    result = store("out1", files, None, settings, STARTED, options=SMALL_PARTS)
     assert time.monotonic() - started < 30, "a closed endpoint fails fast (refused or reset), no hang"
 
     assert result.pending and not gate.is_open
@@ -336,7 +365,7 @@ def test_s3_down_from_the_start_is_pending_then_uploaded(
     digest = sha256(files["rec.mp4"])
     gate.close()
 
-    result = store_recording("down1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS)
+    result = store("down1", files, None, settings, STARTED, options=SMALL_PARTS)
 
     assert result.pending and result.location.startswith("file://")
     assert pending_state(settings, "down1").find("rec.mp4").upload_id is None  # type: ignore[union-attr]
@@ -351,7 +380,7 @@ def pending_while_s3_was_down(settings: RecorderSettings, gate: TcpGate, recordi
     """Leave `recording_id` (attempt 1) pending, as an outage would, with S3 back; the SHA-256 of its rec.mp4."""
     files = random_recording(settings, recording_id, 12 * MiB)
     gate.close()
-    assert store_recording(recording_id, files, UploadTarget(), settings, STARTED, options=SMALL_PARTS).pending
+    assert store(recording_id, files, None, settings, STARTED, options=SMALL_PARTS).pending
     gate.open()
     return sha256(files["rec.mp4"])
 
@@ -388,7 +417,7 @@ def test_resume_from_two_threads_at_once_uploads_once(gated: tuple[RecorderSetti
     settings, gate = gated
     files = random_recording(settings, "twice1", 12 * MiB)
     gate.close()
-    assert store_recording("twice1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS).pending
+    assert store("twice1", files, None, settings, STARTED, options=SMALL_PARTS).pending
     gate.open()
     barrier = threading.Barrier(2)
 
@@ -415,7 +444,7 @@ def test_lost_answer_to_complete_is_recognised_not_uploaded_again(
     digest = sha256(files["rec.mp4"])
     gate.close_on_answer(b"CompleteMultipartUploadResult")  # S3 completed it; the answer never arrives
 
-    result = store_recording("lost1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS)
+    result = store("lost1", files, None, settings, STARTED, options=SMALL_PARTS)
     assert result.pending
     gate.open()
     seen = len(gate.requests)
@@ -436,7 +465,7 @@ def test_missing_bucket_is_denied_at_once_without_retries(tmp_path: Path, s3: S3
 
     started = time.monotonic()
     with pytest.raises(RecorderError) as info:
-        store_recording("deny1", files, UploadTarget(), settings, STARTED, options=options)
+        store("deny1", files, None, settings, STARTED, options=options)
     elapsed = time.monotonic() - started
 
     assert info.value.code is ErrorCode.UPLOAD_DENIED
@@ -462,7 +491,7 @@ def test_wrong_credentials_are_denied_naming_bucket_and_cause(
 
     started = time.monotonic()
     with pytest.raises(RecorderError) as info:
-        store_recording("cred1", files, UploadTarget(), settings, STARTED)
+        store("cred1", files, None, settings, STARTED)
 
     assert time.monotonic() - started < 10
     assert info.value.code is ErrorCode.UPLOAD_DENIED
@@ -474,16 +503,17 @@ def test_abort_pending_leaves_no_parts_behind(gated: tuple[RecorderSettings, Tcp
     settings, gate = gated
     files = random_recording(settings, "ab1", 12 * MiB)
     gate.close_when(lambda method, path: method == "PUT" and "partNumber=2" in path)
-    assert store_recording("ab1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS).pending
+    assert store("ab1", files, None, settings, STARTED, options=SMALL_PARTS).pending
     gate.open()
     assert len(open_uploads(s3, s3.bucket)) == 1
 
-    assert abort_pending("ab1", settings, options=SMALL_PARTS) is True
+    folder = AttemptFolder.under(settings.records_dir, "ab1")
+    assert abort_attempt(folder, settings, SMALL_PARTS) is True
 
     assert open_uploads(s3, s3.bucket) == []
     assert not (settings.records_dir / "ab1" / "attempt-1" / PENDING_NAME).exists()
     assert resume_pending(settings, options=SMALL_PARTS) == []
-    assert abort_pending("ab1", settings, options=SMALL_PARTS) is False
+    assert abort_attempt(folder, settings, SMALL_PARTS) is False
 
 
 def test_cancel_during_upload_aborts_the_multipart_upload(
@@ -500,7 +530,7 @@ def test_cancel_during_upload_aborts_the_multipart_upload(
 
     gate.close_when(cancel_at_part_two)
     with pytest.raises(RecorderError) as info:
-        store_recording("cx1", files, UploadTarget(), settings, STARTED, options=SMALL_PARTS, cancel=cancel)
+        store("cx1", files, None, settings, STARTED, options=SMALL_PARTS, cancel=cancel)
 
     assert info.value.code is ErrorCode.CANCELLED
     assert open_uploads(s3, s3.bucket) == []
@@ -572,9 +602,11 @@ def probe_hls(playlist: Path) -> tuple[float, set[str], int]:
 @needs_ffmpeg
 def test_live_upload_keeps_every_completed_segment_when_ffmpeg_is_killed(tmp_path: Path, s3: S3Env) -> None:
     settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
-    live = settings.records_dir / "live1" / "live"
-    uploader = LiveUploader.for_recording(live, "live1", UploadTarget(), settings, STARTED, poll_interval=0.2)
+    dest = bucket_destination(settings, "live1", TransferOptions())
+    live = dest.folder.live_dir
+    uploader = dest.live_uploader()
     assert uploader is not None
+    uploader.poll_interval = 0.2
     prefix = "recordings/2026/03/07/live1/attempt-1/live/"
     assert uploader.key_prefix == prefix
     ffmpeg = start_live_ffmpeg(live, realtime=True, seconds=60)
@@ -672,45 +704,123 @@ def start_fmp4_ffmpeg(path: Path, seconds: float) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
+def part_numbers(requests: list[tuple[str, str]]) -> list[int]:
+    """The part numbers of the UploadPart calls among `requests`, in the order they reached S3."""
+    return [int(m.group(1)) for method, path in requests if method == "PUT" and (m := PART_NUMBER.search(path))]
+
+
+PART_NUMBER = re.compile(r"[?&]partNumber=(\d+)")
+
+
 @needs_ffmpeg
-def test_growing_rec_mp4_is_uploaded_while_written_leaving_only_its_tail(tmp_path: Path, s3: S3Env) -> None:
-    settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
-    capture = settings.records_dir / "grow1" / "capture.mp4"
-    uploader = GrowingUpload.for_recording(capture, "grow1", UploadTarget(), settings, STARTED, SMALL_PARTS)
+def test_growing_rec_mp4_is_uploaded_while_written_leaving_only_its_tail(
+    gated: tuple[RecorderSettings, TcpGate], s3: S3Env
+) -> None:
+    settings, gate = gated
+    dest = bucket_destination(settings, "grow1")
+    uploader = dest.growing_upload()
     assert uploader is not None and uploader.key == "recordings/2026/03/07/grow1/attempt-1/rec.mp4"
-    ffmpeg = start_fmp4_ffmpeg(capture, seconds=14)
+    media = dest.folder.media  # in live mode FFmpeg writes rec.mp4 itself
+    ffmpeg = start_fmp4_ffmpeg(media, seconds=14)
     uploader.start()
     try:
-        wait_for(lambda: len(uploader.parts) >= 1, 30, "a part sent while the file is still being written")
+        wait_for(lambda: len(uploader.obj.parts) >= 1, 30, "a part sent while the file is still being written")
         assert ffmpeg.poll() is None
         assert ffmpeg.wait(timeout=60) == 0
     finally:
         if ffmpeg.poll() is None:
             os.killpg(ffmpeg.pid, signal.SIGKILL)
             ffmpeg.wait()
-    final = capture.rename(capture.with_name("rec.mp4"))  # the recorder renames it; the upload follows its fd
-    stored = uploader.finish()
+    size, digest = media.stat().st_size, sha256(media)
+    wait_for(lambda: len(uploader.obj.parts) == size // SMALL_PARTS.part_size, 10, "every full part sent")
+    sent_while_recording = sorted(uploader.obj.parts)
+    seen = len(gate.requests)
 
-    assert stored is not None and stored.location == f"s3://{s3.bucket}/{uploader.key}"
-    assert uploader.tail_bytes <= SMALL_PARTS.part_size, "only the tail is left to send after the stop"
-    assert stored.objects[0].parts == len(uploader.parts) >= 2, "parts sent while recording, plus the tail"
-    assert sha256(download(s3, s3.bucket, uploader.key)) == sha256(final) == stored.sha256
+    stored = dest.store({"rec.mp4": media}, growing=uploader)
+
+    assert not stored.pending and stored.location == f"s3://{s3.bucket}/{uploader.key}"
+    tail_bytes = size - len(sent_while_recording) * SMALL_PARTS.part_size
+    assert tail_bytes <= SMALL_PARTS.part_size, "only the tail is left to send after the stop"
+    assert part_numbers(gate.requests[seen:]) == ([len(sent_while_recording) + 1] if tail_bytes else []), (
+        "the store sent the tail alone, none of the parts sent while recording"
+    )
+    assert len(gate.calls("POST", "?uploads")) == 1, "the upload that followed the file is the one completed"
+    assert stored.objects[0].parts == len(uploader.obj.parts) >= 2, "parts sent while recording, plus the tail"
+    assert sha256(download(s3, s3.bucket, uploader.key)) == digest == stored.sha256
     assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
 
 
 @needs_ffmpeg
 def test_cancelled_growing_upload_leaves_no_parts(tmp_path: Path, s3: S3Env) -> None:
     settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
-    capture = settings.records_dir / "grow2" / "capture.mp4"
-    uploader = GrowingUpload.for_recording(capture, "grow2", UploadTarget(), settings, STARTED, SMALL_PARTS)
+    dest = bucket_destination(settings, "grow2")
+    uploader = dest.growing_upload()
     assert uploader is not None
-    ffmpeg = start_fmp4_ffmpeg(capture, seconds=30)
+    ffmpeg = start_fmp4_ffmpeg(dest.folder.media, seconds=30)
     uploader.start()
     try:
-        wait_for(lambda: len(uploader.parts) >= 1, 30, "a part sent")
+        wait_for(lambda: len(uploader.obj.parts) >= 1, 30, "a part sent")
     finally:
         os.killpg(ffmpeg.pid, signal.SIGKILL)
         ffmpeg.wait()
     uploader.cancel()
     assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
     assert "Contents" not in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="recordings/2026/03/07/grow2/")
+
+
+def test_growing_upload_cut_off_by_an_outage_is_resumed_not_started_over(
+    gated: tuple[RecorderSettings, TcpGate], s3: S3Env
+) -> None:
+    """S3 going away when the recording stops costs only what was not sent yet: the pending upload continues
+    the parts sent while recording, in the same multipart upload."""
+    settings, gate = gated
+    dest = bucket_destination(settings, "grow3")
+    uploader = dest.growing_upload()
+    assert uploader is not None
+    uploader.poll = 0.05
+    media = dest.folder.create().media
+    written = bytearray()
+
+    def append(data: bytes) -> None:
+        with media.open("ab") as f:
+            f.write(data)
+        written.extend(data)
+
+    uploader.start()
+    for _ in range(5):  # 10 MiB + 1 byte: two full parts while "recording"
+        append(os.urandom(2 * MiB))
+        time.sleep(0.05)
+    append(b"x")
+    wait_for(lambda: sorted(uploader.obj.parts) == [1, 2], 30, "two parts sent while the file grows")
+    upload_id = uploader.obj.upload_id
+    assert upload_id
+
+    gate.close()  # S3 goes away
+    append(os.urandom(2 * MiB + 4321))  # the recording stops: a tail shorter than a part
+    result = dest.store({"rec.mp4": media}, growing=uploader)
+
+    assert result.pending and "unreachable" in (result.reason or "")
+    assert result.destination == f"s3://{s3.bucket}/{uploader.key}"
+    assert media.read_bytes() == written, "nothing is deleted before the object is confirmed"
+    state = pending_state(settings, "grow3").find("rec.mp4")
+    assert state is not None and not state.done
+    assert state.upload_id == upload_id, "upload.pending.json holds the growing upload's own id"
+    assert sorted(state.parts) == [1, 2] and state.size == len(written)
+
+    gate.open()
+    seen = len(gate.requests)
+    [resumed] = resume_pending(settings, options=SMALL_PARTS)
+
+    assert not resumed.pending and resumed.error is None and resumed.location == result.destination
+    assert download(s3, s3.bucket, uploader.key) == bytes(written), "the object is the file, byte for byte"
+    assert resumed.sha256 == sha256(bytes(written))
+    after = gate.requests[seen:]
+    assert part_numbers(after) == [3], "only the tail was sent after the outage"
+    assert sorted(part_numbers(gate.requests)) == [1, 2, 3], "no part was sent twice"
+    assert len(gate.calls("POST", "?uploads")) == 1, "one multipart upload in all"
+    completes = [p for m, p in after if m == "POST" and "uploadId=" in p]
+    assert len(completes) == 1 and (f"uploadId={quote(upload_id, safe='')}" in completes[0]
+                                    or f"uploadId={upload_id}" in completes[0])
+    assert open_uploads(s3, s3.bucket) == []
+    assert not (settings.records_dir / "grow3").exists()
+    assert resume_pending(settings, options=SMALL_PARTS) == []

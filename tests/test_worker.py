@@ -1,8 +1,8 @@
 """The worker loop against a real orchestrator over HTTP, with a stand-in recorder (no browser).
 
-The stand-in honours the pipeline's contract: it reports progress through `on_progress`, stops when
-`stop` is set, and leaves rec.mp4 and rec.json in `out_dir`. End-to-end tests with the real recorder
-are in test_e2e.py.
+The stand-in honours the pipeline's contract: `capture` reports progress through `on_progress`, stops
+when `stop` is set, and leaves rec.mp4 and rec.json in the attempt folder; `finalize` hands that on;
+`complete` runs the deferred analysis. End-to-end tests with the real recorder are in test_e2e.py.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from contract.errors import ErrorCode, RecorderError
 from contract.protocol import Progress, WorkerState
 from contract.spec import RecordingSpec
 from orchestrator.app import Orchestrator
+from recorder.attempt import AttemptFolder
 from recorder.config import RecorderSettings
 from recorder.worker.client import OrchestratorClient
 from recorder.worker.job import JobTimings
@@ -52,6 +53,7 @@ class Result:
     progress: Progress
     error: RecorderError | None
     stopped_by: str
+    blocked: None = None  # no egress guard here
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -60,6 +62,7 @@ class StandInRecorder:
     """Records nothing, but behaves like the pipeline's Recorder towards the worker."""
 
     fail_with: RecorderError | None = None
+    browser_sandboxed: bool | None = None  # no browser: nothing to tell /v1/pool
     started: int = 0
     closed: int = 0
     seen: list[str] = field(default_factory=list)
@@ -73,16 +76,15 @@ class StandInRecorder:
     async def close(self) -> None:
         self.closed += 1
 
-    async def record(
+    async def capture(
         self,
         spec: RecordingSpec,
         *,
-        recording_id: str,
-        out_dir: Path,
+        folder: AttemptFolder,
         on_progress: Callable[[WorkerState, Progress], None] | None = None,
         stop: asyncio.Event | None = None,
-        analyze: bool = True,
     ) -> Result:
+        recording_id, out_dir = folder.recording_id, folder.root
         self.seen.append(recording_id)
         self.out_dirs.append(out_dir)
         report = on_progress or (lambda state, progress: None)
@@ -114,18 +116,23 @@ class StandInRecorder:
         sidecar = out_dir / "rec.json"
         sidecar.write_text(json.dumps({"recording_id": recording_id, "stopped_by": stopped_by}))
         (out_dir / "capture.mkv").unlink()
-        quality = {"fps": 30.0} if analyze else None
-        return Result(recording_id, out_dir, mp4, sidecar, quality, progress, None, stopped_by)
+        # The analysis is deferred to `complete`, as the job wants it: no quality yet.
+        return Result(recording_id, out_dir, mp4, sidecar, None, progress, None, stopped_by)
 
-    async def complete(self, output: Result, media: Path | None = None) -> None:
-        """The deferred analysis: rec.json gains its quality report after rec.mp4 went to storage."""
-        assert media is not None
-        assert (await asyncio.to_thread(media.read_bytes)).endswith(output.recording_id.encode())
-        self.completed.append(output.recording_id)
+    async def finalize(self, captured: Result) -> Result:
+        """The capture is already the finished recording here."""
+        return captured
+
+    async def complete(self, finished: Result) -> None:
+        """The deferred analysis: it reads rec.mp4 while storage runs, then rec.json gains its quality report."""
+        assert finished.mp4 is not None
+        assert (await asyncio.to_thread(finished.mp4.read_bytes)).endswith(finished.recording_id.encode())
+        self.completed.append(finished.recording_id)
         await asyncio.sleep(0.05)
-        output.quality = {"fps": 30.0}
-        data = json.loads(output.sidecar.read_text())
-        output.sidecar.write_text(json.dumps({**data, "quality": output.quality}))
+        finished.quality = {"fps": 30.0}
+        assert finished.sidecar is not None
+        data = json.loads(finished.sidecar.read_text())
+        finished.sidecar.write_text(json.dumps({**data, "quality": finished.quality}))
 
 
 @dataclass

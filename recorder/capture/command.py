@@ -14,11 +14,6 @@ from pathlib import Path
 
 import ffmpeg
 
-CAPTURE_NAME = "capture.mkv"
-# Live mode writes a fragmented MP4 instead: `moov` first and append-only, so it is uploaded while it
-# grows and is itself the final rec.mp4.
-LIVE_CAPTURE_NAME = "capture.mp4"
-
 
 @dataclass(frozen=True)
 class CaptureSettings:
@@ -42,7 +37,11 @@ def build_capture_command(
     origin: float,
     live_dir: Path | None = None,
 ) -> list[str]:
-    """Return argv for a capture whose timestamps count from `origin` (unix time, seconds)."""
+    """Return argv for a capture whose timestamps count from `origin` (unix time, seconds).
+
+    Ordinarily `output` is Matroska, readable up to its last cluster after a crash. With `live_dir` it is
+    a fragmented MP4 instead (`moov` first, append-only: uploaded while it grows, and itself the final
+    file) beside HLS segments in `live_dir`."""
     s = settings
     video = ffmpeg.input(
         f"{s.display}+0,0",

@@ -14,24 +14,11 @@ from contract.protocol import ErrorInfo, Progress
 from contract.spec import RecordingSpec
 from recorder.egress.ledger import BlockedSummary
 from recorder.quality import QualityReport
+from recorder.timings import Timings
 
 
 def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
-
-
-class Timings(BaseModel):
-    """Unix times of each step; `first_frame` is when the first captured frame was grabbed."""
-
-    started: float
-    ready: float | None = None
-    first_frame: float | None = None
-    stopped: float | None = None
-    finalized: float | None = None
-
-    @property
-    def start_latency(self) -> float | None:
-        return None if self.first_frame is None else self.first_frame - self.started
 
 
 class Sidecar(BaseModel):
@@ -54,6 +41,13 @@ class Sidecar(BaseModel):
     error: ErrorInfo | None = None
     # Connections the egress guard denied: totals by address class, and the hosts (capped).
     blocked: BlockedSummary | None = None
+
+    def set_quality(self, quality: QualityReport) -> None:
+        """The analysis comes last (it may run while rec.mp4 uploads); its headline figures sit on top."""
+        self.quality = quality
+        self.duration = quality.duration
+        self.video = quality.video.model_dump(mode="json") if quality.video else None
+        self.audio = quality.audio.model_dump(mode="json") if quality.audio else None
 
 
 def write_sidecar(path: Path, sidecar: Sidecar) -> Path:

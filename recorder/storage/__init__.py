@@ -1,23 +1,24 @@
-"""Storage stage of the recorder pipeline: S3 (verified, resumable) or local disk, plus live upload.
+"""Storage stage of the recorder: one `Destination` per attempt, a bucket (verified, resumable) or local disk.
 
-See `store.py` for the entry points and the bucket layout, `live.py` for upload while recording.
+`destination.py` decides which; `bucket.py` and `local.py` are the two kinds; `transfer.py` runs an upload
+to the end and `resume.py` finishes those S3 could not take; `growing.py` and `live.py` upload while recording.
 """
 
 from recorder.config import TransferOptions
+from recorder.storage.destination import Destination, destination_for
 from recorder.storage.growing import GrowingUpload
 from recorder.storage.live import LiveSummary, LiveUploader
 from recorder.storage.result import StoredObject, StoredResult
-from recorder.storage.store import abort_pending, resume_pending, store_metadata, store_recording
+from recorder.storage.resume import resume_pending
 
 __all__ = [
+    "Destination",
     "GrowingUpload",
     "LiveSummary",
     "LiveUploader",
     "StoredObject",
     "StoredResult",
     "TransferOptions",
-    "abort_pending",
+    "destination_for",
     "resume_pending",
-    "store_metadata",
-    "store_recording",
 ]

@@ -16,30 +16,9 @@ import string
 from datetime import UTC, datetime
 
 from contract.errors import ErrorCode, RecorderError
-from contract.protocol import attempt_segment
+from recorder.attempt import check_attempt
 
 FIELDS = frozenset({"prefix", "yyyy", "mm", "dd", "recording_id", "attempt", "name"})
-_RECORDING_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def check_recording_id(recording_id: str) -> str:
-    """A recording id names a directory and a key segment: no slashes, no `..`, nothing hidden."""
-    if not _RECORDING_ID.fullmatch(recording_id) or ".." in recording_id:
-        raise RecorderError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"recording id {recording_id!r}: use 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit",
-        )
-    return recording_id
-
-
-def attempt_folder(attempt: int) -> str:
-    """The folder (local) and key segment (S3) that owns the files of one attempt."""
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
-        raise RecorderError(ErrorCode.INVALID_ARGUMENT, f"attempt {attempt!r}: a lease attempt counts from 1")
-    return attempt_segment(attempt)
-
-
 def check_template(template: str) -> None:
     """Reject a template that names unknown fields or cannot keep recordings and their attempts apart."""
     used = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
@@ -83,7 +62,7 @@ def object_key(
     an empty prefix leaves no leading or doubled slash.
     """
     check_template(template)
-    attempt_folder(attempt)  # a positive number, or nothing is written
+    check_attempt(attempt)  # a positive number, or nothing is written
     when = started_at.astimezone(UTC) if started_at.tzinfo else started_at.replace(tzinfo=UTC)
     key = template.format(
         prefix=prefix.strip("/"),

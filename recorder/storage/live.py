@@ -8,28 +8,26 @@ the playlist once every segment it lists is in the bucket. So if the recorder di
 playable HLS recording of everything but the segment being written.
 
 This is a companion to the final upload, not a replacement: on a normal stop `finish()` uploads what
-is left (the last segment and the final playlist with #EXT-X-ENDLIST), and `store_recording` still
+is left (the last segment and the final playlist with #EXT-X-ENDLIST), and the destination still
 produces the faststart rec.mp4.
+The destination (`BucketDestination.live_uploader`) makes one per attempt, under the attempt's `live/` keys.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Self
 
 import structlog
 
-from contract.protocol import UploadTarget
-from recorder.config import RecorderSettings, TransferOptions
 from recorder.storage.checksum import b64
-from recorder.storage.keys import check_recording_id, content_type, live_prefix
-from recorder.storage.s3 import Verdict, classify, denied_error, describe, make_client
+from recorder.storage.keys import content_type
+from recorder.storage.poller import Poller
+from recorder.storage.s3 import Verdict, classify, denied_error, describe
 
 log = structlog.get_logger(__name__)
 
@@ -57,17 +55,11 @@ class LiveUploader:
         bucket: str,
         key_prefix: str,
         *,
-        client: Any = None,
-        settings: RecorderSettings | None = None,
-        options: TransferOptions | None = None,
+        client: Any,
         poll_interval: float = 0.5,
         playlist: str = PLAYLIST,
         segment_glob: str = "seg_*.ts",
     ) -> None:
-        if client is None:
-            if settings is None:
-                raise ValueError("LiveUploader needs a client or settings to make one")
-            client = make_client(settings, options or TransferOptions())
         self.live_dir = live_dir
         self.bucket = bucket
         self.key_prefix = key_prefix if key_prefix.endswith("/") else key_prefix + "/"
@@ -78,35 +70,8 @@ class LiveUploader:
         self.summary = LiveSummary()
         self._uploaded: set[str] = set()
         self._playlist_sent: str | None = None
-        self._stop = threading.Event()
         self._denied = False
-        self._thread: threading.Thread | None = None
-
-    @classmethod
-    def for_recording(
-        cls,
-        live_dir: Path,
-        recording_id: str,
-        target: UploadTarget,
-        settings: RecorderSettings,
-        started_at: datetime,
-        *,
-        attempt: int = 1,
-        **kwargs: Any,
-    ) -> Self | None:
-        """The uploader for a recording's `live/` keys, beside where rec.mp4 will go; None without a bucket."""
-        bucket = target.bucket or settings.s3_bucket
-        if not bucket:
-            return None
-        check_recording_id(recording_id)
-        prefix = live_prefix(
-            settings.s3_key_template,
-            prefix=target.prefix or settings.s3_prefix,
-            recording_id=recording_id,
-            attempt=attempt,
-            started_at=started_at,
-        )
-        return cls(live_dir, bucket, prefix, settings=settings, **kwargs)
+        self._poller = Poller(lambda: self._sweep(final=False), poll_interval, "live-upload")
 
     def key(self, name: str) -> str:
         return self.key_prefix + name
@@ -114,17 +79,12 @@ class LiveUploader:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> Self:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="live-upload", daemon=True)
-            self._thread.start()
+        self._poller.start()
         return self
 
     def close(self) -> None:
         """Stop the background thread without a final sweep (what is not uploaded stays on disk)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._poller.halt()
 
     def finish(self, confirm: Callable[[], bool] | None = None) -> LiveSummary:
         """After FFmpeg has exited: upload every remaining segment and the final playlist, then stop.
@@ -174,10 +134,6 @@ class LiveUploader:
         self.close()
 
     # -- work ------------------------------------------------------------------------------------
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.poll_interval):
-            self._sweep(final=False)
 
     def _segments(self) -> list[Path]:
         def order(path: Path) -> tuple[int, str]:

@@ -27,12 +27,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from recorder.storage.keys import attempt_folder
-
-PENDING_NAME = "upload.pending.json"
-FAILED_NAME = "upload.failed.json"
-LOCK_NAME = "upload.lock"
-OWNER_NAME = "attempt.owner"
+from contract.protocol import attempt_segment
+from recorder.attempt import FAILED_NAME, LOCK_NAME, OWNER_NAME, PENDING_NAME, AttemptFolder
 
 
 class PartRecord(BaseModel):
@@ -101,8 +97,9 @@ class PendingStore:
         self.records_dir = records_dir
 
     def dir(self, recording_id: str, attempt: int | None) -> Path:
-        home = self.records_dir / recording_id
-        return home if attempt is None else home / attempt_folder(attempt)
+        if attempt is None:
+            return self.records_dir / recording_id
+        return AttemptFolder.under(self.records_dir, recording_id, attempt).root
 
     def path(self, recording_id: str, attempt: int | None) -> Path:
         return self.dir(recording_id, attempt) / PENDING_NAME
@@ -137,9 +134,18 @@ class PendingStore:
         slots: list[Slot] = [(p.parent.name, None) for p in self.records_dir.glob(f"*/{PENDING_NAME}")]
         for p in self.records_dir.glob(f"*/attempt-*/{PENDING_NAME}"):
             number = p.parent.name.removeprefix("attempt-")
-            if number.isdigit() and int(number) >= 1 and p.parent.name == attempt_folder(int(number)):
+            if number.isdigit() and int(number) >= 1 and p.parent.name == attempt_segment(int(number)):
                 slots.append((p.parent.parent.name, int(number)))
         return sorted(slots, key=lambda slot: (slot[0], slot[1] or 0))
+
+    def tidy(self, recording_id: str, attempt: int | None) -> None:
+        """After a confirmed upload: the lock file goes, and the folders that hold nothing more."""
+        if attempt is None:
+            (self.dir(recording_id, None) / LOCK_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.dir(recording_id, None).rmdir()
+            return
+        AttemptFolder.under(self.records_dir, recording_id, attempt).remove_if_empty()
 
     def lock(
         self, recording_id: str, attempt: int | None, *, wait: bool = True

@@ -132,14 +132,7 @@ class ObjectUploader:
             )
             obj.upload_id, obj.parts = None, {}
         if obj.upload_id is None:
-            self._check_cancel()
-            created = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=obj.key, ContentType=obj.content_type, ChecksumAlgorithm="SHA256"
-            )
-            obj.upload_id, obj.parts = created["UploadId"], {}
-            self.save()
-            log.info("multipart upload created", bucket=self.bucket, key=obj.key, upload_id=obj.upload_id,
-                     parts=obj.part_count)
+            self._create(obj)
 
         todo = [n for n in range(1, obj.part_count + 1) if n not in obj.parts]
         self._upload_parts(obj, todo)
@@ -167,6 +160,33 @@ class ObjectUploader:
             obj.sha256 = whole.result().hex()
         if self._sweep_orphans:
             self._sweep_older_uploads(obj)
+
+    def send_ready_parts(self, obj: ObjectUpload, available: int) -> int:
+        """A file still being appended to: send every full part below `available` bytes not sent yet.
+
+        The parts are recorded in `obj` like any others, so the ordinary upload of the finished file
+        continues this multipart upload (sending only the tail) and can be resumed like any other.
+        Returns how many parts went."""
+        assert obj.part_size is not None
+        full = available // obj.part_size
+        todo = [n for n in range(1, full + 1) if n not in obj.parts]
+        if not todo:
+            return 0
+        self._check_cancel()
+        if obj.upload_id is None:
+            self._create(obj)
+        obj.size = full * obj.part_size  # what exists so far: every part in range is a full one
+        self._upload_parts(obj, todo)
+        return len(todo)
+
+    def _create(self, obj: ObjectUpload) -> None:
+        self._check_cancel()
+        created = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=obj.key, ContentType=obj.content_type, ChecksumAlgorithm="SHA256"
+        )
+        obj.upload_id, obj.parts = created["UploadId"], {}
+        self.save()
+        log.info("multipart upload created", bucket=self.bucket, key=obj.key, upload_id=obj.upload_id)
 
     def _upload_parts(self, obj: ObjectUpload, numbers: list[int]) -> None:
         if not numbers:

@@ -16,6 +16,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from pydantic import ValidationError
@@ -23,8 +24,10 @@ from pydantic import ValidationError
 from contract.envcheck import UnknownVariable
 from recorder.config import RecorderSettings, check_recorder_environment
 from recorder.worker.client import OrchestratorClient
-from recorder.worker.job import RecorderLike
 from recorder.worker.loop import EXIT_UNAUTHORIZED, Worker, WorkerOptions
+
+if TYPE_CHECKING:
+    from recorder.pipeline import Recorder
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +69,7 @@ def worker_settings(args: argparse.Namespace) -> RecorderSettings:
     return RecorderSettings(**{k: v for k, v in flags.items() if v is not None})  # type: ignore[arg-type]
 
 
-def run_worker(args: argparse.Namespace, recorder: RecorderLike | None = None) -> int:
+def run_worker(args: argparse.Namespace, recorder: Recorder | None = None) -> int:
     """Run `recorder worker` until SIGTERM/SIGINT (or one recording with --single-use)."""
     try:
         # An unknown WORKER_/RECORDER_ variable is a typo that would silently change nothing
@@ -90,7 +93,7 @@ def run_worker(args: argparse.Namespace, recorder: RecorderLike | None = None) -
     return asyncio.run(_serve(settings, recorder, options))
 
 
-async def _serve(settings: RecorderSettings, recorder: RecorderLike, options: WorkerOptions) -> int:
+async def _serve(settings: RecorderSettings, recorder: Recorder, options: WorkerOptions) -> int:
     client = OrchestratorClient(settings.orchestrator_url, settings.worker_token)
     worker = Worker(settings, recorder, client, options)
     loop = asyncio.get_running_loop()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -26,7 +27,10 @@ from recorder.config import RecorderSettings
 from recorder.storage import resume_pending
 from recorder.storage.pending import PendingStore
 from recorder.worker.client import OrchestratorClient, Unauthorized, Unavailable
-from recorder.worker.job import Job, JobResult, JobTimings, RecorderLike
+from recorder.worker.job import Job, JobResult, JobTimings
+
+if TYPE_CHECKING:
+    from recorder.pipeline import Recorder
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +55,7 @@ class Worker:
     def __init__(
         self,
         settings: RecorderSettings,
-        recorder: RecorderLike,
+        recorder: Recorder,
         client: OrchestratorClient,
         options: WorkerOptions,
     ) -> None:
@@ -153,7 +157,7 @@ class Worker:
             worker_id=self.worker_id,
             wait=self.options.lease_wait,
             capacity=1,
-            browser_sandbox=getattr(self.recorder, "browser_sandboxed", None),  # shown in /v1/pool
+            browser_sandbox=self.recorder.browser_sandboxed,  # shown in /v1/pool
         )
         poll = asyncio.create_task(self.client.lease(request, deadline=deadline))
         stop = asyncio.create_task(self._shutdown.wait())

@@ -17,7 +17,7 @@ only that difference matters. With B busy and U such idle workers left out, and 
 when x >= U (the lower bound may be raised to 0 since x - U >= 0) or when min = ceiling (a fixed pool,
 whose desired count is constant). So `decide` on the snapshot without them, with the bounds shifted down
 by B + U and U taken off the spare (then the queue), returns the same creations, retirements and
-replacements, and a desired count B + U lower. `tests/test_simulation.py` checks this against the full
+replacements, and a desired count B + U lower. `tests/fleet/test_simulation.py` checks this against the full
 snapshot on random pools, and a whole simulated day against one run with every worker listed.
 """
 

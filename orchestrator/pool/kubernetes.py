@@ -45,7 +45,7 @@ from orchestrator.pool.kubernetes_watch import PodWatcher
 log = logging.getLogger(__name__)
 
 # Every (resource, verb) this backend asks of the API server. The Role in k8s/ grants exactly these,
-# and tests/test_k8s_manifests.py checks both against the requests the backend really makes.
+# and tests/fleet/test_k8s_manifests.py checks both against the requests the backend really makes.
 RBAC_PERMISSIONS: frozenset[tuple[str, str]] = frozenset(
     {("pods", "create"), ("pods", "get"), ("pods", "list"), ("pods", "watch"), ("pods", "delete")}
 )

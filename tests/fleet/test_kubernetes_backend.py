@@ -28,7 +28,7 @@ from orchestrator.pool.kubernetes_status import pod_health
 from orchestrator.pool.kubernetes_template import PodTemplate, TemplateError
 from tests.support.kube_apiserver import FakeKubeApiServer, parse_selector, selector_matches
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED_TEMPLATE = REPO / "k8s" / "base" / "recorder" / "pod-template.yaml"
 K8S_VERSION = kubernetes_validate.latest_version()
 NS = "default"

@@ -8,7 +8,7 @@ from orchestrator.pool.autoscaler import Autoscaler
 from orchestrator.pool.policy import PoolConfig
 from orchestrator.pool.predictive import HOUR, PredictiveSpare
 from orchestrator.workers import WorkerRegistry
-from tests.test_autoscaler import Clock, MemoryBackend
+from tests.fleet.test_autoscaler import Clock, MemoryBackend
 
 T0 = 100 * HOUR  # on the hour
 

@@ -29,7 +29,7 @@ from orchestrator.pool.kubernetes_config import KubernetesSettings
 from orchestrator.pool.kubernetes_template import PodTemplate
 from tests.support.kube_apiserver import FakeKubeApiServer, parse_selector, selector_matches
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 TARGETS = [K8S, *OVERLAYS]

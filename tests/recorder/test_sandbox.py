@@ -34,6 +34,7 @@ from recorder.worker.client import OrchestratorClient
 from recorder.worker.loop import EXIT_OK, Worker, WorkerOptions
 from tests.support.orchestrator import WORKER_TOKEN
 
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 BROWSER_USER = "recorder-browser"
 IS_ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not IS_ROOT, reason="the user switch happens only where the recorder runs as root")
@@ -362,7 +363,7 @@ def userns_blocked_chromium() -> Iterator[str]:
     where.chmod(0o755)  # the browser user runs it
     try:
         subprocess.run(
-            ["gcc", "-O2", "-o", str(where / "deny_userns"), str(Path(__file__).parent / "support" / "deny_userns.c")],
+            ["gcc", "-O2", "-o", str(where / "deny_userns"), str(SUPPORT / "deny_userns.c")],
             check=True,
             timeout=60,
         )

@@ -13,7 +13,7 @@ import structlog
 
 from contract.logs import CHATTY_LOGGERS, configure_logging
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Configured twice on purpose: a second call must not print every line twice.
 PROGRAM = """

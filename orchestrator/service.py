@@ -107,9 +107,6 @@ class RecordingService:
                     raise OrchestratorError(denied.code, denied.message, [Detail(field, denied.message)]) from None
         spec = request.to_spec(self.settings.effective_default_duration)
         upload = self._upload_target(request.upload)
-        if upload.bucket is None and self.settings.s3_bucket:
-            # A request that names only a prefix still goes to the server's bucket, never to its local disk.
-            upload = UploadTarget(bucket=self.settings.s3_bucket, prefix=upload.prefix or self.settings.s3_prefix)
         self._check_bucket(upload)
         normalized = request.model_dump(mode="json")
         now = self.clock()
@@ -146,12 +143,16 @@ class RecordingService:
         )
 
     def _upload_target(self, asked: UploadTarget | None) -> UploadTarget:
-        """Where the recording goes, decided here once and carried whole by the lease: a worker stores where
-        its lease says. A bucket given without a prefix gets the server's S3_PREFIX."""
+        """Where the recording goes, decided here once and carried whole by the lease (a worker stores where
+        its lease says). A request that names only a prefix still goes to the server's bucket, never to its
+        local disk; a bucket named without a prefix gets the server's S3_PREFIX; a prefix given is kept."""
+        server = UploadTarget(bucket=self.settings.s3_bucket, prefix=self.settings.s3_prefix)
         if asked is None:
-            return UploadTarget(bucket=self.settings.s3_bucket, prefix=self.settings.s3_prefix)
-        if asked.bucket and "prefix" not in asked.model_fields_set:
-            return UploadTarget(bucket=asked.bucket, prefix=self.settings.s3_prefix)
+            return server
+        if asked.bucket is None:
+            return UploadTarget(bucket=server.bucket, prefix=asked.prefix or server.prefix) if server.bucket else asked
+        if "prefix" not in asked.model_fields_set:
+            return UploadTarget(bucket=asked.bucket, prefix=server.prefix)
         return asked
 
     def _check_bucket(self, upload: UploadTarget) -> None:

@@ -161,11 +161,12 @@ async def _record(args: argparse.Namespace, spec: RecordingSpec, settings: Recor
         if finished.sidecar is not None:
             shutil.move(finished.sidecar, args.out.with_suffix(".json"))
         folder.remove_if_empty()
+    remote = stored is not None and not stored.location.startswith("file:")
     if finished.error is not None:
-        kept = f"; what was captured is in {mp4 or folder.root}" if (mp4 or finished.files) else ""
+        where = stored.location if remote and stored is not None and not args.out else (mp4 or folder.root)
+        kept = f"; what was captured is in {where}" if (mp4 or finished.files) else ""
         print(f"recording failed: {finished.error.message}{kept}", file=sys.stderr)
         return 1
-    remote = stored is not None and not stored.location.startswith("file:")
     print(stored.location if remote and stored is not None else str(mp4 or folder.media))
     if remote and stored is not None:
         print(f"metadata: {stored.metadata_location}", file=sys.stderr)

@@ -2,8 +2,12 @@
 
 Every helper process (Xvfb, PulseAudio, FFmpeg) runs in its own process group, is told to die with its
 parent (PR_SET_PDEATHSIG), and is stopped with a polite signal first and SIGKILL after a timeout. So a
-recorder that crashes or is killed with SIGKILL leaves nothing behind, and FFmpeg still gets a SIGTERM
-that lets it close its file cleanly.
+recorder that crashes or is killed with SIGKILL leaves nothing behind.
+
+FFmpeg dies with its parent by SIGKILL, not SIGTERM: the display and the audio server it reads die at the
+same moment, and a graceful wind-down on inputs that vanished was seen to hang for good. Nothing is lost
+by it that SIGTERM would have kept: the capture is crash-safe (Matroska clusters flushed every second, or
+an append-only fragmented MP4 and finished HLS segments).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 from collections.abc import Sequence
@@ -27,10 +32,10 @@ def _die_with_parent(sig: int = signal.SIGTERM) -> None:
     libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
-def preexec_die_with_parent() -> None:
-    """For subprocess preexec_fn: new session (own process group) and death with the parent."""
+def preexec_die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """For subprocess preexec_fn: new session (own process group) and death with the parent, by `sig`."""
     os.setsid()
-    _die_with_parent()
+    _die_with_parent(sig)
 
 
 async def spawn(
@@ -41,6 +46,7 @@ async def spawn(
     stdout: int | None = asyncio.subprocess.DEVNULL,
     stderr: int | None = asyncio.subprocess.PIPE,
     pass_fds: Sequence[int] = (),
+    death_signal: int = signal.SIGTERM,
 ) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *argv,
@@ -49,7 +55,7 @@ async def spawn(
         stdout=stdout,
         stderr=stderr,
         pass_fds=tuple(pass_fds),
-        preexec_fn=preexec_die_with_parent,
+        preexec_fn=functools.partial(preexec_die_with_parent, death_signal),
     )
 
 

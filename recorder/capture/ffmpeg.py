@@ -64,7 +64,9 @@ class Capture:
         log.debug("capture command", argv=argv)
         self.started_at = origin
         self.tracker.started_at = origin
-        self._proc = await procs.spawn(argv, stdout=asyncio.subprocess.PIPE, env={**os.environ, **self.env})
+        self._proc = await procs.spawn(
+            argv, stdout=asyncio.subprocess.PIPE, env={**os.environ, **self.env}, death_signal=signal.SIGKILL
+        )
         self._readers = [
             asyncio.ensure_future(self._read_progress()),
             asyncio.ensure_future(self._read_stderr()),

@@ -18,6 +18,7 @@ the attempt's own multipart upload is aborted and RecorderError LEASE_LOST is ra
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -75,38 +76,50 @@ class BucketDestination(Destination):
         or failing beyond botocore's retries. Raises RecorderError UPLOAD_DENIED at once for wrong credentials,
         a missing bucket or a denial; UPLOAD_FAILED when S3 refuses the data or the object does not match the
         file; CANCELLED when `cancel` is set; LEASE_LOST when `confirm` says no (the upload aborted either way)."""
-        if MEDIA_NAME not in files:
-            raise RecorderError(ErrorCode.INVALID_ARGUMENT, f"nothing to store: no {MEDIA_NAME} among {sorted(files)}")
-        for name, path in files.items():
-            if not path.is_file():
-                raise RecorderError(ErrorCode.UPLOAD_FAILED, f"{name}: {path} does not exist")
-        objects = [self._plan(name, files[name]) for name in _ordered(files)]
-        if call.growing is not None:
-            objects[0] = self._adopt(call.growing, objects[0])
-        state = PendingUpload(
-            recording_id=self.folder.recording_id,
-            attempt=self.folder.attempt,
-            bucket=self.bucket,
-            keep_local=self.settings.keep_local,
-            objects=objects,
-        )
-        store = PendingStore(self.settings.records_dir)
-        with store.lock(self.folder.recording_id, self.folder.attempt):
-            earlier = store.load(self.folder.recording_id, self.folder.attempt)
-            if earlier is not None and same_plan(earlier, state):
-                state = earlier  # stored again after a crash: continue that upload instead of starting over
-            elif earlier is not None:
-                abort_all(earlier, self.settings, self.options)  # the same attempt's earlier plan: its own keys
-            store.save(state)
-            return run_transfer(
-                state,
-                store,
-                self.settings,
-                self.options,
-                cancel=call.cancel,
-                confirm=call.confirm,
-                keep_files=call.keep_files,
+        growing, persisted = call.growing, False
+        try:
+            if MEDIA_NAME not in files:
+                raise RecorderError(
+                    ErrorCode.INVALID_ARGUMENT, f"nothing to store: no {MEDIA_NAME} among {sorted(files)}"
+                )
+            for name, path in files.items():
+                if not path.is_file():
+                    raise RecorderError(ErrorCode.UPLOAD_FAILED, f"{name}: {path} does not exist")
+            objects = [self._plan(name, files[name]) for name in _ordered(files)]
+            if growing is not None:
+                objects[0] = self._adopt(growing, objects[0])
+            state = PendingUpload(
+                recording_id=self.folder.recording_id,
+                attempt=self.folder.attempt,
+                bucket=self.bucket,
+                keep_local=self.settings.keep_local,
+                objects=objects,
             )
+            store = PendingStore(self.settings.records_dir)
+            with store.lock(self.folder.recording_id, self.folder.attempt):
+                earlier = store.load(self.folder.recording_id, self.folder.attempt)
+                if earlier is not None and same_plan(earlier, state):
+                    state = earlier  # stored again after a crash: continue that upload instead of starting over
+                elif earlier is not None:
+                    abort_all(earlier, self.settings, self.options)  # the same attempt's earlier plan: its own keys
+                store.save(state)
+                # From here the state owns the adopted upload: it is finished, resumed or aborted with it.
+                persisted = state.objects[0] is objects[0]
+                if growing is not None and not persisted:
+                    growing.cancel()  # an earlier plan of this attempt continues instead
+                return run_transfer(
+                    state,
+                    store,
+                    self.settings,
+                    self.options,
+                    cancel=call.cancel,
+                    confirm=call.confirm,
+                    keep_files=call.keep_files,
+                )
+        except BaseException:
+            if growing is not None and not persisted:
+                growing.cancel()  # in no state file: nobody else would ever abort its parts
+            raise
 
     def store_metadata(self, sidecar: Path, *, confirm: Confirm | None = None, keep_files: bool = False) -> str:
         """rec.json is small and comes last, so it needs no pending state: botocore's retries cover it, and what
@@ -155,7 +168,8 @@ class BucketDestination(Destination):
 
     def growing_upload(self) -> GrowingUpload:
         client = make_client(self.settings, self.options)
-        uploader = ObjectUploader(client, self.bucket, self.options, save=lambda: None)
+        halt = threading.Event()  # stops the parts in flight when the upload is handed over or dropped
+        uploader = ObjectUploader(client, self.bucket, self.options, save=lambda: None, cancel=halt)
         obj = ObjectUpload(
             name=MEDIA_NAME,
             path=self.folder.media.resolve(),
@@ -164,7 +178,7 @@ class BucketDestination(Destination):
             size=0,
             part_size=self.options.part_size,
         )
-        return GrowingUpload(uploader, obj)
+        return GrowingUpload(uploader, obj, halt)
 
     # -- internals ---------------------------------------------------------------------------------
 

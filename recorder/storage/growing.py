@@ -14,11 +14,14 @@ by the bucket's AbortIncompleteMultipartUpload rule); the HLS segments of live m
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import structlog
 
 from recorder.storage.pending import ObjectUpload
 from recorder.storage.poller import Poller
-from recorder.storage.upload import ObjectUploader
+from recorder.storage.upload import Cancelled, ObjectUploader
 
 log = structlog.get_logger(__name__)
 
@@ -28,10 +31,11 @@ POLL = 0.5
 class GrowingUpload:
     """`start()` while recording; `stop()` hands the upload over; `cancel()` leaves no parts behind."""
 
-    def __init__(self, uploader: ObjectUploader, obj: ObjectUpload, poll: float = POLL) -> None:
-        self.uploader = uploader
+    def __init__(self, uploader: ObjectUploader, obj: ObjectUpload, halt: threading.Event, poll: float = POLL) -> None:
+        self.uploader = uploader  # its cancel event is `halt`
         self.obj = obj
         self.poll = poll
+        self._halt = halt
         self._poller = Poller(self._send_ready, poll, "growing-upload")
 
     @property
@@ -49,16 +53,24 @@ class GrowingUpload:
         return self
 
     def _send_ready(self) -> None:
+        if self._halt.is_set():
+            return
         try:
             size = self.obj.path.stat().st_size
         except FileNotFoundError:
             return
-        self.uploader.send_ready_parts(self.obj, size)
+        with contextlib.suppress(Cancelled):  # halted mid-way: what was sent is recorded, the rest goes later
+            self.uploader.send_ready_parts(self.obj, size)
+
+    def _stop_following(self) -> None:
+        """Not one more part: parts in flight end, none is started, and the polling thread is joined."""
+        self._halt.set()
+        self._poller.halt()
 
     def stop(self) -> ObjectUpload | None:
         """Stop following; the upload so far for the destination to complete, or None (aborted) when it
         failed or never began."""
-        self._poller.halt()
+        self._stop_following()
         if self.error is not None:
             log.warning("growing upload stopped; the file is uploaded whole", key=self.key, error=self.error)
         if self.error is not None or self.obj.upload_id is None:
@@ -68,7 +80,7 @@ class GrowingUpload:
 
     def cancel(self) -> None:
         """Stop following and abort the multipart upload: no parts are left behind."""
-        self._poller.halt()
+        self._stop_following()
         try:
             self.uploader.abort(self.obj)
         except Exception as exc:

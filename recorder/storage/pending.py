@@ -27,8 +27,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contract.errors import RecorderError
 from contract.protocol import attempt_segment
-from recorder.attempt import FAILED_NAME, LOCK_NAME, OWNER_NAME, PENDING_NAME, AttemptFolder
+from recorder.attempt import FAILED_NAME, LOCK_NAME, OWNER_NAME, PENDING_NAME, AttemptFolder, check_recording_id
 
 
 class PartRecord(BaseModel):
@@ -134,7 +135,8 @@ class PendingStore:
         slots: list[Slot] = [(p.parent.name, None) for p in self.records_dir.glob(f"*/{PENDING_NAME}")]
         for p in self.records_dir.glob(f"*/attempt-*/{PENDING_NAME}"):
             number = p.parent.name.removeprefix("attempt-")
-            if number.isdigit() and int(number) >= 1 and p.parent.name == attempt_segment(int(number)):
+            well_formed = number.isdigit() and int(number) >= 1 and p.parent.name == attempt_segment(int(number))
+            if well_formed and _valid_id(p.parent.parent.name):  # a stray folder must not stop the whole scan
                 slots.append((p.parent.parent.name, int(number)))
         return sorted(slots, key=lambda slot: (slot[0], slot[1] or 0))
 
@@ -165,6 +167,14 @@ class PendingStore:
             return False
         with _flock(self.dir(recording_id, attempt) / OWNER_NAME, False) as free:
             return not free
+
+
+def _valid_id(name: str) -> bool:
+    try:
+        check_recording_id(name)
+    except RecorderError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -155,7 +155,7 @@ class Job:
             await self.streaming.start()
         finished = await self._record_and_finalize()
         if not await self._lease_settled():
-            return await self._keep_unreported(NEVER_CONFIRMED)
+            return await self._keep_unreported(NEVER_CONFIRMED, finished)
         if self.signal.dropped:
             await self.streaming.stop()
             return await self._drop()
@@ -163,7 +163,7 @@ class Job:
         if self.signal.dropped:
             return await self._drop()
         if self.undecided:  # the live upload's last step found the lease in doubt: upload nothing more
-            return await self._keep_unreported(NEVER_CONFIRMED)
+            return await self._keep_unreported(NEVER_CONFIRMED, finished)
         if finished is None or finished.mp4 is None or not finished.mp4.is_file():
             return await self._nothing_playable(finished)
 
@@ -177,6 +177,9 @@ class Job:
         except RecorderError as exc:
             await analysis
             return await self._storing_failed(exc, finished)
+        except BaseException:  # the job itself is being cancelled: the analysis is not waited for
+            analysis.cancel()
+            raise
         await analysis
         unwanted = self.signal.dropped or self.undecided
         if not (stored.pending or unwanted) and finished.sidecar is not None and finished.sidecar.is_file():
@@ -185,6 +188,8 @@ class Job:
             return await self._drop()
         if self.undecided:
             # rec.mp4 is in the bucket already (its lease was confirmed right before); rec.json is not.
+            if not (self.settings.keep_local or stored.location.startswith("file:")):
+                self.folder.media.unlink(missing_ok=True)  # verified in the bucket: not kept twice
             return await self._keep_unreported(NEVER_CONFIRMED, stored=stored.location)
         return await self._conclude(stored, finished)
 
@@ -241,14 +246,22 @@ class Job:
     async def _store_media(self, finished: Finished) -> StoredResult:
         """rec.mp4 stored, or pending after the worker gave up waiting for S3; raises what storage raised."""
         growing = self.streaming.take_growing()
-        stored = await asyncio.to_thread(
-            self.destination.store,
-            {MEDIA_NAME: self.folder.media},
-            cancel=self.signal.dropping,
-            confirm=self.lease_keeper.confirm_from_thread,
-            growing=growing,
-            keep_files=True,
-        )
+        try:
+            stored = await asyncio.to_thread(
+                self.destination.store,
+                {MEDIA_NAME: self.folder.media},
+                cancel=self.signal.dropping,
+                confirm=self.lease_keeper.confirm_from_thread,
+                growing=growing,
+                keep_files=True,
+            )
+        except (RecorderError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a full disk, a damaged state file: reported, and the files stay
+            self.log.exception("worker.storing_crashed")
+            raise RecorderError(
+                ErrorCode.INTERNAL, f"storing failed unexpectedly ({exc!r}); the files stay at {self.folder.root}"
+            ) from exc
         if stored.pending:
             stored = await self._wait_for_s3(stored, finished)
         return stored
@@ -300,7 +313,7 @@ class Job:
         if self.signal.dropped:
             return await self._drop()
         if exc.code == ErrorCode.LEASE_LOST:
-            return await self._keep_unreported(exc.message)
+            return await self._keep_unreported(exc.message, finished)
         return await self._report("failed", error=_info(exc), quality=finished.quality)
 
     # -- report ------------------------------------------------------------------------------------
@@ -346,10 +359,15 @@ class Job:
             "cancelled", error=ErrorInfo(code=ErrorCode.CANCELLED.value, message="cancelled through the API")
         )
 
-    async def _keep_unreported(self, why: str, *, stored: str | None = None) -> JobResult:
-        """The lease could be neither confirmed nor refused: keep every file where it is, upload and report
-        nothing. `stored`: where rec.mp4 already is when it was stored before the lease fell in doubt."""
+    async def _keep_unreported(
+        self, why: str, finished: Finished | None = None, *, stored: str | None = None
+    ) -> JobResult:
+        """The lease could be neither confirmed nor refused: keep every file where it is, with rec.json saying
+        what they are, upload and report nothing. `stored`: where rec.mp4 already is when it was stored before
+        the lease fell in doubt."""
         await self.lease_keeper.stop()
+        if finished is not None and finished.sidecar is None:
+            await self.recorder.complete(finished, analyze=False)
         location = stored or self.folder.root.resolve().as_uri()
         self.log.error("worker.recording_kept_unreported", why=why, location=location, kept=str(self.folder.root))
         return JobResult(self.recording_id, None, location=location)

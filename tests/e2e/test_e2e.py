@@ -339,6 +339,19 @@ async def test_no_state_crosses_between_consecutive_recordings_on_one_worker(
     assert report["session"] == "{}", report
 
 
+def capturing(recording_id: str) -> list[int]:
+    """FFmpeg processes still writing this recording's files."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"ffmpeg") and f"/{recording_id}/".encode() in cmdline:
+            found.append(int(pid))
+    return found
+
+
 async def test_live_upload_keeps_all_but_the_last_segment_when_the_worker_is_killed(
     farm: Callable[..., OrchestratorProcess], api: Callable[[OrchestratorProcess], Api], s3: S3Env, tmp_path: Path
 ) -> None:
@@ -371,7 +384,8 @@ async def test_live_upload_keeps_all_but_the_last_segment_when_the_worker_is_kil
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)
     os.kill(pool_state(tmp_path / "records")[rec["worker"]], signal.SIGKILL)
-    await asyncio.sleep(3)  # FFmpeg, told by its parent's death, closes its files
+    await asyncio.sleep(3)  # FFmpeg dies with its parent; the segments it finished are on disk
+    assert not capturing(rid), "the killed worker's FFmpeg died with it"
 
     local = sorted((tmp_path / "records" / rid).glob("attempt-*/live/seg_*.ts"))
     assert len(local) >= 4, local

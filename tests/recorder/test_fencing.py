@@ -244,16 +244,18 @@ class SlowRecorder:
         report("finalizing", Progress(elapsed=time.time() - first, first_frame_at=first))
         mp4 = out_dir / "rec.mp4"
         mp4.write_bytes(os.urandom(max(0, self.size - len(self.marker))) + self.marker)
-        sidecar = out_dir / "rec.json"
-        sidecar.write_text(json.dumps({"marker": self.marker.decode()}))
-        return _Output(mp4=mp4, sidecar=sidecar, progress=Progress(elapsed=time.time() - first))
+        return _Output(mp4=mp4, sidecar=None, progress=Progress(elapsed=time.time() - first), folder=folder)
 
     async def finalize(self, captured: Any) -> Any:
         """The capture is already the finished recording here."""
         return captured
 
-    async def complete(self, finished: Any) -> None:
-        finished.quality = {"fps": 30.0}
+    async def complete(self, finished: Any, *, analyze: bool = True) -> None:
+        """As the real one: the analysis (when asked), then rec.json, written once."""
+        if analyze:
+            finished.quality = {"fps": 30.0}
+        finished.sidecar = finished.folder.metadata
+        finished.sidecar.write_text(json.dumps({"marker": self.marker.decode()}))
 
 
 @dataclass
@@ -266,6 +268,7 @@ class _Output:
     stopped_by: str = "stop"
     blocked: None = None  # no egress guard here
     files: dict[str, Path] = field(default_factory=dict)
+    folder: AttemptFolder | None = None
 
 
 class ScriptedClient:
@@ -355,6 +358,7 @@ async def test_a_worker_cut_off_for_one_ttl_stops_capturing_and_keeps_its_file_u
             result = await asyncio.wait_for(run, 30)
             assert result.outcome is None and client.reports == []
             assert mp4.is_file() and result.location == mp4.parent.resolve().as_uri()
+            assert json.loads((mp4.parent / "rec.json").read_text()) == {"marker": "worker-a"}, "rec.json says what"
             assert s3_gate.requests == []
     finally:
         if not run.done():

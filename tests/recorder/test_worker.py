@@ -123,8 +123,10 @@ class StandInRecorder:
         """The capture is already the finished recording here."""
         return captured
 
-    async def complete(self, finished: Result) -> None:
+    async def complete(self, finished: Result, *, analyze: bool = True) -> None:
         """The deferred analysis: it reads rec.mp4 while storage runs, then rec.json gains its quality report."""
+        if not analyze:
+            return
         assert finished.mp4 is not None
         assert (await asyncio.to_thread(finished.mp4.read_bytes)).endswith(finished.recording_id.encode())
         self.completed.append(finished.recording_id)

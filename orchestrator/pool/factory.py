@@ -6,6 +6,7 @@ once the orchestrator exists, because it reads the scheduler's worker registry a
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import __version__
@@ -15,6 +16,9 @@ from orchestrator.pool.backend import PoolBackend
 from orchestrator.pool.local import LocalBackend, default_capacity
 from orchestrator.pool.policy import PoolConfig
 from orchestrator.pool.predictive import PredictiveSpare
+
+# What `recorder worker` imports beyond the contract (the `recorder` extra), by module name.
+RECORDER_NEEDS = ("recorder", "playwright", "pulsectl", "ffmpeg", "boto3", "numpy", "dns")
 
 if TYPE_CHECKING:
     from orchestrator.app import Orchestrator
@@ -39,11 +43,24 @@ def with_pool_defaults(settings: OrchestratorSettings) -> OrchestratorSettings:
 
 def make_backend(settings: OrchestratorSettings) -> PoolBackend:
     if settings.pool_backend == "kubernetes":
+        if importlib.util.find_spec("kubernetes_asyncio") is None:
+            raise ValueError(
+                "POOL_BACKEND=kubernetes needs the Kubernetes client: pip install 'recorder-farm[kubernetes]'"
+            )
         from orchestrator.pool.kubernetes import KubernetesBackend
 
         return KubernetesBackend()
     if settings.port == 0:
         raise ValueError("the local pool needs a fixed ORCHESTRATOR_PORT: its workers are told where to connect")
+    missing = [name for name in RECORDER_NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
+        # The orchestrator installs without the recorder's libraries (the `orchestrator` extra); a local pool
+        # would start workers that cannot run, over and over.
+        raise ValueError(
+            f"the local pool runs `recorder worker` on this machine, but {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed here: pip install 'recorder-farm[recorder]', "
+            "or set POOL_BACKEND=kubernetes"
+        )
     return LocalBackend(
         orchestrator_url=local_url(settings),
         worker_token=settings.worker_token,

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client import ApiClient, Configuration
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.pool.kubernetes_template import OwnerRef
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -80,6 +82,11 @@ class KubernetesSettings(BaseSettings):
 
 async def api_client(settings: KubernetesSettings) -> ApiClient:
     """An API client from the kubeconfig if one is named, else in-cluster, else ~/.kube/config."""
+    # Imported here: the settings above are read by every orchestrator (its variable check), and the
+    # client library is installed only with the `kubernetes` extra.
+    from kubernetes_asyncio import config as kube_config
+    from kubernetes_asyncio.client import ApiClient, Configuration
+
     cfg = Configuration()
     if settings.kubeconfig:
         await kube_config.load_kube_config(

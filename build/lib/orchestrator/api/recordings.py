@@ -1,0 +1,139 @@
+"""Public recording routes: create, read, list, stop, cancel and media."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from aiohttp import web
+from pydantic import Field, StringConstraints
+
+from orchestrator.api.context import CLIENT, CONTEXT
+from orchestrator.api.parsing import parse_body, query_bool, query_int, query_value
+from orchestrator.api.responses import error_response, json_model
+from orchestrator.api.routing import Param, Reply, documented
+from orchestrator.api.views import Recording, RecordingList
+from orchestrator.media import LocalFile
+from orchestrator.request import CreateRecording
+from orchestrator.service import MAX_IDEMPOTENCY_KEY, MAX_PAGE, parse_statuses
+from orchestrator.states import State
+
+routes = web.RouteTableDef()
+
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+# A suffix range of zero bytes asks for nothing: RFC 9110 calls it unsatisfiable (aiohttp would send all).
+_EMPTY_SUFFIX = re.compile(r"^\s*bytes\s*=\s*-0+\s*$", re.IGNORECASE)
+
+IDEMPOTENCY_KEY = Param(
+    "Idempotency-Key",
+    Annotated[str, StringConstraints(min_length=1, max_length=MAX_IDEMPOTENCY_KEY)],
+    "the same key and body return the same recording; another body is a 409",
+    location="header",
+)
+STATUS = Param(
+    "status", Annotated[list[State], Field(min_length=1)], "one or more states, comma-separated", comma_separated=True
+)
+LIMIT = Param("limit", Annotated[int, Field(ge=1, le=MAX_PAGE)], "recordings per page", default=50)
+CURSOR = Param("cursor", str, "next_cursor of the previous page")
+KEEP = Param("keep", bool, "keep (finalize and upload) what was recorded so far", default=False)
+
+_RECORDING = Reply(202, "the recording, as changed", Recording)
+_NOSNIFF_DOC = {"X-Content-Type-Options": "nosniff: browsers must not guess another type"}
+
+
+@routes.post("/v1/recordings")
+@documented(
+    "Queue a recording",
+    Reply(
+        202,
+        "queued (or the earlier recording for this Idempotency-Key)",
+        Recording,
+        headers={"Location": "where the recording is", "Idempotent-Replayed": "true when an earlier one is returned"},
+    ),
+    body=CreateRecording,
+    params=(IDEMPOTENCY_KEY,),
+    errors=("invalid_url", "url_not_allowed", "url_unresolvable", "idempotency_conflict"),
+)
+async def create_recording(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    body = await parse_body(request, CreateRecording, {"max_duration": ctx.settings.max_duration})
+    row, created = await ctx.service.create(body, request.headers.get(IDEMPOTENCY_KEY.name), request[CLIENT])
+    headers = {"Location": f"/v1/recordings/{row.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return json_model(ctx.render(row), status=202, headers=headers)
+
+
+@routes.get("/v1/recordings")
+@documented(
+    "List recordings, newest first",
+    Reply(200, "a page of recordings", RecordingList),
+    params=(STATUS, LIMIT, CURSOR),
+    errors=("validation_error",),
+)
+async def list_recordings(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    rows, next_cursor = await ctx.service.list(
+        parse_statuses(query_value(request, STATUS.name)),
+        query_int(request, LIMIT.name, LIMIT.default),
+        request.query.get(CURSOR.name) or None,
+        request[CLIENT],
+    )
+    return json_model(RecordingList(items=[ctx.render(r) for r in rows], next_cursor=next_cursor))
+
+
+@routes.get("/v1/recordings/{id}")
+@documented("One recording", Reply(200, "the recording", Recording), errors=("not_found",))
+async def get_recording(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    return json_model(ctx.render(await ctx.service.get(request.match_info["id"], request[CLIENT])))
+
+
+@routes.post("/v1/recordings/{id}/stop")
+@documented(
+    "Stop gracefully: the recording is finalized, uploaded and completed",
+    _RECORDING,
+    errors=("not_found", "illegal_transition"),
+)
+async def stop_recording(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    return json_model(ctx.render(await ctx.service.stop(request.match_info["id"], request[CLIENT])), status=202)
+
+
+@routes.delete("/v1/recordings/{id}")
+@documented(
+    "Cancel: a queued recording never starts; an active one stops and ends cancelled",
+    _RECORDING,
+    params=(KEEP,),
+    errors=("not_found", "illegal_transition", "validation_error"),
+)
+async def cancel_recording(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    keep = query_bool(request, KEEP.name, KEEP.default)
+    return json_model(ctx.render(await ctx.service.cancel(request.match_info["id"], keep, request[CLIENT])), status=202)
+
+
+@routes.get("/v1/recordings/{id}/media")
+@documented(
+    "The MP4: a redirect to a presigned S3 URL, or the local file (HTTP Range supported)",
+    Reply(200, "the file", media_type="video/mp4", headers=_NOSNIFF_DOC),
+    Reply(206, "the requested byte range", media_type="video/mp4", headers=_NOSNIFF_DOC),
+    Reply(302, "a presigned S3 URL", media_type=None, headers={"Location": "the presigned URL", **_NOSNIFF_DOC}),
+    errors=("not_found", "media_not_ready", "range_not_satisfiable"),
+)
+async def recording_media(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    row = await ctx.service.get(request.match_info["id"], request[CLIENT])
+    where = await ctx.media.locate(row)
+    if isinstance(where, LocalFile):
+        if _EMPTY_SUFFIX.match(request.headers.get("Range", "")):
+            return error_response(
+                "range_not_satisfiable",
+                "Range bytes=-0 selects no bytes; ask for bytes=-N with N > 0, or bytes=START-",
+                headers={**NOSNIFF, "Content-Range": f"bytes */{where.path.stat().st_size}"},
+            )
+        return web.FileResponse(
+            where.path,
+            headers={**NOSNIFF, "Content-Disposition": f'inline; filename="{row.id}{where.path.suffix}"'},
+        )
+    raise web.HTTPFound(where.url, headers=NOSNIFF)

@@ -1,0 +1,162 @@
+"""What the API answers and the webhooks send: the response shapes, and the one mapping from the store's
+row to the public `Recording`. Unknown fields are rejected here too, so the shapes stay exact."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contract.protocol import ErrorInfo, Progress, UploadTarget
+from orchestrator.request import CreateRecording
+from orchestrator.states import State
+from orchestrator.store.base import RecordingRow
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Timestamps(_Model):
+    """When the recording last entered each state (a retry re-enters queued and starting)."""
+
+    queued: datetime | None = None
+    starting: datetime | None = None
+    recording: datetime | None = None
+    finalizing: datetime | None = None
+    uploading: datetime | None = None
+    completed: datetime | None = None
+    failed: datetime | None = None
+    cancelled: datetime | None = None
+    first_frame: datetime | None = Field(default=None, description="first captured frame, as the worker saw it")
+
+
+class Recording(_Model):
+    id: str
+    owner: str | None = Field(
+        default=None, description="the caller (API_TOKENS name) that created it; null for recordings from before names"
+    )
+    status: State
+    created_at: datetime
+    updated_at: datetime
+    timestamps: Timestamps
+    attempts: int = Field(description="leases granted so far; a lapsed lease is retried up to max_attempts")
+    max_attempts: int
+    worker: str | None = Field(default=None, description="worker holding (or that last held) the lease")
+    requested_action: Literal["stop", "cancel"] | None = Field(
+        default=None, description="what the API asked the worker to do; it happens at the next heartbeat"
+    )
+    keep_file: bool = Field(default=True, description="false when a cancel asked for the file to be discarded")
+    duration: float = Field(description="the effective max_duration in seconds")
+    upload: UploadTarget
+    location: str | None = Field(default=None, description="s3://bucket/key or file:///path of rec.mp4")
+    metadata_location: str | None = None
+    media_url: str | None = Field(default=None, description="GET it for the media (redirect or stream)")
+    quality: dict[str, Any] | None = None
+    progress: Progress | None = None
+    error: ErrorInfo | None = None
+    request: CreateRecording
+
+
+class RecordingList(_Model):
+    items: list[Recording]
+    next_cursor: str | None = Field(default=None, description="pass as ?cursor= for the next page; null at the end")
+
+
+class PoolWorker(_Model):
+    id: str
+    state: Literal["starting", "idle", "busy", "failed"]
+    retiring: bool = False
+    last_seen: datetime | None = None
+    idle_since: datetime | None = None
+    recordings: list[str] = Field(
+        default_factory=list,
+        description="the caller's own recordings this worker holds leases on (the admin token sees all)",
+    )
+    reason: str | None = Field(
+        default=None,
+        description="why the backend reports the worker failed; the worker's own words after it (its last log"
+        " line, its termination message) only for the admin token",
+    )
+    browser_sandbox: bool | None = Field(
+        default=None,
+        description="whether the worker's Chromium runs sandboxed (false: it logged why); null: not reported yet",
+    )
+
+
+class PoolView(_Model):
+    workers: list[PoolWorker]
+    idle: int
+    busy: int
+    starting: int
+    queued: int
+    active: int = Field(description="recordings leased right now")
+    capacity: int | None = Field(description="most recordings leased at once (POOL_CAPACITY); null: no limit")
+    min: int
+    max: int
+    spare: int
+    draining: bool = Field(description="true while shutting down: no new leases")
+
+
+class ErrorDetail(_Model):
+    field: str
+    message: str
+
+
+class Error(_Model):
+    code: str = Field(description="stable, machine-readable")
+    message: str = Field(description="what happened and what to change")
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorBody(_Model):
+    error: Error
+
+
+class Health(_Model):
+    status: Literal["ok", "unavailable"]
+    detail: str | None = None
+
+
+class WebhookEvent(_Model):
+    """POSTed to a recording's webhook_url on every state change; `event_id` is the idempotency key."""
+
+    event_id: str
+    type: Literal["recording.state_changed"] = "recording.state_changed"
+    recording_id: str
+    old_state: State | None = Field(description="null for the event that creates the recording")
+    new_state: State
+    occurred_at: datetime
+    recording: Recording
+
+
+def utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def to_recording(row: RecordingRow, max_attempts: int) -> Recording:
+    """How a stored recording is shown, to its caller and in webhook events alike."""
+    error = ErrorInfo(code=row.error_code, message=row.error_message or "") if row.error_code else None
+    return Recording(
+        id=row.id,
+        owner=row.owner,
+        status=row.status,
+        created_at=utc(row.created_at),
+        updated_at=utc(row.updated_at),
+        timestamps=Timestamps(**{name: utc(ts) for name, ts in row.timestamps.items()}),
+        attempts=row.attempts,
+        max_attempts=max_attempts,
+        worker=row.worker,
+        requested_action=row.requested_action,
+        keep_file=row.keep_file,
+        duration=float(row.spec["duration"]),
+        upload=UploadTarget.model_validate(row.upload, context={"stored": True}),
+        location=row.location,
+        metadata_location=row.metadata_location,
+        media_url=f"/v1/recordings/{row.id}/media" if row.location else None,
+        quality=row.quality,
+        progress=Progress.model_validate(row.progress) if row.progress else None,
+        error=error,
+        request=CreateRecording.model_validate(row.request, context={"stored": True}),
+    )

@@ -1,0 +1,285 @@
+"""Orchestrator configuration, in one place.
+
+Every field is read from the environment variable named in its alias and can be overridden by the
+matching `orchestrator serve --flag` (the flag is the field name with dashes, see `cli.py`). Names
+shared with the recorder (RECORDS_DIR, S3_*, WORKER_TOKEN) mean the same thing on both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contract.envcheck import URL_ALLOWLIST_HELP, CommaList, UrlAllowlist
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+# A caller's name: it owns recordings, scopes idempotency keys and picks a webhook secret.
+CALLER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+ADMIN = "admin"
+# The caller of an API with no tokens (loopback only); no named caller may take it and inherit its rows.
+ANONYMOUS = "anonymous"
+
+
+def derived_name(token: str) -> str:
+    """The name of a bare token (no `name:`): stable, and saying nothing about the token."""
+    return "token-" + hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+def named_entries(entries: list[str], variable: str, what: str) -> dict[str, str]:
+    """`name:value` entries (a bare `value` gets a derived name) as {name: value}; ValueError names the
+    variable and the entry to fix."""
+    named: dict[str, str] = {}
+    for position, entry in enumerate(entries, start=1):
+        name, sep, value = entry.partition(":")
+        name, value = (name.strip(), value.strip()) if sep else (derived_name(entry), entry)
+        if not value:
+            raise ValueError(f"{variable} entry {position} ({name!r}) has no {what} after the ':'")
+        if not CALLER_NAME.fullmatch(name):
+            raise ValueError(
+                f"{variable} entry {position}: name {name!r} must be 1-64 letters, digits, '.', '_' or '-',"
+                " starting with a letter or digit"
+            )
+        if name in (ADMIN, ANONYMOUS):
+            owner = "API_ADMIN_TOKEN" if name == ADMIN else "the caller of an API with no tokens"
+            raise ValueError(f"{variable} entry {position}: the name {name!r} is reserved for {owner}")
+        if name in named:
+            raise ValueError(f"{variable} names {name!r} twice; every caller needs its own name")
+        named[name] = value
+    return named
+
+
+class OrchestratorSettings(BaseSettings):
+    model_config = SettingsConfigDict(validate_by_name=True, validate_by_alias=True, extra="ignore")
+
+    # HTTP
+    host: str = Field(default="127.0.0.1", validation_alias=_env("ORCHESTRATOR_HOST"), description="bind address")
+    port: int = Field(default=8080, ge=0, le=65535, validation_alias=_env("ORCHESTRATOR_PORT"))
+    api_tokens: CommaList = Field(
+        default_factory=list,
+        validation_alias=_env("API_TOKENS"),
+        description="bearer tokens for the public API, comma-separated `name:token` (a bare token is named"
+        " token-<8 hex of its sha256>); each name sees only its own recordings",
+    )
+    api_admin_token: str | None = Field(
+        default=None,
+        validation_alias=_env("API_ADMIN_TOKEN"),
+        description="bearer token that sees and acts on every caller's recordings",
+    )
+    worker_token: str | None = Field(
+        default=None, validation_alias=_env("WORKER_TOKEN"), description="bearer token for /v1/worker/*"
+    )
+    url_allowlist: UrlAllowlist = Field(
+        default_factory=list, validation_alias=_env("URL_ALLOWLIST"), description=URL_ALLOWLIST_HELP
+    )
+
+    # storage
+    records_dir: Path = Field(default=Path("records"), validation_alias=_env("RECORDS_DIR"))
+    state_dir: Path = Field(
+        default=Path("state"),
+        validation_alias=_env("ORCHESTRATOR_STATE_DIR"),
+        description="the orchestrator's own files (the SQLite store); keep it outside RECORDS_DIR",
+    )
+    db: Path | None = Field(
+        default=None,
+        validation_alias=_env("ORCHESTRATOR_DB"),
+        description="SQLite file; default ORCHESTRATOR_STATE_DIR/orchestrator.db",
+    )
+    db_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        validation_alias=_env("ORCHESTRATOR_DB_SYNCHRONOUS"),
+        description="FULL: a transition survives power loss once acknowledged; NORMAL: survives a process crash",
+    )
+    s3_bucket: str | None = Field(default=None, validation_alias=_env("S3_BUCKET"))
+    s3_prefix: str = Field(default="recordings", validation_alias=_env("S3_PREFIX"))
+    s3_endpoint_url: str | None = Field(default=None, validation_alias=_env("S3_ENDPOINT_URL"))
+    s3_bucket_allowlist: CommaList = Field(
+        default_factory=list,
+        validation_alias=_env("S3_BUCKET_ALLOWLIST"),
+        description="buckets a request's upload.bucket may name, comma-separated; default: S3_BUCKET only",
+    )
+    media_url_ttl: int = Field(
+        default=3600, ge=60, le=7 * 24 * 3600, validation_alias=_env("ORCHESTRATOR_MEDIA_URL_TTL")
+    )
+
+    # recordings
+    max_duration: float = Field(
+        default=4 * 3600.0,
+        gt=0,
+        le=24 * 3600.0,
+        validation_alias=_env("ORCHESTRATOR_MAX_DURATION"),
+        description="upper bound in seconds for a request's max_duration",
+    )
+    default_duration: float = Field(
+        default=3600.0,
+        gt=0,
+        validation_alias=_env("ORCHESTRATOR_DEFAULT_DURATION"),
+        description="max_duration when a request gives none (capped by max_duration)",
+    )
+
+    # leases
+    # Four missed heartbeats; with the 2 s check a dead worker is noticed within 14 s.
+    lease_ttl: float = Field(default=12.0, gt=0, validation_alias=_env("ORCHESTRATOR_LEASE_TTL"))
+    heartbeat_interval: float = Field(default=3.0, gt=0, validation_alias=_env("ORCHESTRATOR_HEARTBEAT_INTERVAL"))
+    lease_check_interval: float = Field(default=2.0, gt=0, validation_alias=_env("ORCHESTRATOR_LEASE_CHECK_INTERVAL"))
+    max_attempts: int = Field(default=3, ge=1, validation_alias=_env("ORCHESTRATOR_MAX_ATTEMPTS"))
+    shutdown_grace: float = Field(
+        default=30.0,
+        ge=0,
+        validation_alias=_env("ORCHESTRATOR_SHUTDOWN_GRACE"),
+        description="on SIGTERM, how long running recordings may go on before they are told to stop",
+    )
+    shutdown_stop_wait: float = Field(
+        default=60.0,
+        ge=0,
+        validation_alias=_env("ORCHESTRATOR_SHUTDOWN_STOP_WAIT"),
+        description="after telling recordings to stop, how long to wait for their reports",
+    )
+
+    # webhooks
+    webhook_secret: str | None = Field(default=None, validation_alias=_env("ORCHESTRATOR_WEBHOOK_SECRET"))
+    webhook_secrets: CommaList = Field(
+        default_factory=list,
+        validation_alias=_env("ORCHESTRATOR_WEBHOOK_SECRETS"),
+        description="per-caller webhook secrets, comma-separated `name:secret`; others use ORCHESTRATOR_WEBHOOK_SECRET",
+    )
+    webhook_attempts: int = Field(default=8, ge=1, le=30, validation_alias=_env("ORCHESTRATOR_WEBHOOK_ATTEMPTS"))
+    webhook_backoff: float = Field(
+        default=1.0,
+        gt=0,
+        validation_alias=_env("ORCHESTRATOR_WEBHOOK_BACKOFF"),
+        description="first retry delay in seconds; doubles per attempt, with jitter, capped at 5 minutes",
+    )
+    webhook_timeout: float = Field(default=10.0, gt=0, validation_alias=_env("ORCHESTRATOR_WEBHOOK_TIMEOUT"))
+
+    # pool
+    pool_backend: Literal["local", "kubernetes", "none"] = Field(
+        default="local",
+        validation_alias=_env("POOL_BACKEND"),
+        description="local: worker subprocesses; kubernetes: recorder pods; none: workers are started elsewhere",
+    )
+    pool_min: int = Field(default=0, ge=0, validation_alias=_env("POOL_MIN"))
+    pool_max: int = Field(default=4, ge=0, validation_alias=_env("POOL_MAX"))
+    pool_spare: int = Field(default=1, ge=0, validation_alias=_env("POOL_SPARE"))
+    pool_predictive: bool = Field(
+        default=False,
+        validation_alias=_env("POOL_PREDICTIVE"),
+        description="size the spare from recent arrivals and the hourly pattern (POOL_SPARE is then the floor)",
+    )
+    pool_idle_cooldown: float = Field(
+        default=60.0,
+        ge=0,
+        validation_alias=_env("POOL_IDLE_COOLDOWN"),
+        description="seconds a surplus worker stays idle before it is retired",
+    )
+    pool_start_timeout: float = Field(
+        default=180.0,
+        gt=0,
+        validation_alias=_env("POOL_START_TIMEOUT"),
+        description="a new worker that has not asked for work this long after it was started is replaced",
+    )
+    pool_capacity: int | None = Field(
+        default=None,
+        ge=1,
+        validation_alias=_env("POOL_CAPACITY"),
+        description="most recordings leased at once across all workers; unset: what this machine's cores"
+        " sustain with the local pool, no limit otherwise",
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", validation_alias=_env("ORCHESTRATOR_LOG_LEVEL")
+    )
+
+    @field_validator("worker_token", "api_admin_token", "webhook_secret", "s3_bucket", "s3_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("pool_capacity", mode="before")
+    @classmethod
+    def _empty_capacity(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _secure_when_exposed(self) -> OrchestratorSettings:
+        # Without tokens the API is open, which is only acceptable when nobody else can reach it.
+        callers = self.callers  # raises with the entry to fix
+        secrets = named_entries(self.webhook_secrets, "ORCHESTRATOR_WEBHOOK_SECRETS", "secret")
+        unknown = sorted(set(secrets) - set(callers) - {ADMIN})
+        if unknown:
+            raise ValueError(
+                f"ORCHESTRATOR_WEBHOOK_SECRETS names {', '.join(unknown)}, which API_TOKENS does not;"
+                f" callers: {', '.join(sorted(callers)) or 'none'}"
+            )
+        tokens = list(callers.values()) + [t for t in (self.api_admin_token, self.worker_token) if t]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError(
+                "API_TOKENS, API_ADMIN_TOKEN and WORKER_TOKEN share a token; give every caller and the workers"
+                " their own"
+            )
+        if not self.is_loopback:
+            missing = [
+                name
+                for name, value in (
+                    ("API_TOKENS", self.api_tokens or self.api_admin_token),
+                    ("WORKER_TOKEN", self.worker_token),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"ORCHESTRATOR_HOST={self.host} is reachable from other machines: set {' and '.join(missing)}"
+                    " (or bind to 127.0.0.1)"
+                )
+        if any(part in (".", "..") for part in self.s3_prefix.split("/")) or not self.s3_prefix.isprintable():
+            raise ValueError(f"S3_PREFIX {self.s3_prefix!r} has a '.' or '..' segment or a control character")
+        if self.pool_min > self.pool_max:
+            raise ValueError(f"POOL_MIN ({self.pool_min}) is above POOL_MAX ({self.pool_max})")
+        return self
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def callers(self) -> dict[str, str]:
+        """API callers by name: {name: token}."""
+        return named_entries(self.api_tokens, "API_TOKENS", "token")
+
+    @property
+    def caller_webhook_secrets(self) -> dict[str, str]:
+        return named_entries(self.webhook_secrets, "ORCHESTRATOR_WEBHOOK_SECRETS", "secret")
+
+    @property
+    def allowed_buckets(self) -> list[str]:
+        """Buckets an upload may go to: S3_BUCKET_ALLOWLIST, else the configured S3_BUCKET."""
+        if self.s3_bucket_allowlist:
+            return list(self.s3_bucket_allowlist)
+        return [self.s3_bucket] if self.s3_bucket else []
+
+    @property
+    def db_path(self) -> Path:
+        return self.db if self.db is not None else self.state_dir / "orchestrator.db"
+
+    @property
+    def legacy_db_path(self) -> Path:
+        """Where the store lived before ORCHESTRATOR_STATE_DIR: moved from there at start (see app.py)."""
+        return self.records_dir / "orchestrator.db"
+
+    @property
+    def effective_default_duration(self) -> float:
+        return min(self.default_duration, self.max_duration)

@@ -1,0 +1,73 @@
+"""Where a recording's media can be fetched: a presigned S3 URL, or a file under RECORDS_DIR.
+
+Only places the orchestrator derives itself are served (see `locations.py`): the local path is computed
+from RECORDS_DIR, the recording id and its attempt, never read from the row, and only the bucket the
+recording was leased to is presigned. A row whose stored location is anything else has no media, and
+so has a derived file that is a link (`Locations.servable`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from orchestrator.errors import Conflict, NotFound
+from orchestrator.locations import Locations, S3Object
+from orchestrator.states import State
+from orchestrator.store.base import RecordingRow
+
+log = structlog.get_logger("orchestrator.media")
+
+
+@dataclass(frozen=True)
+class Redirect:
+    url: str
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    path: Path
+
+
+class MediaLocator:
+    def __init__(self, locations: Locations, s3_endpoint_url: str | None, url_ttl: int) -> None:
+        self.locations = locations
+        self.s3_endpoint_url = s3_endpoint_url
+        self.url_ttl = url_ttl
+        self._s3 = None
+
+    async def locate(self, row: RecordingRow) -> Redirect | LocalFile:
+        if not row.location:
+            if row.status in (State.COMPLETED, State.CANCELLED, State.FAILED):
+                raise NotFound(f"recording {row.id} is {row.status} and has no media")
+            raise Conflict(
+                "media_not_ready", f"recording {row.id} is {row.status}; its media is available once completed"
+            )
+        where = self.locations.media(row.id, row.attempts, row.upload, row.location, legacy=row.legacy_layout)
+        if where is None:
+            log.warning("media_location_refused", recording_id=row.id, location=row.location)
+            raise NotFound(f"recording {row.id} has no media this server can serve")
+        if isinstance(where, S3Object):
+            return Redirect(await self._presign(where.bucket, where.key))
+        if self.locations.servable(where) is None:
+            if not (where.exists() or where.is_symlink()):
+                raise NotFound(f"recording {row.id}'s file no longer exists")
+            # A link (to the store, another recording, anything) where a worker should have left a file.
+            log.warning("media_link_refused", recording_id=row.id, path=str(where))
+            raise NotFound(f"recording {row.id} has no media this server can serve")
+        return LocalFile(where)
+
+    async def _presign(self, bucket: str, key: str) -> str:
+        return await asyncio.to_thread(self._presign_sync, bucket, key)
+
+    def _presign_sync(self, bucket: str, key: str) -> str:
+        if self._s3 is None:
+            import boto3  # only needed when recordings go to S3
+
+            self._s3 = boto3.client("s3", endpoint_url=self.s3_endpoint_url)
+        return self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.url_ttl
+        )

@@ -1,0 +1,134 @@
+"""Prometheus metrics of the orchestrator, in a registry of its own (several orchestrators can share a
+process in tests).
+
+No label takes a value a worker or caller chooses freely, so a hostile worker token cannot grow the
+series without bound: error codes outside the known set count as "other", block reasons outside
+`BLOCK_REASONS` as "other". The per-recording gauges are labelled with ids the orchestrator generates,
+set only for recordings a worker holds a lease on, and removed when the recording leaves its active
+states, so there are at most as many as recordings are leased at once. Worker ids are never labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from contract.errors import ErrorCode
+from contract.protocol import Progress
+from contract.security import BLOCK_REASONS
+from orchestrator.events import StateChange
+from orchestrator.states import TERMINAL, State
+
+# Error codes the orchestrator itself sets, besides the recorder's `ErrorCode`s.
+ORCHESTRATOR_CODES = frozenset({"invalid_report", "unknown"})
+FAILURE_CODES = frozenset(c.value for c in ErrorCode) | ORCHESTRATOR_CODES
+# A report claiming more denied requests than this for one reason is not believed.
+MAX_BLOCKED_PER_REPORT = 1_000_000
+
+
+def bounded(value: str, known: frozenset[str]) -> str:
+    """`value` when it is one of `known`, else "other": a label never takes an unbounded value."""
+    return value if value in known else "other"
+
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class OrchestratorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.pool_workers = Gauge("orchestrator_pool_workers", "Workers by state", ["state"], registry=r)
+        self.recordings = Gauge("orchestrator_recordings", "Recordings by state", ["state"], registry=r)
+        self.transitions = Counter(
+            "orchestrator_transitions_total", "State transitions", ["from_state", "to_state"], registry=r
+        )
+        self.start_latency = Histogram(
+            "orchestrator_start_latency_seconds",
+            "From the API request to the first captured frame",
+            buckets=(0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
+        self.fps = Gauge(
+            "orchestrator_recording_fps", "Captured fps per active recording", ["recording_id"], registry=r
+        )
+        self.dropped = Gauge(
+            "orchestrator_recording_dropped_frames", "Dropped frames per active recording", ["recording_id"], registry=r
+        )
+        self.speed = Gauge(
+            "orchestrator_recording_speed",
+            "Capture speed (1.0 = real time) per active recording",
+            ["recording_id"],
+            registry=r,
+        )
+        self.behind = Gauge(
+            "orchestrator_recording_behind", "1 while a capture is behind real time", ["recording_id"], registry=r
+        )
+        self.upload_bytes = Counter("orchestrator_upload_bytes_total", "Bytes of completed uploads", registry=r)
+        self.upload_seconds = Histogram(
+            "orchestrator_upload_seconds",
+            "Time recordings spent uploading",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.failures = Counter("orchestrator_failures_total", "Failed recordings by error code", ["code"], registry=r)
+        self.lapsed = Counter("orchestrator_leases_lapsed_total", "Leases lost to a silent worker", registry=r)
+        self.webhooks = Counter(
+            "orchestrator_webhook_deliveries_total",
+            "Webhook delivery attempts by result (delivered, retried, failed, dropped)",
+            ["result"],
+            registry=r,
+        )
+        self.blocked = Counter(
+            "recorder_blocked_requests_total",
+            "Requests of recorded pages the workers' egress guards denied, by reason (address class)",
+            ["reason"],
+            registry=r,
+        )
+        self._active: set[str] = set()
+
+    def on_state_change(self, change: StateChange) -> None:
+        self.transitions.labels(change.old.value if change.old else "none", change.new.value).inc()
+        row = change.recording
+        if change.new is State.FAILED:
+            self.failures.labels(bounded(row.error_code or "unknown", FAILURE_CODES)).inc()
+        if change.new in TERMINAL or change.new is State.QUEUED:
+            self.forget(row.id)
+        if change.new is State.COMPLETED and row.location and row.location.startswith("s3://"):
+            if row.progress:
+                self.upload_bytes.inc(float(row.progress.get("bytes") or 0))
+            started = row.timestamps.get("uploading")
+            if started is not None:
+                self.upload_seconds.observe(max(0.0, change.at - started))
+
+    def count_blocked(self, blocked: Mapping[str, int]) -> None:
+        """Add a finished recording's denied requests; unknown reasons count as "other", and negative or
+        absurd counts are ignored."""
+        for reason, count in blocked.items():
+            if isinstance(count, int) and 0 < count <= MAX_BLOCKED_PER_REPORT:
+                self.blocked.labels(bounded(reason, BLOCK_REASONS)).inc(count)
+
+    def observe_progress(self, recording_id: str, progress: Progress) -> None:
+        self._active.add(recording_id)
+        self.fps.labels(recording_id).set(progress.fps)
+        self.dropped.labels(recording_id).set(progress.dropped)
+        self.speed.labels(recording_id).set(progress.speed)
+        self.behind.labels(recording_id).set(1 if progress.behind else 0)
+
+    def forget(self, recording_id: str) -> None:
+        if recording_id in self._active:
+            self._active.discard(recording_id)
+            for gauge in (self.fps, self.dropped, self.speed, self.behind):
+                gauge.remove(recording_id)
+
+    def set_counts(self, recordings: Mapping[State, int], workers: Mapping[str, int]) -> None:
+        for state, n in recordings.items():
+            self.recordings.labels(state.value).set(n)
+        for state, n in workers.items():
+            self.pool_workers.labels(state).set(n)
+
+    def render(self) -> bytes:
+        """The orchestrator's own metrics, then the process-wide registry (process and runtime metrics,
+        and what pool backends count there, such as pod failures by reason)."""
+        return generate_latest(self.registry) + generate_latest(REGISTRY)

@@ -1,0 +1,1 @@
+"""The warm pool: the autoscaler policy and the backends that run workers."""

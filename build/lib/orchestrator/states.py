@@ -1,0 +1,52 @@
+"""The recording state machine: which state may follow which, and nothing else.
+
+    queued -> starting -> recording -> finalizing -> uploading -> completed
+                                                   (any active) -> failed | cancelled
+    (any active) -> queued        a lapsed lease, retried on another worker
+
+A worker may skip forward (a short recording can go from starting straight to finalizing, and its
+report from any active state to a final one); it never goes backwards. Final states are final.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    STARTING = "starting"
+    RECORDING = "recording"
+    FINALIZING = "finalizing"
+    UPLOADING = "uploading"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# Held by a worker under a lease, in pipeline order.
+ACTIVE: tuple[State, ...] = (State.STARTING, State.RECORDING, State.FINALIZING, State.UPLOADING)
+TERMINAL: frozenset[State] = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+_FINAL_OUTCOMES = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.QUEUED: frozenset({State.STARTING, State.CANCELLED}),
+    **{state: frozenset(ACTIVE[i + 1 :]) | _FINAL_OUTCOMES | {State.QUEUED} for i, state in enumerate(ACTIVE)},
+    State.COMPLETED: frozenset(),
+    State.FAILED: frozenset(),
+    State.CANCELLED: frozenset(),
+}
+
+
+def can(old: State, new: State) -> bool:
+    return new in TRANSITIONS[old]
+
+
+def is_forward(old: State, new: State) -> bool:
+    """True when `new` is a later pipeline stage than `old` (what a heartbeat may move a recording to)."""
+    return old in ACTIVE and new in ACTIVE and ACTIVE.index(new) > ACTIVE.index(old)
+
+
+def sources(new: State) -> frozenset[State]:
+    """Every state `new` may legally follow: the compare-and-set guard of a transition."""
+    return frozenset(old for old, targets in TRANSITIONS.items() if new in targets)

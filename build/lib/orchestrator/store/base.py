@@ -1,0 +1,110 @@
+"""The repository interface for recordings: narrow enough that PostgreSQL could replace SQLite.
+
+Every write is one short transaction, committed before the call returns, so whatever the API or a
+worker is told has already survived a crash. State changes are compare-and-set on the current state
+(and, for worker calls, on the lease), which is what keeps concurrent stop, cancel, heartbeat, report
+and lease-lapse decisions from overwriting each other.
+
+The writes that change a state (`create`, `claim_next`, `transition`) announce nothing themselves:
+the orchestrator makes them through `orchestrator.lifecycle.Lifecycle`, which publishes each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from orchestrator.states import State
+from orchestrator.store.row import Changes, RecordingRow
+
+
+@dataclass(frozen=True)
+class NewRecording:
+    id: str
+    request: dict[str, Any]
+    spec: dict[str, Any]
+    upload: dict[str, Any]
+    created_at: float
+    idempotency_key: str | None = None
+    # Hash of the normalised request: the same key with another body is a conflict.
+    fingerprint: str | None = None
+    # The caller's name (API_TOKENS); None only for rows created before callers had names.
+    owner: str | None = None
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key is taken by a recording created from a different request."""
+
+    def __init__(self, existing: RecordingRow) -> None:
+        super().__init__(f"idempotency key already used for {existing.id}")
+        self.existing = existing
+
+
+class RecordingStore(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise when the store cannot serve reads and writes."""
+
+    async def create(self, new: NewRecording) -> tuple[RecordingRow, bool]:
+        """Insert a queued recording; with an idempotency key already seen, return that one (created=False)
+        or raise IdempotencyConflict when its fingerprint differs."""
+
+    async def get(self, recording_id: str) -> RecordingRow | None: ...
+
+    async def get_by_lease(self, lease_id: str) -> RecordingRow | None: ...
+
+    async def list(
+        self, statuses: Collection[State] | None, limit: int, before_seq: int | None, owner: str | None = None
+    ) -> list[RecordingRow]:
+        """Newest first, keyset-paginated on `seq` so pages stay stable while recordings are added; with
+        `owner`, only that caller's recordings (None: everyone's)."""
+
+    async def transition(
+        self,
+        recording_id: str,
+        *,
+        from_states: Collection[State],
+        to: State,
+        at: float,
+        changes: Changes | None = None,
+        lease_id: str | None = None,
+        lease_expired_before: float | None = None,
+    ) -> RecordingRow | None:
+        """Move to `to` (stamping `<to>_at`) only if the current state is in `from_states` and the guards
+        hold; None when they do not (someone else moved it first)."""
+
+    async def update(
+        self,
+        recording_id: str,
+        changes: Changes,
+        *,
+        statuses: Collection[State] | None = None,
+        lease_id: str | None = None,
+    ) -> RecordingRow | None:
+        """Change fields without changing state, under the same guards as `transition`."""
+
+    async def claim_next(
+        self,
+        *,
+        worker_id: str,
+        lease_id: str,
+        at: float,
+        expires_at: float,
+        max_active: int | None = None,
+        shun_after: float | None = None,
+    ) -> RecordingRow | None:
+        """Atomically lease the oldest queued recording (queued -> starting, attempts + 1), unless
+        `max_active` recordings are leased already. With `shun_after`, skip recordings this worker
+        lost (its lease lapsed) that were queued again after that time."""
+
+    async def expired_leases(self, now: float) -> list[RecordingRow]:
+        """Active recordings whose lease expired before `now`."""
+
+    async def extend_leases(self, until: float) -> int:
+        """Push every active lease's expiry to at least `until` (a restarted orchestrator's grace)."""
+
+    async def count_by_status(self) -> dict[State, int]: ...

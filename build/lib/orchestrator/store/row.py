@@ -1,0 +1,93 @@
+"""A stored recording, column by column.
+
+Each field of `RecordingRow` carries its column in its annotation, and the store derives the rest from
+there: the table and its migrations, the mapping of a result row back to a `RecordingRow`, and how a
+value is written. `Changes` names the columns a caller may set; nothing else can be changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, TypedDict
+
+from orchestrator.states import State
+
+
+@dataclass(frozen=True)
+class Column:
+    """The field's SQL declaration, and the schema version that added it: a store from before that
+    version gets the column by ALTER TABLE, which is why a NOT NULL column added later needs a DEFAULT."""
+
+    sql: str
+    since: int = 1
+
+
+@dataclass(frozen=True)
+class Stamps:
+    """A field spread over one `<name>_at` column per name: when each milestone was first reached."""
+
+    names: tuple[str, ...]
+    sql: str = "REAL"
+    since: int = 1
+
+
+# Every state is stamped when a transition reaches it; the first frame when a heartbeat reports it.
+STAMPS = Stamps((*(s.value for s in State), "first_frame"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordingRow:
+    """A recording as stored; the table keeps the fields in this order."""
+
+    seq: Annotated[int, Column("INTEGER PRIMARY KEY AUTOINCREMENT")]
+    id: Annotated[str, Column("TEXT NOT NULL UNIQUE")]
+    status: Annotated[State, Column("TEXT NOT NULL")]
+    request: Annotated[dict[str, Any], Column("TEXT NOT NULL")]
+    spec: Annotated[dict[str, Any], Column("TEXT NOT NULL")]
+    upload: Annotated[dict[str, Any], Column("TEXT NOT NULL")]
+    idempotency_key: Annotated[str | None, Column("TEXT UNIQUE")]
+    # Hash of the normalised request: the same key with another body is a conflict.
+    fingerprint: Annotated[str | None, Column("TEXT")]
+    created_at: Annotated[float, Column("REAL NOT NULL")]
+    updated_at: Annotated[float, Column("REAL NOT NULL")]
+    timestamps: Annotated[dict[str, float], STAMPS]
+    attempts: Annotated[int, Column("INTEGER NOT NULL DEFAULT 0")]
+    worker: Annotated[str | None, Column("TEXT")]
+    lease_id: Annotated[str | None, Column("TEXT")]
+    lease_expires_at: Annotated[float | None, Column("REAL")]
+    last_heartbeat_at: Annotated[float | None, Column("REAL")]
+    avoid_worker: Annotated[str | None, Column("TEXT")]
+    requested_action: Annotated[str | None, Column("TEXT")]
+    keep_file: Annotated[bool, Column("INTEGER NOT NULL DEFAULT 1")]
+    location: Annotated[str | None, Column("TEXT")]
+    metadata_location: Annotated[str | None, Column("TEXT")]
+    quality: Annotated[dict[str, Any] | None, Column("TEXT")]
+    progress: Annotated[dict[str, Any] | None, Column("TEXT")]
+    error_code: Annotated[str | None, Column("TEXT")]
+    error_message: Annotated[str | None, Column("TEXT")]
+    # The caller's name (API_TOKENS); None only for rows created before callers had names.
+    owner: Annotated[str | None, Column("TEXT", since=2)]
+    # Stored before attempt folders existed: media may still be at the old place.
+    legacy_layout: Annotated[bool, Column("INTEGER NOT NULL DEFAULT 0", since=2)]
+
+
+class Changes(TypedDict, total=False):
+    """Columns a caller may set. A key left out leaves its column alone while None clears it, which is
+    the difference a partial update needs. `status` and the state stamps are not here: only a transition
+    moves a recording, and it stamps the time itself."""
+
+    attempts: int
+    worker: str | None
+    lease_id: str | None
+    lease_expires_at: float | None
+    last_heartbeat_at: float | None
+    avoid_worker: str | None
+    requested_action: str | None
+    keep_file: bool
+    location: str | None
+    metadata_location: str | None
+    quality: dict[str, Any] | None
+    progress: dict[str, Any] | None
+    error_code: str | None
+    error_message: str | None
+    first_frame_at: float

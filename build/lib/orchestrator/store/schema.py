@@ -1,0 +1,124 @@
+"""The `recordings` table, derived from the columns `RecordingRow` declares.
+
+The migrations, the encoding of values written and the mapping of a result row back to a
+`RecordingRow` all come from those declarations, so a column cannot be added to one and forgotten in
+another. A migration is what its version added: the columns declared with that `since`, then its steps.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from types import NoneType, UnionType
+from typing import Any, get_args, get_origin, get_type_hints
+
+from orchestrator.states import State
+from orchestrator.store.row import Changes, RecordingRow, Stamps
+
+_Codec = Callable[[Any], Any]
+_Reader = Callable[[sqlite3.Row], Any]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    sql: str
+    since: int
+    load: _Codec = _same
+    dump: _Codec = _same
+
+    def read(self, r: sqlite3.Row) -> Any:
+        value = r[self.name]
+        return None if value is None else self.load(value)
+
+    def write(self, value: Any) -> Any:
+        return None if value is None else self.dump(value)
+
+
+def _codec(hint: Any) -> tuple[_Codec, _Codec]:
+    """How a value of a field's type is kept: dicts as JSON text, flags as 0/1, states by name."""
+    kind = next(a for a in get_args(hint) if a is not NoneType) if isinstance(hint, UnionType) else hint
+    if get_origin(kind) is dict:
+        return json.loads, _json
+    if kind is bool:
+        return bool, int
+    if kind is State:
+        return State, str
+    return _same, _same
+
+
+def _fields() -> Iterator[tuple[str, _Reader, list[_Column]]]:
+    """Each field of `RecordingRow`: how it is read back from a result row, and the columns it spans."""
+    hints = get_type_hints(RecordingRow, include_extras=True)
+    for field in fields(RecordingRow):
+        declared = hints[field.name].__metadata__[0]
+        if isinstance(declared, Stamps):
+            stamps = {name: _Column(f"{name}_at", declared.sql, declared.since) for name in declared.names}
+
+            def read(r: sqlite3.Row, stamps: dict[str, _Column] = stamps) -> dict[str, float]:
+                return {name: value for name, column in stamps.items() if (value := column.read(r)) is not None}
+
+            yield field.name, read, list(stamps.values())
+        else:
+            column = _Column(field.name, declared.sql, declared.since, *_codec(hints[field.name].__origin__))
+            yield field.name, column.read, [column]
+
+
+_FIELDS = list(_fields())
+_READERS = {name: read for name, read, _ in _FIELDS}
+_COLUMNS = {column.name: column for _, _, columns in _FIELDS for column in columns}
+
+# What each schema version did besides adding its columns.
+_STEPS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE INDEX recordings_status_seq ON recordings (status, seq);",
+        "CREATE INDEX recordings_lease_id ON recordings (lease_id);",
+    ),
+    # Callers became tenants and files gained an attempt folder. Rows from before keep owner NULL (only
+    # the admin token sees them) and are marked legacy, so their media is still found where it was put.
+    2: (
+        "UPDATE recordings SET legacy_layout = 1;",
+        "CREATE INDEX recordings_owner_seq ON recordings (owner, seq);",
+    ),
+}
+
+
+def _migration(version: int) -> str:
+    added = [f"{c.name} {c.sql}" for c in _COLUMNS.values() if c.since == version]
+    if version == 1:
+        table = ["CREATE TABLE recordings (\n    " + ",\n    ".join(added) + "\n);"]
+    else:
+        table = [f"ALTER TABLE recordings ADD COLUMN {column};" for column in added]
+    return "\n".join([*table, *_STEPS.get(version, ())])
+
+
+# The script of each schema version, in order: PRAGMA user_version counts how many a store has run.
+MIGRATIONS = [_migration(v) for v in range(1, max(*_STEPS, *(c.since for c in _COLUMNS.values())) + 1)]
+
+
+def to_row(r: sqlite3.Row) -> RecordingRow:
+    return RecordingRow(**{name: read(r) for name, read in _READERS.items()})
+
+
+def encoded(values: Mapping[str, Any]) -> list[Any]:
+    """`values` (by column name) as SQLite keeps them."""
+    return [_COLUMNS[name].write(value) for name, value in values.items()]
+
+
+def assignments(changes: Changes | None) -> dict[str, Any]:
+    """`changes` as columns to set. A type checker already refuses any other key; this refuses it from a
+    caller that is not checked, before it reaches SQL."""
+    unknown = set(changes or {}) - Changes.__optional_keys__
+    if unknown:
+        raise ValueError(f"not a mutable recording field: {sorted(unknown)}")
+    return dict(changes or {})

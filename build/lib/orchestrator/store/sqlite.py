@@ -1,0 +1,318 @@
+"""The embedded store: SQLite in WAL mode through aiosqlite.
+
+One connection writes, another only reads, so API reads never wait behind a write and never see one
+that is not committed. `synchronous=FULL` by default: in WAL mode that fsyncs the log at every
+commit, so a transition the API acknowledged survives power loss, not just a process crash; NORMAL
+(configurable) keeps the latter guarantee at a fraction of the cost.
+
+Writes are group-committed: a single writer task takes every write waiting at that moment, runs each
+in its own savepoint inside one transaction, commits once, and only then answers them. Under load one
+fsync serves many requests; an idle store commits each write at once, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+
+from orchestrator.states import ACTIVE, State
+from orchestrator.store.base import IdempotencyConflict, NewRecording
+from orchestrator.store.row import Changes, RecordingRow
+from orchestrator.store.schema import MIGRATIONS, assignments, encoded, to_row
+
+_ACTIVE_SQL = ", ".join(f"'{s.value}'" for s in ACTIVE)
+
+T = TypeVar("T")
+_WriteOp = Callable[[aiosqlite.Connection], Awaitable[T]]
+
+
+class SQLiteStore:
+    def __init__(self, path: Path, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._w: aiosqlite.Connection | None = None
+        self._r: aiosqlite.Connection | None = None
+        self._queue: list[tuple[_WriteOp[Any], asyncio.Future[Any]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        # Every caller's requests (URLs with meeting passwords) are in here: a new store and a new folder
+        # for it are this user's alone, not readable by the unprivileged user Chromium runs as. SQLite
+        # gives the WAL and shared-memory files the mode of the database. Existing files keep theirs.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        self._w = await self._connect()
+        await self._w.execute("PRAGMA journal_mode=WAL")
+        await self._migrate(self._w)
+        self._r = await self._connect()
+        await self._r.execute("PRAGMA query_only=ON")
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA busy_timeout=5000")
+        await db.execute(f"PRAGMA synchronous={self.synchronous}")
+        return db
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        async with db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.wait([self._writer])
+        for db in (self._r, self._w):
+            if db is not None:
+                await db.close()
+        self._r = self._w = None
+
+    @property
+    def _reader(self) -> aiosqlite.Connection:
+        if self._r is None:
+            raise RuntimeError("store is not open")
+        return self._r
+
+    async def _write(self, op: _WriteOp[T]) -> T:
+        """Run `op` in the next group commit; return once that commit is durable."""
+        if self._w is None:
+            raise RuntimeError("store is not open")
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append((op, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name="sqlite-writer")
+        # Shielded: a caller that goes away does not take the write (or its batch) with it.
+        return await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        db = self._w
+        assert db is not None
+        while self._queue:
+            batch, self._queue = self._queue, []
+            outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                for op, done in batch:
+                    await db.execute("SAVEPOINT op")
+                    try:
+                        result = await op(db)
+                    except Exception as exc:
+                        await db.execute("ROLLBACK TO op")
+                        outcomes.append((done, None, exc))
+                    else:
+                        outcomes.append((done, result, None))
+                    await db.execute("RELEASE op")
+                await db.execute("COMMIT")
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    await db.execute("ROLLBACK")
+                outcomes = [(done, None, exc) for _, done in batch]
+            for done, result, error in outcomes:
+                if done.done():
+                    continue
+                if error is not None:
+                    done.set_exception(error)
+                else:
+                    done.set_result(result)
+
+    async def ping(self) -> None:
+        async with self._reader.execute("SELECT 1") as cur:
+            await cur.fetchone()
+        if self._w is None:
+            raise RuntimeError("store is not open")
+
+    async def create(self, new: NewRecording) -> tuple[RecordingRow, bool]:
+        async def op(db: aiosqlite.Connection) -> tuple[RecordingRow, bool]:
+            if new.idempotency_key is not None:
+                existing = await _one(db, "SELECT * FROM recordings WHERE idempotency_key = ?", new.idempotency_key)
+                if existing is not None:
+                    if existing.fingerprint != new.fingerprint:
+                        raise IdempotencyConflict(existing)
+                    return existing, False
+            values = asdict(new) | {
+                "status": State.QUEUED,
+                "updated_at": new.created_at,
+                f"{State.QUEUED.value}_at": new.created_at,
+            }
+            row = await _one(
+                db,
+                f"INSERT INTO recordings ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)}) RETURNING *",
+                *encoded(values),
+            )
+            assert row is not None
+            return row, True
+
+        return await self._write(op)
+
+    async def get(self, recording_id: str) -> RecordingRow | None:
+        return await _one(self._reader, "SELECT * FROM recordings WHERE id = ?", recording_id)
+
+    async def get_by_lease(self, lease_id: str) -> RecordingRow | None:
+        return await _one(self._reader, "SELECT * FROM recordings WHERE lease_id = ?", lease_id)
+
+    async def list(
+        self,
+        statuses: Collection[State] | None,
+        limit: int,
+        before_seq: int | None,
+        owner: str | None = None,
+    ) -> list[RecordingRow]:
+        where: list[str] = []
+        params: list[Any] = []
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        if statuses:
+            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+            params += [State(s).value for s in statuses]
+        if before_seq is not None:
+            where.append("seq < ?")
+            params.append(before_seq)
+        sql = "SELECT * FROM recordings"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        return await _all(self._reader, sql, *params, limit)
+
+    async def transition(
+        self,
+        recording_id: str,
+        *,
+        from_states: Collection[State],
+        to: State,
+        at: float,
+        changes: Changes | None = None,
+        lease_id: str | None = None,
+        lease_expired_before: float | None = None,
+    ) -> RecordingRow | None:
+        if not from_states:
+            return None
+        sets = {"status": to, "updated_at": at, f"{State(to).value}_at": at, **assignments(changes)}
+        return await self._guarded_update(recording_id, sets, from_states, lease_id, lease_expired_before)
+
+    async def update(
+        self,
+        recording_id: str,
+        changes: Changes,
+        *,
+        statuses: Collection[State] | None = None,
+        lease_id: str | None = None,
+    ) -> RecordingRow | None:
+        return await self._guarded_update(recording_id, assignments(changes), statuses, lease_id, None)
+
+    async def _guarded_update(
+        self,
+        recording_id: str,
+        sets: Mapping[str, Any],
+        statuses: Collection[State] | None,
+        lease_id: str | None,
+        lease_expired_before: float | None,
+    ) -> RecordingRow | None:
+        where, params = ["id = ?"], [recording_id]
+        if statuses is not None:
+            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+            params += [State(s).value for s in statuses]
+        if lease_id is not None:
+            where.append("lease_id = ?")
+            params.append(lease_id)
+        if lease_expired_before is not None:
+            where.append("lease_expires_at < ?")
+            params.append(lease_expired_before)
+        setting = ", ".join(f"{column} = ?" for column in sets)
+        sql = f"UPDATE recordings SET {setting} WHERE {' AND '.join(where)} RETURNING *"
+        return await self._write(lambda db: _one(db, sql, *encoded(sets), *params))
+
+    async def claim_next(
+        self,
+        *,
+        worker_id: str,
+        lease_id: str,
+        at: float,
+        expires_at: float,
+        max_active: int | None = None,
+        shun_after: float | None = None,
+    ) -> RecordingRow | None:
+        # Idle workers poll often; when nothing is queued that must not cost a write transaction.
+        async with self._reader.execute("SELECT 1 FROM recordings WHERE status = 'queued' LIMIT 1") as cur:
+            if await cur.fetchone() is None:
+                return None
+
+        async def op(db: aiosqlite.Connection) -> RecordingRow | None:
+            if max_active is not None:
+                async with db.execute(f"SELECT COUNT(*) FROM recordings WHERE status IN ({_ACTIVE_SQL})") as cur:
+                    (active,) = await cur.fetchone() or (0,)
+                if active >= max_active:
+                    return None
+            pick = "SELECT id FROM recordings WHERE status = 'queued'"
+            params: list[Any] = []
+            if shun_after is not None:
+                pick += " AND (avoid_worker IS NULL OR avoid_worker != ? OR queued_at <= ?)"
+                params += [worker_id, shun_after]
+            async with db.execute(pick + " ORDER BY seq LIMIT 1", params) as cur:
+                found = await cur.fetchone()
+            if found is None:
+                return None
+            return await _one(
+                db,
+                # The claim time was read before this write: never let it precede the queueing it follows.
+                """UPDATE recordings SET status = 'starting', starting_at = MAX(?, queued_at), updated_at = ?,
+                          attempts = attempts + 1, worker = ?, lease_id = ?, lease_expires_at = ?,
+                          last_heartbeat_at = ?, avoid_worker = NULL, progress = NULL
+                   WHERE id = ? AND status = 'queued' RETURNING *""",
+                at,
+                at,
+                worker_id,
+                lease_id,
+                expires_at,
+                at,
+                found[0],
+            )
+
+        return await self._write(op)
+
+    async def expired_leases(self, now: float) -> list[RecordingRow]:
+        return await _all(
+            self._reader,
+            f"SELECT * FROM recordings WHERE status IN ({_ACTIVE_SQL}) AND lease_expires_at < ? ORDER BY seq",
+            now,
+        )
+
+    async def extend_leases(self, until: float) -> int:
+        async def op(db: aiosqlite.Connection) -> int:
+            cur = await db.execute(
+                f"""UPDATE recordings SET lease_expires_at = ?
+                    WHERE status IN ({_ACTIVE_SQL}) AND (lease_expires_at IS NULL OR lease_expires_at < ?)""",
+                (until, until),
+            )
+            return cur.rowcount
+
+        return await self._write(op)
+
+    async def count_by_status(self) -> dict[State, int]:
+        async with self._reader.execute("SELECT status, COUNT(*) FROM recordings GROUP BY status") as cur:
+            rows = await cur.fetchall()
+        counts = dict.fromkeys(State, 0)
+        counts.update({State(status): n for status, n in rows})
+        return counts
+
+
+async def _one(db: aiosqlite.Connection, sql: str, *params: Any) -> RecordingRow | None:
+    async with db.execute(sql, params) as cur:
+        rows = await cur.fetchall()
+    return to_row(rows[0]) if rows else None
+
+
+async def _all(db: aiosqlite.Connection, sql: str, *params: Any) -> list[RecordingRow]:
+    async with db.execute(sql, params) as cur:
+        rows = await cur.fetchall()
+    return [to_row(r) for r in rows]

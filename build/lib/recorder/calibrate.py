@@ -1,0 +1,78 @@
+"""`recorder calibrate`: measure this machine's capture A/V offset with the sync clip and store it.
+
+Records the reference page (the sync clip in a 2x2 grid of moving tiles) with the offset currently in
+force, measures what is left between flashes and beeps, and stores the sum, so the next recordings land
+flash and beep together. Run it once per machine type (and after upgrading Chromium or FFmpeg).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import structlog
+
+from contract.spec import RecordingSpec
+from recorder.attempt import AttemptFolder
+from recorder.capture import calibration
+from recorder.config import RecorderSettings
+from recorder.pipeline import Recorder
+from recorder.reference.media import make_reference_media
+from recorder.reference.page import ReferencePage
+
+log = structlog.get_logger(__name__)
+
+MIN_MARKERS = 4
+
+
+async def measure_offset(settings: RecorderSettings, *, duration: float, runs: int) -> tuple[float, int]:
+    """Residual offset (ms, audio minus video) over `runs` recordings, weighted by markers found."""
+    total, markers = 0.0, 0
+    with tempfile.TemporaryDirectory(prefix="recorder-calibrate-") as tmp:
+        media = await asyncio.to_thread(make_reference_media, Path(tmp) / "media")
+        page = ReferencePage(media)
+        page.start()
+        try:
+            # The reference page is the recorder's own, on loopback: its egress guard may reach that, and only for this.
+            allow = [*settings.url_allowlist, f"127.0.0.1:{page.port}"]
+            own_page = settings.model_copy(update={"url_allowlist": allow})
+            async with Recorder(own_page) as recorder:
+                for run in range(runs):
+                    spec = RecordingSpec(url=page.url("/grid?tone=1000"), duration=duration)
+                    folder = AttemptFolder.under(Path(tmp), f"calibration-{run}")
+                    result = await recorder.record(spec, folder=folder)
+                    sync = (result.quality or {}).get("sync") or {}
+                    if result.error is not None or not sync.get("markers"):
+                        raise RuntimeError(f"calibration recording {run + 1} gave no sync markers: {result.error}")
+                    total += sync["mean_ms"] * sync["markers"]
+                    markers += sync["markers"]
+                    log.info("calibration run", run=run + 1, mean_ms=sync["mean_ms"], markers=sync["markers"])
+        finally:
+            page.stop()
+    return total / markers, markers
+
+
+async def run_calibration(settings: RecorderSettings, *, duration: float = 20.0, runs: int = 2) -> int:
+    applied = calibration.av_offset_ms(settings)
+    try:
+        residual, markers = await measure_offset(settings, duration=duration, runs=runs)
+    except RuntimeError as exc:
+        print(f"calibration failed: {exc}", file=sys.stderr)
+        return 1
+    if markers < MIN_MARKERS:
+        print(f"calibration failed: only {markers} sync markers; record longer (--duration)", file=sys.stderr)
+        return 1
+    saved = calibration.save(
+        settings.calibration_file,
+        applied + residual,
+        samples=markers,
+        fps=30,
+        note=f"measured {residual:+.1f} ms with {applied:+.1f} ms applied",
+    )
+    if settings.av_offset_ms is not None:
+        print("note: RECORDER_AV_OFFSET_MS is set and overrides the stored calibration", file=sys.stderr)
+    print(json.dumps({"file": str(settings.calibration_file), **saved.model_dump()}, indent=2))
+    return 0

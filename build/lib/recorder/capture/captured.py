@@ -1,0 +1,38 @@
+"""What a recording leaves for finalize: the capture file and the facts rec.json will tell about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from contract.errors import RecorderError
+from contract.protocol import Progress
+from contract.spec import RecordingSpec
+from recorder.attempt import AttemptFolder
+from recorder.egress.ledger import BlockedSummary
+from recorder.timings import Timings
+
+
+@dataclass
+class Captured:
+    """What one recording left on disk, before finalize.
+
+    It carries everything rec.json needs from the recorder (versions, the A/V correction applied), so
+    finalize works from this alone, on any thread, after the browser has moved on to the next page."""
+
+    folder: AttemptFolder
+    spec: RecordingSpec
+    capture_file: Path  # folder.capture(live=spec.live_upload)
+    progress: Progress
+    timings: Timings
+    stopped_by: str
+    error: RecorderError | None
+    blocked: BlockedSummary | None  # None when the egress guard is off
+    versions: dict[str, str]
+    av_offset_correction_ms: float
+    behind_real_time: bool = False
+
+    @property
+    def has_media(self) -> bool:
+        """FFmpeg wrote something; a failure before the first frame leaves no file or an empty one."""
+        return self.capture_file.is_file() and self.capture_file.stat().st_size > 0

@@ -1,0 +1,74 @@
+"""FFmpeg's `-progress` stream turned into `Progress`, plus the "falling behind real time" judgement."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from contract.protocol import Progress
+
+BEHIND_SPEED = 0.98
+BEHIND_FOR = 10.0  # seconds below speed or fps before a capture is flagged as behind
+
+
+@dataclass
+class ProgressTracker:
+    """Accumulates FFmpeg's key=value blocks; each `progress=` line closes a block."""
+
+    target_fps: float
+    started_at: float = field(default_factory=time.time)
+    progress: Progress = field(default_factory=Progress)
+    behind_seconds: float = 0.0
+    ever_behind: bool = False
+    _block: dict[str, str] = field(default_factory=dict)
+    _last_update: float | None = None
+
+    def feed(self, line: str, now: float | None = None) -> Progress | None:
+        """Feed one line; returns the updated Progress when a block completes."""
+        key, sep, value = line.strip().partition("=")
+        if not sep:
+            return None
+        self._block[key] = value.strip()
+        if key != "progress":
+            return None
+        block, self._block = self._block, {}
+        return self._update(block, time.time() if now is None else now)
+
+    def _update(self, block: dict[str, str], now: float) -> Progress:
+        p = self.progress
+        out_us = _num(block.get("out_time_us") or block.get("out_time_ms"))
+        elapsed = out_us / 1e6 if out_us and out_us > 0 else p.elapsed
+        frames = int(_num(block.get("frame")) or p.frames)
+        fps = _num(block.get("fps"))
+        speed_text = block.get("speed", "").rstrip("x")
+        speed = _num(speed_text) if speed_text not in ("", "N/A") else p.speed
+        dt = 0.0 if self._last_update is None else now - self._last_update
+        self._last_update = now
+        # Only judge after the first few seconds: FFmpeg's running averages start low.
+        if elapsed > 3.0 and (speed < BEHIND_SPEED or (fps and fps < self.target_fps * 0.98)):
+            self.behind_seconds += dt
+        else:
+            self.behind_seconds = 0.0
+        behind = self.behind_seconds >= BEHIND_FOR
+        self.ever_behind = self.ever_behind or behind
+        self.progress = Progress(
+            elapsed=elapsed,
+            frames=frames,
+            fps=fps if fps else p.fps,
+            speed=speed,
+            dropped=int(_num(block.get("drop_frames")) or 0),
+            duplicated=int(_num(block.get("dup_frames")) or 0),
+            bytes=int(_num(block.get("total_size")) or p.bytes),
+            behind=behind,
+            first_frame_at=p.first_frame_at,
+        )
+        return self.progress
+
+
+def _num(text: str | None) -> float:
+    if not text or text == "N/A":
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0

@@ -1,0 +1,259 @@
+"""`recorder`: record one page, analyze a file, calibrate A/V sync, or run as a farm worker.
+
+Exit codes: 0 success, 1 the recording (or analysis) failed, 2 a usage error naming the bad value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from contract.envcheck import UnknownVariable
+from contract.errors import RecorderError
+from contract.logs import configure_logging
+from contract.protocol import Progress, WorkerState
+from contract.security import canonical_url
+from contract.spec import RecordingSpec, WaitFor
+from recorder.attempt import AttemptFolder, check_recording_id
+from recorder.config import RecorderSettings, check_recorder_environment
+
+if TYPE_CHECKING:
+    from recorder.finalize import Finished
+    from recorder.storage import StoredResult
+
+
+def _record_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("record", help="record one page to an MP4")
+    p.add_argument("url")
+    p.add_argument("--duration", type=float, default=60.0, help="maximum length in seconds (default 60)")
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument(
+        "--wait-for", default="load", help="readiness: load | signal (page logs START_RECORDING) | selector:CSS"
+    )
+    p.add_argument("--wait-timeout", type=float, default=30.0, help="seconds to wait for readiness")
+    p.add_argument("--no-stop-on-signal", action="store_true", help="ignore END_RECORDING logged by the page")
+    p.add_argument("--out", type=Path, help="where rec.mp4 goes (default RECORDS_DIR/<id>/attempt-1/rec.mp4)")
+    p.add_argument("--id", dest="recording_id", help="recording id (default: a new UUID)")
+    _common_recorder_flags(p)
+    p.set_defaults(subparser=p)
+
+
+def _common_recorder_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--records-dir", type=Path, help="env RECORDS_DIR")
+    p.add_argument("--chromium", help="env CHROMIUM_PATH")
+    p.add_argument("--preset", help="libx264 preset, env RECORDER_PRESET (default veryfast)")
+    p.add_argument("--av-offset-ms", type=float, help="env RECORDER_AV_OFFSET_MS (overrides calibration)")
+
+
+def _settings(args: argparse.Namespace) -> RecorderSettings:
+    overrides = {
+        "records_dir": getattr(args, "records_dir", None),
+        "chromium_path": getattr(args, "chromium", None),
+        "preset": getattr(args, "preset", None),
+        "av_offset_ms": getattr(args, "av_offset_ms", None),
+    }
+    return RecorderSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _spec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RecordingSpec:
+    try:
+        # Stored and loaded in the browser's own canonical form: what is checked is what Chromium opens.
+        url = canonical_url(args.url, "URL").href
+        wait_for = WaitFor.parse(args.wait_for, timeout=args.wait_timeout)
+        return RecordingSpec(
+            url=url,
+            duration=args.duration,
+            width=args.width,
+            height=args.height,
+            fps=args.fps,
+            wait_for=wait_for,
+            stop_on_signal=not args.no_stop_on_signal,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(_describe(err) for err in exc.errors())
+        parser.error(problems)
+    except ValueError as exc:
+        parser.error(str(exc))
+    raise AssertionError("unreachable")
+
+
+_FLAG = {"url": "URL", "duration": "--duration", "width": "--width", "height": "--height", "fps": "--fps"}
+
+
+def _describe(err: dict) -> str:
+    loc = [str(part) for part in err.get("loc", ())]
+    name = _FLAG.get(loc[0], "--" + "-".join(loc).replace("_", "-")) if loc else "argument"
+    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{name} {err.get('input')!r}: {message}"
+
+
+class _LiveStatus:
+    """One status line on a terminal; nothing when output is not a terminal (logs carry the facts)."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, state: WorkerState, p: Progress) -> None:
+        if not self.enabled:
+            return
+        mins, secs = divmod(int(p.elapsed), 60)
+        line = (
+            f"\r{state:<10} {mins:02d}:{secs:02d}  fps {p.fps:5.1f}  speed {p.speed:4.2f}x  "
+            f"size {p.bytes / 1e6:7.1f} MB  drop {p.dropped} dup {p.duplicated}{'  BEHIND' if p.behind else ''}"
+        )
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _recording_id(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    if args.recording_id is None:
+        return uuid.uuid4().hex[:12]
+    try:
+        return check_recording_id(args.recording_id)
+    except RecorderError as exc:
+        parser.error(f"--id: {exc.message}")
+    raise AssertionError("unreachable")
+
+
+def _folder(args: argparse.Namespace, recording_id: str, settings: RecorderSettings) -> AttemptFolder:
+    """The worker's layout under RECORDS_DIR; with --out, a work folder of its own beside the output."""
+    if args.out:
+        return AttemptFolder(root=args.out.parent / f".{args.out.stem}.work", recording_id=recording_id, attempt=1)
+    return AttemptFolder.under(settings.records_dir, recording_id)
+
+
+async def _record(args: argparse.Namespace, spec: RecordingSpec, settings: RecorderSettings, recording_id: str) -> int:
+    from recorder.pipeline import Recorder
+
+    folder = _folder(args, recording_id, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    status = _LiveStatus()
+    async with Recorder(settings, width=spec.width, height=spec.height) as recorder:
+        finished = await recorder.record(spec, folder=folder, on_progress=status, stop=stop)
+    status.done()
+    mp4 = finished.mp4
+    stored = await _store(finished, settings, keep=args.out is not None) if mp4 is not None else None
+    if stored is None and mp4 is not None:
+        return 1
+    if args.out and mp4 is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        mp4 = Path(shutil.move(mp4, args.out))
+        if finished.sidecar is not None:
+            shutil.move(finished.sidecar, args.out.with_suffix(".json"))
+        folder.remove_if_empty()
+    remote = stored is not None and not stored.location.startswith("file:")
+    if finished.error is not None:
+        where = stored.location if remote and stored is not None and not args.out else (mp4 or folder.root)
+        kept = f"; what was captured is in {where}" if (mp4 or finished.files) else ""
+        print(f"recording failed: {finished.error.message}{kept}", file=sys.stderr)
+        return 1
+    print(stored.location if remote and stored is not None else str(mp4 or folder.media))
+    if remote and stored is not None:
+        print(f"metadata: {stored.metadata_location}", file=sys.stderr)
+        if args.out:
+            print(f"local copy: {mp4}", file=sys.stderr)
+    elif not args.out:
+        print(f"metadata: {folder.metadata}", file=sys.stderr)
+    return 0
+
+
+async def _store(finished: Finished, settings: RecorderSettings, *, keep: bool) -> StoredResult | None:
+    """The same destination a worker would use: S3_BUCKET when set, else the attempt folder. None (and a
+    message saying where the files are) when the upload could not be made."""
+    from recorder.storage import destination_for
+
+    started_at = datetime.fromtimestamp(finished.timings.started, UTC)
+    destination = destination_for(settings, finished.folder, started_at=started_at)
+    try:
+        stored = await asyncio.to_thread(destination.store, dict(finished.files), keep_files=keep)
+    except RecorderError as exc:
+        where = finished.folder.root
+        print(f"upload to {destination.name} failed: {exc.message}; the recording is kept at {where}", file=sys.stderr)
+        return None
+    if stored.pending:
+        print(f"upload to {destination.name} is pending: {stored.reason}; the recording is kept at "
+              f"{finished.folder.root} and `recorder worker` resumes the upload", file=sys.stderr)
+        return None
+    return stored
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from recorder.quality import analyze_file
+
+    try:
+        report = analyze_file(args.file, expected_fps=args.fps, tone_hz=args.tone)
+    except RecorderError as exc:
+        print(f"analyze failed: {exc.message}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recorder", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("RECORDER_LOG_LEVEL", "info"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    _record_parser(sub)
+    a = sub.add_parser("analyze", help="print the quality report of a media file as JSON")
+    a.add_argument("file", type=Path)
+    a.add_argument("--fps", type=float, default=None, help="expected frame rate (default: from the file)")
+    a.add_argument("--tone", type=float, default=1000.0, help="sync beep frequency in Hz (default 1000)")
+    c = sub.add_parser("calibrate", help="measure this machine's A/V offset with the sync clip and store it")
+    c.add_argument("--duration", type=float, default=20.0, help="seconds per calibration recording")
+    c.add_argument("--runs", type=int, default=2, help="recordings to average")
+    _common_recorder_flags(c)
+    w = sub.add_parser("worker", help="run as a farm worker: lease jobs from the orchestrator")
+    from recorder.worker.cli import add_worker_arguments
+
+    add_worker_arguments(w)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_recorder_environment()  # a misspelt WORKER_/RECORDER_ variable is never silently ignored
+    except UnknownVariable as exc:
+        print(f"recorder {args.command}: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "record":
+        spec = _spec(args, args.subparser)
+        recording_id = _recording_id(args, args.subparser)
+        # On a terminal the status line tells the story; only problems are logged over it.
+        configure_logging("warning" if sys.stderr.isatty() else args.log_level)
+        return asyncio.run(_record(args, spec, _settings(args), recording_id))
+    configure_logging(args.log_level)
+    if args.command == "analyze":
+        return _analyze(args)
+    if args.command == "calibrate":
+        from recorder.calibrate import run_calibration
+
+        return asyncio.run(run_calibration(_settings(args), duration=args.duration, runs=args.runs))
+    from recorder.worker.cli import run_worker
+
+    return run_worker(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

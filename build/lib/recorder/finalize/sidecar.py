@@ -1,0 +1,59 @@
+"""`rec.json`: everything a person (or a machine) needs to know about a recording, next to the file."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from contract.protocol import ErrorInfo, Progress
+from contract.spec import RecordingSpec
+from recorder.egress.ledger import BlockedSummary
+from recorder.quality import QualityReport
+from recorder.timings import Timings
+
+
+def iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
+
+
+class Sidecar(BaseModel):
+    recording_id: str
+    url: str
+    spec: RecordingSpec
+    timings: Timings
+    start_latency: float | None = Field(default=None, description="seconds from start to the first frame")
+    stopped_by: str
+    file: str | None = None
+    size: int | None = None
+    duration: float | None = None
+    video: dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    capture: Progress
+    behind_real_time: bool = False
+    av_offset_correction_ms: float
+    versions: dict[str, str]
+    quality: QualityReport | None = None
+    error: ErrorInfo | None = None
+    # Connections the egress guard denied: totals by address class, and the hosts (capped).
+    blocked: BlockedSummary | None = None
+
+    def set_quality(self, quality: QualityReport) -> None:
+        """The analysis comes last (it may run while rec.mp4 uploads); its headline figures sit on top."""
+        self.quality = quality
+        self.duration = quality.duration
+        self.video = quality.video.model_dump(mode="json") if quality.video else None
+        self.audio = quality.audio.model_dump(mode="json") if quality.audio else None
+
+
+def write_sidecar(path: Path, sidecar: Sidecar) -> Path:
+    data = sidecar.model_dump(mode="json")
+    data["timings_iso"] = {k: iso(v) for k, v in sidecar.timings.model_dump().items()}
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path)
+    return path

@@ -1,0 +1,83 @@
+"""Finalize: turn what a recording captured into rec.mp4 and the metadata rec.json will hold.
+
+Ordinary mode remuxes capture.mkv to rec.mp4 (stream copy, `moov` first). Live mode wrote rec.mp4 itself
+(fragmented, `moov` first, perhaps uploaded as it grew), which is adopted byte for byte. When no MP4 can
+be made the capture file is kept, for a person to recover, and the error says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import structlog
+
+from contract.errors import RecorderError
+from contract.protocol import ErrorInfo
+from recorder.capture.captured import Captured
+from recorder.finalize.finished import Finished
+from recorder.finalize.remux import remux_to_mp4
+from recorder.finalize.sidecar import Sidecar
+from recorder.timings import Timings
+
+log = structlog.get_logger(__name__)
+
+
+async def finalize(captured: Captured) -> Finished:
+    """Make rec.mp4 from the capture; rec.json is left to `Finished.complete`, once the analysis is in."""
+    bound = log.bind(recording_id=captured.folder.recording_id)
+    error = captured.error
+    mp4: Path | None = None
+    if captured.has_media:
+        if captured.spec.live_upload:
+            mp4 = captured.capture_file
+        else:
+            try:
+                mp4 = await asyncio.to_thread(remux_to_mp4, captured.capture_file, captured.folder.media)
+                captured.capture_file.unlink(missing_ok=True)
+            except RecorderError as exc:
+                bound.error("finalize failed; the capture file is kept", error=str(exc))
+                error = error or exc
+    timings = captured.timings.model_copy(update={"finalized": time.time()})
+    files = {mp4.name: mp4} if mp4 is not None else {}
+    if mp4 is None and captured.capture_file.is_file():
+        files[captured.capture_file.name] = captured.capture_file
+    finished = Finished(
+        folder=captured.folder,
+        mp4=mp4,
+        metadata=_metadata(captured, mp4, timings, error),
+        error=error,
+        stopped_by=captured.stopped_by,
+        progress=captured.progress,
+        blocked=captured.blocked,
+        files=files,
+    )
+    bound.info(
+        "recording finished",
+        ok=finished.ok,
+        stopped_by=finished.stopped_by,
+        error=str(error) if error else None,
+        file=str(mp4) if mp4 else None,
+    )
+    return finished
+
+
+def _metadata(captured: Captured, mp4: Path | None, timings: Timings, error: RecorderError | None) -> Sidecar:
+    spec = captured.spec
+    return Sidecar(
+        recording_id=captured.folder.recording_id,
+        url=spec.url,
+        spec=spec,
+        timings=timings,
+        start_latency=timings.start_latency,
+        stopped_by=captured.stopped_by,
+        file=mp4.name if mp4 else None,
+        size=mp4.stat().st_size if mp4 else None,
+        capture=captured.progress,
+        behind_real_time=captured.behind_real_time,
+        av_offset_correction_ms=captured.av_offset_correction_ms,
+        versions=captured.versions,
+        error=ErrorInfo(**error.as_dict()) if error else None,
+        blocked=captured.blocked,
+    )

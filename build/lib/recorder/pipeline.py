@@ -1,0 +1,348 @@
+"""One recording, start to finish: sources → capture (here) → finalize (`recorder.finalize`).
+
+`Recorder` owns the warm resources of one recorder (a display, an audio server and a browser) and runs
+recordings on them one after another. `recorder record` uses it for a single recording; the worker keeps
+one alive between leases so a recording starts on a browser that is already up.
+
+The stages are separate calls so a caller can act between them (the worker reports, uploads rec.mp4
+while the analysis runs): `capture` returns a `Captured`, `finalize` makes it a `Finished`, `complete`
+analyzes it and writes rec.json. Whatever happens (page errors, a crash, cancellation), every process
+and sink started for the recording is stopped, and what was captured stays on disk for finalize.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from contract.errors import ErrorCode, RecorderError
+from contract.protocol import Progress, WorkerState
+from contract.security import AddressPolicy
+from contract.spec import RecordingSpec
+from recorder.attempt import AttemptFolder
+from recorder.capture import calibration
+from recorder.capture.captured import Captured
+from recorder.capture.command import CaptureSettings
+from recorder.capture.ffmpeg import Capture
+from recorder.config import RecorderSettings
+from recorder.egress import EgressGuard
+from recorder.finalize import Finished
+from recorder.finalize import finalize as finalize_capture
+from recorder.source.audio import AudioServer
+from recorder.source.browser import Browser, PageSession
+from recorder.source.display import Display
+from recorder.timings import Timings
+from recorder.versions import tool_versions
+
+log = structlog.get_logger(__name__)
+
+ProgressCallback = Callable[[WorkerState, Progress], None]
+
+
+class Recorder:
+    """Warm resources for one recorder, reused across recordings."""
+
+    def __init__(self, settings: RecorderSettings, *, width: int = 1280, height: int = 720) -> None:
+        self.settings = settings
+        self.width = width
+        self.height = height
+        self.display: Display | None = None
+        self.audio: AudioServer | None = None
+        self.browser: Browser | None = None
+        self.guard: EgressGuard | None = None
+
+    async def __aenter__(self) -> Recorder:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Warm up at the recorder's size: display, audio server, the next recording's sink and the browser."""
+        await self.prepare(self.width, self.height)
+
+    async def prepare(self, width: int, height: int) -> None:
+        """Ready for a recording at this size, starting or restarting whatever is missing. A failure stops
+        everything, so the next call starts from scratch rather than on half-started resources."""
+        try:
+            if self.audio is None:
+                self.audio = AudioServer()
+                await self.audio.start()
+            await self.audio.prepare()
+            await self._ensure_screen(width, height)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _ensure_screen(self, width: int, height: int) -> None:
+        """Display and browser at the requested size; a different size restarts both."""
+        if self.display is not None and (self.display.width, self.display.height) != (width, height):
+            await self._stop_screen()
+        if self.display is None or not self.display.running:
+            await self._stop_screen()
+            self.display = Display(width, height)
+            await self.display.start()
+            self.width, self.height = width, height
+        if self.browser is None or not self.browser.connected:
+            if self.browser is not None:
+                await self.browser.close()
+            assert self.audio is not None and self.display.name is not None
+            guard = await self._ensure_guard()
+            self.browser = Browser(
+                self.settings.chromium_path,
+                display=self.display.name,
+                width=width,
+                height=height,
+                env=self.audio.client_env(),
+                network_args=guard.chromium_args() if guard else (),
+                denial_of=guard.ledger.reason_for if guard else None,
+                browser_user=self.settings.browser_user,
+                require_sandbox=self.settings.require_sandbox,
+            )
+            await self.browser.start()
+
+    async def _ensure_guard(self) -> EgressGuard | None:
+        """The egress guard every connection of the browser goes through; started before the browser."""
+        if not self.settings.egress_guard:
+            log.warning(
+                "EGRESS GUARD OFF: recorded pages can reach every address this machine can reach; "
+                "RECORDER_EGRESS_GUARD=false is meant only for measuring the guard's cost"
+            )
+            return None
+        if self.guard is None:
+            guard = EgressGuard(AddressPolicy(self.settings.url_allowlist), dns_server=self.settings.dns_server)
+            await guard.start()
+            self.guard = guard
+        return self.guard
+
+    @property
+    def browser_sandboxed(self) -> bool | None:
+        """Whether the running browser is sandboxed; None before it has started. The worker reports it."""
+        if self.browser is None or self.browser.sandbox is None:
+            return None
+        return self.browser.sandbox.enabled
+
+    async def _stop_screen(self) -> None:
+        browser, self.browser = self.browser, None
+        if browser is not None:
+            await browser.close()
+        display, self.display = self.display, None
+        if display is not None:
+            await display.stop()
+
+    async def close(self) -> None:
+        """Stop everything this recorder started."""
+        await self._stop_screen()
+        guard, self.guard = self.guard, None
+        if guard is not None:
+            await guard.stop()
+        audio, self.audio = self.audio, None
+        if audio is not None:
+            await audio.stop()
+
+    async def capture(
+        self,
+        spec: RecordingSpec,
+        *,
+        folder: AttemptFolder,
+        on_progress: ProgressCallback | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> Captured:
+        """Record one page into `folder`; what was captured is returned for `finalize`, also on failure.
+        Cancellation stops every process and sink of the recording and propagates."""
+        return await _CaptureRun(self, spec, folder, on_progress, stop or asyncio.Event()).execute()
+
+    async def finalize(self, captured: Captured) -> Finished:
+        """rec.mp4 from the capture (see `recorder.finalize`); rec.json waits for `complete`."""
+        return await finalize_capture(captured)
+
+    async def complete(self, finished: Finished, *, analyze: bool = True) -> None:
+        """The quality analysis (when `analyze`) and rec.json, in a thread: minutes of CPU for a long file."""
+        await asyncio.to_thread(finished.complete, analyze=analyze)
+
+    async def record(
+        self,
+        spec: RecordingSpec,
+        *,
+        folder: AttemptFolder,
+        on_progress: ProgressCallback | None = None,
+        stop: asyncio.Event | None = None,
+        analyze: bool = True,
+    ) -> Finished:
+        """Capture, finalize and complete one recording, for callers with nothing to do in between."""
+        captured = await self.capture(spec, folder=folder, on_progress=on_progress, stop=stop)
+        finished = await self.finalize(captured)
+        await self.complete(finished, analyze=analyze)
+        return finished
+
+
+class _CaptureRun:
+    """The state of one capture while it runs; split out so Recorder stays about resources."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        spec: RecordingSpec,
+        folder: AttemptFolder,
+        on_progress: ProgressCallback | None,
+        stop: asyncio.Event,
+    ) -> None:
+        self.recorder = recorder
+        self.spec = spec
+        self.folder = folder
+        self.capture_file = folder.capture(live=spec.live_upload)
+        self.on_progress = on_progress
+        self.stop = stop
+        self.state: WorkerState = "starting"
+        self.timings = Timings(started=time.time())
+        self.capture: Capture | None = None
+        self.session: PageSession | None = None
+        self.error: RecorderError | None = None
+        self.stopped_by = "error"
+        self.av_offset_ms = calibration.av_offset_ms(recorder.settings)
+        self.log = log.bind(recording_id=folder.recording_id)
+
+    def _report(self, state: WorkerState, progress: Progress | None = None) -> None:
+        self.state = state
+        if self.on_progress is not None:
+            progress = progress or (self.capture.progress if self.capture else Progress())
+            with contextlib.suppress(Exception):
+                self.on_progress(state, progress)
+
+    def _on_capture_progress(self, progress: Progress) -> None:
+        if self.state == "recording":
+            self._report("recording", progress)
+
+    async def execute(self) -> Captured:
+        self.folder.create()
+        self._report("starting")
+        rec = self.recorder
+        sink = None
+        try:
+            await rec.prepare(self.spec.width, self.spec.height)
+            assert rec.audio is not None and rec.browser is not None and rec.display is not None
+            if rec.guard is not None:
+                rec.guard.ledger.reset()  # one recording at a time per recorder: its denials start here
+            sink = await rec.audio.take_sink(self.folder.recording_id)
+            self.session = await self._open_page(rec.browser)
+            self.timings.ready = time.time()
+            self.capture = Capture(
+                CaptureSettings(
+                    display=rec.display.name or "",
+                    audio_source=sink.monitor,
+                    width=self.spec.width,
+                    height=self.spec.height,
+                    fps=self.spec.fps,
+                    preset=rec.settings.preset,
+                    crf=rec.settings.crf,
+                    threads=rec.settings.encoder_threads,
+                    av_offset_ms=self.av_offset_ms,
+                ),
+                self.capture_file,
+                live_dir=self.folder.live_dir if self.spec.live_upload else None,
+                env=rec.audio.client_env(),
+                on_progress=self._on_capture_progress,
+                stop_timeout=rec.settings.stop_timeout,
+            )
+            await self.capture.start()
+            self.timings.first_frame = self.capture.first_frame_at
+            self.log.info("recording", url=self.spec.url, start_latency=round(time.time() - self.timings.started, 3))
+            self._report("recording")
+            self.stopped_by = await self._wait_for_end()
+        except RecorderError as exc:
+            self.error = exc
+        except asyncio.CancelledError:
+            self.stopped_by = "cancelled"
+            self.error = RecorderError(ErrorCode.CANCELLED, "the recording was cancelled")
+            raise
+        except Exception as exc:  # a bug must not lose what was captured
+            self.log.exception("recording failed unexpectedly")
+            self.error = RecorderError(ErrorCode.INTERNAL, f"unexpected error: {exc!r}")
+        finally:
+            # Shielded: even a cancelled recording stops its processes and keeps a playable file.
+            await asyncio.shield(self._wind_down(sink))
+        captured = self._captured()
+        if captured.has_media:
+            self._report("finalizing", captured.progress)
+        return captured
+
+    async def _open_page(self, browser: Browser) -> PageSession:
+        guard = self.recorder.guard
+        if guard is not None:
+            # The guard would deny it anyway; checking first gives the reason instead of a network error.
+            verdict = await guard.check_url(self.spec.url)
+            if not verdict.allowed:
+                guard.deny(verdict)
+                if verdict.reason == "unresolvable":  # a name that does not exist is not a policy matter
+                    raise RecorderError(ErrorCode.UNREACHABLE, f"could not open {self.spec.url}: {verdict.explain()}")
+                raise RecorderError(
+                    ErrorCode.URL_NOT_ALLOWED, f"{self.spec.url} cannot be recorded: {verdict.explain()}"
+                )
+        return await browser.open(self.spec.url, self.spec.wait_for, stop_on_signal=self.spec.stop_on_signal)
+
+    async def _wait_for_end(self) -> str:
+        assert self.capture is not None and self.session is not None
+        events = self.session.events
+        waits = {
+            "duration": asyncio.ensure_future(asyncio.sleep(self._remaining())),
+            "stop": asyncio.ensure_future(self.stop.wait()),
+            "page_signal": asyncio.ensure_future(events.ended.wait()),
+            "page_failed": asyncio.ensure_future(events.failed.wait()),
+            "capture_exited": asyncio.ensure_future(self.capture.exited.wait()),
+        }
+        try:
+            done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits.values():
+                task.cancel()
+        reason = next(name for name, task in waits.items() if task in done)
+        if reason == "page_failed":
+            self.error = events.error or RecorderError(ErrorCode.BROWSER_CRASHED, "the page failed")
+        elif reason == "capture_exited":
+            self.error = self.capture.failure()
+        self.log.info("recording stopping", reason=reason)
+        return reason
+
+    def _remaining(self) -> float:
+        """Time left from the first frame, which under load can come well after FFmpeg was started, so a
+        file is as long as asked whatever FFmpeg's start-up cost."""
+        assert self.capture is not None
+        first = self.capture.first_frame_at or self.capture.started_at or time.time()
+        return max(0.0, self.spec.duration - (time.time() - first))
+
+    async def _wind_down(self, sink: Any) -> None:
+        rec = self.recorder
+        if self.capture is not None:
+            await self.capture.stop()
+        self.timings.stopped = time.time()
+        if self.session is not None:
+            await self.session.close()
+        if sink is not None and rec.audio is not None:
+            await rec.audio.remove_sink(sink)
+        if rec.browser is not None and not rec.browser.connected:
+            self.log.warning("browser went away; it will be restarted for the next recording")
+        if rec.audio is not None:
+            with contextlib.suppress(RecorderError):
+                await rec.audio.prepare()
+
+    def _captured(self) -> Captured:
+        rec = self.recorder
+        return Captured(
+            folder=self.folder,
+            spec=self.spec,
+            capture_file=self.capture_file,
+            progress=self.capture.progress if self.capture else Progress(),
+            timings=self.timings,
+            stopped_by=self.stopped_by,
+            error=self.error,
+            blocked=rec.guard.ledger.summary() if rec.guard is not None else None,
+            versions=tool_versions(rec.browser.version if rec.browser else None),
+            av_offset_correction_ms=self.av_offset_ms,
+            behind_real_time=bool(self.capture and self.capture.tracker.ever_behind),
+        )

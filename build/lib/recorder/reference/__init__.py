@@ -1,0 +1,1 @@
+"""Reference media and page: what calibration, the benchmark and the tests record."""

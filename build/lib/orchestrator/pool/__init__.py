@@ -1,1 +1,0 @@
-"""The warm pool: the autoscaler policy and the backends that run workers."""

@@ -1,1 +1,0 @@
-"""capture stage of the recorder pipeline."""

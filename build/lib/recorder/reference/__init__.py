@@ -1,1 +1,0 @@
-"""Reference media and page: what calibration, the benchmark and the tests record."""

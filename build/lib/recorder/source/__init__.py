@@ -1,1 +1,0 @@
-"""source stage of the recorder pipeline."""

@@ -34,9 +34,17 @@ class GrowingUpload:
     def __init__(self, uploader: ObjectUploader, obj: ObjectUpload, halt: threading.Event, poll: float = POLL) -> None:
         self.uploader = uploader  # its cancel event is `halt`
         self.obj = obj
-        self.poll = poll
         self._halt = halt
         self._poller = Poller(self._send_ready, poll, "growing-upload")
+
+    @property
+    def poll(self) -> float:
+        """Seconds between looks at the file's size."""
+        return self._poller.interval
+
+    @poll.setter
+    def poll(self, seconds: float) -> None:
+        self._poller.interval = seconds
 
     @property
     def key(self) -> str:

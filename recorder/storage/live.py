@@ -64,7 +64,6 @@ class LiveUploader:
         self.bucket = bucket
         self.key_prefix = key_prefix if key_prefix.endswith("/") else key_prefix + "/"
         self.client = client
-        self.poll_interval = poll_interval
         self.playlist = playlist
         self.segment_glob = segment_glob
         self.summary = LiveSummary()
@@ -72,6 +71,15 @@ class LiveUploader:
         self._playlist_sent: str | None = None
         self._denied = False
         self._poller = Poller(lambda: self._sweep(final=False), poll_interval, "live-upload")
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between looks at the live folder."""
+        return self._poller.interval
+
+    @poll_interval.setter
+    def poll_interval(self, seconds: float) -> None:
+        self._poller.interval = seconds
 
     def key(self, name: str) -> str:
         return self.key_prefix + name

@@ -8,11 +8,12 @@ from collections.abc import Callable
 
 class Poller:
     """Runs `step` every `interval` seconds on a daemon thread; a step that raises ends the polling and the
-    exception is kept in `error` for the owner to judge."""
+    exception is kept in `error` for the owner to judge. `interval` is read before every wait, so an owner
+    may change it while the thread runs."""
 
     def __init__(self, step: Callable[[], None], interval: float, name: str) -> None:
         self._step = step
-        self._interval = interval
+        self.interval = interval
         self._name = name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -32,7 +33,7 @@ class Poller:
 
     def _run(self) -> None:
         try:
-            while not self._stop.wait(self._interval):
+            while not self._stop.wait(self.interval):
                 self._step()
         except Exception as exc:
             self.error = exc

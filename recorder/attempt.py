@@ -90,20 +90,8 @@ class AttemptFolder:
         return self.root / LIVE_DIR_NAME
 
     @property
-    def pending_state(self) -> Path:
-        return self.root / PENDING_NAME
-
-    @property
-    def failed_state(self) -> Path:
-        return self.root / FAILED_NAME
-
-    @property
     def upload_lock(self) -> Path:
         return self.root / LOCK_NAME
-
-    @property
-    def owner_lock(self) -> Path:
-        return self.root / OWNER_NAME
 
     # -- its life ----------------------------------------------------------------------------------
 

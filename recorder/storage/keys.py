@@ -19,6 +19,8 @@ from contract.errors import ErrorCode, RecorderError
 from recorder.attempt import check_attempt
 
 FIELDS = frozenset({"prefix", "yyyy", "mm", "dd", "recording_id", "attempt", "name"})
+
+
 def check_template(template: str) -> None:
     """Reject a template that names unknown fields or cannot keep recordings and their attempts apart."""
     used = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}

@@ -11,6 +11,8 @@ class ErrorCode(StrEnum):
     URL_NOT_ALLOWED = "url_not_allowed"
     HTTP_ERROR = "http_error"
     READINESS_TIMEOUT = "readiness_timeout"
+    WAITING_ROOM_TIMEOUT = "waiting_room_timeout"
+    ACTION_FAILED = "action_failed"
     BROWSER_CRASHED = "browser_crashed"
     BROWSER_FAILED = "browser_failed"
     DISPLAY_FAILED = "display_failed"
@@ -24,6 +26,22 @@ class ErrorCode(StrEnum):
     WORKER_LOST = "worker_lost"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
+
+
+# Failures that come from the page or the request, not from the farm: what the caller asked for could not be
+# done (a lobby never admitted the recorder, a join step found no button). Alerts on system failures skip them.
+CALLER_SIDE: frozenset[ErrorCode] = frozenset(
+    {
+        ErrorCode.INVALID_ARGUMENT,
+        ErrorCode.URL_NOT_ALLOWED,
+        ErrorCode.UNREACHABLE,
+        ErrorCode.HTTP_ERROR,
+        ErrorCode.READINESS_TIMEOUT,
+        ErrorCode.WAITING_ROOM_TIMEOUT,
+        ErrorCode.ACTION_FAILED,
+        ErrorCode.CANCELLED,
+    }
+)
 
 
 class RecorderError(Exception):

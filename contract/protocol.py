@@ -16,23 +16,29 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from contract.spec import RecordingSpec
+from contract.spec import RecordingSpec, StopReason
 
-WorkerState = Literal["idle", "starting", "recording", "finalizing", "uploading"]
+WorkerState = Literal["idle", "starting", "waiting", "recording", "finalizing", "uploading"]
 Action = Literal["continue", "stop", "cancel"]
 Outcome = Literal["completed", "failed", "cancelled"]
 
 
-
 # The objects of one attempt, by name: the orchestrator accepts a reported location only ending in one of them.
 MEDIA_NAME = "rec.mp4"
+AUDIO_NAME = "rec.m4a"  # an audio-only recording (spec.video false)
 METADATA_NAME = "rec.json"
+SCREENSHOT_NAME = "failure.png"  # the page when a recording failed
+
+
+def media_name(video: bool) -> str:
+    return MEDIA_NAME if video else AUDIO_NAME
 
 
 def attempt_segment(attempt: int) -> str:
     """The folder and key segment that owns the files of one lease attempt: part of the contract, since the
     orchestrator accepts a reported location only with the reporting lease's own segment in it."""
     return f"attempt-{attempt}"
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -105,18 +111,22 @@ class Heartbeat(_Model):
     worker_id: str
     state: WorkerState
     progress: Progress = Field(default_factory=Progress)
+    paused: bool = Field(default=False, description="capture is paused: nothing is being recorded")
 
 
 class HeartbeatReply(_Model):
     action: Action = "continue"
+    pause: bool = Field(default=False, description="the caller wants the capture paused (true) or running")
 
 
 class Report(_Model):
     lease_id: str
     worker_id: str
     outcome: Outcome
-    location: str | None = Field(default=None, description="s3://bucket/key or file:///path of rec.mp4")
+    location: str | None = Field(default=None, description="s3://bucket/key or file:///path of rec.mp4 (rec.m4a)")
     metadata_location: str | None = None
+    screenshot_location: str | None = Field(default=None, description="failure.png: the page when it failed")
+    stop_reason: StopReason | None = Field(default=None, description="what ended the capture")
     quality: dict[str, Any] | None = None
     progress: Progress = Field(default_factory=Progress)
     error: ErrorInfo | None = None

@@ -7,18 +7,40 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from contract.actions import MAX_SCRIPT_SECONDS, MAX_STEPS, Selector, Step
+
 MAX_WIDTH = 3840
 MAX_HEIGHT = 2160
+# The spec's own bound on a readiness wait; the orchestrator's ORCHESTRATOR_MAX_WAITING narrows it.
+MAX_READINESS_WAIT = 6 * 3600.0
+
+StopReason = Literal[
+    "duration", "signal", "selector", "silence", "frozen", "navigated_away", "page_closed", "api", "shutdown", "error"
+]
 
 
 class WaitFor(BaseModel):
-    """Readiness: the page `load` event, a CSS selector becoming visible, or the page logging START_RECORDING."""
+    """Readiness: DOMContentLoaded (the default), the `load` event, a CSS selector becoming visible, or the
+    page logging START_RECORDING.
+
+    `domcontentloaded` and `load` are the page loading; `selector` and `signal` wait for something the
+    page shows later (a meeting admitting the recorder from its lobby): that wait is the waiting room, the
+    recording's `waiting` state, and running out of it is `waiting_room_timeout`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["load", "selector", "signal"] = "load"
+    kind: Literal["domcontentloaded", "load", "selector", "signal"] = "domcontentloaded"
     selector: str | None = Field(default=None, description="CSS selector, required when kind is 'selector'")
-    timeout: float = Field(default=30.0, gt=0, le=600, description="seconds to wait for readiness")
+    timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=MAX_READINESS_WAIT,
+        description="seconds to wait for readiness (for selector and signal: the waiting room's length)",
+    )
+
+    @property
+    def is_waiting_room(self) -> bool:
+        return self.kind in ("selector", "signal")
 
     @model_validator(mode="after")
     def _selector_needed(self) -> WaitFor:
@@ -28,18 +50,37 @@ class WaitFor(BaseModel):
 
     @classmethod
     def parse(cls, text: str, timeout: float = 30.0) -> WaitFor:
-        """Parse the CLI form: `load`, `signal` or `selector:CSS`."""
-        if text in ("load", "signal"):
+        """Parse the CLI form: `domcontentloaded`, `load`, `signal` or `selector:CSS`."""
+        if text in ("domcontentloaded", "load", "signal"):
             return cls(kind=text, timeout=timeout)
         if text.startswith("selector:"):
             return cls(kind="selector", selector=text[len("selector:") :], timeout=timeout)
-        raise ValueError(f"--wait-for {text!r}: use load, signal or selector:CSS")
+        raise ValueError(f"--wait-for {text!r}: use domcontentloaded, load, signal or selector:CSS")
+
+
+class StopWhen(BaseModel):
+    """Stop before the duration when the meeting is over. Each condition is off unless set; the first to
+    hold stops the recording and names the stop reason. The file keeps everything up to the trigger
+    (the silent or frozen window included): nothing is trimmed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    selector: Selector | None = Field(default=None, description="stop when this CSS selector becomes visible")
+    silence: float | None = Field(
+        default=None, ge=1, le=3600, description="stop after this many seconds with no audio above silence_db"
+    )
+    silence_db: float = Field(default=-50.0, ge=-90, le=-10, description="the level below which audio is silence")
+    frozen: float | None = Field(
+        default=None, ge=1, le=3600, description="stop after this many seconds with no change on screen"
+    )
+    navigated_away: bool = Field(default=False, description="stop when the page leaves the recorded URL's origin")
+    page_closed: bool = Field(default=True, description="stop when the page closes itself")
 
 
 class RecordingSpec(BaseModel):
     """A recording request as the recorder sees it; the orchestrator's API model builds one of these."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 
     url: str
     duration: float = Field(default=3600.0, gt=0, le=24 * 3600, description="maximum length in seconds")
@@ -47,7 +88,23 @@ class RecordingSpec(BaseModel):
     height: int = Field(default=720, ge=120, le=MAX_HEIGHT)
     fps: int = Field(default=30, ge=1, le=60)
     wait_for: WaitFor = Field(default_factory=WaitFor)
+    start_from: Literal["ready", "commit"] = Field(
+        default="ready",
+        alias="from",
+        description="'ready': capture starts at readiness; 'commit': as soon as the page's navigation commits,"
+        " so nothing it shows or plays while loading is lost",
+    )
+    actions: list[Step] = Field(
+        default_factory=list,
+        max_length=MAX_STEPS,
+        description=f"join script, run after navigation and before readiness; up to {MAX_STEPS} steps",
+    )
+    actions_timeout: float = Field(
+        default=120.0, gt=0, le=MAX_SCRIPT_SECONDS, description="seconds the whole join script may take"
+    )
     stop_on_signal: bool = Field(default=True, description="stop when the page logs END_RECORDING")
+    stop_when: StopWhen = Field(default_factory=StopWhen)
+    video: bool = Field(default=True, description="false: record the page's audio alone, to rec.m4a (AAC)")
     live_upload: bool = Field(default=False, description="upload segments while recording")
 
     @field_validator("url")
@@ -66,3 +123,16 @@ class RecordingSpec(BaseModel):
         if value % 2:
             raise ValueError(f"{value} is odd: H.264 4:2:0 needs even width and height")
         return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RecordingSpec:
+        if self.start_from == "commit" and self.wait_for.is_waiting_room:
+            raise ValueError(
+                f"from 'commit' captures while the page loads, but wait_for.kind {self.wait_for.kind!r} is a"
+                " waiting room, where nothing is captured: use one or the other"
+            )
+        if not self.video and self.stop_when.frozen is not None:
+            raise ValueError(
+                "stop_when.frozen watches the screen, which an audio-only recording (video: false) has not"
+            )
+        return self

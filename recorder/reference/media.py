@@ -182,7 +182,6 @@ def make_tiles_file(
     return path
 
 
-
 @dataclass(frozen=True)
 class ReferenceMedia:
     """The clips the reference page plays, by name under `root`."""

@@ -1,0 +1,121 @@
+"""A meeting-like test page: a pre-join screen, a lobby, a meeting of playing tiles, and its end.
+
+`/meeting?lobby=2&end=8[&frame=1][&after=navigate|close][&to=URL]`
+
+1. Pre-join (magenta): a name field (`#name`) and a Join button (`#join`), enabled once a name is typed.
+   With `frame=1` both sit inside a same-origin iframe (`iframe#prejoin-frame`).
+2. Lobby (dark blue, `#lobby`): "waiting for the host" for `lobby` seconds (negative: never admitted).
+3. Meeting (`#meeting`): the 2x2 grid of playing tiles, one of them the sync clip; logs ADMITTED.
+4. After `end` seconds in the meeting: a banner (`#ended`, "The meeting has ended") over a still screen,
+   every tile paused, so the page is silent and frozen from then on. `after=navigate` then leaves for `to`
+   (another origin) a second later; `after=close` closes the window.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+PREJOIN_COLOR = "#c000c0"
+LOBBY_COLOR = "#000060"
+
+_STYLE = f"""
+html, body {{ margin: 0; padding: 0; width: 100vw; height: 100vh; overflow: hidden; background: #000;
+  font: 28px sans-serif; color: #fff; }}
+.screen {{ position: fixed; inset: 0; display: none; align-items: center; justify-content: center;
+  flex-direction: column; gap: 16px; }}
+#prejoin {{ background: {PREJOIN_COLOR}; display: flex; }}
+#prejoin-frame {{ border: 0; width: 100vw; height: 100vh; }}
+#lobby {{ background: {LOBBY_COLOR}; }}
+#meeting {{ display: none; }}
+#grid {{ display: grid; grid-template-columns: 50vw 50vw; grid-template-rows: 50vh 50vh; width: 100vw; height: 100vh; }}
+video {{ display: block; width: 50vw; height: 50vh; object-fit: fill; background: #000; }}
+#ended {{ position: fixed; left: 10vw; right: 10vw; top: 40vh; padding: 24px; background: #333; text-align: center;
+  display: none; }}
+input, button {{ font: inherit; padding: 8px 16px; }}
+"""
+
+_FORM = "<input id='name' placeholder='Your name' autocomplete='off'><button id='join' disabled>Join</button>"
+
+_FORM_SCRIPT = """
+const nameField = document.getElementById('name'), joinButton = document.getElementById('join');
+nameField.addEventListener('input', () => { joinButton.disabled = !nameField.value.trim(); });
+joinButton.addEventListener('click', () => { (window.parent.join || window.join)(nameField.value.trim()); });
+nameField.addEventListener('keydown', (e) => { if (e.key === 'Enter' && nameField.value.trim()) joinButton.click(); });
+"""
+
+
+def _document(title: str, body: str, script: str) -> web.Response:
+    text = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{_STYLE}</style></head>"
+        f"<body>{body}<script>{script}</script></body></html>"
+    )
+    return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+def _seconds(request: web.Request, name: str, default: float) -> float:
+    try:
+        return float(request.query.get(name, default))
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be a number of seconds") from None
+
+
+async def meeting_page(request: web.Request) -> web.Response:
+    lobby = _seconds(request, "lobby", 2.0)
+    end = _seconds(request, "end", -1.0)
+    after = request.query.get("after", "")
+    target = request.query.get("to", "about:blank")
+    tiles = ["/media/sync-1000.webm", "/media/tiles-a.webm", "/media/tiles-b.webm", "/media/tiles-a.webm#t=5"]
+    prejoin = (
+        "<div id='prejoin' class='screen'><iframe id='prejoin-frame' src='/meeting/prejoin'></iframe></div>"
+        if request.query.get("frame") == "1"
+        else f"<div id='prejoin' class='screen'><div>Ready to join?</div>{_FORM}</div>"
+    )
+    body = (
+        prejoin
+        + "<div id='lobby' class='screen'>Waiting for the host to let you in…</div>"
+        + "<div id='meeting'><div id='grid'></div></div>"
+        + "<div id='ended'>The meeting has ended</div>"
+    )
+    script = f"""
+const LOBBY = {lobby}, END = {end}, AFTER = {json.dumps(after)}, TARGET = {json.dumps(target)};
+const TILES = {json.dumps(tiles)};
+const show = (id, how) => {{ document.getElementById(id).style.display = how; }};
+function admit() {{
+  show('lobby', 'none'); show('meeting', 'block');
+  const grid = document.getElementById('grid');
+  for (const src of TILES) {{
+    const v = document.createElement('video'); v.src = src; v.autoplay = true; v.loop = true;
+    v.playsInline = true; grid.appendChild(v);
+  }}
+  console.log('ADMITTED');
+  if (END >= 0) setTimeout(finish, END * 1000);
+}}
+function finish() {{
+  for (const v of document.querySelectorAll('video')) v.pause();
+  show('ended', 'block');
+  console.log('MEETING_ENDED');
+  if (AFTER === 'navigate') setTimeout(() => {{ location.href = TARGET; }}, 1000);
+  if (AFTER === 'close') setTimeout(() => window.close(), 1000);
+}}
+window.join = (name) => {{
+  console.log('JOINED as ' + name);
+  show('prejoin', 'none'); show('lobby', 'flex');
+  if (LOBBY >= 0) setTimeout(admit, LOBBY * 1000);
+}};
+"""
+    if request.query.get("frame") != "1":
+        script += _FORM_SCRIPT
+    return _document("meeting", body, script)
+
+
+async def prejoin_frame(request: web.Request) -> web.Response:
+    """The pre-join form alone, for the page to embed as a same-origin iframe."""
+    body = f"<div class='screen' style='display:flex;background:{PREJOIN_COLOR}'>{_FORM}</div>"
+    return _document("pre-join", body, _FORM_SCRIPT)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/meeting", meeting_page)
+    app.router.add_get("/meeting/prejoin", prejoin_frame)

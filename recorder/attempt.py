@@ -7,6 +7,7 @@
                            `moov` first, append-only, uploaded while it grows)
     live/                  live mode: HLS segments and playlist, uploaded as they complete
     rec.json               metadata and quality report, written once
+    failure.png            the page at the moment a recording failed (none otherwise)
     upload.pending.json    the state of an upload S3 could not finish (upload.failed.json once given up)
     upload.lock            held while a thread or process works on the upload
     attempt.owner          held by the job that owns the attempt for as long as it runs
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contract.errors import ErrorCode, RecorderError
-from contract.protocol import MEDIA_NAME, METADATA_NAME, attempt_segment
+from contract.protocol import MEDIA_NAME, METADATA_NAME, SCREENSHOT_NAME, attempt_segment
 
 CAPTURE_NAME = "capture.mkv"
 LIVE_DIR_NAME = "live"
@@ -84,6 +85,10 @@ class AttemptFolder:
     def capture(self, *, live: bool) -> Path:
         """Where FFmpeg writes: in live mode straight into rec.mp4, which is the final file byte for byte."""
         return self.media if live else self.root / CAPTURE_NAME
+
+    @property
+    def screenshot(self) -> Path:
+        return self.root / SCREENSHOT_NAME
 
     @property
     def live_dir(self) -> Path:

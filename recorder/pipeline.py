@@ -23,7 +23,7 @@ import structlog
 from contract.errors import ErrorCode, RecorderError
 from contract.protocol import Progress, WorkerState
 from contract.security import AddressPolicy
-from contract.spec import RecordingSpec
+from contract.spec import RecordingSpec, StopReason
 from recorder.attempt import AttemptFolder
 from recorder.capture import calibration
 from recorder.capture.captured import Captured
@@ -204,7 +204,7 @@ class _CaptureRun:
         self.capture: Capture | None = None
         self.session: PageSession | None = None
         self.error: RecorderError | None = None
-        self.stopped_by = "error"
+        self.stop_reason: StopReason = "error"
         self.av_offset_ms = calibration.av_offset_ms(recorder.settings)
         self.log = log.bind(recording_id=folder.recording_id)
 
@@ -254,11 +254,10 @@ class _CaptureRun:
             self.timings.first_frame = self.capture.first_frame_at
             self.log.info("recording", url=self.spec.url, start_latency=round(time.time() - self.timings.started, 3))
             self._report("recording")
-            self.stopped_by = await self._wait_for_end()
+            self.stop_reason = await self._wait_for_end()
         except RecorderError as exc:
             self.error = exc
         except asyncio.CancelledError:
-            self.stopped_by = "cancelled"
             self.error = RecorderError(ErrorCode.CANCELLED, "the recording was cancelled")
             raise
         except Exception as exc:  # a bug must not lose what was captured
@@ -286,7 +285,7 @@ class _CaptureRun:
                 )
         return await browser.open(self.spec.url, self.spec.wait_for, stop_on_signal=self.spec.stop_on_signal)
 
-    async def _wait_for_end(self) -> str:
+    async def _wait_for_end(self) -> StopReason:
         assert self.capture is not None and self.session is not None
         events = self.session.events
         waits = {
@@ -301,10 +300,11 @@ class _CaptureRun:
         finally:
             for task in waits.values():
                 task.cancel()
-        reason = next(name for name, task in waits.items() if task in done)
-        if reason == "page_failed":
+        ended = next(name for name, task in waits.items() if task in done)
+        reason: StopReason = {"duration": "duration", "stop": "api", "page_signal": "signal"}.get(ended, "error")
+        if ended == "page_failed":
             self.error = events.error or RecorderError(ErrorCode.BROWSER_CRASHED, "the page failed")
-        elif reason == "capture_exited":
+        elif ended == "capture_exited":
             self.error = self.capture.failure()
         self.log.info("recording stopping", reason=reason)
         return reason
@@ -339,7 +339,7 @@ class _CaptureRun:
             capture_file=self.capture_file,
             progress=self.capture.progress if self.capture else Progress(),
             timings=self.timings,
-            stopped_by=self.stopped_by,
+            stop_reason=self.stop_reason,
             error=self.error,
             blocked=rec.guard.ledger.summary() if rec.guard is not None else None,
             versions=tool_versions(rec.browser.version if rec.browser else None),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from contract.errors import RecorderError
 from contract.protocol import Progress
-from contract.spec import RecordingSpec
+from contract.spec import RecordingSpec, StopReason
 from recorder.attempt import AttemptFolder
 from recorder.egress.ledger import BlockedSummary
 from recorder.timings import Timings
@@ -25,12 +25,13 @@ class Captured:
     capture_file: Path  # folder.capture(live=spec.live_upload)
     progress: Progress
     timings: Timings
-    stopped_by: str
+    stop_reason: StopReason
     error: RecorderError | None
     blocked: BlockedSummary | None  # None when the egress guard is off
     versions: dict[str, str]
     av_offset_correction_ms: float
     behind_real_time: bool = False
+    screenshot: Path | None = None  # failure.png: the page when the recording failed
 
     @property
     def has_media(self) -> bool:

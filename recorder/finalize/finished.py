@@ -9,7 +9,8 @@ from typing import Any
 import structlog
 
 from contract.errors import RecorderError
-from contract.protocol import Progress
+from contract.protocol import SCREENSHOT_NAME, Progress
+from contract.spec import StopReason
 from recorder.attempt import AttemptFolder
 from recorder.egress.ledger import BlockedSummary
 from recorder.finalize.sidecar import Sidecar, write_sidecar
@@ -28,12 +29,17 @@ class Finished:
     mp4: Path | None  # rec.mp4; None when nothing playable came out
     metadata: Sidecar  # rec.json's content; without quality until analyzed
     error: RecorderError | None
-    stopped_by: str
+    stop_reason: StopReason
     progress: Progress
     blocked: BlockedSummary | None
     quality: dict[str, Any] | None = None  # set by `complete`
     sidecar: Path | None = None  # rec.json once written (None before, or when writing failed)
     files: dict[str, Path] = field(default_factory=dict)  # what is kept, by name
+
+    @property
+    def screenshot(self) -> Path | None:
+        """failure.png, when the recording failed and the page could still be pictured."""
+        return self.files.get(SCREENSHOT_NAME)
 
     @property
     def ok(self) -> bool:

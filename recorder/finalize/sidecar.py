@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from contract.protocol import ErrorInfo, Progress
-from contract.spec import RecordingSpec
+from contract.spec import RecordingSpec, StopReason
 from recorder.egress.ledger import BlockedSummary
 from recorder.quality import QualityReport
 from recorder.timings import Timings
@@ -27,7 +27,7 @@ class Sidecar(BaseModel):
     spec: RecordingSpec
     timings: Timings
     start_latency: float | None = Field(default=None, description="seconds from start to the first frame")
-    stopped_by: str
+    stop_reason: StopReason = Field(description="what ended the capture")
     file: str | None = None
     size: int | None = None
     duration: float | None = None
@@ -39,6 +39,7 @@ class Sidecar(BaseModel):
     versions: dict[str, str]
     quality: QualityReport | None = None
     error: ErrorInfo | None = None
+    screenshot: str | None = Field(default=None, description="failure.png beside rec.json: the page when it failed")
     # Connections the egress guard denied: totals by address class, and the hosts (capped).
     blocked: BlockedSummary | None = None
 

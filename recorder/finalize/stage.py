@@ -43,12 +43,14 @@ async def finalize(captured: Captured) -> Finished:
     files = {mp4.name: mp4} if mp4 is not None else {}
     if mp4 is None and captured.capture_file.is_file():
         files[captured.capture_file.name] = captured.capture_file
+    if captured.screenshot is not None and captured.screenshot.is_file():
+        files[captured.screenshot.name] = captured.screenshot
     finished = Finished(
         folder=captured.folder,
         mp4=mp4,
         metadata=_metadata(captured, mp4, timings, error),
         error=error,
-        stopped_by=captured.stopped_by,
+        stop_reason=captured.stop_reason,
         progress=captured.progress,
         blocked=captured.blocked,
         files=files,
@@ -56,7 +58,7 @@ async def finalize(captured: Captured) -> Finished:
     bound.info(
         "recording finished",
         ok=finished.ok,
-        stopped_by=finished.stopped_by,
+        stop_reason=finished.stop_reason,
         error=str(error) if error else None,
         file=str(mp4) if mp4 else None,
     )
@@ -71,7 +73,7 @@ def _metadata(captured: Captured, mp4: Path | None, timings: Timings, error: Rec
         spec=spec,
         timings=timings,
         start_latency=timings.start_latency,
-        stopped_by=captured.stopped_by,
+        stop_reason=captured.stop_reason,
         file=mp4.name if mp4 else None,
         size=mp4.stat().st_size if mp4 else None,
         capture=captured.progress,
@@ -80,4 +82,5 @@ def _metadata(captured: Captured, mp4: Path | None, timings: Timings, error: Rec
         versions=captured.versions,
         error=ErrorInfo(**error.as_dict()) if error else None,
         blocked=captured.blocked,
+        screenshot=captured.screenshot.name if captured.screenshot is not None else None,
     )

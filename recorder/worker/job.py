@@ -213,7 +213,7 @@ class Job:
             return None
         self.log.info(
             "worker.recorded",
-            stopped_by=finished.stopped_by,
+            stop_reason=finished.stop_reason,
             mp4=str(finished.mp4) if finished.mp4 else None,
             error=str(finished.error) if finished.error else None,
         )

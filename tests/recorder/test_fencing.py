@@ -265,7 +265,7 @@ class _Output:
     progress: Progress
     quality: dict[str, Any] | None = None
     error: RecorderError | None = None
-    stopped_by: str = "stop"
+    stop_reason: str = "api"
     blocked: None = None  # no egress guard here
     files: dict[str, Path] = field(default_factory=dict)
     folder: AttemptFolder | None = None

@@ -171,7 +171,7 @@ async def test_navigation_by_script_while_recording_fails_it_and_keeps_the_file(
         result = await record(recorder, settings, spec(sites.public.url("/navigate?after=1500"), 8), "scripted")
     assert result.error is not None and result.error.code == ErrorCode.URL_NOT_ALLOWED, result.error
     assert "127.0.0.1" in result.error.message and "loopback" in result.error.message
-    assert result.stopped_by == "page_failed"
+    assert result.stop_reason == "error"
     assert result.mp4 is not None and result.mp4.stat().st_size > 0, "what was captured is kept"
     assert result.timings is not None and result.timings.stopped is not None and result.timings.first_frame
     assert result.timings.stopped - result.timings.first_frame < 6, "stopped at the navigation, not at the end"

@@ -89,7 +89,7 @@ async def test_readiness_by_selector_and_stop_by_page_signal(settings, test_page
     started = time.monotonic()
     result = await record(settings, spec)
     assert result.ok, result.error
-    assert result.stopped_by == "page_signal"
+    assert result.stop_reason == "signal"
     assert time.monotonic() - started < 25, "END_RECORDING stopped the recording long before its duration"
     assert result.timings and result.timings.ready
     assert result.timings.ready - result.timings.started >= 1.4, "recording began only once #ready was visible"
@@ -225,7 +225,7 @@ async def test_renderer_crash_is_survived_once(settings, test_page):
         await _crash_renderers(recorder)
         result = await task
     assert result.ok, result.error
-    assert result.stopped_by == "duration"
+    assert result.stop_reason == "duration"
     report = analyze_file(result.mp4)
     assert report.duration is not None and abs(report.duration - 8) <= 1.0
 

@@ -52,7 +52,7 @@ class Result:
     quality: dict[str, Any] | None
     progress: Progress
     error: RecorderError | None
-    stopped_by: str
+    stop_reason: str
     blocked: None = None  # no egress guard here
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -95,10 +95,10 @@ class StandInRecorder:
         stop = stop or asyncio.Event()
         report("recording", Progress(first_frame_at=first))
         (out_dir / "capture.mkv").write_bytes(b"partial")
-        stopped_by = "duration"
+        stop_reason = "duration"
         while time.time() - first < spec.duration:
             if stop.is_set():
-                stopped_by = "stop"
+                stop_reason = "api"
                 break
             self.recording.set()
             elapsed = time.time() - first
@@ -114,10 +114,10 @@ class StandInRecorder:
         mp4 = out_dir / "rec.mp4"
         mp4.write_bytes(b"\x00\x00\x00\x18ftypmp42" + recording_id.encode())
         sidecar = out_dir / "rec.json"
-        sidecar.write_text(json.dumps({"recording_id": recording_id, "stopped_by": stopped_by}))
+        sidecar.write_text(json.dumps({"recording_id": recording_id, "stop_reason": stop_reason}))
         (out_dir / "capture.mkv").unlink()
         # The analysis is deferred to `complete`, as the job wants it: no quality yet.
-        return Result(recording_id, out_dir, mp4, sidecar, None, progress, None, stopped_by)
+        return Result(recording_id, out_dir, mp4, sidecar, None, progress, None, stop_reason)
 
     async def finalize(self, captured: Result) -> Result:
         """The capture is already the finished recording here."""
@@ -251,7 +251,7 @@ async def test_records_stores_and_reports_with_heartbeats(farm: Farm) -> None:
     assert mp4 == (farm.tmp_path / "records" / rid / "attempt-1" / "rec.mp4").resolve()
     assert mp4.read_bytes().endswith(rid.encode())
     metadata = json.loads(local_path(rec["metadata_location"]).read_text())
-    assert metadata["stopped_by"] == "duration"
+    assert metadata["stop_reason"] == "duration"
     assert metadata["quality"] == {"fps": 30.0}, "rec.json is stored once the deferred analysis is done"
     assert recorder.completed == [rid]
     assert rec["quality"] == {"fps": 30.0}
@@ -289,7 +289,7 @@ async def test_stop_through_the_api_keeps_the_file(farm: Farm) -> None:
     assert time.monotonic() - started < 15
     rec = await farm.api.get(rid)
     assert rec["status"] == "completed", rec
-    assert json.loads(local_path(rec["metadata_location"]).read_text())["stopped_by"] == "stop"
+    assert json.loads(local_path(rec["metadata_location"]).read_text())["stop_reason"] == "api"
 
 
 async def test_cancel_through_the_api_discards_the_files(farm: Farm) -> None:

@@ -12,6 +12,7 @@ and retries, so an orchestrator restart loses nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -30,8 +31,16 @@ METADATA_NAME = "rec.json"
 SCREENSHOT_NAME = "failure.png"  # the page when a recording failed
 
 
+MEDIA_NAMES = (MEDIA_NAME, AUDIO_NAME)
+
+
 def media_name(video: bool) -> str:
     return MEDIA_NAME if video else AUDIO_NAME
+
+
+def media_of(names: Iterable[str]) -> str | None:
+    """Which of an attempt's object names is its media (rec.mp4 or rec.m4a); None when there is none."""
+    return next((name for name in names if name in MEDIA_NAMES), None)
 
 
 def attempt_segment(attempt: int) -> str:

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from contract.errors import ErrorCode, RecorderError
-from contract.protocol import MEDIA_NAME, METADATA_NAME
+from contract.protocol import MEDIA_NAMES, METADATA_NAME, media_of
 from recorder.attempt import AttemptFolder
 from recorder.config import MAX_PARTS, RecorderSettings, TransferOptions
 from recorder.storage.destination import Destination, StoreCall
@@ -78,9 +78,9 @@ class BucketDestination(Destination):
         file; CANCELLED when `cancel` is set; LEASE_LOST when `confirm` says no (the upload aborted either way)."""
         growing, persisted = call.growing, False
         try:
-            if MEDIA_NAME not in files:
+            if media_of(files) is None:
                 raise RecorderError(
-                    ErrorCode.INVALID_ARGUMENT, f"nothing to store: no {MEDIA_NAME} among {sorted(files)}"
+                    ErrorCode.INVALID_ARGUMENT, f"nothing to store: no {' or '.join(MEDIA_NAMES)} among {sorted(files)}"
                 )
             for name, path in files.items():
                 if not path.is_file():
@@ -121,10 +121,11 @@ class BucketDestination(Destination):
                 growing.cancel()  # in no state file: nobody else would ever abort its parts
             raise
 
-    def store_metadata(self, sidecar: Path, *, confirm: Confirm | None = None, keep_files: bool = False) -> str:
-        """rec.json is small and comes last, so it needs no pending state: botocore's retries cover it, and what
-        still fails raises (the media is safe already; the caller keeps rec.json on disk and says so)."""
-        obj = self._plan(METADATA_NAME, sidecar)
+    def store_small(self, path: Path, *, confirm: Confirm | None = None, keep_files: bool = False) -> str:
+        """rec.json and failure.png are small and come last, so they need no pending state: botocore's retries
+        cover them, and what still fails raises (the media is safe already; the caller keeps the file on disk
+        and says so)."""
+        obj = self._plan(path.name, path)
         client = make_client(self.settings, self.options)
         uploader = ObjectUploader(client, self.bucket, self.options, save=lambda: None, confirm=confirm)
         try:
@@ -132,13 +133,13 @@ class BucketDestination(Destination):
         except RecorderError:
             raise
         except Unconfirmed:
-            raise lease_lost(s3_url(self.bucket, obj.key), [sidecar]) from None
+            raise lease_lost(s3_url(self.bucket, obj.key), [path]) from None
         except Exception as exc:
             if classify(exc) is Verdict.DENIED:
                 raise denied_error(exc, self.bucket, self.settings.s3_endpoint_url) from exc
             raise failed_error(exc, self.bucket, obj.key) from exc
         if not (keep_files or self.settings.keep_local):
-            sidecar.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
         return s3_url(self.bucket, obj.key)
 
     def resume(self, confirm: Confirm | None = None, *, keep_files: bool = False) -> StoredResult | None:
@@ -170,11 +171,12 @@ class BucketDestination(Destination):
         client = make_client(self.settings, self.options)
         halt = threading.Event()  # stops the parts in flight when the upload is handed over or dropped
         uploader = ObjectUploader(client, self.bucket, self.options, save=lambda: None, cancel=halt)
+        name = self.folder.media.name
         obj = ObjectUpload(
-            name=MEDIA_NAME,
+            name=name,
             path=self.folder.media.resolve(),
-            key=self.key(MEDIA_NAME),
-            content_type=content_type(MEDIA_NAME),
+            key=self.key(name),
+            content_type=content_type(name),
             size=0,
             part_size=self.options.part_size,
         )
@@ -207,6 +209,7 @@ class BucketDestination(Destination):
 
 
 def _ordered(files: dict[str, Path]) -> list[str]:
-    """rec.mp4 first and rec.json last: a metadata object in the bucket means the media is there too."""
-    rest = sorted(n for n in files if n not in (MEDIA_NAME, METADATA_NAME))
-    return [MEDIA_NAME, *rest, *([METADATA_NAME] if METADATA_NAME in files else [])]
+    """The media first and rec.json last: a metadata object in the bucket means the media is there too."""
+    media = media_of(files) or ""
+    rest = sorted(n for n in files if n not in (media, METADATA_NAME))
+    return [media, *rest, *([METADATA_NAME] if METADATA_NAME in files else [])]

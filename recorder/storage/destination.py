@@ -57,7 +57,8 @@ class Destination(ABC):
         growing: GrowingUpload | None = None,
         keep_files: bool = False,
     ) -> StoredResult:
-        """Store rec.mp4 (and whatever else `files` names); confirmed, or pending when S3 cannot be reached.
+        """Store the media (rec.mp4 or rec.m4a) and whatever else `files` names; confirmed, or pending when S3
+        cannot be reached.
 
         `keep_files`: leave the local files for the caller to tidy (it still reads them), whatever KEEP_LOCAL
         says. `growing`: the upload that followed rec.mp4 while it was written, to be completed."""
@@ -67,8 +68,9 @@ class Destination(ABC):
     def _store(self, files: dict[str, Path], call: StoreCall) -> StoredResult: ...
 
     @abstractmethod
-    def store_metadata(self, sidecar: Path, *, confirm: Confirm | None = None, keep_files: bool = False) -> str:
-        """Store rec.json after rec.mp4; returns its location. Raises RecorderError when it cannot."""
+    def store_small(self, path: Path, *, confirm: Confirm | None = None, keep_files: bool = False) -> str:
+        """Store a small file of the attempt under its own name (rec.json after the media, failure.png);
+        returns its location. Raises RecorderError when it cannot."""
 
     def resume(self, confirm: Confirm | None = None, *, keep_files: bool = False) -> StoredResult | None:
         """Try once more an upload that was left pending; None when nothing of this attempt is pending."""

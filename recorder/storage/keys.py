@@ -92,6 +92,8 @@ def s3_url(bucket: str, key: str) -> str:
 
 _CONTENT_TYPES = {
     ".mp4": "video/mp4",
+    ".m4a": "audio/mp4",
+    ".png": "image/png",
     ".json": "application/json",
     ".ts": "video/mp2t",
     ".m3u8": "application/vnd.apple.mpegurl",

@@ -12,7 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from contract.protocol import MEDIA_NAME, METADATA_NAME
+from contract.protocol import METADATA_NAME, media_of
 from recorder.storage.checksum import file_sha256
 from recorder.storage.destination import Destination, StoreCall
 from recorder.storage.result import StoredObject, StoredResult
@@ -28,7 +28,7 @@ class LocalDestination(Destination):
         started = time.monotonic()
         objects = [self._place(name, source) for name, source in files.items()]
         by_name = {o.name: o for o in objects}
-        media, meta = by_name[MEDIA_NAME], by_name.get(METADATA_NAME)
+        media, meta = by_name[media_of(by_name) or ""], by_name.get(METADATA_NAME)
         return StoredResult(
             recording_id=self.folder.recording_id,
             location=media.location,
@@ -40,8 +40,8 @@ class LocalDestination(Destination):
             objects=objects,
         )
 
-    def store_metadata(self, sidecar: Path, *, confirm: Confirm | None = None, keep_files: bool = False) -> str:
-        return self._place(METADATA_NAME, sidecar).location
+    def store_small(self, path: Path, *, confirm: Confirm | None = None, keep_files: bool = False) -> str:
+        return self._place(path.name, path).location
 
     def _place(self, name: str, source: Path) -> StoredObject:
         home = self.folder.create().root.resolve()

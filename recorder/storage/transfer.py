@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from contract.errors import ErrorCode, RecorderError
-from contract.protocol import MEDIA_NAME, METADATA_NAME, ErrorInfo
+from contract.protocol import METADATA_NAME, ErrorInfo, media_of
 from recorder.attempt import AttemptFolder
 from recorder.config import RecorderSettings, TransferOptions
 from recorder.storage.keys import s3_url
@@ -115,8 +115,9 @@ def result_of(
         for o in state.objects
     ]
     by_name = {o.name: o for o in objects}
-    media, meta = by_name[MEDIA_NAME], by_name.get(METADATA_NAME)
-    dest = state.find(MEDIA_NAME)
+    media_name = media_of(by_name) or ""
+    media, meta = by_name[media_name], by_name.get(METADATA_NAME)
+    dest = state.find(media_name)
     return StoredResult(
         recording_id=state.recording_id,
         location=media.location,

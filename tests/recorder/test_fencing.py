@@ -465,7 +465,7 @@ async def test_a_rec_json_the_bucket_did_not_take_stays_on_disk(
     def refuse(*args: Any, **kwargs: Any) -> str:
         raise RecorderError(ErrorCode.UPLOAD_FAILED, "the bucket refused rec.json")
 
-    monkeypatch.setattr("recorder.storage.bucket.BucketDestination.store_metadata", refuse)
+    monkeypatch.setattr("recorder.storage.bucket.BucketDestination.store_small", refuse)
     settings = settings_for(tmp_path, s3.endpoint, s3.bucket)
     recorder = SlowRecorder(marker=b"meta")
     job = Job(lease_for("j3", settings, ttl=5.0, duration=0.5), worker_id="a", recorder=recorder,  # type: ignore[arg-type]

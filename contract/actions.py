@@ -11,7 +11,7 @@ previous one opened. Only frames of the page's own origin can be entered.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -94,9 +94,7 @@ class Evaluate(_Step):
     timeout: StepTimeout = 10.0
 
 
-STEP_TYPES = (Click, Fill, Press, WaitForElement, Wait, Evaluate)
 Step = Annotated[Click | Fill | Press | WaitForElement | Wait | Evaluate, Field(discriminator="do")]
-STEP_VERBS = frozenset(get_args(kind.model_fields["do"].annotation)[0] for kind in STEP_TYPES)
 
 
 def describe(index: int, step: Click | Fill | Press | WaitForElement | Wait | Evaluate) -> str:

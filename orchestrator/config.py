@@ -16,7 +16,9 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract.actions import ALLOW_EVALUATE_ENV
 from contract.envcheck import URL_ALLOWLIST_HELP, CommaList, UrlAllowlist
+from contract.spec import MAX_READINESS_WAIT
 
 
 def _env(name: str) -> AliasChoices:
@@ -124,6 +126,19 @@ class OrchestratorSettings(BaseSettings):
         gt=0,
         validation_alias=_env("ORCHESTRATOR_DEFAULT_DURATION"),
         description="max_duration when a request gives none (capped by max_duration)",
+    )
+    max_waiting: float = Field(
+        default=1800.0,
+        gt=0,
+        le=MAX_READINESS_WAIT,
+        validation_alias=_env("ORCHESTRATOR_MAX_WAITING"),
+        description="upper bound in seconds for a waiting room: wait_for.timeout of kind selector or signal",
+    )
+    actions_allow_evaluate: bool = Field(
+        default=False,
+        validation_alias=_env(ALLOW_EVALUATE_ENV),
+        description="accept join scripts with `evaluate` steps (JavaScript in the page); the recorders read"
+        " the same variable",
     )
 
     # leases

@@ -1,7 +1,8 @@
 """Where a recording's files may be: computed by the orchestrator, never taken from a worker.
 
-A worker's report names where it put rec.mp4 and rec.json. A worker token can leak, so that text is
-only accepted when it is one of the places the orchestrator itself would compute for the lease:
+A worker's report names where it put rec.mp4 (rec.m4a for an audio-only recording), rec.json and, when
+the recording failed, failure.png. A worker token can leak, so that text is only accepted when it is one
+of the places the orchestrator itself would compute for the lease:
 
 - local: `file://` + the orchestrator's resolved RECORDS_DIR + `/<recording_id>/attempt-<n>/<name>`;
 - S3: `s3://<the leased bucket>/<key>`, where the key lies under the leased prefix, holds the segment
@@ -26,10 +27,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from contract.protocol import attempt_segment
+from contract.protocol import MEDIA_NAME, METADATA_NAME, SCREENSHOT_NAME, attempt_segment
 
-MEDIA = "rec.mp4"
-METADATA = "rec.json"
+MEDIA = MEDIA_NAME
+METADATA = METADATA_NAME
+SCREENSHOT = SCREENSHOT_NAME
 
 
 @dataclass(frozen=True)
@@ -121,14 +123,21 @@ class Locations:
         return None
 
     def media(
-        self, recording_id: str, attempt: int, upload: dict[str, Any], location: str, legacy: bool = False
+        self,
+        recording_id: str,
+        attempt: int,
+        upload: dict[str, Any],
+        location: str,
+        legacy: bool = False,
+        name: str = MEDIA,
     ) -> Path | S3Object | None:
-        """Where the media of a stored row may be served from: a derived path or the leased object, else None.
+        """Where the file `name` of a stored row may be served from: a derived path or the leased object,
+        else None.
 
-        `legacy` rows were stored before attempt folders existed: their files are also looked for at
+        `legacy` rows were stored before attempt folders existed: their rec.mp4 is also looked for at
         `RECORDS_DIR/<id>/rec.mp4`, or under the leased bucket and prefix without the attempt segment."""
-        ok = self.problem(location, recording_id=recording_id, attempt=attempt, upload=upload) is None
-        if not ok and legacy:
+        ok = self.problem(location, recording_id=recording_id, attempt=attempt, upload=upload, name=name) is None
+        if not ok and legacy and name == MEDIA:
             if location.startswith("s3://"):
                 ok = self._s3_problem(location, recording_id, None, upload, MEDIA) is None
             elif not upload.get("bucket") and _file_path(location) == str(self.legacy_path(recording_id)):
@@ -138,7 +147,7 @@ class Locations:
         if location.startswith("s3://"):
             bucket, _, key = location.removeprefix("s3://").partition("/")
             return S3Object(bucket, key)
-        return self.local_path(recording_id, attempt)
+        return self.local_path(recording_id, attempt, name)
 
 
 def _file_path(location: str) -> str | None:

@@ -1,4 +1,6 @@
-"""Where a recording's media can be fetched: a presigned S3 URL, or a file under RECORDS_DIR.
+"""Where a recording's files can be fetched: a presigned S3 URL, or a file under RECORDS_DIR. The media
+(rec.mp4, or rec.m4a for an audio-only recording) once it is complete, and failure.png, the page when
+the recording failed.
 
 Only places the orchestrator derives itself are served (see `locations.py`): the local path is computed
 from RECORDS_DIR, the recording id and its attempt, never read from the row, and only the bucket the
@@ -14,8 +16,9 @@ from pathlib import Path
 
 import structlog
 
+from contract.protocol import media_name
 from orchestrator.errors import Conflict, NotFound
-from orchestrator.locations import Locations, S3Object
+from orchestrator.locations import SCREENSHOT, Locations, S3Object
 from orchestrator.states import State
 from orchestrator.store.base import RecordingRow
 
@@ -30,6 +33,7 @@ class Redirect:
 @dataclass(frozen=True)
 class LocalFile:
     path: Path
+    content_type: str
 
 
 class MediaLocator:
@@ -40,25 +44,45 @@ class MediaLocator:
         self._s3 = None
 
     async def locate(self, row: RecordingRow) -> Redirect | LocalFile:
+        """The recording's media: rec.mp4, or rec.m4a when it was recorded without video."""
         if not row.location:
             if row.status in (State.COMPLETED, State.CANCELLED, State.FAILED):
                 raise NotFound(f"recording {row.id} is {row.status} and has no media")
             raise Conflict(
                 "media_not_ready", f"recording {row.id} is {row.status}; its media is available once completed"
             )
-        where = self.locations.media(row.id, row.attempts, row.upload, row.location, legacy=row.legacy_layout)
+        video = bool(row.spec.get("video", True))
+        name = media_name(video)
+        where = self.locations.media(
+            row.id, row.attempts, row.upload, row.location, legacy=row.legacy_layout, name=name
+        )
+        return await self._served(row, where, row.location, "video/mp4" if video else "audio/mp4", "media")
+
+    async def screenshot(self, row: RecordingRow) -> Redirect | LocalFile:
+        """failure.png: what the page showed when the recording failed."""
+        if not row.screenshot_location:
+            raise NotFound(f"recording {row.id} has no screenshot: one is taken only when a recording fails")
+        where = self.locations.media(row.id, row.attempts, row.upload, row.screenshot_location, name=SCREENSHOT)
+        return await self._served(row, where, row.screenshot_location, "image/png", "screenshot")
+
+    async def _served(
+        self, row: RecordingRow, where: Path | S3Object | None, location: str, content_type: str, what: str
+    ) -> Redirect | LocalFile:
         if where is None:
-            log.warning("media_location_refused", recording_id=row.id, location=row.location)
-            raise NotFound(f"recording {row.id} has no media this server can serve")
+            log.warning(f"{what}_location_refused", recording_id=row.id, location=location)
+            raise NotFound(f"recording {row.id} has no {what} this server can serve")
         if isinstance(where, S3Object):
             return Redirect(await self._presign(where.bucket, where.key))
+        return self._local(row, where, content_type, what)
+
+    def _local(self, row: RecordingRow, where: Path, content_type: str, what: str) -> LocalFile:
         if self.locations.servable(where) is None:
             if not (where.exists() or where.is_symlink()):
-                raise NotFound(f"recording {row.id}'s file no longer exists")
+                raise NotFound(f"recording {row.id}'s {what} file no longer exists")
             # A link (to the store, another recording, anything) where a worker should have left a file.
-            log.warning("media_link_refused", recording_id=row.id, path=str(where))
-            raise NotFound(f"recording {row.id} has no media this server can serve")
-        return LocalFile(where)
+            log.warning(f"{what}_link_refused", recording_id=row.id, path=str(where))
+            raise NotFound(f"recording {row.id} has no {what} this server can serve")
+        return LocalFile(where, content_type)
 
     async def _presign(self, bucket: str, key: str) -> str:
         return await asyncio.to_thread(self._presign_sync, bucket, key)

@@ -11,18 +11,24 @@ states, so there are at most as many as recordings are leased at once. Worker id
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import get_args
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from contract.errors import ErrorCode
+from contract.errors import CALLER_SIDE, ErrorCode
 from contract.protocol import Progress
 from contract.security import BLOCK_REASONS
+from contract.spec import StopReason
 from orchestrator.events import StateChange
 from orchestrator.states import TERMINAL, State
 
 # Error codes the orchestrator itself sets, besides the recorder's `ErrorCode`s.
 ORCHESTRATOR_CODES = frozenset({"invalid_report", "unknown"})
 FAILURE_CODES = frozenset(c.value for c in ErrorCode) | ORCHESTRATOR_CODES
+# Failures of what the caller asked for (a lobby that never admitted the recorder, a join step that found
+# no button), not of the farm: the `side` label keeps them out of the system-failure alert.
+CALLER_SIDE_CODES = frozenset(c.value for c in CALLER_SIDE)
+STOP_REASONS = frozenset(get_args(StopReason))
 # A report claiming more denied requests than this for one reason is not believed.
 MAX_BLOCKED_PER_REPORT = 1_000_000
 
@@ -30,6 +36,11 @@ MAX_BLOCKED_PER_REPORT = 1_000_000
 def bounded(value: str, known: frozenset[str]) -> str:
     """`value` when it is one of `known`, else "other": a label never takes an unbounded value."""
     return value if value in known else "other"
+
+
+def failure_side(code: str) -> str:
+    """"caller" for a failure of what the caller asked for, "system" for one of the farm."""
+    return "caller" if code in CALLER_SIDE_CODES else "system"
 
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -72,7 +83,24 @@ class OrchestratorMetrics:
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
             registry=r,
         )
-        self.failures = Counter("orchestrator_failures_total", "Failed recordings by error code", ["code"], registry=r)
+        self.failures = Counter(
+            "orchestrator_failures_total",
+            "Failed recordings by error code and side (caller: the page or request; system: the farm)",
+            ["code", "side"],
+            registry=r,
+        )
+        self.waiting_seconds = Histogram(
+            "orchestrator_waiting_seconds",
+            "Time recordings spent in the waiting room (the `waiting` state), observed when they leave it",
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+            registry=r,
+        )
+        self.stopped = Counter(
+            "orchestrator_recordings_stopped_total",
+            "Ended recordings by what stopped their capture (the worker's stop_reason)",
+            ["stop_reason"],
+            registry=r,
+        )
         self.lapsed = Counter("orchestrator_leases_lapsed_total", "Leases lost to a silent worker", registry=r)
         self.webhooks = Counter(
             "orchestrator_webhook_deliveries_total",
@@ -92,7 +120,14 @@ class OrchestratorMetrics:
         self.transitions.labels(change.old.value if change.old else "none", change.new.value).inc()
         row = change.recording
         if change.new is State.FAILED:
-            self.failures.labels(bounded(row.error_code or "unknown", FAILURE_CODES)).inc()
+            code = bounded(row.error_code or "unknown", FAILURE_CODES)
+            self.failures.labels(code, failure_side(code)).inc()
+        if change.old is State.WAITING:
+            entered = row.timestamps.get(State.WAITING.value)
+            if entered is not None:
+                self.waiting_seconds.observe(max(0.0, change.at - entered))
+        if change.new in TERMINAL and row.stop_reason:
+            self.stopped.labels(bounded(row.stop_reason, STOP_REASONS)).inc()
         if change.new in TERMINAL or change.new is State.QUEUED:
             self.forget(row.id)
         if change.new is State.COMPLETED and row.location and row.location.startswith("s3://"):

@@ -3,8 +3,10 @@
 - A worker long-polls for a lease; it is granted the oldest queued recording, unless POOL_CAPACITY
   recordings are leased already (the machine would fall behind real time), the worker is retiring, or
   the orchestrator is draining. Waiters are woken when a recording is queued or a lease ends.
-- Heartbeats renew the lease, store progress, move the recording forward, and carry back what the API
-  asked for (stop, cancel). Reports end the recording. A call on a lease not held gets `LeaseGone` (410).
+- Heartbeats renew the lease, store progress and whether capture is paused, move the recording forward
+  (into `waiting` while a meeting's lobby holds the recorder), and carry back what the API asked for
+  (stop, cancel, pause). Reports end the recording, with what stopped it and, for a failure, a
+  screenshot. A call on a lease not held gets `LeaseGone` (410).
 - A report's locations are accepted only when they are the places the orchestrator computes for the
   lease (`locations.py`); any other location is refused (422 `invalid_report`) and the recording fails
   with that code, naming the worker and the location. A leaked worker token cannot point the media
@@ -29,13 +31,22 @@ import structlog
 from pydantic import ValidationError
 
 from contract.errors import ErrorCode
-from contract.protocol import Heartbeat, HeartbeatReply, Lease, LeaseRequest, Report, UploadTarget, attempt_segment
+from contract.protocol import (
+    Heartbeat,
+    HeartbeatReply,
+    Lease,
+    LeaseRequest,
+    Report,
+    UploadTarget,
+    attempt_segment,
+    media_name,
+)
 from contract.spec import RecordingSpec
 from orchestrator.config import OrchestratorSettings
 from orchestrator.errors import Detail, LeaseGone, OrchestratorError
 from orchestrator.events import EventBus, StateChange
 from orchestrator.lifecycle import Lifecycle
-from orchestrator.locations import MEDIA, METADATA, Locations
+from orchestrator.locations import METADATA, SCREENSHOT, Locations
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.states import ACTIVE, TERMINAL, State, is_forward
 from orchestrator.store.base import RecordingStore
@@ -216,6 +227,7 @@ class Scheduler:
             lease_expires_at=now + self.settings.lease_ttl,
             last_heartbeat_at=now,
             progress=hb.progress.model_dump(mode="json"),
+            paused=hb.paused,
         )
         first_frame = hb.progress.first_frame_at
         if first_frame is not None and "first_frame" not in row.timestamps:
@@ -233,7 +245,10 @@ class Scheduler:
             self.metrics.start_latency.observe(max(0.0, first_frame - row.created_at))
         self.registry.holds(hb.worker_id, row.id, now)
         self.metrics.observe_progress(row.id, hb.progress)
-        return HeartbeatReply(action=self._action(updated))
+        return self._reply(updated)
+
+    def _reply(self, row: RecordingRow) -> HeartbeatReply:
+        return HeartbeatReply(action=self._action(row), pause=row.pause_requested)
 
     def _action(self, row: RecordingRow) -> str:
         if row.requested_action == "cancel":
@@ -248,15 +263,18 @@ class Scheduler:
         if row.status in TERMINAL:
             return HeartbeatReply()  # the worker retried a report that was already recorded
         now = self.clock()
-        location, metadata_location = await self._checked_locations(row, report, now)
+        location, metadata_location, screenshot_location = await self._checked_locations(row, report, now)
         if not report.upload_pending:
             self.metrics.count_blocked(report.blocked)
         changes = Changes(
             location=location,
             metadata_location=metadata_location,
+            screenshot_location=screenshot_location,
             quality=report.quality,
             last_heartbeat_at=now,
         )
+        if report.stop_reason is not None:
+            changes["stop_reason"] = report.stop_reason
         if "progress" in report.model_fields_set:
             changes["progress"] = report.progress.model_dump(mode="json")
         if report.upload_pending:
@@ -275,6 +293,7 @@ class Scheduler:
         elif outcome is State.CANCELLED and report.error is not None:
             changes["error_code"], changes["error_message"] = report.error.code, report.error.message
         changes["lease_expires_at"] = None
+        changes["paused"] = False  # nothing is captured any more
         updated = await self.lifecycle.move(row, outcome, at=now, changes=changes, from_states=ACTIVE)
         if updated is None:
             raise LeaseGone(f"lease {report.lease_id} ended while the report was handled")
@@ -288,14 +307,18 @@ class Scheduler:
         pending_failure = report.error is not None and report.error.code == ErrorCode.UPLOAD_PENDING.value
         return bool(row.upload.get("bucket")) and (report.upload_pending or pending_failure)
 
-    async def _checked_locations(self, row: RecordingRow, report: Report, now: float) -> tuple[str | None, str | None]:
-        """The report's locations if they are the ones this orchestrator computes for the lease; otherwise
-        the report is refused and the recording fails, naming the worker and the location."""
+    async def _checked_locations(
+        self, row: RecordingRow, report: Report, now: float
+    ) -> tuple[str | None, str | None, str | None]:
+        """The report's locations (media, metadata, screenshot) if they are the ones this orchestrator
+        computes for the lease; otherwise the report is refused and the recording fails, naming the worker
+        and the location. The media is rec.mp4, or rec.m4a for a recording made without video."""
         pending = self._pending_upload(row, report)
         kept: list[str | None] = []
         for field, location, name in (
-            ("location", report.location, MEDIA),
+            ("location", report.location, media_name(bool(row.spec.get("video", True)))),
             ("metadata_location", report.metadata_location, METADATA),
+            ("screenshot_location", report.screenshot_location, SCREENSHOT),
         ):
             if location is None:
                 kept.append(None)
@@ -310,7 +333,7 @@ class Scheduler:
                 kept.append(location)
             if problem is not None:
                 await self._refuse(row, report, field, location, problem, now)
-        return kept[0], kept[1]
+        return kept[0], kept[1], kept[2]
 
     def _worker_disk_problem(self, location: str, row: RecordingRow, name: str) -> str | None:
         tail = f"/{row.id}/{attempt_segment(row.attempts)}/{name}"
@@ -335,6 +358,7 @@ class Scheduler:
                 lease_expires_at=None,
                 lease_id=None,
                 last_heartbeat_at=now,
+                paused=False,
             ),
             from_states=ACTIVE,
         )
@@ -346,11 +370,11 @@ class Scheduler:
         if row.status is not State.UPLOADING:
             updated = await self.lifecycle.move(row, State.UPLOADING, at=now, changes=changes)
             if updated is not None:
-                return HeartbeatReply(action=self._action(updated))
+                return self._reply(updated)
         updated = await self.store.update(row.id, changes, statuses=ACTIVE, lease_id=report.lease_id)
         if updated is None:
             raise LeaseGone(f"lease {report.lease_id} ended while the report was handled")
-        return HeartbeatReply(action=self._action(updated))
+        return self._reply(updated)
 
     # lapsed leases
 
@@ -389,12 +413,15 @@ class Scheduler:
         if cause:
             why += f"; the pool reports the worker failed: {cause}"
         # The lease ends here: a late heartbeat or report from that worker gets 410.
-        changes = Changes(lease_expires_at=None, lease_id=None)
+        changes = Changes(lease_expires_at=None, lease_id=None, paused=False)
         if row.requested_action == "cancel":
             target = State.CANCELLED
         elif row.requested_action is None and row.attempts < self.settings.max_attempts:
             target = State.QUEUED
-            changes |= Changes(worker=None, avoid_worker=row.worker, progress=None)
+            # The next attempt reports its own stop reason and screenshot.
+            changes |= Changes(
+                worker=None, avoid_worker=row.worker, progress=None, stop_reason=None, screenshot_location=None
+            )
         else:
             target = State.FAILED
             tried = f"; gave up after {row.attempts} attempt(s)" if row.requested_action is None else ""

@@ -1,4 +1,5 @@
-"""What a caller can do to recordings: create, read, list, stop and cancel, under the state machine.
+"""What a caller can do to recordings: create, read, list, stop, cancel, pause and resume, under the
+state machine.
 
 The worker's side of a recording (leases, heartbeats, reports, lapses) is the scheduler's.
 """
@@ -18,6 +19,7 @@ from orchestrator.auth import Caller
 from orchestrator.config import OrchestratorSettings
 from orchestrator.errors import Conflict, Detail, NotFound, OrchestratorError
 from orchestrator.events import EventBus
+from orchestrator.join_limits import check_join
 from orchestrator.lifecycle import Lifecycle
 from orchestrator.request import CreateRecording
 from orchestrator.states import ACTIVE, TERMINAL, State
@@ -99,6 +101,11 @@ class RecordingService:
                 f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
                 [Detail("Idempotency-Key", "bad length")],
             )
+        check_join(
+            request,
+            max_waiting=self.settings.max_waiting,
+            allow_evaluate=self.settings.actions_allow_evaluate,
+        )
         for field, url in (("url", request.url), ("webhook_url", request.webhook_url)):
             if url is not None:
                 try:
@@ -223,3 +230,40 @@ class RecordingService:
             return row
         updated = await self.store.update(row.id, changes, statuses=ACTIVE)
         return updated if updated is not None else await self.cancel(recording_id, keep, caller)
+
+    async def pause(self, recording_id: str, caller: Caller) -> RecordingRow:
+        """Ask the worker to pause the capture (a private part of a meeting): nothing is recorded until
+        resumed. Only a `recording` can pause; the worker does it at its next heartbeat."""
+        return await self._set_pause(recording_id, caller, True)
+
+    async def resume(self, recording_id: str, caller: Caller) -> RecordingRow:
+        """Ask the worker to capture again after a pause."""
+        return await self._set_pause(recording_id, caller, False)
+
+    async def _set_pause(self, recording_id: str, caller: Caller, pause: bool) -> RecordingRow:
+        row = await self.get(recording_id, caller)
+        verb = "paused" if pause else "resumed"
+        if row.status is not State.RECORDING:
+            when = {
+                State.QUEUED: "nothing is being recorded yet",
+                State.STARTING: "the page is still opening",
+                State.WAITING: "the page has not admitted the recorder yet, so nothing is being recorded",
+            }.get(row.status, "capture is over" if row.status in TERMINAL else "capture has ended")
+            raise Conflict(
+                "illegal_transition",
+                f"recording {row.id} is {row.status}: {when}; only a recording that is recording can be {verb}",
+            )
+        if row.requested_action is not None:
+            raise Conflict(
+                "illegal_transition",
+                f"recording {row.id} is being asked to {row.requested_action}; it can no longer be {verb}",
+            )
+        if row.pause_requested == pause:
+            other = "resume" if pause else "pause"
+            state = "paused" if pause else "running (not paused)"
+            raise Conflict(
+                "illegal_transition",
+                f"recording {row.id} is already {state}; POST /v1/recordings/{row.id}/{other} to {other} it",
+            )
+        updated = await self.store.update(row.id, Changes(pause_requested=pause), statuses=(State.RECORDING,))
+        return updated if updated is not None else await self._set_pause(recording_id, caller, pause)

@@ -1,11 +1,16 @@
 """The recording state machine: which state may follow which, and nothing else.
 
-    queued -> starting -> recording -> finalizing -> uploading -> completed
-                                                   (any active) -> failed | cancelled
+    queued -> starting -> waiting -> recording -> finalizing -> uploading -> completed
+                                                              (any active) -> failed | cancelled
     (any active) -> queued        a lapsed lease, retried on another worker
+
+`waiting` is the waiting room: the page is open and the join script has run, but the page has not
+admitted the recorder yet (wait_for kind `selector` or `signal`), so nothing is captured. A page without
+a waiting room goes from starting straight to recording.
 
 A worker may skip forward (a short recording can go from starting straight to finalizing, and its
 report from any active state to a final one); it never goes backwards. Final states are final.
+Pausing is not a state: a paused recording is `recording`, with `paused` set.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from enum import StrEnum
 class State(StrEnum):
     QUEUED = "queued"
     STARTING = "starting"
+    WAITING = "waiting"
     RECORDING = "recording"
     FINALIZING = "finalizing"
     UPLOADING = "uploading"
@@ -25,7 +31,7 @@ class State(StrEnum):
 
 
 # Held by a worker under a lease, in pipeline order.
-ACTIVE: tuple[State, ...] = (State.STARTING, State.RECORDING, State.FINALIZING, State.UPLOADING)
+ACTIVE: tuple[State, ...] = (State.STARTING, State.WAITING, State.RECORDING, State.FINALIZING, State.UPLOADING)
 TERMINAL: frozenset[State] = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
 _FINAL_OUTCOMES = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
 

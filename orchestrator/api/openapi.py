@@ -107,7 +107,8 @@ def _operation(path: str, doc: RouteDoc, schemas: _Schemas) -> dict[str, Any]:
         response: dict[str, Any] = {"description": reply.description}
         if reply.media_type is not None:
             schema = schemas.model(reply.model, "serialization") if reply.model is not None else None
-            response["content"] = {reply.media_type: {"schema": schema} if schema else {}}
+            types = reply.media_type if isinstance(reply.media_type, tuple) else (reply.media_type,)
+            response["content"] = {media_type: {"schema": schema} if schema else {} for media_type in types}
         if reply.headers:
             response["headers"] = {
                 name: {"description": text, "schema": {"type": "string"}} for name, text in reply.headers.items()

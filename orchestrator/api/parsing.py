@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from contract.fields import field_path
 from orchestrator.errors import Detail, OrchestratorError
 
 M = TypeVar("M", bound=BaseModel)
@@ -81,7 +82,7 @@ async def parse_body(request: web.Request, model: type[M], context: dict[str, An
     try:
         return _validate(model, data, context)
     except ValidationError as exc:
-        raise validation_failure(exc, model) from None
+        raise validation_failure(exc, model, data) from None
 
 
 def _validate(model: type[M], data: dict[str, Any], context: dict[str, Any] | None) -> M:
@@ -123,11 +124,11 @@ def _locate(data: Any, loc: tuple[int | str, ...]) -> tuple[Any, Any]:
     return holder, key
 
 
-def validation_failure(exc: ValidationError, model: type[BaseModel]) -> OrchestratorError:
+def validation_failure(exc: ValidationError, model: type[BaseModel], data: Any = None) -> OrchestratorError:
     details = []
     code = "validation_error"
     for error in exc.errors(include_url=False):
-        field = ".".join(str(part) for part in error["loc"]) or "body"
+        field = field_path(data, error["loc"]) if data is not None else ".".join(map(str, error["loc"])) or "body"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = (

@@ -1,4 +1,4 @@
-"""Public recording routes: create, read, list, stop, cancel and media."""
+"""Public recording routes: create, read, list, stop, cancel, pause, resume, media and the failure screenshot."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from orchestrator.api.parsing import parse_body, query_bool, query_int, query_va
 from orchestrator.api.responses import error_response, json_model
 from orchestrator.api.routing import Param, Reply, documented
 from orchestrator.api.views import Recording, RecordingList
-from orchestrator.media import LocalFile
+from orchestrator.media import LocalFile, Redirect
 from orchestrator.request import CreateRecording
 from orchestrator.service import MAX_IDEMPOTENCY_KEY, MAX_PAGE, parse_statuses
 from orchestrator.states import State
@@ -113,11 +113,33 @@ async def cancel_recording(request: web.Request) -> web.Response:
     return json_model(ctx.render(await ctx.service.cancel(request.match_info["id"], keep, request[CLIENT])), status=202)
 
 
+@routes.post("/v1/recordings/{id}/pause")
+@documented(
+    "Pause the capture (a private part of a meeting): nothing is recorded until resumed",
+    _RECORDING,
+    errors=("not_found", "illegal_transition"),
+)
+async def pause_recording(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    return json_model(ctx.render(await ctx.service.pause(request.match_info["id"], request[CLIENT])), status=202)
+
+
+@routes.post("/v1/recordings/{id}/resume")
+@documented("Resume a paused capture", _RECORDING, errors=("not_found", "illegal_transition"))
+async def resume_recording(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    return json_model(ctx.render(await ctx.service.resume(request.match_info["id"], request[CLIENT])), status=202)
+
+
+_MEDIA_TYPES = ("video/mp4", "audio/mp4")
+
+
 @routes.get("/v1/recordings/{id}/media")
 @documented(
-    "The MP4: a redirect to a presigned S3 URL, or the local file (HTTP Range supported)",
-    Reply(200, "the file", media_type="video/mp4", headers=_NOSNIFF_DOC),
-    Reply(206, "the requested byte range", media_type="video/mp4", headers=_NOSNIFF_DOC),
+    "The MP4 (M4A when recorded without video): a redirect to a presigned S3 URL, or the local file"
+    " (HTTP Range supported)",
+    Reply(200, "the file", media_type=_MEDIA_TYPES, headers=_NOSNIFF_DOC),
+    Reply(206, "the requested byte range", media_type=_MEDIA_TYPES, headers=_NOSNIFF_DOC),
     Reply(302, "a presigned S3 URL", media_type=None, headers={"Location": "the presigned URL", **_NOSNIFF_DOC}),
     errors=("not_found", "media_not_ready", "range_not_satisfiable"),
 )
@@ -125,15 +147,37 @@ async def recording_media(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     row = await ctx.service.get(request.match_info["id"], request[CLIENT])
     where = await ctx.media.locate(row)
-    if isinstance(where, LocalFile):
-        if _EMPTY_SUFFIX.match(request.headers.get("Range", "")):
-            return error_response(
-                "range_not_satisfiable",
-                "Range bytes=-0 selects no bytes; ask for bytes=-N with N > 0, or bytes=START-",
-                headers={**NOSNIFF, "Content-Range": f"bytes */{where.path.stat().st_size}"},
-            )
-        return web.FileResponse(
-            where.path,
-            headers={**NOSNIFF, "Content-Disposition": f'inline; filename="{row.id}{where.path.suffix}"'},
+    if isinstance(where, LocalFile) and _EMPTY_SUFFIX.match(request.headers.get("Range", "")):
+        return error_response(
+            "range_not_satisfiable",
+            "Range bytes=-0 selects no bytes; ask for bytes=-N with N > 0, or bytes=START-",
+            headers={**NOSNIFF, "Content-Range": f"bytes */{where.path.stat().st_size}"},
         )
-    raise web.HTTPFound(where.url, headers=NOSNIFF)
+    return _serve(row.id, where)
+
+
+@routes.get("/v1/recordings/{id}/screenshot")
+@documented(
+    "failure.png, the page when the recording failed: a redirect to a presigned S3 URL, or the local file",
+    Reply(200, "the PNG", media_type="image/png", headers=_NOSNIFF_DOC),
+    Reply(302, "a presigned S3 URL", media_type=None, headers={"Location": "the presigned URL", **_NOSNIFF_DOC}),
+    errors=("not_found",),
+)
+async def recording_screenshot(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    row = await ctx.service.get(request.match_info["id"], request[CLIENT])
+    return _serve(row.id, await ctx.media.screenshot(row))
+
+
+def _serve(recording_id: str, where: LocalFile | Redirect) -> web.StreamResponse:
+    """The file itself with its own type (never one a browser guesses), or the redirect to it."""
+    if isinstance(where, Redirect):
+        raise web.HTTPFound(where.url, headers=NOSNIFF)
+    return web.FileResponse(
+        where.path,
+        headers={
+            **NOSNIFF,
+            "Content-Type": where.content_type,
+            "Content-Disposition": f'inline; filename="{recording_id}{where.path.suffix}"',
+        },
+    )

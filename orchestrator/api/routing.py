@@ -25,12 +25,13 @@ H = TypeVar("H", bound=Handler)
 
 @dataclass(frozen=True)
 class Reply:
-    """A success (or redirect) answer; `model` is its JSON body, `media_type` None means no body."""
+    """A success (or redirect) answer; `model` is its JSON body, `media_type` None means no body (a tuple:
+    one of several types, such as a recording's video or audio)."""
 
     status: int
     description: str
     model: type[BaseModel] | None = None
-    media_type: str | None = JSON
+    media_type: str | tuple[str, ...] | None = JSON
     headers: Mapping[str, str] = field(default_factory=dict)  # name: description
 
 

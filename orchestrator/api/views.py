@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contract.protocol import ErrorInfo, Progress, UploadTarget
+from contract.protocol import Progress, UploadTarget
+from contract.spec import StopReason
 from orchestrator.request import CreateRecording
 from orchestrator.states import State
 from orchestrator.store.base import RecordingRow
@@ -23,6 +24,7 @@ class Timestamps(_Model):
 
     queued: datetime | None = None
     starting: datetime | None = None
+    waiting: datetime | None = None
     recording: datetime | None = None
     finalizing: datetime | None = None
     uploading: datetime | None = None
@@ -30,6 +32,16 @@ class Timestamps(_Model):
     failed: datetime | None = None
     cancelled: datetime | None = None
     first_frame: datetime | None = Field(default=None, description="first captured frame, as the worker saw it")
+
+
+class RecordingError(_Model):
+    """Why a recording failed (or how a cancel ended), and what the page showed then."""
+
+    code: str = Field(description="stable, machine-readable (contract.errors.ErrorCode, or invalid_report)")
+    message: str = Field(description="what happened and what to change")
+    screenshot: str | None = Field(
+        default=None, description="GET it for failure.png, the page when the recording failed; null: none taken"
+    )
 
 
 class Recording(_Model):
@@ -50,12 +62,22 @@ class Recording(_Model):
     keep_file: bool = Field(default=True, description="false when a cancel asked for the file to be discarded")
     duration: float = Field(description="the effective max_duration in seconds")
     upload: UploadTarget
-    location: str | None = Field(default=None, description="s3://bucket/key or file:///path of rec.mp4")
+    paused: bool = Field(default=False, description="the worker reports the capture paused: nothing is recorded")
+    pause_requested: bool = Field(
+        default=False,
+        description="the caller asked for a pause (POST …/pause); the worker follows at its next heartbeat",
+    )
+    stop_reason: StopReason | None = Field(
+        default=None, description="what ended the capture, as the worker reported it ('api': a stop through the API)"
+    )
+    location: str | None = Field(
+        default=None, description="s3://bucket/key or file:///path of rec.mp4 (rec.m4a when recorded without video)"
+    )
     metadata_location: str | None = None
     media_url: str | None = Field(default=None, description="GET it for the media (redirect or stream)")
     quality: dict[str, Any] | None = None
     progress: Progress | None = None
-    error: ErrorInfo | None = None
+    error: RecordingError | None = None
     request: CreateRecording
 
 
@@ -137,7 +159,15 @@ def utc(ts: float | None) -> datetime | None:
 
 def to_recording(row: RecordingRow, max_attempts: int) -> Recording:
     """How a stored recording is shown, to its caller and in webhook events alike."""
-    error = ErrorInfo(code=row.error_code, message=row.error_message or "") if row.error_code else None
+    error = (
+        RecordingError(
+            code=row.error_code,
+            message=row.error_message or "",
+            screenshot=f"/v1/recordings/{row.id}/screenshot" if row.screenshot_location else None,
+        )
+        if row.error_code
+        else None
+    )
     return Recording(
         id=row.id,
         owner=row.owner,
@@ -150,6 +180,9 @@ def to_recording(row: RecordingRow, max_attempts: int) -> Recording:
         worker=row.worker,
         requested_action=row.requested_action,
         keep_file=row.keep_file,
+        paused=row.paused,
+        pause_requested=row.pause_requested,
+        stop_reason=row.stop_reason,
         duration=float(row.spec["duration"]),
         upload=UploadTarget.model_validate(row.upload, context={"stored": True}),
         location=row.location,

@@ -24,15 +24,22 @@ class Column:
 
 @dataclass(frozen=True)
 class Stamps:
-    """A field spread over one `<name>_at` column per name: when each milestone was first reached."""
+    """A field spread over one `<name>_at` column per name: when each milestone was first reached.
+
+    `added` names the stamps a later schema version brought (a state added to the machine), with that
+    version: a store from before gets their columns by ALTER TABLE, like any column added later."""
 
     names: tuple[str, ...]
     sql: str = "REAL"
     since: int = 1
+    added: tuple[tuple[str, int], ...] = ()
+
+    def since_of(self, name: str) -> int:
+        return dict(self.added).get(name, self.since)
 
 
 # Every state is stamped when a transition reaches it; the first frame when a heartbeat reports it.
-STAMPS = Stamps((*(s.value for s in State), "first_frame"))
+STAMPS = Stamps((*(s.value for s in State), "first_frame"), added=((State.WAITING.value, 3),))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +76,13 @@ class RecordingRow:
     owner: Annotated[str | None, Column("TEXT", since=2)]
     # Stored before attempt folders existed: media may still be at the old place.
     legacy_layout: Annotated[bool, Column("INTEGER NOT NULL DEFAULT 0", since=2)]
+    # Meetings: the caller's wish to pause (API) and the worker's reported fact (heartbeat), kept apart.
+    pause_requested: Annotated[bool, Column("INTEGER NOT NULL DEFAULT 0", since=3)]
+    paused: Annotated[bool, Column("INTEGER NOT NULL DEFAULT 0", since=3)]
+    # What ended the capture (contract.spec.StopReason), as the worker reported it.
+    stop_reason: Annotated[str | None, Column("TEXT", since=3)]
+    # failure.png of the lease's attempt: the page when the recording failed.
+    screenshot_location: Annotated[str | None, Column("TEXT", since=3)]
 
 
 class Changes(TypedDict, total=False):
@@ -91,3 +105,7 @@ class Changes(TypedDict, total=False):
     error_code: str | None
     error_message: str | None
     first_frame_at: float
+    pause_requested: bool
+    paused: bool
+    stop_reason: str | None
+    screenshot_location: str | None

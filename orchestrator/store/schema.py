@@ -63,7 +63,7 @@ def _fields() -> Iterator[tuple[str, _Reader, list[_Column]]]:
     for field in fields(RecordingRow):
         declared = hints[field.name].__metadata__[0]
         if isinstance(declared, Stamps):
-            stamps = {name: _Column(f"{name}_at", declared.sql, declared.since) for name in declared.names}
+            stamps = {name: _Column(f"{name}_at", declared.sql, declared.since_of(name)) for name in declared.names}
 
             def read(r: sqlite3.Row, stamps: dict[str, _Column] = stamps) -> dict[str, float]:
                 return {name: value for name, column in stamps.items() if (value := column.read(r)) is not None}
@@ -91,6 +91,8 @@ _STEPS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX recordings_owner_seq ON recordings (owner, seq);",
     ),
 }
+# Version 3 (meetings) only added columns: the `waiting` stamp, pause wished and actual, the stop reason
+# and the failure screenshot. Rows from before read as never waited, not paused, without either.
 
 
 def _migration(version: int) -> str:

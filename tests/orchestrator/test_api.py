@@ -145,7 +145,7 @@ async def test_stop_is_graceful_and_the_recording_completes(start_orchestrator):
     rid = (await o.api.create()).body["id"]
     worker, lease = await _lease(o)
     hb = await worker.heartbeat(lease["lease_id"], "recording", elapsed=3.0, fps=30.0)
-    assert hb.body == {"action": "continue"}
+    assert hb.body == {"action": "continue", "pause": False}
 
     stopped = await o.api.request("POST", f"/v1/recordings/{rid}/stop")
     assert stopped.status == 202
@@ -153,7 +153,7 @@ async def test_stop_is_graceful_and_the_recording_completes(start_orchestrator):
     assert stopped.body["status"] == "recording"
 
     hb = await worker.heartbeat(lease["lease_id"], "finalizing", elapsed=4.0)
-    assert hb.body == {"action": "stop"}
+    assert hb.body == {"action": "stop", "pause": False}
     location = o.location(lease)
     done = await worker.report(lease["lease_id"], "completed", location=location, quality={"fps": 29.97})
     assert done.status == 200
@@ -190,7 +190,7 @@ async def test_cancel_of_a_running_recording_discards_the_file(start_orchestrato
     assert r.status == 202
     assert (r.body["requested_action"], r.body["keep_file"]) == ("cancel", False)
     hb = await worker.heartbeat(lease["lease_id"], "recording")
-    assert hb.body == {"action": "cancel"}
+    assert hb.body == {"action": "cancel", "pause": False}
     await worker.report(lease["lease_id"], "cancelled")
     rec = await o.api.get(rid)
     assert rec["status"] == "cancelled"
@@ -210,7 +210,7 @@ async def test_cancel_with_keep_stops_gracefully_and_keeps_the_file(start_orches
     assert r.status == 202
     assert (r.body["requested_action"], r.body["keep_file"]) == ("cancel", True)
     hb = await worker.heartbeat(lease["lease_id"], "recording")
-    assert hb.body == {"action": "stop"}
+    assert hb.body == {"action": "stop", "pause": False}
     await worker.report(lease["lease_id"], "completed", location=o.location(lease))
     rec = await o.api.get(rid)
     assert rec["status"] == "cancelled"
@@ -313,7 +313,7 @@ async def test_health_readiness_and_metrics(start_orchestrator):
     await worker.report(lease["lease_id"], "failed", error={"code": "capture_failed", "message": "ffmpeg died"})
     text = (await anonymous.request("GET", "/metrics")).body.decode()
     assert f'recording_id="{rid}"' not in text, "per-recording gauges go when the recording ends"
-    assert 'orchestrator_failures_total{code="capture_failed"} 1.0' in text
+    assert 'orchestrator_failures_total{code="capture_failed",side="system"} 1.0' in text
     assert 'orchestrator_recordings{state="failed"} 1.0' in text
 
 

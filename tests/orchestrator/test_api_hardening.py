@@ -197,7 +197,7 @@ async def test_worker_supplied_codes_and_reasons_are_bounded_in_metrics(start_or
     assert (await o.api.get(rid))["error"]["code"] == "attacker-chosen-label-xyz"
     text = (await o.api.request("GET", "/metrics")).body.decode()
     assert "attacker-chosen-label-xyz" not in text and "made-up-reason-abc" not in text
-    assert 'orchestrator_failures_total{code="other"} 1.0' in text
+    assert 'orchestrator_failures_total{code="other",side="system"} 1.0' in text
     assert 'recorder_blocked_requests_total{reason="loopback"} 3.0' in text
     assert 'recorder_blocked_requests_total{reason="cloud-metadata"} 1.0' in text
     assert 'recorder_blocked_requests_total{reason="other"} 2.0' in text

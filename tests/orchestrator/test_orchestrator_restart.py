@@ -81,7 +81,7 @@ async def test_sigterm_drains_then_tells_recordings_to_stop(orchestrator_process
     try:
         rid = (await api.create()).body["id"]
         lease = (await worker.lease(wait=5)).body
-        assert (await worker.heartbeat(lease["lease_id"], "recording")).body == {"action": "continue"}
+        assert (await worker.heartbeat(lease["lease_id"], "recording")).body == {"action": "continue", "pause": False}
 
         proc.signal(signal.SIGTERM)
         # Still serving the running recording; within the grace it may go on, after it it must stop.

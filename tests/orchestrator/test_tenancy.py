@@ -62,7 +62,7 @@ async def test_another_callers_running_recording_cannot_be_stopped_cancelled_or_
     await worker.heartbeat(lease["lease_id"], "recording")
     assert (await bob.request("POST", f"/v1/recordings/{rid}/stop")).status == 404
     assert (await bob.request("DELETE", f"/v1/recordings/{rid}?keep=true")).status == 404
-    assert (await worker.heartbeat(lease["lease_id"], "recording")).body == {"action": "continue"}
+    assert (await worker.heartbeat(lease["lease_id"], "recording")).body == {"action": "continue", "pause": False}
     media = o.location(lease)
     path = o.orchestrator.settings.records_dir / rid / f"attempt-{lease['attempt']}" / "rec.mp4"
     path.parent.mkdir(parents=True)

@@ -72,6 +72,13 @@ class RecorderSettings(BaseSettings):
         description="refuse to start when Chromium's sandbox cannot work, instead of running without it",
     )
 
+    # join scripts (contract/actions.py, recorder/source/actions.py)
+    allow_evaluate: bool = Field(
+        default=False,
+        validation_alias=_env("ACTIONS_ALLOW_EVALUATE"),
+        description="let join scripts run JavaScript in the page (`evaluate` steps); off, they fail with action_failed",
+    )
+
     # egress: what a recorded page may reach (recorder/egress)
     url_allowlist: UrlAllowlist = Field(
         default_factory=list, validation_alias=_env("URL_ALLOWLIST"), description=URL_ALLOWLIST_HELP

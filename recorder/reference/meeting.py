@@ -1,18 +1,24 @@
 """A meeting-like test page: a pre-join screen, a lobby, a meeting of playing tiles, and its end.
 
-`/meeting?lobby=2&end=8[&frame=1][&after=navigate|close][&to=URL]`
+`/meeting?lobby=2&end=8[&frame=1[&frame_origin=URL]][&after=navigate|close][&to=URL][&trickle=S]`
 
 1. Pre-join (magenta): a name field (`#name`) and a Join button (`#join`), enabled once a name is typed.
-   With `frame=1` both sit inside a same-origin iframe (`iframe#prejoin-frame`).
+   With `frame=1` both sit inside a same-origin iframe (`iframe#prejoin-frame`); `frame_origin` serves that
+   iframe from another origin (`http://localhost:<port>`), which a join script must refuse to enter.
 2. Lobby (dark blue, `#lobby`): "waiting for the host" for `lobby` seconds (negative: never admitted).
 3. Meeting (`#meeting`): the 2x2 grid of playing tiles, one of them the sync clip; logs ADMITTED.
 4. After `end` seconds in the meeting: a banner (`#ended`, "The meeting has ended") over a still screen,
    every tile paused, so the page is silent and frozen from then on. `after=navigate` then leaves for `to`
    (another origin) a second later; `after=close` closes the window.
+
+`trickle=S` sends the document's head at once and its body S seconds later: the navigation commits at once,
+DOMContentLoaded comes S seconds after it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import html
 import json
 
 from aiohttp import web
@@ -46,12 +52,29 @@ nameField.addEventListener('keydown', (e) => { if (e.key === 'Enter' && nameFiel
 """
 
 
+def _head(title: str) -> str:
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{_STYLE}</style></head>"
+
+
+def _tail(body: str, script: str) -> str:
+    return f"<body>{body}<script>{script}</script></body></html>"
+
+
 def _document(title: str, body: str, script: str) -> web.Response:
-    text = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{_STYLE}</style></head>"
-        f"<body>{body}<script>{script}</script></body></html>"
-    )
+    text = _head(title) + _tail(body, script)
     return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+async def _trickled(request: web.Request, title: str, body: str, script: str, seconds: float) -> web.StreamResponse:
+    """The head now, the body `seconds` later: a document that commits long before it is parsed."""
+    response = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"})
+    await response.prepare(request)
+    # Padding past the parser's first read, so Chromium commits on this chunk rather than waiting for more.
+    await response.write((_head(title) + "<!--" + " " * 2048 + "-->").encode())
+    await asyncio.sleep(seconds)
+    await response.write(_tail(body, script).encode())
+    await response.write_eof()
+    return response
 
 
 def _seconds(request: web.Request, name: str, default: float) -> float:
@@ -61,14 +84,15 @@ def _seconds(request: web.Request, name: str, default: float) -> float:
         raise web.HTTPBadRequest(text=f"{name} must be a number of seconds") from None
 
 
-async def meeting_page(request: web.Request) -> web.Response:
+async def meeting_page(request: web.Request) -> web.StreamResponse:
     lobby = _seconds(request, "lobby", 2.0)
     end = _seconds(request, "end", -1.0)
     after = request.query.get("after", "")
     target = request.query.get("to", "about:blank")
     tiles = ["/media/sync-1000.webm", "/media/tiles-a.webm", "/media/tiles-b.webm", "/media/tiles-a.webm#t=5"]
+    frame_src = html.escape(request.query.get("frame_origin", "").rstrip("/") + "/meeting/prejoin", quote=True)
     prejoin = (
-        "<div id='prejoin' class='screen'><iframe id='prejoin-frame' src='/meeting/prejoin'></iframe></div>"
+        f"<div id='prejoin' class='screen'><iframe id='prejoin-frame' src='{frame_src}'></iframe></div>"
         if request.query.get("frame") == "1"
         else f"<div id='prejoin' class='screen'><div>Ready to join?</div>{_FORM}</div>"
     )
@@ -107,6 +131,9 @@ window.join = (name) => {{
 """
     if request.query.get("frame") != "1":
         script += _FORM_SCRIPT
+    trickle = _seconds(request, "trickle", 0.0)
+    if trickle > 0:
+        return await _trickled(request, "meeting", body, script, trickle)
     return _document("meeting", body, script)
 
 

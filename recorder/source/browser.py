@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import structlog
 from playwright.async_api import Browser as PwBrowser
@@ -23,7 +26,9 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from contract.errors import ErrorCode, RecorderError
 from contract.security import UrlRejected, canonical_url, describe_denial
-from contract.spec import WaitFor
+from contract.spec import RecordingSpec, StopReason, WaitFor
+from recorder.source.actions import origin_of, run_join_script
+from recorder.source.page_watch import PageWatch
 from recorder.source.sandbox import (
     INSTANCE_ENV,
     BrowserLaunch,
@@ -80,6 +85,8 @@ class PageEvents:
     failed: asyncio.Event = field(default_factory=asyncio.Event)
     crashes: int = 0
     error: RecorderError | None = None
+    # Why the page ended the recording; set just before `ended`, the first reason wins.
+    stop_reason: StopReason | None = None
 
 
 class Browser:
@@ -95,8 +102,11 @@ class Browser:
         denial_of: DenialLookup | None = None,
         browser_user: str = "recorder-browser",
         require_sandbox: bool = False,
+        allow_evaluate: bool = False,
     ) -> None:
         self.chromium_path = chromium_path
+        # Whether join scripts may run JavaScript (ACTIONS_ALLOW_EVALUATE, the operator's choice).
+        self.allow_evaluate = allow_evaluate
         # Who Chromium runs as when the recorder is root, and whether to refuse to run it unsandboxed.
         self.browser_user = browser_user
         self.require_sandbox = require_sandbox
@@ -199,19 +209,40 @@ class Browser:
     def connected(self) -> bool:
         return self._browser is not None and self._browser.is_connected()
 
-    async def open(self, url: str, wait_for: WaitFor, *, stop_on_signal: bool = True) -> PageSession:
-        """Open `url` in a fresh context and return once the page is ready to be recorded."""
+    async def open(
+        self, spec: RecordingSpec | str, wait_for: WaitFor | None = None, *, stop_on_signal: bool = True
+    ) -> PageSession:
+        """A fresh context (an empty profile) and its page for `spec`, not navigated yet.
+
+        The older form `open(url, wait_for)` also navigates and waits for readiness, for callers not on the
+        step-by-step API; it skips the spec's validation, so it opens any URL Chromium can (chrome://sandbox)."""
         if self._browser is None:
             raise RuntimeError("browser not started")
+        if isinstance(spec, str):
+            readiness = wait_for or WaitFor()
+            plain = RecordingSpec.model_construct(url=spec, wait_for=readiness, stop_on_signal=stop_on_signal)
+            return await self._open_ready(plain)
         context = await self._browser.new_context(
             no_viewport=True,
             ignore_https_errors=False,
             permissions=["camera", "microphone"],
             service_workers="allow",
         )
-        session = PageSession(context, url, stop_on_signal=stop_on_signal, denial_of=self.denial_of)
         try:
-            await session.load(wait_for)
+            return await PageSession.create(context, spec, denial_of=self.denial_of, allow_evaluate=self.allow_evaluate)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(context.close(), 10)
+            raise
+
+    async def _open_ready(self, spec: RecordingSpec) -> PageSession:
+        session = await self.open(spec)
+        try:
+            await session.navigate(navigation_target(spec))
+            await session.finish_loading()
+            await session.run_actions()
+            await session.wait_ready()
+            session.watch()
         except BaseException:
             await session.close()
             raise
@@ -231,21 +262,184 @@ class Browser:
             launch.cleanup()
 
 
+Until = Literal["commit", "domcontentloaded", "load"]
+
+# A waiting room's timeout is the lobby's length (up to hours); loading the page itself is bounded by this.
+MAX_NAVIGATION_SECONDS = 60.0
+SCREENSHOT_SECONDS = 5.0
+
+
+def navigation_target(spec: RecordingSpec) -> Until:
+    """How far `PageSession.navigate` goes: commit for `from: commit`, else the load state readiness needs."""
+    if spec.start_from == "commit":
+        return "commit"
+    return "load" if spec.wait_for.kind == "load" else "domcontentloaded"
+
+
 class PageSession:
-    """One page being recorded: readiness, stop signals and crash recovery."""
+    """One page being recorded: navigation, join script, readiness, stop conditions and crash recovery.
+
+    Console messages are watched from the page's creation, so a START_RECORDING logged while the join
+    script runs is not missed."""
 
     MAX_CRASHES = 1  # the first crash is survived with a reload; the second fails the recording
 
     def __init__(
-        self, context: BrowserContext, url: str, *, stop_on_signal: bool, denial_of: DenialLookup | None = None
+        self,
+        context: BrowserContext,
+        spec: RecordingSpec,
+        *,
+        denial_of: DenialLookup | None = None,
+        allow_evaluate: bool = False,
     ) -> None:
         self.context = context
+        self.spec = spec
+        self.url = spec.url
         self.denial_of = denial_of
-        self.url = url
-        self.stop_on_signal = stop_on_signal
+        self.allow_evaluate = allow_evaluate
         self.events = PageEvents()
         self.page: Page | None = None
+        self._until: Until = navigation_target(spec)
+        self._navigation_started = time.monotonic()
+        self._joined = False  # the join script ran: a reload after a crash runs it again
+        self._watch: PageWatch | None = None
+        # The page closed itself before the stop conditions were armed: loading or the lobby cannot go on.
+        self._gone = asyncio.Event()
         self._recovering: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def create(
+        cls,
+        context: BrowserContext,
+        spec: RecordingSpec,
+        *,
+        denial_of: DenialLookup | None = None,
+        allow_evaluate: bool = False,
+    ) -> PageSession:
+        session = cls(context, spec, denial_of=denial_of, allow_evaluate=allow_evaluate)
+        await session._new_page()
+        return session
+
+    # -- the steps the pipeline takes, in order --------------------------------------------------------
+
+    async def navigate(self, until: Until) -> None:
+        """Go to the spec's URL and return at `until` (commit, domcontentloaded or load)."""
+        page = self._page()
+        self._until = until
+        self._navigation_started = time.monotonic()
+        wait_for = self.spec.wait_for
+        timeout = min(wait_for.timeout, MAX_NAVIGATION_SECONDS) if wait_for.is_waiting_room else wait_for.timeout
+        try:
+            await self._goto(page, until, timeout)
+        except RecorderError as exc:
+            # A navigation the guard denied (a redirect, a meta refresh) is why loading failed: say so.
+            await asyncio.sleep(0.1)  # let a requestfailed event that raced the navigation error arrive
+            denied = self.events.error
+            if denied is not None and denied.code == ErrorCode.URL_NOT_ALLOWED:
+                raise denied from exc
+            raise
+
+    async def finish_loading(self) -> None:
+        """After navigate("commit"): wait for the load state readiness needs, within what is left of its timeout."""
+        state: Until = "load" if self.spec.wait_for.kind == "load" else "domcontentloaded"
+        if self._until == state or (self._until == "load" and state == "domcontentloaded"):
+            return
+        timeout = self.spec.wait_for.timeout
+        remaining = timeout - (time.monotonic() - self._navigation_started)
+        try:
+            await self._page().wait_for_load_state(state, timeout=max(1.0, remaining * 1000))
+        except PlaywrightTimeout as exc:
+            raise RecorderError(
+                ErrorCode.READINESS_TIMEOUT, f"{self.url} did not finish loading within {timeout:g} s"
+            ) from exc
+        except PlaywrightError as exc:
+            raise self.events.error or RecorderError(
+                ErrorCode.UNREACHABLE, f"{self.url} went away while loading: {exc.message.splitlines()[0]}"
+            ) from exc
+
+    async def run_actions(self) -> None:
+        """Run the spec's join script; a step that cannot be done raises ACTION_FAILED."""
+        if not self.spec.actions:
+            return
+        await self._unless_page_fails(self._run_join_script(self._page()))
+        self._joined = True
+
+    async def wait_ready(self, on_waiting: Callable[[], None] | None = None) -> None:
+        """For a waiting room (selector, signal): return once admitted, calling `on_waiting` first if the
+        page is not there yet; running out of wait_for.timeout raises WAITING_ROOM_TIMEOUT."""
+        wait_for = self.spec.wait_for
+        if not wait_for.is_waiting_room:
+            return
+        admitted: Coroutine[Any, Any, Any]
+        if wait_for.kind == "selector":
+            what = f"selector {wait_for.selector!r} did not become visible"
+            if await self._visible_now(wait_for.selector or ""):
+                return
+            admitted = self._selector_visible(wait_for.selector or "")
+        else:
+            what = f"the page did not log {START_SIGNAL}"
+            if self.events.started.is_set():
+                return
+            admitted = self.events.started.wait()
+        log.info("waiting to be admitted", wait_for=wait_for.kind, timeout=wait_for.timeout)
+        if on_waiting is not None:
+            on_waiting()
+        try:
+            await asyncio.wait_for(self._unless_page_fails(admitted), wait_for.timeout)
+        except TimeoutError:
+            raise RecorderError(
+                ErrorCode.WAITING_ROOM_TIMEOUT,
+                f"not admitted within {wait_for.timeout:g} s: {what}; if the meeting's host admits late, raise"
+                " wait_for.timeout, and check that the join script got the recorder into the lobby",
+            ) from None
+
+    def watch(self) -> None:
+        """Arm the page's stop conditions (stop_when.selector, navigated_away, page_closed) from now on."""
+        if self._watch is not None:
+            return
+        origins = {origin_of(self.url)}
+        if self.page is not None and not self.page.is_closed():
+            origins.add(origin_of(self.page.url))  # where the URL redirected before the recording started
+        self._watch = PageWatch(self.spec.stop_when, origins=origins, stop=self._stop, denied=self._is_denied)
+        if self._gone.is_set():
+            self._watch.page_closed()
+        elif self.page is not None:
+            self._watch.arm(self.page)
+
+    async def screenshot(self, path: Path) -> Path | None:
+        """The page's viewport as it is now, as a PNG at `path`; None when there is no page to show."""
+        page = self.page
+        if page is None or page.is_closed() or self._recovering is not None:
+            log.info("no failure screenshot: the page is gone", url=self.url)
+            return None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.wait_for(
+                page.screenshot(path=str(path), type="png", timeout=SCREENSHOT_SECONDS * 1000),
+                SCREENSHOT_SECONDS + 1,
+            )
+        except (PlaywrightError, TimeoutError, OSError) as exc:
+            log.info("no failure screenshot: the page did not give one", url=self.url, reason=str(exc).split("\n")[0])
+            return None
+        return path
+
+    async def close(self) -> None:
+        self.page = None  # our own close is not the page ending the recording
+        if self._recovering is not None:
+            self._recovering.cancel()
+            with contextlib.suppress(BaseException):
+                await self._recovering
+        if self._watch is not None:
+            await self._watch.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.context.close(), 10)
+
+    # -- the page and what it tells us ---------------------------------------------------------------
+
+    def _page(self) -> Page:
+        if self.page is None:
+            raise RecorderError(ErrorCode.BROWSER_FAILED, "the page session is closed")
+        return self.page
 
     async def _new_page(self) -> Page:
         page = await self.context.new_page()
@@ -260,13 +454,92 @@ class PageSession:
         page.on("close", self._on_close)
         page.on("requestfailed", self._on_request_failed)
 
+    async def _goto(self, page: Page, until: Until, timeout: float) -> None:
+        try:
+            response = await page.goto(self.url, wait_until=until, timeout=timeout * 1000)
+        except PlaywrightTimeout as exc:
+            raise RecorderError(
+                ErrorCode.READINESS_TIMEOUT,
+                f"{self.url} did not finish loading within {timeout:g} s",
+            ) from exc
+        except PlaywrightError as exc:
+            reason = exc.message.split("\n")[0]
+            raise RecorderError(ErrorCode.UNREACHABLE, f"could not open {self.url}: {reason}") from exc
+        await _as_a_new_tab(self.context, page)
+        if response is not None and response.status >= 400:
+            raise RecorderError(
+                ErrorCode.HTTP_ERROR,
+                f"{self.url} answered HTTP {response.status} {response.status_text}".rstrip(),
+            )
+
+    async def _run_join_script(self, page: Page) -> None:
+        await run_join_script(
+            page, self.spec.actions, timeout=self.spec.actions_timeout, allow_evaluate=self.allow_evaluate
+        )
+
+    async def _visible_now(self, selector: str) -> bool:
+        try:
+            return await self._page().locator(selector).filter(visible=True).count() > 0
+        except PlaywrightError:
+            return False  # a bad selector: waiting for it says why
+
+    async def _selector_visible(self, selector: str) -> None:
+        """Until an element `selector` matches is visible, on whichever page is current (a crash replaces it)."""
+        while True:
+            page = self._page()
+            try:
+                await page.locator(selector).filter(visible=True).first.wait_for(state="visible", timeout=0)
+                return
+            except PlaywrightError as exc:
+                if self._recovering is not None:
+                    with contextlib.suppress(BaseException):
+                        await asyncio.shield(self._recovering)
+                if self.page is not page:
+                    continue  # the reload after a crash
+                if self.events.failed.is_set() or page.is_closed():
+                    await asyncio.Event().wait()  # the page is gone for good: _unless_page_fails ends this
+                raise RecorderError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"wait_for.selector {selector!r} cannot be waited for: {exc.message.splitlines()[0]}",
+                ) from exc
+
+    async def _unless_page_fails(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work`, but raise the page's failure (denied navigation, second crash) or its closing instead."""
+        task = asyncio.ensure_future(work)
+        failed = asyncio.ensure_future(self.events.failed.wait())
+        gone = asyncio.ensure_future(self._gone.wait())
+        try:
+            await asyncio.wait([task, failed, gone], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (failed, gone):
+                waiter.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        if task.done() and not task.cancelled():
+            task.result()
+            return
+        if self.events.error is not None:
+            raise self.events.error
+        raise RecorderError(
+            ErrorCode.UNREACHABLE,
+            f"{self.url} closed itself before the recording started; check the URL and the join script",
+        )
+
+    def _stop(self, reason: StopReason) -> None:
+        if self.events.ended.is_set():
+            return
+        self.events.stop_reason = reason
+        self.events.ended.set()
+
     def _on_console(self, message: ConsoleMessage) -> None:
         text = message.text
         if START_SIGNAL in text:
             self.events.started.set()
-        if END_SIGNAL in text and self.stop_on_signal:
+        if END_SIGNAL in text and self.spec.stop_on_signal:
             log.info("page signalled end of recording")
-            self.events.ended.set()
+            self._stop("signal")
 
     def _on_request_failed(self, request: Request) -> None:
         """A main-frame navigation the egress guard denied (redirect, meta refresh, script) ends the recording;
@@ -293,10 +566,23 @@ class PageSession:
             f"the page navigated to {request.url}, which is not allowed: {describe_denial(host, reason)}",
         )
 
+    def _is_denied(self, url: str) -> bool:
+        """Whether the egress guard denied `url`'s host in this recording."""
+        if self.denial_of is None:
+            return False
+        try:
+            return self.denial_of(canonical_url(url).host) is not None
+        except UrlRejected:
+            return False
+
     def _on_close(self, page: Page) -> None:
-        if page is self.page and self._recovering is None and not self.events.failed.is_set():
-            log.info("page closed itself; stopping the recording")
-            self.events.ended.set()
+        if page is not self.page or self._recovering is not None or self.events.failed.is_set():
+            return
+        if self._watch is not None:
+            self._watch.page_closed()
+        else:
+            log.info("page closed itself before the recording started")
+            self._gone.set()
 
     def _on_crash(self, page: Page) -> None:
         self.events.crashes += 1
@@ -307,12 +593,20 @@ class PageSession:
         self._recovering = asyncio.ensure_future(self._recover(page))
 
     async def _recover(self, crashed: Page) -> None:
+        """Reload once, as far as the first navigation went, rejoin, and watch the new page."""
         try:
             page = await self._new_page()
-            await page.goto(self.url, wait_until="load", timeout=30_000)
-            log.info("page reloaded after renderer crash")
+            await page.goto(self.url, wait_until=self._until, timeout=30_000)
+            await _as_a_new_tab(self.context, page)
+            if self._joined:
+                await self._run_join_script(page)
+            if self._watch is not None:
+                self._watch.arm(page)
+            log.info("page reloaded after renderer crash", rejoined=self._joined)
         except PlaywrightError as exc:
             self._fail(RecorderError(ErrorCode.BROWSER_CRASHED, f"reload after renderer crash failed: {exc.message}"))
+        except RecorderError as exc:
+            self._fail(RecorderError(exc.code, f"after a renderer crash and reload: {exc.message}"))
         finally:
             self._recovering = None
             with contextlib.suppress(Exception):
@@ -322,66 +616,6 @@ class PageSession:
         if self.events.error is None:
             self.events.error = error
         self.events.failed.set()
-
-    async def load(self, wait_for: WaitFor) -> None:
-        try:
-            await self._load(wait_for)
-        except RecorderError as exc:
-            # A navigation the guard denied (a redirect, a meta refresh) is why loading failed: say so.
-            await asyncio.sleep(0.1)  # let a requestfailed event that raced the navigation error arrive
-            denied = self.events.error
-            if denied is not None and denied.code == ErrorCode.URL_NOT_ALLOWED:
-                raise denied from exc
-            raise
-
-    async def _load(self, wait_for: WaitFor) -> None:
-        page = await self._new_page()
-        timeout_ms = wait_for.timeout * 1000
-        try:
-            response = await page.goto(self.url, wait_until="load", timeout=timeout_ms)
-        except PlaywrightTimeout as exc:
-            raise RecorderError(
-                ErrorCode.READINESS_TIMEOUT,
-                f"{self.url} did not finish loading within {wait_for.timeout:g} s",
-            ) from exc
-        except PlaywrightError as exc:
-            reason = exc.message.split("\n")[0]
-            raise RecorderError(ErrorCode.UNREACHABLE, f"could not open {self.url}: {reason}") from exc
-        if response is not None and response.status >= 400:
-            raise RecorderError(
-                ErrorCode.HTTP_ERROR,
-                f"{self.url} answered HTTP {response.status} {response.status_text}".rstrip(),
-            )
-        await self._wait_ready(page, wait_for)
-
-    async def _wait_ready(self, page: Page, wait_for: WaitFor) -> None:
-        if wait_for.kind == "load":
-            return
-        if wait_for.kind == "selector":
-            try:
-                await page.wait_for_selector(wait_for.selector or "", state="visible", timeout=wait_for.timeout * 1000)
-            except PlaywrightTimeout as exc:
-                raise RecorderError(
-                    ErrorCode.READINESS_TIMEOUT,
-                    f"selector {wait_for.selector!r} did not become visible within {wait_for.timeout:g} s",
-                ) from exc
-            return
-        try:
-            await asyncio.wait_for(self.events.started.wait(), wait_for.timeout)
-        except TimeoutError as exc:
-            raise RecorderError(
-                ErrorCode.READINESS_TIMEOUT,
-                f"the page did not log {START_SIGNAL} within {wait_for.timeout:g} s",
-            ) from exc
-
-    async def close(self) -> None:
-        self.page = None  # our own close is not the page ending the recording
-        if self._recovering is not None:
-            self._recovering.cancel()
-            with contextlib.suppress(BaseException):
-                await self._recovering
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.context.close(), 10)
 
 
 async def _fullscreen(context: BrowserContext, page: Page) -> None:
@@ -395,6 +629,17 @@ async def _fullscreen(context: BrowserContext, page: Page) -> None:
         )
     finally:
         await cdp.detach()
+
+
+async def _as_a_new_tab(context: BrowserContext, page: Page) -> None:
+    """Forget the about:blank the page was created on, so its history is the recorded URL alone, as in a tab a
+    person opened with that link: only then may the page's own window.close() end it (stop_when.page_closed)."""
+    with contextlib.suppress(PlaywrightError):
+        cdp = await context.new_cdp_session(page)
+        try:
+            await cdp.send("Page.resetNavigationHistory")
+        finally:
+            await cdp.detach()
 
 
 def _process_type(pid: int) -> str:

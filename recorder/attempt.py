@@ -2,9 +2,10 @@
 
 `RECORDS_DIR/<recording_id>/attempt-<n>/` holds, over an attempt's life:
 
-    capture.mkv            the crash-safe capture while recording (ordinary mode)
-    rec.mp4                the finished recording; in live mode also the capture itself (fragmented MP4,
-                           `moov` first, append-only, uploaded while it grows)
+    capture.mkv            the crash-safe capture while recording (ordinary mode; capture.mka for audio only)
+    capture-002.mkv, ...   the capture after each resume of a paused recording (live mode: capture-002.mp4)
+    rec.mp4                the finished recording (rec.m4a for audio only); in live mode also the capture
+                           itself (fragmented MP4, `moov` first, append-only, uploaded while it grows)
     live/                  live mode: HLS segments and playlist, uploaded as they complete
     rec.json               metadata and quality report, written once
     failure.png            the page at the moment a recording failed (none otherwise)
@@ -29,7 +30,7 @@ from pathlib import Path
 from contract.errors import ErrorCode, RecorderError
 from contract.protocol import MEDIA_NAME, METADATA_NAME, SCREENSHOT_NAME, attempt_segment
 
-CAPTURE_NAME = "capture.mkv"
+CAPTURE_STEM = "capture"
 LIVE_DIR_NAME = "live"
 PENDING_NAME = "upload.pending.json"
 FAILED_NAME = "upload.failed.json"
@@ -64,19 +65,26 @@ class AttemptFolder:
     root: Path
     recording_id: str
     attempt: int = 1
+    media_name: str = MEDIA_NAME  # contract.protocol.media_name(spec.video): rec.mp4, or rec.m4a for audio only
 
     @classmethod
-    def under(cls, records_dir: Path, recording_id: str, attempt: int = 1) -> AttemptFolder:
+    def under(
+        cls, records_dir: Path, recording_id: str, attempt: int = 1, *, media_name: str = MEDIA_NAME
+    ) -> AttemptFolder:
         """The attempt's folder in RECORDS_DIR (the worker's and the storage's layout)."""
         check_recording_id(recording_id)
         check_attempt(attempt)
-        return cls(records_dir / recording_id / attempt_segment(attempt), recording_id, attempt)
+        return cls(records_dir / recording_id / attempt_segment(attempt), recording_id, attempt, media_name)
 
     # -- what lives here ---------------------------------------------------------------------------
 
     @property
     def media(self) -> Path:
-        return self.root / MEDIA_NAME
+        return self.root / self.media_name
+
+    @property
+    def audio_only(self) -> bool:
+        return self.media_name != MEDIA_NAME
 
     @property
     def metadata(self) -> Path:
@@ -84,7 +92,21 @@ class AttemptFolder:
 
     def capture(self, *, live: bool) -> Path:
         """Where FFmpeg writes: in live mode straight into rec.mp4, which is the final file byte for byte."""
-        return self.media if live else self.root / CAPTURE_NAME
+        return self.capture_part(1, live=live)
+
+    def capture_part(self, number: int, *, live: bool) -> Path:
+        """The file of the `number`th capture process (1 until the first pause; each resume starts the next).
+
+        Part 1 is `capture(live=...)`; later parts are Matroska (.mkv, .mka for audio only), or in live mode
+        fragmented MP4 (.mp4, .m4a), which finalize joins into one file."""
+        if number < 1:
+            raise ValueError(f"capture part {number}: parts count from 1")
+        if number == 1 and live:
+            return self.media
+        suffixes = {(True, False): ".mp4", (True, True): ".m4a", (False, False): ".mkv", (False, True): ".mka"}
+        suffix = suffixes[(live, self.audio_only)]
+        name = CAPTURE_STEM if number == 1 else f"{CAPTURE_STEM}-{number:03d}"
+        return self.root / (name + suffix)
 
     @property
     def screenshot(self) -> Path:

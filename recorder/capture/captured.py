@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from contract.errors import RecorderError
 from contract.protocol import Progress
 from contract.spec import RecordingSpec, StopReason
 from recorder.attempt import AttemptFolder
+from recorder.capture.pause import PauseSpan
 from recorder.egress.ledger import BlockedSummary
 from recorder.timings import Timings
 
@@ -32,6 +33,14 @@ class Captured:
     av_offset_correction_ms: float
     behind_real_time: bool = False
     screenshot: Path | None = None  # failure.png: the page when the recording failed
+    # Capture.files: one file per FFmpeg process, the first being capture_file; more after each resume.
+    capture_files: list[Path] = field(default_factory=list)
+    pauses: list[PauseSpan] = field(default_factory=list)  # Capture.pauses
+
+    @property
+    def parts(self) -> list[Path]:
+        """The capture parts finalize joins, in order."""
+        return self.capture_files or [self.capture_file]
 
     @property
     def has_media(self) -> bool:

@@ -5,6 +5,13 @@ keeps those timestamps (`-copyts`) and subtracts one common origin from both (`-
 its beep that happen at the same instant therefore land at the same time in the file, whatever the order
 and delay in which FFmpeg opened its two devices. The remaining, systematic latency of the path (Chromium's
 audio buffer, the sink) is measured by calibration and subtracted from the audio side.
+
+An audio-only capture (`video=False`) has no x11grab input and no video encode; its audio keeps the
+timestamp of its first packet (nothing to pad back to), so finalize can cut exactly where sound began.
+
+Live detection: when asked, `silencedetect` (in the audio chain, before the padding) and `freezedetect`
+(in the video chain) measure the capture itself and log at info level; FFmpeg then runs with
+`-loglevel level+info` so each line says its level and the reader can tell them from warnings.
 """
 
 from __future__ import annotations
@@ -28,6 +35,18 @@ class CaptureSettings:
     audio_bitrate: str = "128k"
     # Positive: audio arrives this many ms late through the capture path and is moved earlier.
     av_offset_ms: float = 0.0
+    video: bool = True  # False: the page's audio alone (spec.video)
+    # Live detection (spec.stop_when): seconds of silence below silence_db, of an unchanged screen; None: off.
+    silence: float | None = None
+    silence_db: float = -50.0
+    frozen: float | None = None
+
+    @property
+    def detects(self) -> bool:
+        return self.silence is not None or (self.video and self.frozen is not None)
+
+
+FREEZE_NOISE = "-60dB"  # freezedetect's tolerance: an unchanged screen re-captured is identical to the bit
 
 
 def build_capture_command(
@@ -36,26 +55,15 @@ def build_capture_command(
     *,
     origin: float,
     live_dir: Path | None = None,
+    part: int = 1,
 ) -> list[str]:
     """Return argv for a capture whose timestamps count from `origin` (unix time, seconds).
 
     Ordinarily `output` is Matroska, readable up to its last cluster after a crash. With `live_dir` it is
     a fragmented MP4 instead (`moov` first, append-only: uploaded while it grows, and itself the final
-    file) beside HLS segments in `live_dir`."""
+    file) beside HLS segments in `live_dir`. `part` > 1 is a capture resumed after a pause: its HLS
+    segments continue the playlist (numbers go on, a discontinuity marks the cut)."""
     s = settings
-    video = ffmpeg.input(
-        f"{s.display}+0,0",
-        f="x11grab",
-        framerate=s.fps,
-        video_size=(s.width, s.height),
-        draw_mouse=0,
-        # Raw 720p frames are 3.7 MB: a deep queue lets an overloaded recorder grow by gigabytes (seen at
-        # four at once on two cores) instead of repeating frames; 64 frames caps it near 240 MB.
-        thread_queue_size=64,
-        probesize=32,
-        analyzeduration=0,
-        itsoffset=f"{-origin:.6f}",
-    )
     audio = ffmpeg.input(
         s.audio_source,
         f="pulse",
@@ -66,33 +74,42 @@ def build_capture_command(
         probesize=32,
         analyzeduration=0,
         itsoffset=f"{-origin - s.av_offset_ms / 1000.0:.6f}",
-    )
-    gop = 2 * s.fps
+    )["a"]
+    streams = [_video_input(s, origin)] if s.video else []
     encode: dict[str, object] = {
-        "c:v": "libx264",
-        "preset": s.preset,
-        "tune": "zerolatency",
-        "crf": s.crf,
-        "pix_fmt": "yuv420p",
-        "g": gop,
-        "keyint_min": gop,
-        "sc_threshold": 0,
-        "threads": s.threads,
-        "fps_mode": "cfr",
-        "r": s.fps,
         "c:a": "aac",
         "b:a": s.audio_bitrate,
         "ar": 48000,
         "ac": 2,
-        # Audio runs by its sample count from a start placed by its timestamp; the late first packet is
-        # padded with silence back to the origin, and the end is padded to the video's last frame.
-        "af": "aresample=async=1:first_pts=0,apad",
-        "shortest": None,
     }
+    if s.video:
+        gop = 2 * s.fps
+        encode |= {
+            "c:v": "libx264",
+            "preset": s.preset,
+            "tune": "zerolatency",
+            "crf": s.crf,
+            "pix_fmt": "yuv420p",
+            "g": gop,
+            "keyint_min": gop,
+            "sc_threshold": 0,
+            "threads": s.threads,
+            "fps_mode": "cfr",
+            "r": s.fps,
+            "shortest": None,
+        }
+    if s.silence is None:
+        encode["af"] = _audio_chain(s.video)
+    else:
+        # Before the padding: the silence padded at either end is not the page's. A filtered input goes
+        # through -filter_complex, which excludes -af, so the chain is spelled out as filters.
+        audio = audio.filter("silencedetect", n=f"{s.silence_db:g}dB", d=f"{s.silence:g}")
+        for name, args in _AUDIO_FILTERS[s.video]:
+            audio = audio.filter(name, **args)
+    streams.append(audio)
     if live_dir is None:
         out = ffmpeg.output(
-            video["v"],
-            audio["a"],
+            *streams,
             str(output),
             f="matroska",
             cluster_time_limit=1000,
@@ -105,19 +122,65 @@ def build_capture_command(
         playlist = live_dir / "index.m3u8"
         # MP4 needs codec headers out of band, which the tee muxer only gets when asked for.
         encode["flags"] = "+global_header"
+        # Every audio packet is a keyframe: audio alone is cut into one-second fragments instead.
+        mp4 = (
+            "f=mp4:movflags=+frag_keyframe+empty_moov+default_base_moof"
+            if s.video
+            else "f=mp4:movflags=+empty_moov+default_base_moof:frag_duration=1000000"
+        )
+        hls_flags = "independent_segments" + ("+append_list+discont_start" if part > 1 else "")
         tee = (
-            f"[f=mp4:movflags=+frag_keyframe+empty_moov+default_base_moof]{output}|"
-            f"[f=hls:hls_time=2:hls_list_size=0:hls_flags=independent_segments:"
+            f"[{mp4}]{output}|"
+            f"[f=hls:hls_time=2:hls_list_size=0:hls_flags={hls_flags}:"
             f"hls_segment_filename={segments}]{playlist}"
         )
-        out = ffmpeg.output(video["v"], audio["a"], tee, f="tee", **encode)
+        out = ffmpeg.output(*streams, tee, f="tee", **encode)
     out = out.global_args(
         "-hide_banner",
         "-nostdin",
-        "-loglevel", "warning",
+        # With detection, its filters log at info level; the level tag tells their lines from warnings.
+        "-loglevel", "level+info" if s.detects else "level+warning",
         "-nostats",
         "-progress", "pipe:1",
         "-stats_period", "0.25",
         "-copyts",
     ).overwrite_output()
     return out.compile()
+
+
+# Video: audio runs by its sample count from a start placed by its timestamp; the late first packet is
+# padded with silence back to the origin, and the end is padded to the video's last frame.
+# Audio only: the sample count runs from the first packet's own timestamp, so the file starts with the sound.
+_AUDIO_FILTERS: dict[bool, list[tuple[str, dict[str, object]]]] = {
+    True: [("aresample", {"async": 1, "first_pts": 0}), ("apad", {})],
+    False: [("aresample", {"async": 1})],
+}
+
+
+def _audio_chain(video: bool) -> str:
+    """The same filters as one -af argument."""
+    parts = []
+    for name, args in _AUDIO_FILTERS[video]:
+        options = ":".join(f"{key}={value}" for key, value in args.items())
+        parts.append(f"{name}={options}" if options else name)
+    return ",".join(parts)
+
+
+def _video_input(s: CaptureSettings, origin: float) -> ffmpeg.nodes.FilterableStream:
+    video = ffmpeg.input(
+        f"{s.display}+0,0",
+        f="x11grab",
+        framerate=s.fps,
+        video_size=(s.width, s.height),
+        draw_mouse=0,
+        # Raw 720p frames are 3.7 MB: a deep queue lets an overloaded recorder grow by gigabytes (seen at
+        # four at once on two cores) instead of repeating frames; 64 frames caps it near 240 MB.
+        thread_queue_size=64,
+        probesize=32,
+        analyzeduration=0,
+        itsoffset=f"{-origin:.6f}",
+    )["v"]
+    if s.frozen is not None:
+        # In the encoder's own pixel format, so the conversion is not done twice.
+        video = video.filter("format", "yuv420p").filter("freezedetect", n=FREEZE_NOISE, d=f"{s.frozen:g}")
+    return video

@@ -1,4 +1,10 @@
-"""Running the capture: start FFmpeg, follow its progress, stop it gracefully (SIGINT), kill if it hangs."""
+"""Running the capture: start FFmpeg, follow its progress, stop it gracefully (SIGINT), kill if it hangs.
+
+A capture is one or more parts, one FFmpeg process each: `pause()` stops the running part (nothing is
+captured while paused, not a frame nor a sample) and `resume()` starts the next into its own file, which
+finalize joins to the others. Progress keeps counting across parts, and `exited` fires only for a part
+that ended by itself (or once the capture is stopped), never for a pause.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +22,38 @@ from contract.errors import ErrorCode, RecorderError
 from contract.protocol import Progress
 from recorder import procs
 from recorder.capture.command import CaptureSettings, build_capture_command
+from recorder.capture.detect import Detection, LogReader
+from recorder.capture.pause import PauseSpan
 from recorder.capture.progress import ProgressTracker
 
 log = structlog.get_logger(__name__)
 
 FIRST_FRAME_TIMEOUT = 15.0
+
+
+class _Part:
+    """One FFmpeg process and the file it writes."""
+
+    def __init__(self, number: int, path: Path, origin: float) -> None:
+        self.number = number
+        self.path = path
+        self.origin = origin
+        self.proc: asyncio.subprocess.Process | None = None
+        self.readers: list[asyncio.Task[object]] = []
+        self.log = LogReader()
+        self.first_frame = asyncio.Event()
+        self.first_frame_at: float | None = None
+        self.first_media_time: float | None = None  # its first output timestamp, from its origin
+        self.media_seconds = 0.0  # how much of the file it wrote, once stopped
+        self.deliberate = False  # stopped by pause or stop, not by itself
+
+    async def stop(self, timeout: float) -> int | None:
+        self.deliberate = True
+        code = await procs.stop(self.proc, sig=signal.SIGINT, timeout=timeout, name="ffmpeg")
+        for task in self.readers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 2)
+        return code
 
 
 class Capture:
@@ -33,103 +66,193 @@ class Capture:
         env: dict[str, str] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         stop_timeout: float = 10.0,
+        part_path: Callable[[int], Path] | None = None,
     ) -> None:
+        """`output` is the first part's file; `part_path(n)` names the n-th (n >= 2, after each resume),
+        by default `<output stem>-00n<suffix>` beside it (the worker passes `AttemptFolder.capture_part`)."""
         self.settings = settings
         self.output = output
         self.live_dir = live_dir
         self.env = env or {}
         self.on_progress = on_progress
         self.stop_timeout = stop_timeout
+        self.part_path = part_path or (lambda n: output.with_name(f"{output.stem}-{n:03d}{output.suffix}"))
         self.tracker = ProgressTracker(target_fps=settings.fps)
         self.started_at: float | None = None
         self.first_frame_at: float | None = None
         self.exited = asyncio.Event()
-        self._proc: asyncio.subprocess.Process | None = None
-        self._readers: list[asyncio.Task[object]] = []
-        self._stderr: list[str] = []
-        self._first_frame = asyncio.Event()
+        self.detected = asyncio.Event()
+        self.detected_reason: Detection | None = None
+        self.pauses: list[PauseSpan] = []
+        self.paused = False
+        self._parts: list[_Part] = []
+        self._current: _Part | None = None
+        self._failure: RecorderError | None = None
         self._stopping = False
+        self._lock = asyncio.Lock()
 
     @property
     def progress(self) -> Progress:
         return self.tracker.progress
 
+    @property
+    def files(self) -> list[Path]:
+        """The capture parts in order, one per FFmpeg process started (the first is `output`)."""
+        return [part.path for part in self._parts]
+
     async def start(self) -> None:
         """Start FFmpeg and return once the first frame has been written."""
-        self.output.parent.mkdir(parents=True, exist_ok=True)
+        await self._start_part()
+
+    async def pause(self) -> None:
+        """Stop capturing until `resume()`: the running FFmpeg finishes its file and exits. No-op when
+        paused or stopped already."""
+        async with self._lock:
+            part = self._current
+            if self.paused or part is None or self._stopping:
+                return
+            started = time.time()
+            await part.stop(self.stop_timeout)
+            self._current = None
+            if not self.exited.is_set():  # it did not die by itself meanwhile
+                part.media_seconds = self._media_seconds(part)
+                self.paused = True
+                self.pauses.append(PauseSpan(started_at=started, media_at=round(self._media_time(), 3)))
+                log.info("capture paused", part=part.number, media_at=self.pauses[-1].media_at)
+
+    async def resume(self) -> None:
+        """Capture again, into the next part; returns once its first frame is written. A part that cannot
+        start ends the capture as a failure (`exited`, `failure()`) and raises."""
+        async with self._lock:
+            if not self.paused or self._stopping:
+                return
+            try:
+                await self._start_part()
+            except RecorderError as exc:
+                self._failure = exc
+                self.exited.set()
+                raise
+            self.paused = False
+            assert self._current is not None
+            self.pauses[-1].ended_at = self._current.first_frame_at
+            log.info("capture resumed", part=len(self._parts))
+
+    async def _start_part(self) -> None:
+        number = len(self._parts) + 1
+        path = self.output if number == 1 else self.part_path(number)
+        path.parent.mkdir(parents=True, exist_ok=True)
         if self.live_dir is not None:
             self.live_dir.mkdir(parents=True, exist_ok=True)
         origin = time.time()
-        argv = build_capture_command(self.settings, self.output, origin=origin, live_dir=self.live_dir)
+        argv = build_capture_command(self.settings, path, origin=origin, live_dir=self.live_dir, part=number)
         log.debug("capture command", argv=argv)
-        self.started_at = origin
-        self.tracker.started_at = origin
-        self._proc = await procs.spawn(
+        part = _Part(number, path, origin)
+        if number == 1:
+            self.started_at = origin
+            self.tracker.started_at = origin
+        else:
+            self.tracker.next_part()
+        part.proc = await procs.spawn(
             argv, stdout=asyncio.subprocess.PIPE, env={**os.environ, **self.env}, death_signal=signal.SIGKILL
         )
-        self._readers = [
-            asyncio.ensure_future(self._read_progress()),
-            asyncio.ensure_future(self._read_stderr()),
-            asyncio.ensure_future(self._watch_exit()),
+        self._parts.append(part)
+        self._current = part
+        part.readers = [
+            asyncio.ensure_future(self._read_progress(part)),
+            asyncio.ensure_future(self._read_stderr(part)),
+            asyncio.ensure_future(self._watch_exit(part)),
         ]
-        waiter = asyncio.ensure_future(self._first_frame.wait())
+        waiter = asyncio.ensure_future(part.first_frame.wait())
+        ended = asyncio.ensure_future(part.proc.wait())
         try:
-            await asyncio.wait(
-                {waiter, asyncio.ensure_future(self.exited.wait())},
-                timeout=FIRST_FRAME_TIMEOUT,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            await asyncio.wait({waiter, ended}, timeout=FIRST_FRAME_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
-        if not self._first_frame.is_set():
-            await self.stop()
-            detail = " | ".join(self._stderr[-3:]) or f"no frame within {FIRST_FRAME_TIMEOUT:g} s"
+            ended.cancel()
+        if not part.first_frame.is_set():
+            await part.stop(self.stop_timeout)
+            self._current = None
+            detail = " | ".join(part.log.tail[-3:]) or f"no frame within {FIRST_FRAME_TIMEOUT:g} s"
             raise RecorderError(ErrorCode.CAPTURE_FAILED, f"FFmpeg did not start capturing: {detail}")
 
-    async def _read_progress(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        async for raw in self._proc.stdout:
+    async def _read_progress(self, part: _Part) -> None:
+        assert part.proc is not None and part.proc.stdout is not None
+        async for raw in part.proc.stdout:
             progress = self.tracker.feed(raw.decode(errors="replace"))
             if progress is None:
                 continue
-            if progress.frames > 0 and progress.first_frame_at is None:
-                progress.first_frame_at = self._first_frame_time(progress)
-                self.first_frame_at = progress.first_frame_at
-                self._first_frame.set()
+            if not part.first_frame.is_set() and self._writing(self.tracker.part):
+                part.first_frame_at = self._first_frame_time(part, self.tracker.part)
+                part.first_media_time = self.tracker.part.elapsed
+                if self.first_frame_at is None:
+                    self.first_frame_at = progress.first_frame_at = part.first_frame_at
+                part.first_frame.set()
             if self.on_progress is not None:
                 self.on_progress(progress)
 
-    def _first_frame_time(self, progress: Progress) -> float:
-        """When the first frame was grabbed. Output timestamps count from the capture's origin (`-copyts`),
-        so the newest one minus the frames written so far gives it, however late the report came."""
-        assert self.started_at is not None
+    def _writing(self, part_progress: Progress) -> bool:
+        """Frames for video; audio alone has no frames, and its first timestamp says it is written."""
+        return part_progress.frames > 0 if self.settings.video else part_progress.elapsed > 0
+
+    def _first_frame_time(self, part: _Part, progress: Progress) -> float:
+        """When the part's first frame was grabbed. Output timestamps count from the part's origin
+        (`-copyts`), so the newest one minus the frames written so far gives it, however late the report
+        came. Audio alone: the first report comes with the first packets, so its timestamp is near enough."""
         now = time.time()
-        estimate = self.started_at + progress.elapsed - progress.frames / self.settings.fps
-        return min(now, max(self.started_at, estimate))
+        estimate = part.origin + progress.elapsed
+        if self.settings.video:
+            estimate -= progress.frames / self.settings.fps
+        return min(now, max(part.origin, estimate))
 
-    async def _read_stderr(self) -> None:
-        assert self._proc is not None
-        self._stderr = await procs.drain_stderr(self._proc)
+    def _media_seconds(self, part: _Part) -> float:
+        """How long the part's file is: its frames for video, its span of timestamps for audio alone."""
+        done = self.tracker.part
+        if self.settings.video:
+            return done.frames / self.settings.fps
+        return max(0.0, done.elapsed - (part.first_media_time or 0.0))
 
-    async def _watch_exit(self) -> None:
-        assert self._proc is not None
-        await self._proc.wait()
-        self.exited.set()
+    def _media_time(self) -> float:
+        return sum(part.media_seconds for part in self._parts)
+
+    async def _read_stderr(self, part: _Part) -> None:
+        assert part.proc is not None and part.proc.stderr is not None
+        async for raw in part.proc.stderr:
+            found = part.log.line(raw.decode(errors="replace"))
+            if found is not None and not self.detected.is_set():
+                self.detected_reason = found
+                self.detected.set()
+                log.info("capture detected", reason=found, part=part.number)
+
+    async def _watch_exit(self, part: _Part) -> None:
+        assert part.proc is not None
+        await part.proc.wait()
+        if not part.deliberate:
+            self.exited.set()
 
     @property
     def failed_unexpectedly(self) -> bool:
         return self.exited.is_set() and not self._stopping
 
     def failure(self) -> RecorderError:
-        code = self._proc.returncode if self._proc else None
-        detail = " | ".join(self._stderr[-3:]) or "no message"
+        if self._failure is not None:
+            return self._failure
+        part = self._parts[-1] if self._parts else None
+        code = part.proc.returncode if part and part.proc else None
+        detail = " | ".join(part.log.tail[-3:]) if part and part.log.tail else "no message"
         return RecorderError(ErrorCode.CAPTURE_FAILED, f"FFmpeg stopped by itself (exit {code}): {detail}")
 
     async def stop(self) -> int | None:
-        """Ask FFmpeg to finish the file (SIGINT), kill it after the timeout. Idempotent."""
+        """Ask FFmpeg to finish the file (SIGINT), kill it after the timeout. Idempotent; while paused
+        there is nothing to stop, and the last pause ends here."""
         self._stopping = True
-        code = await procs.stop(self._proc, sig=signal.SIGINT, timeout=self.stop_timeout, name="ffmpeg")
-        for task in self._readers:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, 2)
-        return code
+        async with self._lock:
+            part, self._current = self._current, None
+            code = None
+            if part is not None:
+                code = await part.stop(self.stop_timeout)
+            elif self._parts and self._parts[-1].proc is not None:
+                code = self._parts[-1].proc.returncode
+            if self.paused and self.pauses and self.pauses[-1].ended_at is None:
+                self.pauses[-1].ended_at = time.time()
+            self.exited.set()
+            return code

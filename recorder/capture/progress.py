@@ -13,15 +13,29 @@ BEHIND_FOR = 10.0  # seconds below speed or fps before a capture is flagged as b
 
 @dataclass
 class ProgressTracker:
-    """Accumulates FFmpeg's key=value blocks; each `progress=` line closes a block."""
+    """Accumulates FFmpeg's key=value blocks; each `progress=` line closes a block.
+
+    A paused capture resumes in a new FFmpeg process, whose counters start again from zero: `next_part`
+    carries the totals so far, so `progress` keeps counting across parts while `part` is the current
+    process's own."""
 
     target_fps: float
     started_at: float = field(default_factory=time.time)
     progress: Progress = field(default_factory=Progress)
+    part: Progress = field(default_factory=Progress)
     behind_seconds: float = 0.0
     ever_behind: bool = False
+    _base: Progress = field(default_factory=Progress)
     _block: dict[str, str] = field(default_factory=dict)
     _last_update: float | None = None
+
+    def next_part(self) -> None:
+        """A new FFmpeg process follows: its counters add to what the earlier ones reported."""
+        self._base = self.progress.model_copy()
+        self.part = Progress()
+        self._block = {}
+        self._last_update = None
+        self.behind_seconds = 0.0
 
     def feed(self, line: str, now: float | None = None) -> Progress | None:
         """Feed one line; returns the updated Progress when a block completes."""
@@ -35,7 +49,7 @@ class ProgressTracker:
         return self._update(block, time.time() if now is None else now)
 
     def _update(self, block: dict[str, str], now: float) -> Progress:
-        p = self.progress
+        p = self.part
         out_us = _num(block.get("out_time_us") or block.get("out_time_ms"))
         elapsed = out_us / 1e6 if out_us and out_us > 0 else p.elapsed
         frames = int(_num(block.get("frame")) or p.frames)
@@ -51,7 +65,7 @@ class ProgressTracker:
             self.behind_seconds = 0.0
         behind = self.behind_seconds >= BEHIND_FOR
         self.ever_behind = self.ever_behind or behind
-        self.progress = Progress(
+        self.part = Progress(
             elapsed=elapsed,
             frames=frames,
             fps=fps if fps else p.fps,
@@ -60,7 +74,18 @@ class ProgressTracker:
             duplicated=int(_num(block.get("dup_frames")) or 0),
             bytes=int(_num(block.get("total_size")) or p.bytes),
             behind=behind,
-            first_frame_at=p.first_frame_at,
+        )
+        base, part = self._base, self.part
+        self.progress = Progress(
+            elapsed=base.elapsed + part.elapsed,
+            frames=base.frames + part.frames,
+            fps=part.fps,
+            speed=part.speed,
+            dropped=base.dropped + part.dropped,
+            duplicated=base.duplicated + part.duplicated,
+            bytes=base.bytes + part.bytes,
+            behind=behind,
+            first_frame_at=self.progress.first_frame_at,
         )
         return self.progress
 

@@ -1,4 +1,9 @@
-"""Turn the crash-safe capture into the MP4 people play: stream copy, `moov` first, nothing re-encoded."""
+"""Turn the crash-safe capture into the MP4 people play: stream copy, `moov` first, nothing re-encoded.
+
+A paused recording left one capture part per FFmpeg process: each is cut at its first frame (the sound
+before it is dropped, as in a single capture) and the parts are joined end to end by the concat demuxer,
+so the file's timeline runs on across every cut.
+"""
 
 from __future__ import annotations
 
@@ -17,27 +22,89 @@ def remux_to_mp4(capture: Path, mp4: Path, *, timeout: float = 600.0) -> Path:
     if not capture.is_file() or capture.stat().st_size == 0:
         raise RecorderError(ErrorCode.FINALIZE_FAILED, f"nothing was captured: {capture} is missing or empty")
     partial = mp4.with_name(mp4.name + ".part")
-    # The file starts with its first video frame: the silence padded before it is dropped.
+    _trimmed_copy(capture, partial, f="mp4", movflags="+faststart", timeout=timeout)
+    os.replace(partial, mp4)
+    return mp4
+
+
+def join_parts(parts: list[Path], mp4: Path, *, timeout: float = 600.0) -> list[float]:
+    """Join capture parts into `mp4` (stream copy, +faststart): each cut at its first frame, then end to
+    end. Returns each part's length in the file, so a cut's place is the sum of the lengths before it."""
+    if not parts:
+        raise RecorderError(ErrorCode.FINALIZE_FAILED, "nothing was captured: there are no capture parts")
+    for part in parts:
+        if not part.is_file() or part.stat().st_size == 0:
+            raise RecorderError(ErrorCode.FINALIZE_FAILED, f"capture part {part} is missing or empty")
+    trimmed = [mp4.with_name(f".join-{n:03d}.mkv") for n in range(1, len(parts) + 1)]
+    listing = mp4.with_name(".join.ffconcat")
+    partial = mp4.with_name(mp4.name + ".part")
+    try:
+        lengths = []
+        for part, cut in zip(parts, trimmed, strict=True):
+            _trimmed_copy(part, cut, f="matroska", timeout=timeout)
+            lengths.append(_length(cut))
+        # Each part ends with its last frame (the padded sound after it is dropped) and the next one starts
+        # right after it, so the cut is one frame interval like any other.
+        lines = ["ffconcat version 1.0"]
+        for cut, length in zip(trimmed, lengths, strict=True):
+            lines += [f"file '{_quoted(cut)}'", f"outpoint {length:.6f}"]
+        listing.write_text("\n".join(lines) + "\n")
+        argv = (
+            ffmpeg.input(str(listing), f="concat", safe=0)
+            .output(str(partial), c="copy", map="0", f="mp4", movflags="+faststart")
+            .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
+            .overwrite_output()
+            .compile()
+        )
+        _run(argv, f"joining {len(parts)} capture parts", timeout)
+        os.replace(partial, mp4)
+    finally:
+        for leftover in (*trimmed, listing, partial):
+            leftover.unlink(missing_ok=True)
+    return lengths
+
+
+def _length(part: Path) -> float:
+    """Where a trimmed part ends: its video's end (last frame plus its interval), else its sound's."""
+    facts = probe(part)
+    first = facts.video or facts.audio
+    return (first.duration if first and first.duration else None) or facts.duration or 0.0
+
+
+def _trimmed_copy(capture: Path, out: Path, *, timeout: float, **options: str) -> None:
+    """Stream copy of `capture` from its first frame (the first sound for audio alone) to `out`.
+
+    The silence padded before the first frame is dropped, and the copy's timestamps start at zero."""
     facts = probe(capture)
-    start = facts.video.start_time if facts.video and facts.video.start_time else 0.0
+    first = facts.video or facts.audio
+    start = first.start_time if first and first.start_time else 0.0
     argv = (
         ffmpeg.input(str(capture), ss=f"{start:.3f}")
-        .output(str(partial), c="copy", map="0", f="mp4", movflags="+faststart", avoid_negative_ts="make_zero")
+        .output(str(out), c="copy", map="0", avoid_negative_ts="make_zero", **options)
         .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
         .overwrite_output()
         .compile()
     )
     try:
+        _run(argv, f"remux of {capture}", timeout)
+    except RecorderError:
+        out.unlink(missing_ok=True)
+        raise
+
+
+def _run(argv: list[str], what: str, timeout: float) -> None:
+    try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
-        partial.unlink(missing_ok=True)
-        raise RecorderError(ErrorCode.FINALIZE_FAILED, f"remux of {capture} took longer than {timeout:g} s") from exc
-    if done.returncode != 0 or not partial.is_file():
-        partial.unlink(missing_ok=True)
+        raise RecorderError(ErrorCode.FINALIZE_FAILED, f"{what} took longer than {timeout:g} s") from exc
+    if done.returncode != 0:
         detail = done.stderr.strip().splitlines()[-1:] or ["no message"]
-        raise RecorderError(ErrorCode.FINALIZE_FAILED, f"remux of {capture} failed: {detail[0]}")
-    os.replace(partial, mp4)
-    return mp4
+        raise RecorderError(ErrorCode.FINALIZE_FAILED, f"{what} failed: {detail[0]}")
+
+
+def _quoted(path: Path) -> str:
+    """A path inside single quotes of an ffconcat file."""
+    return str(path.resolve()).replace("'", "'\\''")
 
 
 def top_level_boxes(mp4: Path) -> list[str]:

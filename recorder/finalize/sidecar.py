@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from contract.protocol import ErrorInfo, Progress
 from contract.spec import RecordingSpec, StopReason
+from recorder.capture.pause import PauseSpan
 from recorder.egress.ledger import BlockedSummary
 from recorder.quality import QualityReport
 from recorder.timings import Timings
@@ -34,6 +35,10 @@ class Sidecar(BaseModel):
     video: dict[str, Any] | None = None
     audio: dict[str, Any] | None = None
     capture: Progress
+    pauses: list[PauseSpan] = Field(
+        default_factory=list,
+        description="when the capture was paused (unix times) and where each cut sits in the file (media_at)",
+    )
     behind_real_time: bool = False
     av_offset_correction_ms: float
     versions: dict[str, str]
@@ -54,6 +59,8 @@ class Sidecar(BaseModel):
 def write_sidecar(path: Path, sidecar: Sidecar) -> Path:
     data = sidecar.model_dump(mode="json")
     data["timings_iso"] = {k: iso(v) for k, v in sidecar.timings.model_dump().items()}
+    for pause, shown in zip(sidecar.pauses, data["pauses"], strict=True):
+        shown["started_at_iso"], shown["ended_at_iso"] = iso(pause.started_at), iso(pause.ended_at)
     partial = path.with_name(path.name + ".part")
     partial.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(partial, path)

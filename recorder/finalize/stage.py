@@ -1,8 +1,11 @@
 """Finalize: turn what a recording captured into rec.mp4 and the metadata rec.json will hold.
 
 Ordinary mode remuxes capture.mkv to rec.mp4 (stream copy, `moov` first). Live mode wrote rec.mp4 itself
-(fragmented, `moov` first, perhaps uploaded as it grew), which is adopted byte for byte. When no MP4 can
-be made the capture file is kept, for a person to recover, and the error says why.
+(fragmented, `moov` first, perhaps uploaded as it grew), which is adopted byte for byte. A paused
+recording left several capture parts: they are joined into rec.mp4 (also in live mode, where the joined
+file replaces the first part, so rec.mp4 is rebuilt and a growing upload of it is no longer valid). An
+audio-only recording is rec.m4a, made the same ways. When no file can be made the capture files are kept,
+for a person to recover, and the error says why.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import structlog
 from contract.errors import RecorderError
 from contract.protocol import ErrorInfo
 from recorder.capture.captured import Captured
+from recorder.capture.pause import PauseSpan
 from recorder.finalize.finished import Finished
-from recorder.finalize.remux import remux_to_mp4
+from recorder.finalize.remux import join_parts, remux_to_mp4
 from recorder.finalize.sidecar import Sidecar
 from recorder.timings import Timings
 
@@ -29,26 +33,36 @@ async def finalize(captured: Captured) -> Finished:
     bound = log.bind(recording_id=captured.folder.recording_id)
     error = captured.error
     mp4: Path | None = None
+    pauses = captured.pauses
+    media = captured.folder.media
+    parts = [part for part in captured.parts if part.is_file() and part.stat().st_size > 0]
     if captured.has_media:
-        if captured.spec.live_upload:
-            mp4 = captured.capture_file
-        else:
-            try:
-                mp4 = await asyncio.to_thread(remux_to_mp4, captured.capture_file, captured.folder.media)
-                captured.capture_file.unlink(missing_ok=True)
-            except RecorderError as exc:
-                bound.error("finalize failed; the capture file is kept", error=str(exc))
-                error = error or exc
+        try:
+            if len(parts) > 1:
+                lengths = await asyncio.to_thread(join_parts, parts, media)
+                if len(parts) == len(captured.parts):
+                    pauses = _placed(pauses, lengths)
+            elif captured.spec.live_upload:
+                media = captured.capture_file
+            else:
+                await asyncio.to_thread(remux_to_mp4, captured.capture_file, media)
+            mp4 = media
+            for part in captured.parts:
+                if part != media:
+                    part.unlink(missing_ok=True)
+        except RecorderError as exc:
+            bound.error("finalize failed; the capture files are kept", error=str(exc))
+            error = error or exc
     timings = captured.timings.model_copy(update={"finalized": time.time()})
     files = {mp4.name: mp4} if mp4 is not None else {}
-    if mp4 is None and captured.capture_file.is_file():
-        files[captured.capture_file.name] = captured.capture_file
+    if mp4 is None:
+        files |= {part.name: part for part in captured.parts if part.is_file()}
     if captured.screenshot is not None and captured.screenshot.is_file():
         files[captured.screenshot.name] = captured.screenshot
     finished = Finished(
         folder=captured.folder,
         mp4=mp4,
-        metadata=_metadata(captured, mp4, timings, error),
+        metadata=_metadata(captured, mp4, timings, error, pauses),
         error=error,
         stop_reason=captured.stop_reason,
         progress=captured.progress,
@@ -65,7 +79,18 @@ async def finalize(captured: Captured) -> Finished:
     return finished
 
 
-def _metadata(captured: Captured, mp4: Path | None, timings: Timings, error: RecorderError | None) -> Sidecar:
+def _placed(pauses: list[PauseSpan], lengths: list[float]) -> list[PauseSpan]:
+    """Each pause's cut where the join put it: after the parts before it (the capture only estimated it)."""
+    placed = []
+    for number, pause in enumerate(pauses, start=1):
+        media_at = sum(lengths[:number])
+        placed.append(pause.model_copy(update={"media_at": round(media_at, 3)}))
+    return placed
+
+
+def _metadata(
+    captured: Captured, mp4: Path | None, timings: Timings, error: RecorderError | None, pauses: list[PauseSpan]
+) -> Sidecar:
     spec = captured.spec
     return Sidecar(
         recording_id=captured.folder.recording_id,
@@ -77,6 +102,7 @@ def _metadata(captured: Captured, mp4: Path | None, timings: Timings, error: Rec
         file=mp4.name if mp4 else None,
         size=mp4.stat().st_size if mp4 else None,
         capture=captured.progress,
+        pauses=pauses,
         behind_real_time=captured.behind_real_time,
         av_offset_correction_ms=captured.av_offset_correction_ms,
         versions=captured.versions,

@@ -35,6 +35,7 @@ class AudioSignals:
     tone_hz: float | None
     tone: np.ndarray  # complex64 per 1 ms block: sum of x[n] * exp(-2j*pi*tone_hz*n/RATE); empty without a tone
     spectrum: np.ndarray  # float64 power per 1 Hz bin, summed over Hann-windowed seconds
+    peak: float = 0.0  # largest absolute sample of the mono mix
 
     @property
     def duration(self) -> float:
@@ -51,6 +52,7 @@ class _Accumulator:
         self._energy: list[np.ndarray] = []
         self._tone: list[np.ndarray] = []
         self._spectrum = np.zeros(SEGMENT // 2 + 1, dtype=np.float64)
+        self._peak = 0.0
         self._window = np.hanning(SEGMENT).astype(np.float32)
         if tone_hz:
             self._omega = 2 * np.pi * tone_hz / RATE
@@ -74,6 +76,8 @@ class _Accumulator:
             mixed = padded[: blocks * BLOCK] * self._phasor[: blocks * BLOCK] * np.complex64(start_phase)
             self._tone.append(mixed.reshape(blocks, BLOCK).sum(axis=1).astype(np.complex64))
         self._spectrum += np.square(np.abs(np.fft.rfft(padded * self._window)))
+        if count:
+            self._peak = max(self._peak, float(np.abs(segment).max()))
         self._done += count
 
     def finish(self) -> AudioSignals:
@@ -86,6 +90,7 @@ class _Accumulator:
             tone_hz=self.tone_hz,
             tone=np.concatenate(self._tone) if self._tone else np.zeros(0, np.complex64),
             spectrum=self._spectrum,
+            peak=self._peak,
         )
 
 
@@ -132,6 +137,7 @@ class AudioReport(BaseModel):
     channels: int | None
     duration: float | None
     rms_dbfs: float | None
+    peak_dbfs: float | None = None  # the loudest sample (of the mono mix); null without samples
     silent_total: float
     silent: list[Span]
     tone_hz: float
@@ -157,12 +163,14 @@ def silent_spans(signals: AudioSignals) -> list[Span]:
 def analyze_audio(signals: AudioSignals, stream: StreamFacts, tone_hz: float) -> AudioReport:
     silent = silent_spans(signals)
     rms = float(_dbfs(np.asarray(signals.energy.sum(dtype=np.float64) / signals.samples))) if signals.samples else None
+    peak = float(_dbfs(np.asarray(signals.peak**2))) if signals.samples else None
     return AudioReport(
         codec=stream.codec,
         sample_rate=stream.sample_rate,
         channels=stream.channels,
         duration=round(stream.duration if stream.duration else signals.duration, 3),
         rms_dbfs=round(rms, 1) if rms is not None else None,
+        peak_dbfs=round(peak, 1) if peak is not None else None,
         silent_total=round(sum(s.length for s in silent), 3),
         silent=silent[:MAX_LISTED],
         tone_hz=tone_hz,

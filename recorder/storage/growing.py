@@ -8,8 +8,10 @@ upload of the finished file sends only the tail, asks for the lease, completes a
 away at the end leaves a pending upload that continues these parts later, not one that starts over.
 
 If following the file fails, the upload is aborted and the finished file goes up whole: a fast path,
-never a way to lose a file. A recorder that dies mid-way leaves an unfinished multipart upload (removed
-by the bucket's AbortIncompleteMultipartUpload rule); the HLS segments of live mode are what survives that.
+never a way to lose a file. The same happens when rec.mp4 is replaced rather than appended to (a paused
+live recording: finalize joins its parts into a new rec.mp4), which the file's inode tells. A recorder
+that dies mid-way leaves an unfinished multipart upload (removed by the bucket's
+AbortIncompleteMultipartUpload rule); the HLS segments of live mode are what survives that.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class GrowingUpload:
         self.obj = obj
         self._halt = halt
         self._poller = Poller(self._send_ready, poll, "growing-upload")
+        self._inode: int | None = None  # the file followed; another one under its name is a rebuilt file
+        self._replaced = False
 
     @property
     def poll(self) -> float:
@@ -60,13 +64,26 @@ class GrowingUpload:
         self._poller.start()
         return self
 
+    @property
+    def replaced(self) -> bool:
+        """rec.mp4 is no longer the file whose parts were sent (finalize rebuilt it)."""
+        if not self._replaced and self._inode is not None:
+            try:
+                self._replaced = self.obj.path.stat().st_ino != self._inode
+            except FileNotFoundError:
+                self._replaced = True
+        return self._replaced
+
     def _send_ready(self) -> None:
-        if self._halt.is_set():
+        if self._halt.is_set() or self.replaced:
             return
         try:
-            size = self.obj.path.stat().st_size
+            stat = self.obj.path.stat()
         except FileNotFoundError:
             return
+        if self._inode is None:
+            self._inode = stat.st_ino
+        size = stat.st_size
         with contextlib.suppress(Cancelled):  # halted mid-way: what was sent is recorded, the rest goes later
             self.uploader.send_ready_parts(self.obj, size)
 
@@ -81,7 +98,9 @@ class GrowingUpload:
         self._stop_following()
         if self.error is not None:
             log.warning("growing upload stopped; the file is uploaded whole", key=self.key, error=self.error)
-        if self.error is not None or self.obj.upload_id is None:
+        if self.replaced:
+            log.info("the file was rebuilt after the growing upload followed it; it is uploaded whole", key=self.key)
+        if self.error is not None or self.replaced or self.obj.upload_id is None:
             self.cancel()
             return None
         return self.obj

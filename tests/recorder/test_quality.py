@@ -122,6 +122,30 @@ def test_black_and_silent_spans_are_found_where_they_were_made(media_dir: Path) 
     assert report.sync is None
 
 
+def test_an_audio_only_file_is_reported_on_its_sound_alone(media_dir: Path) -> None:
+    clip = media_dir / "voice.m4a"
+    run_ffmpeg(
+        [
+            # a 1 kHz tone at half scale (-6 dBFS peak, -9 dBFS RMS), silent from 2.0 s to 3.0 s, 4 s in all
+            "-f", "lavfi", "-i", "aevalsrc=exprs='0.5*sin(2*PI*1000*t)*(1-between(t,2,3))':s=48000:d=4",
+            "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "mp4", "-movflags", "+faststart", str(clip),
+        ]
+    )  # fmt: skip
+
+    report = analyze_file(clip)
+
+    assert report.video is None and report.sync is None
+    assert report.audio is not None and report.audio.codec == "aac" and report.audio.channels == 2
+    assert report.duration == pytest.approx(4.0, abs=0.1)
+    assert len(report.audio.silent) == 1
+    assert report.audio.silent[0].at == pytest.approx(2.0, abs=0.05)
+    assert report.audio.silent[0].length == pytest.approx(1.0, abs=0.08)
+    # Three seconds of the tone in four: RMS -9 dBFS + 10*log10(3/4) = -10.3 dBFS.
+    assert report.audio.rms_dbfs == pytest.approx(-10.3, abs=0.7)
+    assert report.audio.peak_dbfs == pytest.approx(-6.0, abs=0.7)
+    assert report.audio.tone_level > 0.9
+
+
 def test_missing_frames_are_reported_as_one_gap(media_dir: Path) -> None:
     clip = media_dir / "gap.mkv"
     run_ffmpeg(

@@ -13,6 +13,7 @@ BENCHMARKS = {
     "finalize": "stop -> object confirmed in S3 (loopback server), 1/10/60-minute files",
     "soak": "a long recording with the memory of every process sampled each minute",
     "peers": "the peers' published capture pipelines against ours, same page, same sources",
+    "meeting": "audio-only against video, a join script's start cost, end banner -> file closed",
     "guard": "the egress guard's cost: warm start latency and CPU per recording, guard on against off",
     "simulate": "discrete-event simulation of the warm pool at 1k, 50k and 1M recordings a day",
 }

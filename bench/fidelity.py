@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,13 @@ TARGETS = {
 }
 
 
-def record_once(url: str, duration: float, out: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Run `recorder record` for one file; return its figures, start latency and the command's outcome."""
+def record_once(
+    url: str, duration: float, out: Path, env: dict[str, str], extra: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Run `recorder record` (with `extra` flags) for one file; return its figures, start latency and the
+    command's outcome."""
     argv = [sys.executable, "-m", "recorder.cli", "record", url, "--duration", f"{duration:g}", "--out", str(out)]
+    argv += extra
     sampler = TreeSampler(interval=1.0).start()
     command_start = time.time()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -93,6 +98,8 @@ def record_once(url: str, duration: float, out: Path, env: dict[str, str]) -> di
             if (m := sampler.machine_cores(timings.get("first_frame"), timings.get("stopped"))) is not None
             else None,
             "av_offset_correction_ms": sidecar.get("av_offset_correction_ms"),
+            "stop_reason": sidecar.get("stop_reason"),
+            "timings": timings,
             "versions": sidecar.get("versions"),
             "sync_markers": (quality.get("sync") or {}).get("markers"),
             "output": stdout.decode(errors="replace").strip(),

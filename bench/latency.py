@@ -1,11 +1,13 @@
 """Start latency through the orchestrator: POST /v1/recordings -> first captured frame, warm pool vs cold.
 
-    python -m bench latency [--runs 20] [--modes warm cold] [--duration 2] [--require-quiet]
+    python -m bench latency [--runs 20] [--modes warm cold] [--pages empty tiles] [--duration 2] [--require-quiet]
 
 `orchestrator serve` runs as a subprocess with its local pool of `recorder worker` processes:
 - warm: POOL_SPARE=1 (a worker with Xvfb, PulseAudio and Chromium already up waits for each request);
 - cold: POOL_MIN=0, POOL_SPARE=0, POOL_IDLE_COOLDOWN=0 (every request starts a worker from nothing).
-The page is ready at once (a plain 200 response). The first frame is the worker's own report
+Pages: `empty` is ready at once (a plain 200 response); `tiles` is the reference 2x2 grid of playing videos
+with the default readiness (DOMContentLoaded); `tiles-load` the same page waiting for `load`, which the
+videos delay (the readiness that was the default before). The first frame is the worker's own report
 (`timestamps.first_frame`, from FFmpeg's progress), polled with GET /v1/recordings/{id}; each run waits
 for the previous recording to complete and the pool to settle. Writes bench/results/latency-<date>.json.
 """
@@ -33,6 +35,11 @@ MODES: dict[str, dict[str, str]] = {
     "cold": {"POOL_MIN": "0", "POOL_SPARE": "0", "POOL_MAX": "2", "POOL_IDLE_COOLDOWN": "0"},
 }
 TERMINAL = {"completed", "failed", "cancelled"}
+PAGES: dict[str, tuple[str, dict[str, Any]]] = {
+    "empty": ("/status/200", {}),
+    "tiles": ("/grid?tone=1000", {}),
+    "tiles-load": ("/grid?tone=1000", {"wait_for": {"kind": "load"}}),
+}
 
 
 def _ts(value: str | None) -> float | None:
@@ -58,9 +65,12 @@ async def wait_pool(http: aiohttp.ClientSession, base: str, mode: str, timeout: 
     raise TimeoutError(f"the pool did not settle for a {mode} start within {timeout:g} s")
 
 
-async def one_run(http: aiohttp.ClientSession, orch: RunningOrchestrator, url: str, duration: float) -> dict[str, Any]:
+async def one_run(
+    http: aiohttp.ClientSession, orch: RunningOrchestrator, url: str, duration: float, extra: dict[str, Any]
+) -> dict[str, Any]:
     requested = time.time()
-    async with http.post(orch.base + "/v1/recordings", json={"url": url, "max_duration": duration}) as response:
+    body = {"url": url, "max_duration": duration, **extra}
+    async with http.post(orch.base + "/v1/recordings", json=body) as response:
         body = await response.json()
         if response.status != 202:
             raise RuntimeError(f"POST answered {response.status}: {body}")
@@ -116,23 +126,27 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def run_mode(mode: str, runs: int, url: str, duration: float, workdir: Path) -> dict[str, Any]:
-    with orchestrator(workdir / mode, settings=MODES[mode]) as orch:
+async def run_mode(
+    mode: str, page_name: str, runs: int, url: str, duration: float, workdir: Path, extra: dict[str, Any]
+) -> dict[str, Any]:
+    with orchestrator(workdir / f"{mode}-{page_name}", settings=MODES[mode]) as orch:
         async with aiohttp.ClientSession(headers=orch.headers) as http:
             results = []
             for i in range(runs):
                 settle = await wait_pool(http, orch.base, mode)
-                run = await one_run(http, orch, url, duration)
+                run = await one_run(http, orch, url, duration, extra)
                 run["settled_after_s"] = round(settle, 2)
                 results.append(run)
-                print(f"{mode} {i + 1}/{runs}: {run['latency_s']} s ({run['status']})", flush=True)
-    return {"mode": mode, "settings": MODES[mode], "summary": summarise(results), "runs": results}
+                print(f"{mode} {page_name} {i + 1}/{runs}: {run['latency_s']} s ({run['status']})", flush=True)
+    summary = summarise(results)
+    return {"mode": mode, "page": page_name, "settings": MODES[mode], "summary": summary, "runs": results}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=["warm", "cold"])
+    parser.add_argument("--pages", nargs="+", choices=sorted(PAGES), default=["empty", "tiles"])
     parser.add_argument("--duration", type=float, default=2.0, help="max_duration of each recording (s)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
@@ -144,11 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         with page.serve() as test_page:
-            url = test_page.url("/status/200")
-            for mode in args.modes:
-                result = asyncio.run(run_mode(mode, args.runs, url, args.duration, workdir))
-                results.append(result)
-                print(f"{mode}: {result['summary']}", flush=True)
+            for page_name in args.pages:
+                path, extra = PAGES[page_name]
+                for mode in args.modes:
+                    url = test_page.url(path)
+                    result = asyncio.run(run_mode(mode, page_name, args.runs, url, args.duration, workdir, extra))
+                    results.append(result)
+                    print(f"{mode} {page_name}: {result['summary']}", flush=True)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -156,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         path = write_result(
             "latency",
             results,
-            options={"runs": args.runs, "duration_s": args.duration, "page": "/status/200", "quiet_check": quiet},
+            options={
+                "runs": args.runs,
+                "duration_s": args.duration,
+                "pages": {name: PAGES[name][0] for name in args.pages},
+                "quiet_check": quiet,
+            },
             machine_info=info,
             notes="latency = POST sent -> first frame captured by the worker (its progress report), both on this "
             "machine's clock. to_lease = POST -> the worker's lease (status starting). Targets: warm p95 <= 1 s, "

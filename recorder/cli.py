@@ -1,6 +1,8 @@
 """`recorder`: record one page, analyze a file, calibrate A/V sync, or run as a farm worker.
 
 Exit codes: 0 success, 1 the recording (or analysis) failed, 2 a usage error naming the bad value.
+While `recorder record` runs: SIGUSR1 pauses the capture, SIGUSR2 resumes it, SIGINT or SIGTERM stop it
+(the file is kept).
 """
 
 from __future__ import annotations
@@ -15,18 +17,20 @@ import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from contract.envcheck import UnknownVariable
 from contract.errors import RecorderError
+from contract.fields import field_path
 from contract.logs import configure_logging
-from contract.protocol import Progress, WorkerState
+from contract.protocol import Progress, WorkerState, media_name
 from contract.security import canonical_url
 from contract.spec import RecordingSpec, WaitFor
 from recorder.attempt import AttemptFolder, check_recording_id
 from recorder.config import RecorderSettings, check_recorder_environment
+from recorder.control import CaptureControl
 
 if TYPE_CHECKING:
     from recorder.finalize import Finished
@@ -41,10 +45,30 @@ def _record_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--fps", type=int, default=30)
     p.add_argument(
-        "--wait-for", default="load", help="readiness: load | signal (page logs START_RECORDING) | selector:CSS"
+        "--wait-for",
+        default="domcontentloaded",
+        help="readiness: domcontentloaded (default) | load | signal (page logs START_RECORDING) | selector:CSS;"
+        " signal and selector are a waiting room",
     )
-    p.add_argument("--wait-timeout", type=float, default=30.0, help="seconds to wait for readiness")
+    p.add_argument(
+        "--wait-timeout", type=float, default=30.0, help="seconds to wait for readiness (the waiting room's length)"
+    )
+    p.add_argument(
+        "--from",
+        dest="start_from",
+        choices=("ready", "commit"),
+        default="ready",
+        help="start capturing at readiness (default) or as soon as the navigation commits",
+    )
+    p.add_argument("--actions", metavar="FILE|-", help="join script: a JSON list of steps, from a file or stdin")
+    p.add_argument("--actions-timeout", type=float, default=120.0, help="seconds the whole join script may take")
     p.add_argument("--no-stop-on-signal", action="store_true", help="ignore END_RECORDING logged by the page")
+    p.add_argument("--stop-when-selector", metavar="CSS", help="stop when this selector becomes visible")
+    p.add_argument("--stop-when-silence", type=float, metavar="SECONDS", help="stop after this much silence")
+    p.add_argument("--stop-when-silence-db", type=float, default=-50.0, help="silence threshold (default -50 dB)")
+    p.add_argument("--stop-when-frozen", type=float, metavar="SECONDS", help="stop after this long with no change")
+    p.add_argument("--stop-when-navigated-away", action="store_true", help="stop when the page leaves its origin")
+    p.add_argument("--audio-only", action="store_true", help="record the page's audio alone, to rec.m4a")
     p.add_argument("--out", type=Path, help="where rec.mp4 goes (default RECORDS_DIR/<id>/attempt-1/rec.mp4)")
     p.add_argument("--id", dest="recording_id", help="recording id (default: a new UUID)")
     _common_recorder_flags(p)
@@ -69,34 +93,71 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
 
 
 def _spec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RecordingSpec:
+    fields: dict[str, Any] = {}
     try:
         # Stored and loaded in the browser's own canonical form: what is checked is what Chromium opens.
         url = canonical_url(args.url, "URL").href
         wait_for = WaitFor.parse(args.wait_for, timeout=args.wait_timeout)
-        return RecordingSpec(
-            url=url,
-            duration=args.duration,
-            width=args.width,
-            height=args.height,
-            fps=args.fps,
-            wait_for=wait_for,
-            stop_on_signal=not args.no_stop_on_signal,
-        )
+        fields = {
+            "url": url,
+            "duration": args.duration,
+            "width": args.width,
+            "height": args.height,
+            "fps": args.fps,
+            "wait_for": wait_for,
+            "from": args.start_from,
+            "actions": _read_actions(args.actions),
+            "actions_timeout": args.actions_timeout,
+            "stop_on_signal": not args.no_stop_on_signal,
+            "stop_when": {
+                "selector": args.stop_when_selector,
+                "silence": args.stop_when_silence,
+                "silence_db": args.stop_when_silence_db,
+                "frozen": args.stop_when_frozen,
+                "navigated_away": args.stop_when_navigated_away,
+            },
+            "video": not args.audio_only,
+        }
+        return RecordingSpec.model_validate(fields)
     except ValidationError as exc:
-        problems = "; ".join(_describe(err) for err in exc.errors())
+        problems = "; ".join(_describe(err, fields) for err in exc.errors())
         parser.error(problems)
     except ValueError as exc:
         parser.error(str(exc))
     raise AssertionError("unreachable")
 
 
+def _read_actions(source: str | None) -> list[Any]:
+    """The join script, from a file or stdin (`-`): a JSON list of steps (or an object with an `actions` list)."""
+    if source is None:
+        return []
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as exc:
+        raise ValueError(f"--actions {source}: cannot read it ({exc.strerror})") from None
+    try:
+        script = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--actions {source}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    if isinstance(script, dict) and "actions" in script:
+        script = script["actions"]
+    if not isinstance(script, list):
+        example = '[{"do": "click", "selector": "#join"}]'
+        raise ValueError(f"--actions {source}: give a JSON list of steps, such as {example}")
+    return script
+
+
 _FLAG = {"url": "URL", "duration": "--duration", "width": "--width", "height": "--height", "fps": "--fps"}
 
 
-def _describe(err: dict) -> str:
-    loc = [str(part) for part in err.get("loc", ())]
-    name = _FLAG.get(loc[0], "--" + "-".join(loc).replace("_", "-")) if loc else "argument"
+def _describe(err: dict, fields: dict[str, Any]) -> str:
+    loc = list(err.get("loc", ()))
     message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if loc and loc[0] == "actions":
+        return f"--actions: {field_path(fields, loc)}: {message}"
+    name = _FLAG.get(str(loc[0]), "--" + "-".join(map(str, loc)).replace("_", "-")) if loc else "argument"
+    if name == "--start-from":
+        name = "--from"
     return f"{name} {err.get('input')!r}: {message}"
 
 
@@ -132,24 +193,30 @@ def _recording_id(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     raise AssertionError("unreachable")
 
 
-def _folder(args: argparse.Namespace, recording_id: str, settings: RecorderSettings) -> AttemptFolder:
+def _folder(
+    args: argparse.Namespace, recording_id: str, settings: RecorderSettings, spec: RecordingSpec
+) -> AttemptFolder:
     """The worker's layout under RECORDS_DIR; with --out, a work folder of its own beside the output."""
+    media = media_name(spec.video)
     if args.out:
-        return AttemptFolder(root=args.out.parent / f".{args.out.stem}.work", recording_id=recording_id, attempt=1)
-    return AttemptFolder.under(settings.records_dir, recording_id)
+        root = args.out.parent / f".{args.out.stem}.work"
+        return AttemptFolder(root=root, recording_id=recording_id, attempt=1, media_name=media)
+    return AttemptFolder.under(settings.records_dir, recording_id, media_name=media)
 
 
 async def _record(args: argparse.Namespace, spec: RecordingSpec, settings: RecorderSettings, recording_id: str) -> int:
     from recorder.pipeline import Recorder
 
-    folder = _folder(args, recording_id, settings)
-    stop = asyncio.Event()
+    folder = _folder(args, recording_id, settings, spec)
+    control = CaptureControl()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGINT, control.stop, "api")
+    loop.add_signal_handler(signal.SIGTERM, control.stop, "shutdown")
+    loop.add_signal_handler(signal.SIGUSR1, control.want_paused, True)
+    loop.add_signal_handler(signal.SIGUSR2, control.want_paused, False)
     status = _LiveStatus()
     async with Recorder(settings, width=spec.width, height=spec.height) as recorder:
-        finished = await recorder.record(spec, folder=folder, on_progress=status, stop=stop)
+        finished = await recorder.record(spec, folder=folder, on_progress=status, control=control)
     status.done()
     mp4 = finished.mp4
     stored = await _store(finished, settings, keep=args.out is not None) if mp4 is not None else None
@@ -191,8 +258,11 @@ async def _store(finished: Finished, settings: RecorderSettings, *, keep: bool) 
         print(f"upload to {destination.name} failed: {exc.message}; the recording is kept at {where}", file=sys.stderr)
         return None
     if stored.pending:
-        print(f"upload to {destination.name} is pending: {stored.reason}; the recording is kept at "
-              f"{finished.folder.root} and `recorder worker` resumes the upload", file=sys.stderr)
+        print(
+            f"upload to {destination.name} is pending: {stored.reason}; the recording is kept at "
+            f"{finished.folder.root} and `recorder worker` resumes the upload",
+            file=sys.stderr,
+        )
         return None
     return stored
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -30,6 +31,7 @@ from recorder.capture.captured import Captured
 from recorder.capture.command import CaptureSettings
 from recorder.capture.ffmpeg import Capture
 from recorder.config import RecorderSettings
+from recorder.control import CaptureControl
 from recorder.egress import EgressGuard
 from recorder.finalize import Finished
 from recorder.finalize import finalize as finalize_capture
@@ -104,6 +106,7 @@ class Recorder:
                 denial_of=guard.ledger.reason_for if guard else None,
                 browser_user=self.settings.browser_user,
                 require_sandbox=self.settings.require_sandbox,
+                allow_evaluate=self.settings.allow_evaluate,
             )
             await self.browser.start()
 
@@ -152,11 +155,12 @@ class Recorder:
         *,
         folder: AttemptFolder,
         on_progress: ProgressCallback | None = None,
-        stop: asyncio.Event | None = None,
+        control: CaptureControl | None = None,
     ) -> Captured:
         """Record one page into `folder`; what was captured is returned for `finalize`, also on failure.
-        Cancellation stops every process and sink of the recording and propagates."""
-        return await _CaptureRun(self, spec, folder, on_progress, stop or asyncio.Event()).execute()
+        `control` stops or pauses it while it runs. Cancellation stops every process and sink of the
+        recording and propagates."""
+        return await _CaptureRun(self, spec, folder, on_progress, control or CaptureControl()).execute()
 
     async def finalize(self, captured: Captured) -> Finished:
         """rec.mp4 from the capture (see `recorder.finalize`); rec.json waits for `complete`."""
@@ -172,18 +176,23 @@ class Recorder:
         *,
         folder: AttemptFolder,
         on_progress: ProgressCallback | None = None,
-        stop: asyncio.Event | None = None,
+        control: CaptureControl | None = None,
         analyze: bool = True,
     ) -> Finished:
         """Capture, finalize and complete one recording, for callers with nothing to do in between."""
-        captured = await self.capture(spec, folder=folder, on_progress=on_progress, stop=stop)
+        captured = await self.capture(spec, folder=folder, on_progress=on_progress, control=control)
         finished = await self.finalize(captured)
         await self.complete(finished, analyze=analyze)
         return finished
 
 
 class _CaptureRun:
-    """The state of one capture while it runs; split out so Recorder stays about resources."""
+    """The state of one capture while it runs; split out so Recorder stays about resources.
+
+    The page's path: open → navigate (to DOMContentLoaded, `load`, or only the commit) → join script →
+    the waiting room (readiness by selector or START_RECORDING, reported as `waiting`) → watch the stop
+    conditions → capture. With `from: commit` the capture starts right after the navigation commits and
+    the rest runs while it records. When the page fails, a picture of it is kept (failure.png)."""
 
     def __init__(
         self,
@@ -191,20 +200,21 @@ class _CaptureRun:
         spec: RecordingSpec,
         folder: AttemptFolder,
         on_progress: ProgressCallback | None,
-        stop: asyncio.Event,
+        control: CaptureControl,
     ) -> None:
         self.recorder = recorder
         self.spec = spec
         self.folder = folder
         self.capture_file = folder.capture(live=spec.live_upload)
         self.on_progress = on_progress
-        self.stop = stop
+        self.control = control
         self.state: WorkerState = "starting"
         self.timings = Timings(started=time.time())
         self.capture: Capture | None = None
         self.session: PageSession | None = None
         self.error: RecorderError | None = None
         self.stop_reason: StopReason = "error"
+        self.screenshot: Path | None = None
         self.av_offset_ms = calibration.av_offset_ms(recorder.settings)
         self.log = log.bind(recording_id=folder.recording_id)
 
@@ -219,6 +229,11 @@ class _CaptureRun:
         if self.state == "recording":
             self._report("recording", progress)
 
+    def _on_waiting(self) -> None:
+        self.timings.waiting = time.time()
+        self.log.info("waiting room", wait_for=self.spec.wait_for.kind, timeout=self.spec.wait_for.timeout)
+        self._report("waiting")
+
     async def execute(self) -> Captured:
         self.folder.create()
         self._report("starting")
@@ -230,33 +245,24 @@ class _CaptureRun:
             if rec.guard is not None:
                 rec.guard.ledger.reset()  # one recording at a time per recorder: its denials start here
             sink = await rec.audio.take_sink(self.folder.recording_id)
-            self.session = await self._open_page(rec.browser)
-            self.timings.ready = time.time()
-            self.capture = Capture(
-                CaptureSettings(
-                    display=rec.display.name or "",
-                    audio_source=sink.monitor,
-                    width=self.spec.width,
-                    height=self.spec.height,
-                    fps=self.spec.fps,
-                    preset=rec.settings.preset,
-                    crf=rec.settings.crf,
-                    threads=rec.settings.encoder_threads,
-                    av_offset_ms=self.av_offset_ms,
-                ),
-                self.capture_file,
-                live_dir=self.folder.live_dir if self.spec.live_upload else None,
-                env=rec.audio.client_env(),
-                on_progress=self._on_capture_progress,
-                stop_timeout=rec.settings.stop_timeout,
-            )
-            await self.capture.start()
-            self.timings.first_frame = self.capture.first_frame_at
-            self.log.info("recording", url=self.spec.url, start_latency=round(time.time() - self.timings.started, 3))
-            self._report("recording")
+            self.session = session = await self._open_page(rec.browser)
+            if self.spec.start_from == "commit":
+                await session.navigate("commit")
+                await self._start_capture(sink.monitor)
+                await session.finish_loading()
+                await session.run_actions()
+                self.timings.ready = time.time()
+            else:
+                await session.navigate("load" if self.spec.wait_for.kind == "load" else "domcontentloaded")
+                await session.run_actions()
+                await session.wait_ready(on_waiting=self._on_waiting)
+                self.timings.ready = time.time()
+                await self._start_capture(sink.monitor)
+            session.watch()
             self.stop_reason = await self._wait_for_end()
         except RecorderError as exc:
             self.error = exc
+            await self._picture()
         except asyncio.CancelledError:
             self.error = RecorderError(ErrorCode.CANCELLED, "the recording was cancelled")
             raise
@@ -283,43 +289,123 @@ class _CaptureRun:
                 raise RecorderError(
                     ErrorCode.URL_NOT_ALLOWED, f"{self.spec.url} cannot be recorded: {verdict.explain()}"
                 )
-        return await browser.open(self.spec.url, self.spec.wait_for, stop_on_signal=self.spec.stop_on_signal)
+        return await browser.open(self.spec)
+
+    async def _start_capture(self, audio_source: str) -> None:
+        rec = self.recorder
+        assert rec.display is not None and rec.audio is not None
+        stop_when = self.spec.stop_when
+        self.capture = Capture(
+            CaptureSettings(
+                display=rec.display.name or "",
+                audio_source=audio_source,
+                width=self.spec.width,
+                height=self.spec.height,
+                fps=self.spec.fps,
+                video=self.spec.video,
+                preset=rec.settings.preset,
+                crf=rec.settings.crf,
+                threads=rec.settings.encoder_threads,
+                av_offset_ms=self.av_offset_ms,
+                silence=stop_when.silence,
+                silence_db=stop_when.silence_db,
+                frozen=stop_when.frozen,
+            ),
+            self.capture_file,
+            part_path=lambda n: self.folder.capture_part(n, live=self.spec.live_upload),
+            live_dir=self.folder.live_dir if self.spec.live_upload else None,
+            env=rec.audio.client_env(),
+            on_progress=self._on_capture_progress,
+            stop_timeout=rec.settings.stop_timeout,
+        )
+        await self.capture.start()
+        self.timings.first_frame = self.capture.first_frame_at
+        self.log.info("recording", url=self.spec.url, start_latency=round(time.time() - self.timings.started, 3))
+        self._report("recording")
 
     async def _wait_for_end(self) -> StopReason:
+        """Until a stop condition holds, following the caller's pause and resume meanwhile."""
+        assert self.capture is not None and self.session is not None
+        while True:
+            ended = await self._next_event()
+            if ended != "pause":
+                return self._stop_reason(ended)
+            self.control.pause_changed.clear()
+            await self._follow_pause()
+
+    async def _next_event(self) -> str:
         assert self.capture is not None and self.session is not None
         events = self.session.events
         waits = {
             "duration": asyncio.ensure_future(asyncio.sleep(self._remaining())),
-            "stop": asyncio.ensure_future(self.stop.wait()),
-            "page_signal": asyncio.ensure_future(events.ended.wait()),
+            "stop": asyncio.ensure_future(self.control.stopping.wait()),
+            "page_ended": asyncio.ensure_future(events.ended.wait()),
             "page_failed": asyncio.ensure_future(events.failed.wait()),
             "capture_exited": asyncio.ensure_future(self.capture.exited.wait()),
+            "detected": asyncio.ensure_future(self.capture.detected.wait()),
+            "pause": asyncio.ensure_future(self.control.pause_changed.wait()),
         }
         try:
             done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in waits.values():
                 task.cancel()
-        ended = next(name for name, task in waits.items() if task in done)
-        reason: StopReason = {"duration": "duration", "stop": "api", "page_signal": "signal"}.get(ended, "error")
-        if ended == "page_failed":
+        # Several at once: a stop outranks a pause, so a recording asked to stop never pauses first.
+        return next(name for name, task in waits.items() if task in done)
+
+    def _stop_reason(self, ended: str) -> StopReason:
+        assert self.capture is not None and self.session is not None
+        events = self.session.events
+        reason: StopReason = "error"
+        if ended == "duration":
+            reason = "duration"
+        elif ended == "stop":
+            reason = self.control.stop_reason
+        elif ended == "page_ended":
+            reason = events.stop_reason or "page_closed"
+        elif ended == "detected":
+            reason = self.capture.detected_reason or "error"
+        elif ended == "page_failed":
             self.error = events.error or RecorderError(ErrorCode.BROWSER_CRASHED, "the page failed")
         elif ended == "capture_exited":
             self.error = self.capture.failure()
-        self.log.info("recording stopping", reason=reason)
+        self.log.info("recording stopping", reason=reason, error=str(self.error) if self.error else None)
         return reason
+
+    async def _follow_pause(self) -> None:
+        assert self.capture is not None
+        wanted = self.control.pause_wanted
+        if wanted == self.capture.paused:
+            return
+        if wanted:
+            await self.capture.pause()
+        else:
+            await self.capture.resume()
+        self.control.paused = self.capture.paused
+        self.log.info("capture paused" if self.capture.paused else "capture resumed")
+        self._report("recording")
+
+    async def _picture(self) -> None:
+        """failure.png: the page at the moment the recording failed, when there still is a page to picture."""
+        if self.session is not None:
+            with contextlib.suppress(Exception):
+                self.screenshot = await self.session.screenshot(self.folder.screenshot)
 
     def _remaining(self) -> float:
         """Time left from the first frame, which under load can come well after FFmpeg was started, so a
-        file is as long as asked whatever FFmpeg's start-up cost."""
+        file is as long as asked whatever FFmpeg's start-up cost. Pauses count: the duration bounds the
+        time spent on the page, and the file is shorter by the pauses."""
         assert self.capture is not None
         first = self.capture.first_frame_at or self.capture.started_at or time.time()
         return max(0.0, self.spec.duration - (time.time() - first))
 
     async def _wind_down(self, sink: Any) -> None:
         rec = self.recorder
+        if self.error is not None and self.screenshot is None and self.error.code != ErrorCode.CANCELLED:
+            await self._picture()  # a page that failed while recording (a denied navigation, a crash)
         if self.capture is not None:
             await self.capture.stop()
+        self.control.paused = False
         self.timings.stopped = time.time()
         if self.session is not None:
             await self.session.close()
@@ -345,4 +431,7 @@ class _CaptureRun:
             versions=tool_versions(rec.browser.version if rec.browser else None),
             av_offset_correction_ms=self.av_offset_ms,
             behind_real_time=bool(self.capture and self.capture.tracker.ever_behind),
+            screenshot=self.screenshot,
+            capture_files=self.capture.files if self.capture else [],
+            pauses=list(self.capture.pauses) if self.capture else [],
         )

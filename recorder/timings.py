@@ -9,6 +9,7 @@ class Timings(BaseModel):
     """Unix times of each step; `first_frame` is when the first captured frame was grabbed."""
 
     started: float
+    waiting: float | None = None  # the waiting room began (the page was up, readiness not yet)
     ready: float | None = None
     first_frame: float | None = None
     stopped: float | None = None

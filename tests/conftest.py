@@ -18,9 +18,9 @@ pytest_plugins = [
     "tests.support.leaks",
     "tests.support.media",
     "tests.support.s3",
-    "tests.support.farm",
-    "tests.support.kube_apiserver",
     "tests.support.orchestrator",
+    "tests.support.farm",  # after orchestrator, whose module it imports
+    "tests.support.kube_apiserver",
 ]
 
 QUICK_GUARD = pytest.StashKey[Guard]()

@@ -29,8 +29,8 @@ import structlog
 
 from contract.errors import ErrorCode, RecorderError
 from contract.protocol import (
-    MEDIA_NAME,
     METADATA_NAME,
+    SCREENSHOT_NAME,
     ErrorInfo,
     Heartbeat,
     Lease,
@@ -38,7 +38,9 @@ from contract.protocol import (
     Progress,
     Report,
     WorkerState,
+    media_name,
 )
+from contract.spec import StopReason
 from recorder.attempt import AttemptFolder
 from recorder.config import RecorderSettings
 from recorder.storage import StoredResult, destination_for
@@ -92,16 +94,20 @@ class Job:
         self.settings = settings
         self.timings = timings or JobTimings()
         self.recording_id = lease.recording_id
-        self.folder = AttemptFolder.under(settings.records_dir, lease.recording_id, lease.attempt)
+        self.folder = AttemptFolder.under(
+            settings.records_dir, lease.recording_id, lease.attempt, media_name=media_name(lease.spec.video)
+        )
         # One start time for every key of this attempt, so live segments sit beside rec.mp4.
         self.destination = destination_for(settings, self.folder, lease.upload, started_at=datetime.now(UTC))
         self.state: WorkerState = "starting"
         self.progress = Progress()
         self.blocked: dict[str, int] = {}  # the egress guard's denials by reason, for the report
+        self.stop_reason: StopReason = "error"  # what ended the capture, once it has ended
         self.log = log.bind(recording_id=lease.recording_id, lease_id=lease.lease_id, attempt=lease.attempt)
         self.signal = JobSignal(self.log)
         self.streaming = StreamingUploads(self.destination, self.log)
         self._pausing: asyncio.Future[None] | None = None
+        self._beat_paused = False
         self._failure: RecorderError | None = None  # the recorder's own failure, when it produced nothing
         self.lease_keeper = LeaseKeeper(
             lease,
@@ -115,9 +121,9 @@ class Job:
 
     # -- steering, from the worker -----------------------------------------------------------------
 
-    def request_stop(self, why: str) -> None:
+    def request_stop(self, why: str, reason: StopReason = "shutdown") -> None:
         """Stop gracefully (the file is kept, stored and reported)."""
-        self.signal.stop(why)
+        self.signal.stop(why, reason)
 
     def give_up_pending_upload(self) -> None:
         """The worker is going away: stop waiting for S3 and the orchestrator, and report where the files are."""
@@ -183,7 +189,7 @@ class Job:
         await analysis
         unwanted = self.signal.dropped or self.undecided
         if not (stored.pending or unwanted) and finished.sidecar is not None and finished.sidecar.is_file():
-            stored.metadata_location = await self._store_metadata(finished.sidecar)
+            stored.metadata_location = await self._store_small(finished.sidecar)
         if self.signal.dropped:
             return await self._drop()
         if self.undecided:
@@ -200,7 +206,7 @@ class Job:
         self.folder.create()
         try:
             captured = await self.recorder.capture(
-                self.lease.spec, folder=self.folder, on_progress=self._on_progress, stop=self.signal.stopping
+                self.lease.spec, folder=self.folder, on_progress=self._on_progress, control=self.signal.control
             )
             finished = await self.recorder.finalize(captured)
         except RecorderError as exc:
@@ -218,6 +224,7 @@ class Job:
             error=str(finished.error) if finished.error else None,
         )
         self.progress = finished.progress
+        self.stop_reason = finished.stop_reason
         self.blocked = dict(finished.blocked.by_reason) if finished.blocked is not None else {}
         return finished
 
@@ -231,15 +238,27 @@ class Job:
 
     async def _nothing_playable(self, finished: Finished | None) -> JobResult:
         error = (finished.error if finished else None) or self._failure
-        error = error or RecorderError(ErrorCode.INTERNAL, "the recorder produced no rec.mp4 and said not why")
-        kept = [p for p in (finished.files.values() if finished else ()) if p.is_file() and p.name != METADATA_NAME]
+        error = error or RecorderError(ErrorCode.INTERNAL, "the recorder produced no media and said not why")
+        files = finished.files.values() if finished else ()
+        kept = [p for p in files if p.is_file() and p.name not in (METADATA_NAME, SCREENSHOT_NAME)]
         if finished is not None and kept:
             # Not playable, but maybe recoverable by a person: keep it, with rec.json saying what went wrong.
             await self.recorder.complete(finished)
             error = RecorderError(error.code, f"{error.message}; what was captured is kept at {kept[0]}")
-        else:
+        if finished is not None and finished.screenshot is not None:
+            # The page when it failed, beside a rec.json that says what happened, where recordings go.
+            if finished.sidecar is None:
+                await self.recorder.complete(finished, analyze=False)
+            screenshot = await self._store_small(finished.screenshot)
+            metadata = await self._store_small(finished.sidecar) if finished.sidecar is not None else None
+            return await self._report(
+                "failed", error=_info(error), screenshot_location=screenshot, metadata_location=metadata
+            )
+        if not kept:
             self.folder.discard()
         return await self._report("failed", error=_info(error))
+
+
 
     # -- store -------------------------------------------------------------------------------------
 
@@ -249,7 +268,7 @@ class Job:
         try:
             stored = await asyncio.to_thread(
                 self.destination.store,
-                {MEDIA_NAME: self.folder.media},
+                {self.folder.media.name: self.folder.media},
                 cancel=self.signal.dropping,
                 confirm=self.lease_keeper.confirm_from_thread,
                 growing=growing,
@@ -300,13 +319,14 @@ class Job:
             delay = min(delay * 2, self.timings.upload_retry_cap)
         return stored
 
-    async def _store_metadata(self, sidecar: Path) -> str | None:
+    async def _store_small(self, path: Path) -> str | None:
+        """rec.json or failure.png; None (logged, the file stays on disk) when it could not be stored."""
         try:
             return await asyncio.to_thread(
-                self.destination.store_metadata, sidecar, confirm=self.lease_keeper.confirm_from_thread
+                self.destination.store_small, path, confirm=self.lease_keeper.confirm_from_thread
             )
         except RecorderError as exc:
-            self.log.warning("worker.metadata_not_stored", error=exc.message, kept=str(sidecar))
+            self.log.warning("worker.file_not_stored", name=path.name, error=exc.message, kept=str(path))
             return None
 
     async def _storing_failed(self, exc: RecorderError, finished: Finished) -> JobResult:
@@ -330,18 +350,22 @@ class Job:
                 quality=finished.quality,
                 error=ErrorInfo(code=ErrorCode.UPLOAD_PENDING.value, message=message),
             )
+        screenshot = await self._store_small(finished.screenshot) if finished.screenshot is not None else None
         if not self.settings.keep_local:
-            # What storage did not keep (partial captures, logs, rec.mp4 once in the bucket); a rec.json it
-            # could not store stays, as the log said.
-            kept = [_local_path(loc) for loc in (stored.location, stored.metadata_location) if loc]
+            # What storage did not keep (partial captures, logs, rec.mp4 once in the bucket); a rec.json or
+            # failure.png it could not store stays, as the log said.
+            kept = [_local_path(loc) for loc in (stored.location, stored.metadata_location, screenshot) if loc]
             if stored.metadata_location is None and finished.sidecar is not None:
                 kept.append(finished.sidecar)
+            if screenshot is None and finished.screenshot is not None:
+                kept.append(finished.screenshot)
             self.folder.keep_only(p for p in kept if p is not None and p.is_file())
         error = finished.error
         return await self._report(
             "failed" if error is not None else "completed",
             location=stored.location,
             metadata_location=stored.metadata_location,
+            screenshot_location=screenshot,
             quality=finished.quality,
             error=_info(error) if error is not None else None,
         )
@@ -379,6 +403,7 @@ class Job:
             outcome=outcome,
             progress=self.progress,
             blocked=self.blocked,
+            stop_reason=self.stop_reason,
             **fields,
         )
 
@@ -392,6 +417,10 @@ class Job:
 
     def _on_progress(self, state: WorkerState, progress: Progress) -> None:
         self.progress = progress
+        paused = self.signal.control.paused
+        if paused != self._beat_paused:  # a pause or resume is told at once, not at the next beat
+            self._beat_paused = paused
+            self.lease_keeper.changed()
         self._set_state(state)
 
     def _set_state(self, state: WorkerState) -> None:
@@ -401,7 +430,11 @@ class Job:
 
     def _beat(self) -> Heartbeat:
         return Heartbeat(
-            lease_id=self.lease.lease_id, worker_id=self.worker_id, state=self.state, progress=self.progress
+            lease_id=self.lease.lease_id,
+            worker_id=self.worker_id,
+            state=self.state,
+            progress=self.progress,
+            paused=self.signal.control.paused,
         )
 
     # -- fencing's pause of the uploads while recording --------------------------------------------

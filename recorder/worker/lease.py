@@ -102,13 +102,16 @@ class LeaseKeeper:
                 continue
             quiet = 0
             self._acked(sent_at)
-            self.act(reply.action)
+            self.act(reply.action, pause=reply.pause)
 
-    def act(self, action: str) -> None:
+    def act(self, action: str, *, pause: bool | None = None) -> None:
+        """Follow the orchestrator's answer; `pause` (the caller's wish) comes with heartbeat replies only."""
         if action == "cancel":
             self.signal.cancel()
         elif action == "stop":
-            self.signal.stop("stop requested through the API")
+            self.signal.stop("stop requested through the API", "api")
+        elif pause is not None:
+            self.signal.control.want_paused(pause)
 
     # -- fencing -----------------------------------------------------------------------------------
 
@@ -132,7 +135,7 @@ class LeaseKeeper:
             return
         self.fenced = True
         self._log.warning("worker.fenced", silent_for=self.lease.lease_ttl)
-        self.signal.stop("lease unconfirmed")
+        self.signal.stop("lease unconfirmed", "error")
         self._on_fence()
 
     def _acked(self, sent_at: float) -> None:

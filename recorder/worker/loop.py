@@ -82,7 +82,7 @@ class Worker:
         if self._shutdown_count > 1:
             self.log.info("worker.shutdown_now")
             if job is not None:
-                job.request_stop("second shutdown request")
+                job.request_stop("second shutdown request", "shutdown")
                 job.give_up_pending_upload()
             return
         self.log.info("worker.shutdown_requested", grace=self.options.grace, recording=job is not None)
@@ -95,7 +95,7 @@ class Worker:
 
     async def _stop_after_grace(self, job: Job) -> None:
         await asyncio.sleep(self.options.grace)
-        job.request_stop(f"worker shutting down; grace of {self.options.grace:g} s is over")
+        job.request_stop(f"worker shutting down; grace of {self.options.grace:g} s is over", "shutdown")
         # If the upload is stuck waiting for S3, give it the same grace again, then report where the files are.
         await asyncio.sleep(self.options.grace)
         job.give_up_pending_upload()

@@ -31,6 +31,7 @@ from contract.spec import RecordingSpec
 from orchestrator.app import Orchestrator
 from recorder.attempt import AttemptFolder
 from recorder.config import RecorderSettings
+from recorder.control import CaptureControl
 from recorder.storage import Destination, TransferOptions, destination_for, resume_pending
 from recorder.storage.pending import PENDING_NAME, PendingStore, PendingUpload
 from recorder.storage.transfer import abort_attempt
@@ -227,12 +228,12 @@ class SlowRecorder:
         *,
         folder: AttemptFolder,
         on_progress: Callable[[WorkerState, Progress], None] | None = None,
-        stop: asyncio.Event | None = None,
+        control: CaptureControl | None = None,
     ) -> Any:
         out_dir = folder.root
         self.out_dirs.append(out_dir)
         report = on_progress or (lambda state, progress: None)
-        stop = stop or asyncio.Event()
+        stop = control.stopping if control is not None else asyncio.Event()
         first = time.time()
         report("recording", Progress(first_frame_at=first))
         self.recording.set()
@@ -269,6 +270,7 @@ class _Output:
     blocked: None = None  # no egress guard here
     files: dict[str, Path] = field(default_factory=dict)
     folder: AttemptFolder | None = None
+    screenshot: Path | None = None
 
 
 class ScriptedClient:
@@ -373,8 +375,7 @@ class LiveSlowRecorder(SlowRecorder):
 
     wind_down: float = 1.5
 
-    async def capture(self, spec: RecordingSpec, *, folder: AttemptFolder, stop: asyncio.Event | None = None,
-                      **kwargs: Any) -> Any:  # fmt: skip
+    async def capture(self, spec: RecordingSpec, *, folder: AttemptFolder, **kwargs: Any) -> Any:
         live = folder.live_dir
         live.mkdir(parents=True, exist_ok=True)
         writing = asyncio.Event()
@@ -389,7 +390,7 @@ class LiveSlowRecorder(SlowRecorder):
 
         writer = asyncio.create_task(segments())
         try:
-            output = await super().capture(spec, folder=folder, stop=stop, **kwargs)
+            output = await super().capture(spec, folder=folder, **kwargs)
             await asyncio.sleep(self.wind_down)
             return output
         finally:

@@ -108,15 +108,21 @@ async def test_readiness_by_start_signal(settings, test_page):
 
 
 async def test_readiness_timeout_is_a_clear_error(settings, test_page):
-    spec = RecordingSpec(
-        url=test_page.url("/grid?ready=selector&delay=60"),
-        duration=5,
-        wait_for=WaitFor(kind="selector", selector="#ready", timeout=2),
-    )
+    # /slow reaches DOMContentLoaded at once, but its `load` waits on an image held for a minute.
+    spec = RecordingSpec(url=test_page.url("/slow"), duration=5, wait_for=WaitFor(kind="load", timeout=2))
     result = await record(settings, spec)
     assert result.error is not None and result.error.code == ErrorCode.READINESS_TIMEOUT
-    assert "#ready" in result.error.message and "2 s" in result.error.message
+    assert "did not finish loading within 2 s" in result.error.message
     assert result.mp4 is None
+
+
+async def test_the_default_readiness_does_not_wait_for_every_subresource(settings, test_page):
+    spec = RecordingSpec(url=test_page.url("/slow"), duration=2)
+    started = time.monotonic()
+    result = await record(settings, spec)
+    assert result.ok, result.error
+    assert result.timings.ready is not None and result.timings.ready - result.timings.started < 20
+    assert time.monotonic() - started < 40
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -151,7 +157,7 @@ def test_cli_record_with_s3_settings_leaves_rec_mp4_and_rec_json_in_the_bucket(t
     [
         (None, [], "could not open"),
         ("/status/404", [], "HTTP 404"),
-        ("/slow", ["--wait-timeout", "2"], "did not finish loading within 2 s"),
+        ("/slow", ["--wait-for", "load", "--wait-timeout", "2"], "did not finish loading within 2 s"),
     ],
     ids=["unreachable", "http-404", "readiness-timeout"],
 )
@@ -180,6 +186,29 @@ def test_cli_usage_errors_name_the_bad_value(tmp_path, args, named):
     assert done.returncode == 2
     assert named in done.stderr, done.stderr
     assert not any(tmp_path.iterdir()), "a usage error records nothing"
+
+
+@pytest.mark.parametrize(
+    ("script", "extra", "named"),
+    [
+        ('[{"do": "clik", "selector": "#join"}]', [], "actions[0]"),
+        ('[{"do": "click", "selector": "  "}]', [], "actions[0].selector"),
+        ('[{"do": "click", "selector": "#join", "timeout": 999}]', [], "actions[0].timeout"),
+        (json.dumps([{"do": "wait", "seconds": 1}] * 51), [], "--actions: actions"),
+        ("{not json", [], "not JSON"),
+        ("[]", ["--stop-when-silence", "0"], "--stop-when-silence"),
+        ("[]", ["--from", "commit", "--wait-for", "signal"], "waiting room"),
+    ],
+    ids=["unknown-verb", "empty-selector", "timeout-out-of-range", "too-many-steps", "not-json", "silence", "from"],
+)
+def test_cli_bad_join_scripts_and_stop_conditions_exit_2_naming_the_field(tmp_path, script, extra, named):
+    path = tmp_path / "join.json"
+    path.write_text(script)
+    records = tmp_path / "records"
+    done = run_cli("record", "http://example.com/", "--actions", str(path), *extra, "--records-dir", str(records))
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr, done.stderr
+    assert not records.exists(), "a usage error records nothing"
 
 
 def test_kill_9_mid_recording_leaves_a_playable_file(tmp_path, test_page):

@@ -27,6 +27,7 @@ from contract.spec import RecordingSpec
 from orchestrator.app import Orchestrator
 from recorder.attempt import AttemptFolder
 from recorder.config import RecorderSettings
+from recorder.control import CaptureControl
 from recorder.worker.client import OrchestratorClient
 from recorder.worker.job import JobTimings
 from recorder.worker.loop import EXIT_OK, EXIT_ORCHESTRATOR_GONE, EXIT_UNAUTHORIZED, Worker, WorkerOptions
@@ -55,6 +56,7 @@ class Result:
     stop_reason: str
     blocked: None = None  # no egress guard here
     files: dict[str, Path] = field(default_factory=dict)
+    screenshot: Path | None = None
 
 
 @dataclass
@@ -82,7 +84,7 @@ class StandInRecorder:
         *,
         folder: AttemptFolder,
         on_progress: Callable[[WorkerState, Progress], None] | None = None,
-        stop: asyncio.Event | None = None,
+        control: CaptureControl | None = None,
     ) -> Result:
         recording_id, out_dir = folder.recording_id, folder.root
         self.seen.append(recording_id)
@@ -92,7 +94,7 @@ class StandInRecorder:
         if self.fail_with is not None:
             raise self.fail_with
         first = time.time()
-        stop = stop or asyncio.Event()
+        stop = control.stopping if control is not None else asyncio.Event()
         report("recording", Progress(first_frame_at=first))
         (out_dir / "capture.mkv").write_bytes(b"partial")
         stop_reason = "duration"
@@ -314,7 +316,7 @@ async def test_recorder_error_is_reported_with_its_code(farm: Farm) -> None:
     assert await finished(task) == EXIT_OK
     rec = await farm.api.get(rid)
     assert rec["status"] == "failed"
-    assert rec["error"] == {"code": "http_error", "message": "the page answered 404 Not Found"}
+    assert rec["error"] == {"code": "http_error", "message": "the page answered 404 Not Found", "screenshot": None}
 
 
 class DeafClient(OrchestratorClient):

@@ -21,7 +21,7 @@ from bench.capture_options import CaptureOptions
 from bench.metrics import quality_summary
 from bench.peer_commands import PEERS, Sources
 from bench.runner import Job
-from contract.spec import WaitFor
+from contract.spec import RecordingSpec
 from recorder import procs
 from recorder.quality import analyze_file
 
@@ -36,7 +36,7 @@ async def record_with_peer(recorder: Any, job: Job, options: CaptureOptions, out
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     out = out_dir / peer.output_name
     sink = await audio.take_sink(job.recording_id)
-    session = await browser.open(job.url, WaitFor())
+    session = await browser.open_ready(RecordingSpec(url=job.url))
     sources = Sources(display.name, sink.monitor, options.width, options.height, options.fps)
     argv = peer.argv(sources, out)
     env = {**os.environ, **audio.client_env(), "DISPLAY": display.name}

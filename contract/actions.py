@@ -11,9 +11,10 @@ previous one opened. Only frames of the page's own origin can be entered.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
 MAX_STEPS = 50
 MAX_STEP_TIMEOUT = 120.0
@@ -63,13 +64,21 @@ class Fill(_Targeted):
 
 
 class Press(_Step):
-    """Press a key (`Enter`, `Tab`, `Control+A`, …) on `selector`, or on whatever has focus when none is given."""
+    """Press a key (`Enter`, `Tab`, `Control+A`, …) on `selector`, or on whatever has focus when none is given.
+    Inside a frame a selector is needed: the focus could be anywhere, another origin's frame included."""
 
     do: Literal["press"]
     key: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
     selector: Selector | None = None
     frame: FramePath = Field(default_factory=list)
     timeout: StepTimeout = 10.0
+
+    @field_validator("frame")
+    @classmethod
+    def _selector_inside_frames(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if value and info.data.get("selector") is None:
+            raise ValueError("a press inside a frame needs a selector: the element that takes the key")
+        return value
 
 
 class WaitForElement(_Targeted):
@@ -95,6 +104,18 @@ class Evaluate(_Step):
 
 
 Step = Annotated[Click | Fill | Press | WaitForElement | Wait | Evaluate, Field(discriminator="do")]
+
+
+def evaluate_steps(actions: Sequence[object]) -> list[int]:
+    """The indexes of `evaluate` steps, which run only where the operator set ACTIONS_ALLOW_EVALUATE: the API
+    and `recorder record` refuse them up front with the same words."""
+    return [index for index, step in enumerate(actions) if isinstance(step, Evaluate)]
+
+
+EVALUATE_REFUSED = (
+    f"an 'evaluate' step runs JavaScript in the page, which the operator has not enabled ({ALLOW_EVALUATE_ENV});"
+    " use click, fill, press, wait_for and wait steps"
+)
 
 
 def describe(index: int, step: Click | Fill | Press | WaitForElement | Wait | Evaluate) -> str:

@@ -29,14 +29,14 @@ class ErrorCode(StrEnum):
 
 
 # Failures that come from the page or the request, not from the farm: what the caller asked for could not be
-# done (a lobby never admitted the recorder, a join step found no button). Alerts on system failures skip them.
+# done (a lobby never admitted the recorder, a join step found no button, the page answered 404). Alerts on
+# system failures skip them. Unreachable pages and readiness timeouts stay system-side: a broken resolver or
+# an overloaded recorder shows as those.
 CALLER_SIDE: frozenset[ErrorCode] = frozenset(
     {
         ErrorCode.INVALID_ARGUMENT,
         ErrorCode.URL_NOT_ALLOWED,
-        ErrorCode.UNREACHABLE,
         ErrorCode.HTTP_ERROR,
-        ErrorCode.READINESS_TIMEOUT,
         ErrorCode.WAITING_ROOM_TIMEOUT,
         ErrorCode.ACTION_FAILED,
         ErrorCode.CANCELLED,

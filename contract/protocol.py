@@ -126,6 +126,9 @@ class Heartbeat(_Model):
 class HeartbeatReply(_Model):
     action: Action = "continue"
     pause: bool = Field(default=False, description="the caller wants the capture paused (true) or running")
+    stop_reason: StopReason = Field(
+        default="api", description="with action stop: api (the caller asked) or shutdown (the orchestrator drains)"
+    )
 
 
 class Report(_Model):

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from contract.actions import MAX_SCRIPT_SECONDS, MAX_STEPS, Selector, Step
 
 MAX_WIDTH = 3840
 MAX_HEIGHT = 2160
-# The spec's own bound on a readiness wait; the orchestrator's ORCHESTRATOR_MAX_WAITING narrows it.
+# The spec's own bound on a waiting room; the orchestrator's ORCHESTRATOR_MAX_WAITING narrows it.
 MAX_READINESS_WAIT = 6 * 3600.0
+# A page that loads: DOMContentLoaded or `load` within this, or it is not coming.
+MAX_LOADING_WAIT = 600.0
 
 StopReason = Literal[
     "duration", "signal", "selector", "silence", "frozen", "navigated_away", "page_closed", "api", "shutdown", "error"
@@ -42,19 +44,32 @@ class WaitFor(BaseModel):
     def is_waiting_room(self) -> bool:
         return self.kind in ("selector", "signal")
 
+    @field_validator("timeout")
+    @classmethod
+    def _loading_is_bounded(cls, value: float, info: ValidationInfo) -> float:
+        """Only a waiting room may last hours; a page still loading after ten minutes will not load."""
+        kind = info.data.get("kind")
+        if kind in ("domcontentloaded", "load") and value > MAX_LOADING_WAIT:
+            raise ValueError(
+                f"{value:g} s is too long to wait for a page to load (kind {kind!r}); at most {MAX_LOADING_WAIT:g} s"
+                " (only a waiting room, kind 'selector' or 'signal', may be longer)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _selector_needed(self) -> WaitFor:
         if self.kind == "selector" and not (self.selector and self.selector.strip()):
             raise ValueError("wait_for.kind 'selector' needs a non-empty 'selector' (a CSS selector)")
         return self
 
-    @classmethod
-    def parse(cls, text: str, timeout: float = 30.0) -> WaitFor:
-        """Parse the CLI form: `domcontentloaded`, `load`, `signal` or `selector:CSS`."""
+    @staticmethod
+    def flag_fields(text: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The fields of the CLI form `domcontentloaded`, `load`, `signal` or `selector:CSS`, validated with the
+        rest of the spec (so a bad timeout is named as the field it is)."""
         if text in ("domcontentloaded", "load", "signal"):
-            return cls(kind=text, timeout=timeout)
+            return {"kind": text, "timeout": timeout}
         if text.startswith("selector:"):
-            return cls(kind="selector", selector=text[len("selector:") :], timeout=timeout)
+            return {"kind": "selector", "selector": text[len("selector:") :], "timeout": timeout}
         raise ValueError(f"--wait-for {text!r}: use domcontentloaded, load, signal or selector:CSS")
 
 
@@ -124,15 +139,33 @@ class RecordingSpec(BaseModel):
             raise ValueError(f"{value} is odd: H.264 4:2:0 needs even width and height")
         return value
 
-    @model_validator(mode="after")
-    def _coherent(self) -> RecordingSpec:
-        if self.start_from == "commit" and self.wait_for.is_waiting_room:
+    @field_validator("start_from")
+    @classmethod
+    def _capture_or_wait(cls, value: str, info: ValidationInfo) -> str:
+        wait_for = info.data.get("wait_for")
+        if value == "commit" and wait_for is not None and wait_for.is_waiting_room:
             raise ValueError(
-                f"from 'commit' captures while the page loads, but wait_for.kind {self.wait_for.kind!r} is a"
-                " waiting room, where nothing is captured: use one or the other"
+                f"'commit' captures while the page loads, but wait_for.kind {wait_for.kind!r} is a waiting room,"
+                " where nothing is captured: use one or the other"
             )
-        if not self.video and self.stop_when.frozen is not None:
+        return value
+
+    @field_validator("stop_when")
+    @classmethod
+    def _detection_from_readiness(cls, value: StopWhen, info: ValidationInfo) -> StopWhen:
+        """Silence and a still screen are measured from the capture's start, which with `from: commit` is
+        before the join: a quiet pre-join screen would end the meeting before it began."""
+        if info.data.get("start_from") == "commit" and (value.silence is not None or value.frozen is not None):
             raise ValueError(
-                "stop_when.frozen watches the screen, which an audio-only recording (video: false) has not"
+                "silence and frozen cannot be combined with from 'commit': they would count the quiet, still"
+                " pre-join screen; start from readiness, or stop by selector"
             )
-        return self
+        return value
+
+    @field_validator("video")
+    @classmethod
+    def _screen_for_frozen(cls, value: bool, info: ValidationInfo) -> bool:
+        stop_when = info.data.get("stop_when")
+        if not value and stop_when is not None and stop_when.frozen is not None:
+            raise ValueError("false (audio-only) has no screen to watch: drop stop_when.frozen, or record video")
+        return value

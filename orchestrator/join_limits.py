@@ -8,7 +8,7 @@ what a recorder would otherwise refuse, or sit in a lobby for, hours later.
 
 from __future__ import annotations
 
-from contract.actions import ALLOW_EVALUATE_ENV, Evaluate
+from contract.actions import EVALUATE_REFUSED, evaluate_steps
 from contract.spec import RecordingSpec
 from orchestrator.errors import Detail, OrchestratorError
 
@@ -29,15 +29,7 @@ def check_join(spec: RecordingSpec, *, max_waiting: float, allow_evaluate: bool)
             )
         )
     if not allow_evaluate:
-        details += [
-            Detail(
-                f"actions[{index}]",
-                f"an 'evaluate' step runs JavaScript in the page, which the operator has not enabled on this"
-                f" server ({ALLOW_EVALUATE_ENV}); use click, fill, press, wait_for and wait steps",
-            )
-            for index, step in enumerate(spec.actions)
-            if isinstance(step, Evaluate)
-        ]
+        details += [Detail(f"actions[{index}]", EVALUATE_REFUSED) for index in evaluate_steps(spec.actions)]
     if details:
         summary = "; ".join(f"{d.field}: {d.message}" for d in details[:3])
         if len(details) > 3:

@@ -39,7 +39,8 @@ class CreateRecording(RecordingSpec):
     it and whom to tell."""
 
     # The spec's `duration` is the caller's `max_duration`: optional here, the server fills in its default.
-    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
+    # Fields by their API names only (`max_duration`, `from`): the spec's own names are not a second spelling.
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True, validate_by_name=False, validate_by_alias=True)
 
     url: str = Field(
         description=f"http(s) page to record, up to {MAX_URL_LENGTH} characters; stored in its canonical (WHATWG) form",

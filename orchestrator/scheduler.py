@@ -248,7 +248,10 @@ class Scheduler:
         return self._reply(updated)
 
     def _reply(self, row: RecordingRow) -> HeartbeatReply:
-        return HeartbeatReply(action=self._action(row), pause=row.pause_requested)
+        draining = self.stopping_all and row.requested_action is None
+        return HeartbeatReply(
+            action=self._action(row), pause=row.pause_requested, stop_reason="shutdown" if draining else "api"
+        )
 
     def _action(self, row: RecordingRow) -> str:
         if row.requested_action == "cancel":

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from contract.actions import EVALUATE_REFUSED, evaluate_steps
 from contract.envcheck import UnknownVariable
 from contract.errors import RecorderError
 from contract.fields import field_path
 from contract.logs import configure_logging
-from contract.protocol import Progress, WorkerState, media_name
+from contract.protocol import SCREENSHOT_NAME, Progress, WorkerState, media_name
 from contract.security import canonical_url
 from contract.spec import RecordingSpec, WaitFor
 from recorder.attempt import AttemptFolder, check_recording_id
@@ -68,6 +69,12 @@ def _record_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-when-silence-db", type=float, default=-50.0, help="silence threshold (default -50 dB)")
     p.add_argument("--stop-when-frozen", type=float, metavar="SECONDS", help="stop after this long with no change")
     p.add_argument("--stop-when-navigated-away", action="store_true", help="stop when the page leaves its origin")
+    p.add_argument(
+        "--no-stop-when-page-closed",
+        dest="stop_when_page_closed",
+        action="store_false",
+        help="keep recording (a blank window) when the page closes itself",
+    )
     p.add_argument("--audio-only", action="store_true", help="record the page's audio alone, to rec.m4a")
     p.add_argument("--out", type=Path, help="where rec.mp4 goes (default RECORDS_DIR/<id>/attempt-1/rec.mp4)")
     p.add_argument("--id", dest="recording_id", help="recording id (default: a new UUID)")
@@ -97,7 +104,7 @@ def _spec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Recordin
     try:
         # Stored and loaded in the browser's own canonical form: what is checked is what Chromium opens.
         url = canonical_url(args.url, "URL").href
-        wait_for = WaitFor.parse(args.wait_for, timeout=args.wait_timeout)
+        wait_for = WaitFor.flag_fields(args.wait_for, timeout=args.wait_timeout)
         fields = {
             "url": url,
             "duration": args.duration,
@@ -147,18 +154,32 @@ def _read_actions(source: str | None) -> list[Any]:
     return script
 
 
-_FLAG = {"url": "URL", "duration": "--duration", "width": "--width", "height": "--height", "fps": "--fps"}
+# The flag that sets a spec field, where it is not `--` + the field's path with dashes.
+_FLAG = {
+    "url": "URL",
+    "wait_for": "--wait-for",
+    "wait_for.timeout": "--wait-timeout",
+    "video": "--audio-only",
+    "stop_when": "--stop-when-silence/--stop-when-frozen",
+}
 
 
 def _describe(err: dict, fields: dict[str, Any]) -> str:
     loc = list(err.get("loc", ()))
     message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    path = field_path(fields, loc)
     if loc and loc[0] == "actions":
-        return f"--actions: {field_path(fields, loc)}: {message}"
-    name = _FLAG.get(str(loc[0]), "--" + "-".join(map(str, loc)).replace("_", "-")) if loc else "argument"
-    if name == "--start-from":
-        name = "--from"
-    return f"{name} {err.get('input')!r}: {message}"
+        return f"--actions: {path}: {message}"
+    name = _FLAG.get(path, "--" + path.replace(".", "-").replace("_", "-"))
+    given = err.get("input")
+    return f"{name}: {message}" if isinstance(given, dict | list) else f"{name} {given!r}: {message}"
+
+
+def _check_evaluate(spec: RecordingSpec, settings: RecorderSettings, parser: argparse.ArgumentParser) -> None:
+    """Refused before anything starts, in the API's words, unless this machine allows it."""
+    refused = [] if settings.allow_evaluate else evaluate_steps(spec.actions)
+    if refused:
+        parser.error("; ".join(f"--actions: actions[{index}]: {EVALUATE_REFUSED}" for index in refused))
 
 
 class _LiveStatus:
@@ -222,17 +243,21 @@ async def _record(args: argparse.Namespace, spec: RecordingSpec, settings: Recor
     stored = await _store(finished, settings, keep=args.out is not None) if mp4 is not None else None
     if stored is None and mp4 is not None:
         return 1
+    picture = finished.screenshot
     if args.out and mp4 is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         mp4 = Path(shutil.move(mp4, args.out))
         if finished.sidecar is not None:
             shutil.move(finished.sidecar, args.out.with_suffix(".json"))
+        if picture is not None and picture.is_file():
+            picture = Path(shutil.move(picture, args.out.with_name(f"{args.out.stem}.failure.png")))
         folder.remove_if_empty()
     remote = stored is not None and not stored.location.startswith("file:")
     if finished.error is not None:
         where = stored.location if remote and stored is not None and not args.out else (mp4 or folder.root)
-        kept = f"; what was captured is in {where}" if (mp4 or finished.files) else ""
-        print(f"recording failed: {finished.error.message}{kept}", file=sys.stderr)
+        kept = f"; what was captured is in {where}" if (mp4 or set(finished.files) - {SCREENSHOT_NAME}) else ""
+        seen = f"; the page when it failed: {picture}" if picture is not None and picture.is_file() else ""
+        print(f"recording failed: {finished.error.message}{kept}{seen}", file=sys.stderr)
         return 1
     print(stored.location if remote and stored is not None else str(mp4 or folder.media))
     if remote and stored is not None:
@@ -309,10 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "record":
         spec = _spec(args, args.subparser)
+        settings = _settings(args)
+        _check_evaluate(spec, settings, args.subparser)
         recording_id = _recording_id(args, args.subparser)
         # On a terminal the status line tells the story; only problems are logged over it.
         configure_logging("warning" if sys.stderr.isatty() else args.log_level)
-        return asyncio.run(_record(args, spec, _settings(args), recording_id))
+        return asyncio.run(_record(args, spec, settings, recording_id))
     configure_logging(args.log_level)
     if args.command == "analyze":
         return _analyze(args)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,14 @@ from recorder.egress import EgressGuard
 from recorder.finalize import Finished
 from recorder.finalize import finalize as finalize_capture
 from recorder.source.audio import AudioServer
-from recorder.source.browser import Browser, PageSession
+from recorder.source.browser import MAX_NAVIGATION_SECONDS, Browser, PageSession
 from recorder.source.display import Display
 from recorder.timings import Timings
 from recorder.versions import tool_versions
 
 log = structlog.get_logger(__name__)
+
+PAGE_BOUND_GRACE = 10.0  # on top of the page's own bounds (loading, join script, waiting room)
 
 ProgressCallback = Callable[[WorkerState, Progress], None]
 
@@ -247,19 +249,13 @@ class _CaptureRun:
             sink = await rec.audio.take_sink(self.folder.recording_id)
             self.session = session = await self._open_page(rec.browser)
             if self.spec.start_from == "commit":
-                await session.navigate("commit")
-                await self._start_capture(sink.monitor)
-                await session.finish_loading()
-                await session.run_actions()
-                self.timings.ready = time.time()
-            else:
-                await session.navigate("load" if self.spec.wait_for.kind == "load" else "domcontentloaded")
-                await session.run_actions()
-                await session.wait_ready(on_waiting=self._on_waiting)
+                if await self._before_capture(session.navigate("commit")):
+                    await self._start_capture(sink.monitor)
+                    self.stop_reason = await self._wait_for_end(loading=self._join_while_capturing())
+            elif await self._before_capture(session.prepare(on_waiting=self._on_waiting)):
                 self.timings.ready = time.time()
                 await self._start_capture(sink.monitor)
-            session.watch()
-            self.stop_reason = await self._wait_for_end()
+                self.stop_reason = await self._wait_for_end()
         except RecorderError as exc:
             self.error = exc
             await self._picture()
@@ -276,6 +272,58 @@ class _CaptureRun:
         if captured.has_media:
             self._report("finalizing", captured.progress)
         return captured
+
+    def _page_bound(self) -> float:
+        """The longest the page may take from navigation to readiness: loading, the join script and the
+        waiting room, each bounded on its own, plus a grace; past it the page is busy in a script of its own
+        (the browser's calls into it never return) and is given up on."""
+        wait_for = self.spec.wait_for
+        loading = min(wait_for.timeout, MAX_NAVIGATION_SECONDS) if wait_for.is_waiting_room else wait_for.timeout
+        waiting = wait_for.timeout if wait_for.is_waiting_room else 0.0
+        return loading + self.spec.actions_timeout + waiting + PAGE_BOUND_GRACE
+
+    async def _before_capture(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run the page's way to readiness, bounded, until a stop: False when a stop (or a cancel) came first,
+        which ends the recording before anything was captured."""
+        bound = self._page_bound()
+        task = asyncio.ensure_future(asyncio.wait_for(work, bound))
+        stopping = asyncio.ensure_future(self.control.stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        if not task.cancelled() and task.done():
+            try:
+                task.result()
+            except TimeoutError:
+                raise RecorderError(
+                    ErrorCode.READINESS_TIMEOUT,
+                    f"{self.spec.url} was not ready within {bound:g} s (loading, the join script and the waiting"
+                    " room together): the page may be stuck in a script of its own",
+                ) from None
+            return True
+        self.stop_reason = self.control.stop_reason
+        self.error = RecorderError(
+            ErrorCode.CANCELLED, f"stopped ({self.stop_reason}) before the recording started: nothing was captured"
+        )
+        self.log.info("stopped before capture", state=self.state, reason=self.stop_reason)
+        return False
+
+    async def _join_while_capturing(self) -> None:
+        """`from: commit`: the rest of loading and the join script run while the capture records."""
+        assert self.session is not None
+        await asyncio.wait_for(self._finish_joining(), self._page_bound())
+
+    async def _finish_joining(self) -> None:
+        assert self.session is not None
+        await self.session.finish_loading()
+        await self.session.run_actions()
+        self.timings.ready = time.time()
+        self.session.watch()
 
     async def _open_page(self, browser: Browser) -> PageSession:
         guard = self.recorder.guard
@@ -323,17 +371,35 @@ class _CaptureRun:
         self.log.info("recording", url=self.spec.url, start_latency=round(time.time() - self.timings.started, 3))
         self._report("recording")
 
-    async def _wait_for_end(self) -> StopReason:
-        """Until a stop condition holds, following the caller's pause and resume meanwhile."""
+    async def _wait_for_end(self, loading: Coroutine[Any, Any, None] | None = None) -> StopReason:
+        """Until a stop condition holds, following the caller's pause and resume meanwhile; with `loading`
+        (`from: commit`), the page's join runs alongside, and its failure ends the recording."""
         assert self.capture is not None and self.session is not None
-        while True:
-            ended = await self._next_event()
-            if ended != "pause":
-                return self._stop_reason(ended)
-            self.control.pause_changed.clear()
-            await self._follow_pause()
+        joining = asyncio.ensure_future(loading) if loading is not None else None
+        try:
+            while True:
+                ended = await self._next_event(joining)
+                if ended == "joined":
+                    assert joining is not None
+                    joining.result()  # a join that failed raises here: the recording fails with its error
+                    joining = None
+                elif ended == "pause":
+                    self.control.pause_changed.clear()
+                    await self._follow_pause()
+                else:
+                    return self._stop_reason(ended)
+        except TimeoutError:
+            raise RecorderError(
+                ErrorCode.READINESS_TIMEOUT,
+                f"{self.spec.url} was not ready within {self._page_bound():g} s of its navigation committing",
+            ) from None
+        finally:
+            if joining is not None and not joining.done():
+                joining.cancel()
+                with contextlib.suppress(BaseException):
+                    await joining
 
-    async def _next_event(self) -> str:
+    async def _next_event(self, joining: asyncio.Future[None] | None) -> str:
         assert self.capture is not None and self.session is not None
         events = self.session.events
         waits = {
@@ -345,13 +411,14 @@ class _CaptureRun:
             "detected": asyncio.ensure_future(self.capture.detected.wait()),
             "pause": asyncio.ensure_future(self.control.pause_changed.wait()),
         }
+        watched = [*waits.values(), *([joining] if joining is not None else [])]
         try:
-            done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in waits.values():
                 task.cancel()
         # Several at once: a stop outranks a pause, so a recording asked to stop never pauses first.
-        return next(name for name, task in waits.items() if task in done)
+        return next((name for name, task in waits.items() if task in done), "joined")
 
     def _stop_reason(self, ended: str) -> StopReason:
         assert self.capture is not None and self.session is not None

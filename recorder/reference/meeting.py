@@ -1,6 +1,6 @@
 """A meeting-like test page: a pre-join screen, a lobby, a meeting of playing tiles, and its end.
 
-`/meeting?lobby=2&end=8[&frame=1[&frame_origin=URL]][&after=navigate|close][&to=URL][&trickle=S]`
+`/meeting?lobby=2&end=8[&frame=1[&frame_origin=URL][&swap=S]][&after=navigate|close][&to=URL][&trickle=S][&spin=S]`
 
 1. Pre-join (magenta): a name field (`#name`) and a Join button (`#join`), enabled once a name is typed.
    With `frame=1` both sit inside a same-origin iframe (`iframe#prejoin-frame`); `frame_origin` serves that
@@ -13,6 +13,10 @@
 
 `trickle=S` sends the document's head at once and its body S seconds later: the navigation commits at once,
 DOMContentLoaded comes S seconds after it.
+
+Hostile variants: `swap=S` (with `frame=1&frame_origin=URL`) starts the iframe on an empty same-origin
+document and points it at `frame_origin` S seconds later, after a join script has entered it; `spin=S`
+makes the page busy in a script of its own, for ever, S seconds after it loaded.
 """
 
 from __future__ import annotations
@@ -90,9 +94,12 @@ async def meeting_page(request: web.Request) -> web.StreamResponse:
     after = request.query.get("after", "")
     target = request.query.get("to", "about:blank")
     tiles = ["/media/sync-1000.webm", "/media/tiles-a.webm", "/media/tiles-b.webm", "/media/tiles-a.webm#t=5"]
-    frame_src = html.escape(request.query.get("frame_origin", "").rstrip("/") + "/meeting/prejoin", quote=True)
+    frame_src = request.query.get("frame_origin", "").rstrip("/") + "/meeting/prejoin"
+    swap = _seconds(request, "swap", -1.0)
+    first_src = html.escape("/meeting/prejoin?form=0" if swap >= 0 else frame_src, quote=True)
+    spin = _seconds(request, "spin", -1.0)
     prejoin = (
-        f"<div id='prejoin' class='screen'><iframe id='prejoin-frame' src='{frame_src}'></iframe></div>"
+        f"<div id='prejoin' class='screen'><iframe id='prejoin-frame' src='{first_src}'></iframe></div>"
         if request.query.get("frame") == "1"
         else f"<div id='prejoin' class='screen'><div>Ready to join?</div>{_FORM}</div>"
     )
@@ -123,6 +130,9 @@ function finish() {{
   if (AFTER === 'navigate') setTimeout(() => {{ location.href = TARGET; }}, 1000);
   if (AFTER === 'close') setTimeout(() => window.close(), 1000);
 }}
+const SWAP = {swap}, FRAME_SRC = {json.dumps(frame_src)}, SPIN = {spin};
+if (SWAP >= 0) setTimeout(() => {{ document.getElementById('prejoin-frame').src = FRAME_SRC; }}, SWAP * 1000);
+if (SPIN >= 0) setTimeout(() => {{ for (;;) {{}} }}, SPIN * 1000);
 window.join = (name) => {{
   console.log('JOINED as ' + name);
   show('prejoin', 'none'); show('lobby', 'flex');
@@ -138,9 +148,10 @@ window.join = (name) => {{
 
 
 async def prejoin_frame(request: web.Request) -> web.Response:
-    """The pre-join form alone, for the page to embed as a same-origin iframe."""
-    body = f"<div class='screen' style='display:flex;background:{PREJOIN_COLOR}'>{_FORM}</div>"
-    return _document("pre-join", body, _FORM_SCRIPT)
+    """The pre-join form alone, for the page to embed as an iframe; `form=0`: an empty frame (still loading)."""
+    form = _FORM if request.query.get("form") != "0" else "<div>Loading…</div>"
+    body = f"<div class='screen' style='display:flex;background:{PREJOIN_COLOR}'>{form}</div>"
+    return _document("pre-join", body, _FORM_SCRIPT if form == _FORM else "")
 
 
 def add_routes(app: web.Application) -> None:

@@ -113,17 +113,20 @@ class _Step:
         # A hidden twin (a second, off-screen Join button) must not be the one acted on, or waited for.
         target = matches.filter(visible=True).first if matches is not None else None
         try:
-            if isinstance(step, Click):
-                assert target is not None
-                await target.click(timeout=self.left_ms())
-            elif isinstance(step, Fill):
-                assert target is not None
-                await target.fill(step.value, timeout=self.left_ms())
-            elif isinstance(step, Press):
-                if target is not None:
-                    await target.press(step.key, timeout=self.left_ms())
+            if isinstance(step, Click | Fill | Press) and target is not None:
+                # Checked on the element about to be acted on: a frame entered as same-origin may have been
+                # navigated elsewhere since.
+                element = await target.element_handle(timeout=self.left_ms())
+                await self._same_origin(element, step.frame)
+                if isinstance(step, Click):
+                    await element.click(timeout=self.left_ms())
+                elif isinstance(step, Fill):
+                    await element.fill(step.value, timeout=self.left_ms())
                 else:
-                    await asyncio.wait_for(self.page.keyboard.press(step.key), self.limit)
+                    await element.press(step.key, timeout=self.left_ms())
+            elif isinstance(step, Press):
+                await self._focus_is_ours()
+                await asyncio.wait_for(self.page.keyboard.press(step.key), self.limit)
             else:
                 assert target is not None
                 # hidden: no element the selector matches is visible any more
@@ -133,6 +136,25 @@ class _Step:
             raise self.fail(await self._why_timed_out(step, matches)) from None
         except PlaywrightError as exc:
             raise self.fail(f"failed: {_first_line(exc)}") from exc
+
+    async def _same_origin(self, element: ElementHandle, path: Sequence[str]) -> None:
+        frame = await asyncio.wait_for(element.owner_frame(), self.limit)
+        page_origin = origin_of(self.page.url)
+        if frame is not None and frame.url not in _INHERITED_ORIGIN and origin_of(frame.url) != page_origin:
+            where = " > ".join(path) or "the page"
+            raise self.fail(
+                f"the element is in {origin_of(frame.url)} now ({where}), not the page's origin {page_origin};"
+                " only same-origin frames can be scripted"
+            )
+
+    async def _focus_is_ours(self) -> None:
+        """A key pressed with no selector goes wherever the focus is, which must not be inside a frame (it
+        could be another origin's): give the press a selector there."""
+        framed = await asyncio.wait_for(
+            self.page.evaluate("() => ['IFRAME', 'FRAME'].includes(document.activeElement?.tagName)"), self.limit
+        )
+        if framed:
+            raise self.fail("the focus is inside a frame; give the press a selector for the element to take the key")
 
     async def _why_timed_out(self, step: Click | Fill | Press | WaitForElement, matches: Locator | None) -> str:
         waited = f"timed out after {self.limit_text()}"

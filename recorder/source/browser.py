@@ -26,7 +26,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from contract.errors import ErrorCode, RecorderError
 from contract.security import UrlRejected, canonical_url, describe_denial
-from contract.spec import RecordingSpec, StopReason, WaitFor
+from contract.spec import RecordingSpec, StopReason
 from recorder.source.actions import origin_of, run_join_script
 from recorder.source.page_watch import PageWatch
 from recorder.source.sandbox import (
@@ -209,19 +209,10 @@ class Browser:
     def connected(self) -> bool:
         return self._browser is not None and self._browser.is_connected()
 
-    async def open(
-        self, spec: RecordingSpec | str, wait_for: WaitFor | None = None, *, stop_on_signal: bool = True
-    ) -> PageSession:
-        """A fresh context (an empty profile) and its page for `spec`, not navigated yet.
-
-        The older form `open(url, wait_for)` also navigates and waits for readiness, for callers not on the
-        step-by-step API; it skips the spec's validation, so it opens any URL Chromium can (chrome://sandbox)."""
+    async def open(self, spec: RecordingSpec) -> PageSession:
+        """A fresh context (an empty profile) and its page for `spec`, not navigated yet."""
         if self._browser is None:
             raise RuntimeError("browser not started")
-        if isinstance(spec, str):
-            readiness = wait_for or WaitFor()
-            plain = RecordingSpec.model_construct(url=spec, wait_for=readiness, stop_on_signal=stop_on_signal)
-            return await self._open_ready(plain)
         context = await self._browser.new_context(
             no_viewport=True,
             ignore_https_errors=False,
@@ -235,14 +226,11 @@ class Browser:
                 await asyncio.wait_for(context.close(), 10)
             raise
 
-    async def _open_ready(self, spec: RecordingSpec) -> PageSession:
+    async def open_ready(self, spec: RecordingSpec) -> PageSession:
+        """`open` and `PageSession.prepare` in one call, closing the page when it cannot be made ready."""
         session = await self.open(spec)
         try:
-            await session.navigate(navigation_target(spec))
-            await session.finish_loading()
-            await session.run_actions()
-            await session.wait_ready()
-            session.watch()
+            await session.prepare()
         except BaseException:
             await session.close()
             raise
@@ -338,6 +326,14 @@ class PageSession:
             if denied is not None and denied.code == ErrorCode.URL_NOT_ALLOWED:
                 raise denied from exc
             raise
+
+    async def prepare(self, on_waiting: Callable[[], None] | None = None) -> None:
+        """The page made ready to be captured from readiness: navigated, joined, admitted from its waiting
+        room, its stop conditions armed."""
+        await self.navigate(navigation_target(self.spec))
+        await self.run_actions()
+        await self.wait_ready(on_waiting)
+        self.watch()
 
     async def finish_loading(self) -> None:
         """After navigate("commit"): wait for the load state readiness needs, within what is left of its timeout."""

@@ -157,6 +157,10 @@ class LiveUploader:
             text: str | None = (self.live_dir / self.playlist).read_text()
         except (FileNotFoundError, UnicodeDecodeError):
             text = None
+        if text and not final:
+            # Only the last part's stop ends the stream: a pause also stops an FFmpeg, whose playlist then ends
+            # with #EXT-X-ENDLIST until the next part resumes it, and players would stop reloading for good.
+            text = _without_endlist(text)
         listed = _listed(text) if text else []
         segments = self._segments()
         complete = set(listed) | {p.name for p in (segments if final else segments[:-1])}
@@ -205,8 +209,11 @@ class LiveUploader:
         return True
 
 
+def _without_endlist(playlist: str) -> str:
+    return "".join(line for line in playlist.splitlines(keepends=True) if line.strip() != "#EXT-X-ENDLIST")
+
+
 def _listed(playlist: str) -> list[str]:
     """Segment file names an HLS media playlist lists (URI lines), in order."""
     lines = (line.strip() for line in playlist.splitlines())
     return [PurePosixPath(line).name for line in lines if line and not line.startswith("#")]
-

@@ -256,9 +256,8 @@ class Job:
             )
         if not kept:
             self.folder.discard()
-        return await self._report("failed", error=_info(error))
-
-
+        # Stopped before anything was captured (in the waiting room, say): ended as asked, not a failure.
+        return await self._report("cancelled" if error.code == ErrorCode.CANCELLED else "failed", error=_info(error))
 
     # -- store -------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import structlog
 
 from contract.protocol import Heartbeat, Lease, Report
+from contract.spec import StopReason
 from recorder.worker.client import LeaseLost, OrchestratorClient, Unauthorized, Unavailable
 from recorder.worker.signal import JobSignal
 
@@ -102,14 +103,14 @@ class LeaseKeeper:
                 continue
             quiet = 0
             self._acked(sent_at)
-            self.act(reply.action, pause=reply.pause)
+            self.act(reply.action, pause=reply.pause, reason=reply.stop_reason)
 
-    def act(self, action: str, *, pause: bool | None = None) -> None:
+    def act(self, action: str, *, pause: bool | None = None, reason: StopReason = "api") -> None:
         """Follow the orchestrator's answer; `pause` (the caller's wish) comes with heartbeat replies only."""
         if action == "cancel":
             self.signal.cancel()
         elif action == "stop":
-            self.signal.stop("stop requested through the API", "api")
+            self.signal.stop("stop requested by the orchestrator", reason)
         elif pause is not None:
             self.signal.control.want_paused(pause)
 
@@ -135,7 +136,7 @@ class LeaseKeeper:
             return
         self.fenced = True
         self._log.warning("worker.fenced", silent_for=self.lease.lease_ttl)
-        self.signal.stop("lease unconfirmed", "error")
+        self.signal.stop("lease unconfirmed", "shutdown")
         self._on_fence()
 
     def _acked(self, sent_at: float) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.orchestrator import API_TOKEN, PUBLIC_URL, RunningOrchestrator
+from tests.support.orchestrator import API_TOKEN, CONTINUE, PUBLIC_URL, RunningOrchestrator
 
 
 async def _lease(o: RunningOrchestrator, worker_id: str = "w1") -> tuple[Any, dict[str, Any]]:
@@ -145,7 +145,7 @@ async def test_stop_is_graceful_and_the_recording_completes(start_orchestrator):
     rid = (await o.api.create()).body["id"]
     worker, lease = await _lease(o)
     hb = await worker.heartbeat(lease["lease_id"], "recording", elapsed=3.0, fps=30.0)
-    assert hb.body == {"action": "continue", "pause": False}
+    assert hb.body == CONTINUE
 
     stopped = await o.api.request("POST", f"/v1/recordings/{rid}/stop")
     assert stopped.status == 202
@@ -153,7 +153,7 @@ async def test_stop_is_graceful_and_the_recording_completes(start_orchestrator):
     assert stopped.body["status"] == "recording"
 
     hb = await worker.heartbeat(lease["lease_id"], "finalizing", elapsed=4.0)
-    assert hb.body == {"action": "stop", "pause": False}
+    assert hb.body == {"action": "stop", "pause": False, "stop_reason": "api"}
     location = o.location(lease)
     done = await worker.report(lease["lease_id"], "completed", location=location, quality={"fps": 29.97})
     assert done.status == 200
@@ -190,7 +190,7 @@ async def test_cancel_of_a_running_recording_discards_the_file(start_orchestrato
     assert r.status == 202
     assert (r.body["requested_action"], r.body["keep_file"]) == ("cancel", False)
     hb = await worker.heartbeat(lease["lease_id"], "recording")
-    assert hb.body == {"action": "cancel", "pause": False}
+    assert hb.body == {"action": "cancel", "pause": False, "stop_reason": "api"}
     await worker.report(lease["lease_id"], "cancelled")
     rec = await o.api.get(rid)
     assert rec["status"] == "cancelled"
@@ -210,7 +210,7 @@ async def test_cancel_with_keep_stops_gracefully_and_keeps_the_file(start_orches
     assert r.status == 202
     assert (r.body["requested_action"], r.body["keep_file"]) == ("cancel", True)
     hb = await worker.heartbeat(lease["lease_id"], "recording")
-    assert hb.body == {"action": "stop", "pause": False}
+    assert hb.body == {"action": "stop", "pause": False, "stop_reason": "api"}
     await worker.report(lease["lease_id"], "completed", location=o.location(lease))
     rec = await o.api.get(rid)
     assert rec["status"] == "cancelled"

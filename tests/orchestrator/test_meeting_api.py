@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from orchestrator.store.schema import MIGRATIONS
 from orchestrator.store.sqlite import SQLiteStore
 from tests.orchestrator.test_webhooks import FAST_RETRY, receiver  # noqa: F401  (the receiver fixture)
-from tests.support.orchestrator import API_TOKEN, FakeWorker, RunningOrchestrator
+from tests.support.orchestrator import API_TOKEN, CONTINUE, FakeWorker, RunningOrchestrator
 
 OTHER_CALLER = "other-caller-token"
 LOBBY = {"kind": "signal", "timeout": 120}
@@ -110,7 +110,7 @@ async def test_pause_and_resume_reach_the_worker_and_show_the_wish_and_the_fact(
     not_paused = await o.api.request("POST", f"/v1/recordings/{rid}/resume")
     assert not_paused.status == 409 and "is waiting" in not_paused.body["error"]["message"]
 
-    assert await _beat(worker, lease, "recording") == {"action": "continue", "pause": False}
+    assert await _beat(worker, lease, "recording") == CONTINUE
     running = await o.api.request("POST", f"/v1/recordings/{rid}/resume")
     assert running.status == 409
     assert "already running" in running.body["error"]["message"]
@@ -125,7 +125,7 @@ async def test_pause_and_resume_reach_the_worker_and_show_the_wish_and_the_fact(
     assert f"/v1/recordings/{rid}/resume" in again.body["error"]["message"]
 
     # The worker learns the wish from the reply, then reports the fact.
-    assert await _beat(worker, lease, "recording") == {"action": "continue", "pause": True}
+    assert await _beat(worker, lease, "recording") == {**CONTINUE, "pause": True}
     await _beat(worker, lease, "recording", paused=True)
     rec = await o.api.get(rid)
     assert (rec["status"], rec["pause_requested"], rec["paused"]) == ("recording", True, True)
@@ -133,7 +133,7 @@ async def test_pause_and_resume_reach_the_worker_and_show_the_wish_and_the_fact(
     resumed = await o.api.request("POST", f"/v1/recordings/{rid}/resume")
     assert resumed.status == 202
     assert (resumed.body["pause_requested"], resumed.body["paused"]) == (False, True)
-    assert await _beat(worker, lease, "recording", paused=True) == {"action": "continue", "pause": False}
+    assert await _beat(worker, lease, "recording", paused=True) == CONTINUE
     await _beat(worker, lease, "recording", paused=False)
     assert (await o.api.get(rid))["paused"] is False
 
@@ -336,8 +336,8 @@ async def test_a_waiting_room_longer_than_the_operator_allows_is_refused(start_o
         assert [d["field"] for d in error["details"]] == ["wait_for.timeout"]
         assert "600" in error["message"] and "ORCHESTRATOR_MAX_WAITING" in error["message"]
         assert (await o.api.create(wait_for={**kind, "timeout": 600})).status == 202
-    # Loading is not a waiting room: only the spec's own bound applies.
-    assert (await o.api.create(wait_for={"kind": "load", "timeout": 3600})).status == 202
+    # Loading is not a waiting room: the spec's own bound on loading applies (600 s), not the operator's.
+    assert (await o.api.create(wait_for={"kind": "load", "timeout": 600})).status == 202
 
 
 async def test_evaluate_steps_need_the_operator(start_orchestrator):
@@ -345,7 +345,7 @@ async def test_evaluate_steps_need_the_operator(start_orchestrator):
     closed = await start_orchestrator()
     error = await _refused(closed, actions=script)
     assert [d["field"] for d in error["details"]] == ["actions[1]"]
-    assert "operator has not enabled" in error["message"] and "ACTIONS_ALLOW_EVALUATE" in error["message"]
+    assert "the operator has not enabled" in error["message"] and "ACTIONS_ALLOW_EVALUATE" in error["message"]
     assert (await closed.api.create(actions=script[:1])).status == 202
 
     opened = await start_orchestrator(
@@ -436,3 +436,19 @@ async def test_a_store_from_before_meetings_migrates_and_keeps_its_rows(tmp_path
         await store.close()
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+async def test_combinations_and_spellings_the_api_does_not_take_name_their_field(start_orchestrator):
+    o = await start_orchestrator()
+    cases = [
+        ({"from": "commit", "wait_for": {"kind": "signal"}}, "from"),
+        ({"from": "commit", "stop_when": {"silence": 5}}, "stop_when"),
+        ({"video": False, "stop_when": {"frozen": 5}}, "video"),
+        ({"wait_for": {"kind": "load", "timeout": 900}}, "wait_for.timeout"),
+        ({"actions": [{"do": "press", "key": "Enter", "frame": ["iframe"]}]}, "actions[0].frame"),
+        ({"duration": 30}, "duration"),  # the API's name is max_duration
+        ({"start_from": "commit"}, "start_from"),  # the API's name is from
+    ]
+    for fields, named in cases:
+        error = await _refused(o, **fields)
+        assert named in [d["field"] for d in error["details"]], (fields, error)

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.orchestrator import API_TOKEN, Api, FakeWorker, leased_location
+from tests.support.orchestrator import API_TOKEN, CONTINUE, Api, FakeWorker, leased_location
 
 
 async def _heartbeat_until_stopped(worker: FakeWorker, lease_id: str, replies: list[int], stop: asyncio.Event) -> None:
@@ -81,7 +81,7 @@ async def test_sigterm_drains_then_tells_recordings_to_stop(orchestrator_process
     try:
         rid = (await api.create()).body["id"]
         lease = (await worker.lease(wait=5)).body
-        assert (await worker.heartbeat(lease["lease_id"], "recording")).body == {"action": "continue", "pause": False}
+        assert (await worker.heartbeat(lease["lease_id"], "recording")).body == CONTINUE
 
         proc.signal(signal.SIGTERM)
         # Still serving the running recording; within the grace it may go on, after it it must stop.

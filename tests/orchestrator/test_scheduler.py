@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.support.orchestrator import FakeWorker
+from tests.support.orchestrator import CONTINUE, FakeWorker
 
 # Short leases so lapses happen within a test; heartbeats well inside them so a busy 2-core machine
 # cannot make a healthy worker look dead.
@@ -64,7 +64,7 @@ async def test_heartbeats_renew_the_lease_and_carry_progress(start_orchestrator)
         elapsed += 0.4
         r = await worker.heartbeat(lease["lease_id"], "recording", elapsed=elapsed, fps=30.0, frames=int(elapsed * 30))
         assert r.status == 200, r.body
-        assert r.body == {"action": "continue", "pause": False}
+        assert r.body == CONTINUE
         await asyncio.sleep(0.4)
     rec = await o.api.get(rid)
     assert (rec["status"], rec["attempts"], rec["worker"]) == ("recording", 1, "w1")
@@ -205,12 +205,13 @@ async def test_stop_all_tells_every_running_recording_to_stop(start_orchestrator
     await o.api.create()
     worker = o.worker("w1")
     lease = (await worker.lease(wait=5)).body
-    assert (await worker.heartbeat(lease["lease_id"], "recording")).body == {"action": "continue", "pause": False}
+    assert (await worker.heartbeat(lease["lease_id"], "recording")).body == CONTINUE
     o.orchestrator.scheduler.drain()
     await o.api.create()
     assert (await o.worker("w2").lease(wait=0.3)).status == 204, "draining: no new leases"
     o.orchestrator.scheduler.stop_all()
-    assert (await worker.heartbeat(lease["lease_id"], "recording")).body == {"action": "stop", "pause": False}
+    drained = (await worker.heartbeat(lease["lease_id"], "recording")).body
+    assert drained == {"action": "stop", "pause": False, "stop_reason": "shutdown"}
 
 
 async def test_drain_waits_for_running_recordings_within_the_grace(start_orchestrator):
@@ -271,7 +272,7 @@ async def test_an_upload_pending_report_keeps_the_lease_until_the_final_report(s
     # The file waits on the worker's own disk: a place the orchestrator neither computes nor serves.
     local = f"file:///records/{rid}/attempt-{granted['attempt']}/rec.mp4"
     r = await worker.report(lease, "completed", location=local, upload_pending=True)
-    assert (r.status, r.body) == (200, {"action": "continue", "pause": False})
+    assert (r.status, r.body) == (200, CONTINUE)
     rec = await o.api.get(rid)
     assert (rec["status"], rec["location"]) == ("uploading", None)
     assert (await worker.heartbeat(lease, "uploading")).status == 200, "the lease is still the worker's"

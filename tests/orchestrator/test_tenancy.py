@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from orchestrator.api.bearer import BearerAuth
 from orchestrator.config import OrchestratorSettings, derived_name
 from orchestrator.webhooks import SIGNATURE_HEADER, verify
-from tests.support.orchestrator import WEBHOOK_SECRET, WORKER_TOKEN, RunningOrchestrator
+from tests.support.orchestrator import CONTINUE, WEBHOOK_SECRET, WORKER_TOKEN, RunningOrchestrator
 
 A, B, ADMIN = "token-of-a", "token-of-b", "token-of-admin"
 TENANTS = {"api_tokens": [f"alice:{A}", f"bob:{B}"], "api_admin_token": ADMIN}
@@ -62,7 +62,7 @@ async def test_another_callers_running_recording_cannot_be_stopped_cancelled_or_
     await worker.heartbeat(lease["lease_id"], "recording")
     assert (await bob.request("POST", f"/v1/recordings/{rid}/stop")).status == 404
     assert (await bob.request("DELETE", f"/v1/recordings/{rid}?keep=true")).status == 404
-    assert (await worker.heartbeat(lease["lease_id"], "recording")).body == {"action": "continue", "pause": False}
+    assert (await worker.heartbeat(lease["lease_id"], "recording")).body == CONTINUE
     media = o.location(lease)
     path = o.orchestrator.settings.records_dir / rid / f"attempt-{lease['attempt']}" / "rec.mp4"
     path.parent.mkdir(parents=True)

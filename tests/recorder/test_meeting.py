@@ -174,3 +174,44 @@ async def test_audio_only_is_one_aac_stream_with_the_tone(settings, test_page):
     assert facts.video is None and facts.audio is not None and facts.audio.codec == "aac"
     assert facts.duration is not None and abs(facts.duration - 5) <= 0.5
     assert tone_level(result.mp4, 1000) > 10 * tone_level(result.mp4, 440)
+
+
+async def test_a_stop_in_the_waiting_room_ends_it_at_once_with_nothing_recorded(settings, test_page):
+    control = CaptureControl()
+    spec = meeting(test_page, query="lobby=-1", wait_for={**IN_MEETING, "timeout": 120}, duration=10)
+    asyncio.get_running_loop().call_later(4, control.stop, "api")
+    started = time.monotonic()
+    result = await record(settings, spec, control=control)
+
+    assert result.error is not None and result.error.code == ErrorCode.CANCELLED, result.error
+    assert "before the recording started" in result.error.message
+    assert result.stop_reason == "api"
+    assert time.monotonic() - started < 30, "the lobby's two minutes were not waited out"
+    assert result.mp4 is None
+
+
+async def test_a_page_busy_in_a_script_of_its_own_cannot_hold_the_recorder(settings, test_page):
+    # The page spins for ever a second after loading; the browser's calls into it never return.
+    spec = meeting(
+        test_page, query="lobby=-1&spin=1", actions=[], actions_timeout=2, wait_for={**IN_MEETING, "timeout": 3}
+    )
+    started = time.monotonic()
+    result = await record(settings, spec)
+
+    assert result.error is not None, "a page that never gets ready cannot be recorded"
+    assert result.error.code in (ErrorCode.READINESS_TIMEOUT, ErrorCode.WAITING_ROOM_TIMEOUT), result.error
+    # Bounded: loading (at most the waiting room's 3 s), the script's 2 s, the room's 3 s, a 10 s grace.
+    assert time.monotonic() - started < 45
+    assert result.mp4 is None
+
+
+async def test_a_join_step_never_types_into_a_frame_that_became_another_origin(settings, test_page):
+    other = test_page.base.replace("127.0.0.1", "localhost")
+    script = [{"do": "fill", "selector": "#name", "value": "secret", "frame": ["iframe#prejoin-frame"], "timeout": 8}]
+    spec = meeting(test_page, query=f"frame=1&swap=1&frame_origin={other}", actions=script, duration=5)
+    result = await record(settings, spec)
+
+    assert result.error is not None and result.error.code == ErrorCode.ACTION_FAILED, result.error
+    assert "step 0" in result.error.message
+    # Entered while it was same-origin; checked again on the element, which is in another origin by then.
+    assert "not the page's origin" in result.error.message, result.error.message

@@ -197,9 +197,27 @@ def test_cli_usage_errors_name_the_bad_value(tmp_path, args, named):
         (json.dumps([{"do": "wait", "seconds": 1}] * 51), [], "--actions: actions"),
         ("{not json", [], "not JSON"),
         ("[]", ["--stop-when-silence", "0"], "--stop-when-silence"),
-        ("[]", ["--from", "commit", "--wait-for", "signal"], "waiting room"),
+        ("[]", ["--from", "commit", "--wait-for", "signal"], "--from 'commit': 'commit' captures while the page loads"),
+        ("[]", ["--from", "commit", "--stop-when-silence", "3"], "--stop-when"),
+        ("[]", ["--audio-only", "--stop-when-frozen", "3"], "--audio-only"),
+        ("[]", ["--wait-for", "load", "--wait-timeout", "9999"], "--wait-timeout 9999"),
+        ('[{"do": "evaluate", "script": "1"}]', [], "actions[0]: an 'evaluate' step"),
+        ('[{"do": "press", "key": "Enter", "frame": ["iframe"]}]', [], "actions[0].frame"),
     ],
-    ids=["unknown-verb", "empty-selector", "timeout-out-of-range", "too-many-steps", "not-json", "silence", "from"],
+    ids=[
+        "unknown-verb",
+        "empty-selector",
+        "timeout-out-of-range",
+        "too-many-steps",
+        "not-json",
+        "silence",
+        "from-and-waiting-room",
+        "from-and-silence",
+        "audio-only-and-frozen",
+        "loading-too-long",
+        "evaluate-not-allowed",
+        "press-in-frame",
+    ],
 )
 def test_cli_bad_join_scripts_and_stop_conditions_exit_2_naming_the_field(tmp_path, script, extra, named):
     path = tmp_path / "join.json"
@@ -289,10 +307,10 @@ async def test_warm_recorder_gives_each_recording_its_own_sink(settings, test_pa
 async def test_no_cookie_or_storage_crosses_between_pages_of_a_warm_browser(settings, test_page):
     async with Recorder(settings) as recorder:
         assert recorder.browser is not None
-        setter = await recorder.browser.open(test_page.url("/state/set"), WaitFor())
+        setter = await recorder.browser.open_ready(RecordingSpec(url=test_page.url("/state/set")))
         await setter.page.wait_for_function("localStorage.getItem('rf_state') === 'set'")
         await setter.close()
-        reporter = await recorder.browser.open(test_page.url("/state/report"), WaitFor())
+        reporter = await recorder.browser.open_ready(RecordingSpec(url=test_page.url("/state/report")))
         await reporter.page.wait_for_function("document.title.startsWith('STATE cookies')")
         title = await reporter.page.title()
         await reporter.close()

@@ -286,7 +286,8 @@ async def test_chromium_runs_sandboxed_as_the_browser_user_and_the_page_is_heard
         high, low = tone_level(result.mp4, 1000), tone_level(result.mp4, 440)
         assert high > 10 * low, (high, low)
 
-        session = await recorder.browser.open(test_page.url("/grid"), WaitFor(kind="load"))
+        grid = RecordingSpec(url=test_page.url("/grid"), wait_for=WaitFor(kind="load"))
+        session = await recorder.browser.open_ready(grid)
         try:
             processes = {pid: kind for pid, kind in recorder.browser.processes().items() if kind != "gone"}
             renderers = [pid for pid, kind in processes.items() if kind == "renderer"]
@@ -316,7 +317,9 @@ async def test_chromium_runs_sandboxed_as_the_browser_user_and_the_page_is_heard
         finally:
             await session.close()
 
-        report = await recorder.browser.open("chrome://sandbox", WaitFor(kind="load"))
+        report = await recorder.browser.open_ready(
+            RecordingSpec.model_construct(url="chrome://sandbox", wait_for=WaitFor(kind="load"))  # not http: unchecked
+        )
         try:
             assert report.page is not None
             text = await report.page.inner_text("body")

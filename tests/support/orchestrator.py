@@ -73,6 +73,10 @@ def orchestrator_settings(tmp_path: Path, **overrides: Any) -> OrchestratorSetti
     return OrchestratorSettings(**values)
 
 
+# What a heartbeat on a lease in good standing is answered with.
+CONTINUE = {"action": "continue", "pause": False, "stop_reason": "api"}
+
+
 @dataclass
 class Response:
     status: int

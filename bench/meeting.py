@@ -156,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(json.dumps({k: v.get("summary", v.get("medians_s")) for k, v in results.items()}, indent=2))
+    headline = {
+        "audio_only": results["audio_only"]["summary"],
+        "join": results["join"]["medians_s"] | {"added_by_join_s": results["join"]["added_by_join_s"]},
+        "leaving": {reason: row["median_s"] for reason, row in results["leaving"].items()},
+    }
+    print(json.dumps(headline, indent=2))
     if not args.no_write:
         path = write_result(
             "meeting",

@@ -124,6 +124,11 @@ class Heartbeat(_Model):
 
 
 class HeartbeatReply(_Model):
+    """What the orchestrator wants of a running recording. A worker ignores fields it does not know, so an
+    orchestrator that adds one does not cut the recordings of workers from before it."""
+
+    model_config = ConfigDict(extra="ignore")
+
     action: Action = "continue"
     pause: bool = Field(default=False, description="the caller wants the capture paused (true) or running")
     stop_reason: StopReason = Field(

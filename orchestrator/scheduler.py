@@ -296,7 +296,7 @@ class Scheduler:
         elif outcome is State.CANCELLED and report.error is not None:
             changes["error_code"], changes["error_message"] = report.error.code, report.error.message
         changes["lease_expires_at"] = None
-        changes["paused"] = False  # nothing is captured any more
+        changes["paused"] = changes["pause_requested"] = False  # nothing is captured any more, nor can be paused
         updated = await self.lifecycle.move(row, outcome, at=now, changes=changes, from_states=ACTIVE)
         if updated is None:
             raise LeaseGone(f"lease {report.lease_id} ended while the report was handled")

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages a recorder needs: the same script serves CI, start.sh and Dockerfile.recorder,
 # so a green CI run proves the install. Idempotent: packages already present are not fetched again.
+#
+# Supported: Debian 12 (bookworm), whose `chromium` is a real package. Ubuntu's chromium is a snap (the deb is
+# only a wrapper that installs it), which does not run in containers or CI: on Ubuntu this script installs
+# everything else only when CHROMIUM_PATH names a Chromium that is not a snap, and stops otherwise.
 set -euo pipefail
 
 PACKAGES=(
@@ -29,8 +33,33 @@ ensure_browser_user() {
   echo "install-system-deps: created user $BROWSER_USER"
 }
 
+# Which system this is; OS_RELEASE_FILE only lets tests ask about another one.
+OS_RELEASE="${OS_RELEASE_FILE:-/etc/os-release}"
+os_id="$( . "$OS_RELEASE" 2>/dev/null && echo "${ID:-unknown}" || echo unknown)"
+os_like="$( . "$OS_RELEASE" 2>/dev/null && echo "${ID_LIKE:-}" || true)"
+if [ "$os_id" = ubuntu ] || [[ " $os_like " == *" ubuntu "* ]]; then
+  chromium="${CHROMIUM_PATH:-}"
+  snap_wrapper=false  # Ubuntu's /usr/bin/chromium-browser: a shell script that runs the snap
+  if [ -f "$chromium" ] && [ "$(head -c 2 "$chromium")" = "#!" ] && grep -q snap "$chromium"; then snap_wrapper=true; fi
+  if [ -z "$chromium" ] || [ ! -x "$chromium" ] || [[ "$(readlink -f "$chromium")" == /snap/* ]] || $snap_wrapper; then
+    cat >&2 <<'MSG'
+install-system-deps: Ubuntu's chromium package installs a snap, which does not run in containers or CI.
+  Supported is Debian 12 (bookworm). On Ubuntu, either run the recorder in its image (Dockerfile.recorder,
+  scripts/build-image.sh), or install a Chromium that is not a snap and set CHROMIUM_PATH to it; this script
+  then installs everything else.
+MSG
+    exit 2
+  fi
+  echo "install-system-deps: Ubuntu; using the Chromium at $chromium (CHROMIUM_PATH)"
+  PACKAGES=("${PACKAGES[@]/chromium/}")
+elif ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-system-deps: needs Debian 12 (apt-get not found); see README.md" >&2
+  exit 2
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
+  [ -n "$p" ] || continue
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 

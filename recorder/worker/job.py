@@ -251,6 +251,8 @@ class Job:
                 await self.recorder.complete(finished, analyze=False)
             screenshot = await self._store_small(finished.screenshot)
             metadata = await self._store_small(finished.sidecar) if finished.sidecar is not None else None
+            if not kept:
+                self.folder.remove_if_empty()  # stored in a bucket, nothing is left here
             return await self._report(
                 "failed", error=_info(error), screenshot_location=screenshot, metadata_location=metadata
             )

@@ -1,4 +1,4 @@
-"""The composition root: builds the store, scheduler, webhooks, metrics and pool from settings, and
+"""The composition root: builds the store, scheduler, webhooks, metrics, retention and pool from settings, and
 starts, drains and stops them. HTTP is `orchestrator.api` (`api.app` builds the application,
 `api.server` serves it).
 
@@ -25,10 +25,12 @@ from orchestrator.api.app import create_app
 from orchestrator.api.views import to_recording
 from orchestrator.config import OrchestratorSettings
 from orchestrator.events import EventBus
+from orchestrator.housekeeping import Housekeeping
 from orchestrator.locations import Locations
 from orchestrator.media import MediaLocator
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.pool.backend import PoolBackend
+from orchestrator.purge import Purger
 from orchestrator.scheduler import Scheduler
 from orchestrator.service import RecordingService
 from orchestrator.store.base import RecordingStore
@@ -69,8 +71,18 @@ class Orchestrator:
         self.registry = WorkerRegistry()
         self.policy = UrlPolicy(settings.url_allowlist, resolve)
         self.render = partial(to_recording, max_attempts=settings.max_attempts)
-        self.service = RecordingService(self.store, self.bus, self.policy, settings, clock)
         self.locations = Locations(settings.records_dir)
+        self.purger = Purger(self.store, self.bus, self.locations, self.metrics, settings.s3_endpoint_url, clock)
+        self.service = RecordingService(self.store, self.bus, self.policy, settings, clock, purger=self.purger)
+        self.housekeeping = Housekeeping(
+            self.store,
+            self.purger,
+            self.metrics,
+            retention_days=settings.records_retention_days,
+            delete_rows=settings.records_retention_delete_rows,
+            interval=settings.housekeeping_interval,
+            clock=clock,
+        )
         self.scheduler = Scheduler(
             self.store, self.bus, self.registry, self.metrics, settings, clock, locations=self.locations
         )
@@ -96,6 +108,7 @@ class Orchestrator:
         await self.store.open()
         await self.webhooks.start()
         await self.scheduler.start()
+        await self.housekeeping.start()
         if self.autoscaler is not None:
             await self.autoscaler.start()
         log.info("orchestrator_started", db=str(self.settings.db_path), capacity=self.settings.pool_capacity)
@@ -124,9 +137,11 @@ class Orchestrator:
         """End long polls; handlers in flight still finish after this."""
         if self.autoscaler is not None:
             await self.autoscaler.stop()
+        await self.housekeeping.stop()
         await self.scheduler.close()
 
     async def close(self) -> None:
+        await self.housekeeping.stop()  # already, unless the app was closed without its shutdown
         await self.webhooks.close()
         await self.store.close()
         log.info("orchestrator_stopped")

@@ -112,6 +112,25 @@ class OrchestratorSettings(BaseSettings):
     media_url_ttl: int = Field(
         default=3600, ge=60, le=7 * 24 * 3600, validation_alias=_env("ORCHESTRATOR_MEDIA_URL_TTL")
     )
+    records_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        validation_alias=_env("RECORDS_RETENTION_DAYS"),
+        description="purge recordings stored in RECORDS_DIR this many days after they ended (their files;"
+        " the row stays, marked purged); unset: keep them for ever. S3 objects are left to bucket lifecycle rules",
+    )
+    records_retention_delete_rows: bool = Field(
+        default=False,
+        validation_alias=_env("RECORDS_RETENTION_DELETE_ROWS"),
+        description="with RECORDS_RETENTION_DAYS, delete the store rows of recordings ended that long ago"
+        " instead of keeping them as purged (S3 recordings' rows too; their objects stay to the lifecycle rules)",
+    )
+    housekeeping_interval: float = Field(
+        default=3600.0,
+        gt=0,
+        validation_alias=_env("ORCHESTRATOR_HOUSEKEEPING_INTERVAL"),
+        description="seconds between two retention passes (the first runs at start)",
+    )
 
     # recordings
     max_duration: float = Field(
@@ -219,9 +238,9 @@ class OrchestratorSettings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("pool_capacity", mode="before")
+    @field_validator("pool_capacity", "records_retention_days", mode="before")
     @classmethod
-    def _empty_capacity(cls, value: Any) -> Any:
+    def _empty_number(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")

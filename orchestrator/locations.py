@@ -22,16 +22,19 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from contract.protocol import MEDIA_NAME, METADATA_NAME, SCREENSHOT_NAME, attempt_segment
+from contract.protocol import MEDIA_NAME, METADATA_NAME, SCREENSHOT_NAME, attempt_segment, media_name
 
 MEDIA = MEDIA_NAME
 METADATA = METADATA_NAME
 SCREENSHOT = SCREENSHOT_NAME
+# Every name a report may place: what a location's last key segment must be.
+_REPORTED_NAMES = frozenset({MEDIA, media_name(False), METADATA, SCREENSHOT})
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,41 @@ class Locations:
 
     def local_path(self, recording_id: str, attempt: int, name: str = MEDIA) -> Path:
         return self.root / recording_id / attempt_segment(attempt) / name
+
+    def folder(self, recording_id: str) -> Path:
+        """The recording's own folder, `RECORDS_DIR/<id>`: every attempt's files, and a legacy row's."""
+        return self.root / recording_id
+
+    def s3_prefixes(
+        self, recording_id: str, attempts: int, upload: dict[str, Any], locations: Iterable[str | None], legacy: bool
+    ) -> list[S3Object]:
+        """The key prefixes of the recording's attempts in its leased bucket, from the S3 locations this
+        orchestrator accepted: such a key names the attempt folder `…/<id>/…/attempt-<n>/`, and every other
+        attempt's folder differs from it only in that segment. Each prefix ends in `/`, so no other
+        recording's keys (not even one whose id starts with this one's) lie under it. A legacy row's files
+        have no attempt folder: its prefix is `…/<id>/`. Locations that do not pass the checks a report
+        passed give nothing."""
+        found: dict[str, S3Object] = {}
+        for location in locations:
+            if not location or not location.startswith("s3://"):
+                continue
+            bucket, _, key = location.removeprefix("s3://").partition("/")
+            name = key.rsplit("/", 1)[-1]
+            if name not in _REPORTED_NAMES or self._s3_problem(location, recording_id, None, upload, name):
+                continue
+            segments = key.split("/")
+            skip = len([s for s in str(upload.get("prefix") or "").split("/") if s])
+            at = segments.index(recording_id, skip)
+            current = attempt_segment(attempts)
+            if current in segments[at + 1 : -1]:
+                folder = segments.index(current, at + 1)
+                for n in range(1, attempts + 1):
+                    prefix = "/".join([*segments[:folder], attempt_segment(n)]) + "/"
+                    found.setdefault(prefix, S3Object(bucket, prefix))
+            elif legacy:
+                prefix = "/".join(segments[: at + 1]) + "/"
+                found.setdefault(prefix, S3Object(bucket, prefix))
+        return list(found.values())
 
     def legacy_path(self, recording_id: str, name: str = MEDIA) -> Path:
         """Where recordings stored before attempt folders existed keep their files (served, never accepted)."""

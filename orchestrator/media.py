@@ -17,12 +17,23 @@ from pathlib import Path
 import structlog
 
 from contract.protocol import media_name
-from orchestrator.errors import Conflict, NotFound
+from orchestrator.errors import Conflict, NotFound, OrchestratorError
 from orchestrator.locations import SCREENSHOT, Locations, S3Object
 from orchestrator.states import State
 from orchestrator.store.base import RecordingRow
 
 log = structlog.get_logger("orchestrator.media")
+
+
+RECORDING_PURGED = "recording_purged"
+
+
+def _not_purged(row: RecordingRow, what: str) -> None:
+    if row.status is State.PURGED:
+        raise OrchestratorError(
+            RECORDING_PURGED,
+            f"recording {row.id} was purged: its {what} and metadata were deleted and cannot be fetched any more",
+        )
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class MediaLocator:
 
     async def locate(self, row: RecordingRow) -> Redirect | LocalFile:
         """The recording's media: rec.mp4, or rec.m4a when it was recorded without video."""
+        _not_purged(row, "media")
         if not row.location:
             if row.status in (State.COMPLETED, State.CANCELLED, State.FAILED):
                 raise NotFound(f"recording {row.id} is {row.status} and has no media")
@@ -60,6 +72,7 @@ class MediaLocator:
 
     async def screenshot(self, row: RecordingRow) -> Redirect | LocalFile:
         """failure.png: what the page showed when the recording failed."""
+        _not_purged(row, "screenshot")
         if not row.screenshot_location:
             raise NotFound(f"recording {row.id} has no screenshot: one is taken only when a recording fails")
         where = self.locations.media(row.id, row.attempts, row.upload, row.screenshot_location, name=SCREENSHOT)

@@ -20,7 +20,7 @@ from contract.protocol import Progress
 from contract.security import BLOCK_REASONS
 from contract.spec import StopReason
 from orchestrator.events import StateChange
-from orchestrator.states import TERMINAL, State
+from orchestrator.states import ENDED, TERMINAL, State
 
 # Error codes the orchestrator itself sets, besides the recorder's `ErrorCode`s.
 ORCHESTRATOR_CODES = frozenset({"invalid_report", "unknown"})
@@ -114,6 +114,23 @@ class OrchestratorMetrics:
             ["reason"],
             registry=r,
         )
+        self.purged_bytes = Counter(
+            "orchestrator_purged_bytes_total",
+            "Bytes of recordings' files deleted by a purge or by retention, by where they were (local, s3)",
+            ["where"],
+            registry=r,
+        )
+        self.purged_recordings = Counter(
+            "orchestrator_purged_recordings_total",
+            "Recordings purged (their files deleted, the row kept as purged), by what purged them (api, retention)",
+            ["by"],
+            registry=r,
+        )
+        self.deleted_rows = Counter(
+            "orchestrator_retention_deleted_rows_total",
+            "Recordings whose store row retention deleted (RECORDS_RETENTION_DELETE_ROWS)",
+            registry=r,
+        )
         self._active: set[str] = set()
 
     def on_state_change(self, change: StateChange) -> None:
@@ -126,7 +143,7 @@ class OrchestratorMetrics:
             entered = row.timestamps.get(State.WAITING.value)
             if entered is not None:
                 self.waiting_seconds.observe(max(0.0, change.at - entered))
-        if change.new in TERMINAL and row.stop_reason:
+        if change.new in ENDED and row.stop_reason:
             self.stopped.labels(bounded(row.stop_reason, STOP_REASONS)).inc()
         if change.new in TERMINAL or change.new is State.QUEUED:
             self.forget(row.id)

@@ -1,5 +1,5 @@
-"""What a caller can do to recordings: create, read, list, stop, cancel, pause and resume, under the
-state machine.
+"""What a caller can do to recordings: create, read, list, stop, cancel, pause, resume and purge, under
+the state machine.
 
 The worker's side of a recording (leases, heartbeats, reports, lapses) is the scheduler's.
 """
@@ -21,8 +21,9 @@ from orchestrator.errors import Conflict, Detail, NotFound, OrchestratorError
 from orchestrator.events import EventBus
 from orchestrator.join_limits import check_join
 from orchestrator.lifecycle import Lifecycle
+from orchestrator.purge import Purger
 from orchestrator.request import CreateRecording
-from orchestrator.states import ACTIVE, TERMINAL, State
+from orchestrator.states import ACTIVE, ENDED, TERMINAL, State
 from orchestrator.store.base import IdempotencyConflict, NewRecording, RecordingStore
 from orchestrator.store.row import Changes, RecordingRow
 from orchestrator.url_policy import UrlDenied, UrlPolicy
@@ -83,12 +84,15 @@ class RecordingService:
         policy: UrlPolicy,
         settings: OrchestratorSettings,
         clock: Callable[[], float] = time.time,
+        *,
+        purger: Purger,
     ) -> None:
         self.store = store
         self.lifecycle = Lifecycle(store, bus)
         self.policy = policy
         self.settings = settings
         self.clock = clock
+        self.purger = purger
 
     async def create(
         self, request: CreateRecording, idempotency_key: str | None, caller: Caller
@@ -230,6 +234,23 @@ class RecordingService:
             return row
         updated = await self.store.update(row.id, changes, statuses=ACTIVE)
         return updated if updated is not None else await self.cancel(recording_id, keep, caller)
+
+    async def purge(self, recording_id: str, caller: Caller) -> RecordingRow:
+        """Delete an ended recording's files (local and S3) and keep its row as `purged`. A recording still
+        queued or running is refused: the caller stops or cancels it first, so nothing writes while its
+        files go. Purging a purged recording returns it unchanged."""
+        row = await self.get(recording_id, caller)
+        if row.status is State.PURGED:
+            return row
+        if row.status not in ENDED:
+            raise Conflict(
+                "illegal_transition",
+                f"recording {row.id} is {row.status}, so it cannot be purged yet: stop it (POST"
+                f" /v1/recordings/{row.id}/stop) or cancel it (DELETE /v1/recordings/{row.id}), then purge it"
+                " once it is completed or cancelled",
+            )
+        purged = await self.purger.purge(row, "api")
+        return purged if purged is not None else await self.purge(recording_id, caller)
 
     async def pause(self, recording_id: str, caller: Caller) -> RecordingRow:
         """Ask the worker to pause the capture (a private part of a meeting): nothing is recorded until

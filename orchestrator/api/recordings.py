@@ -1,4 +1,5 @@
-"""Public recording routes: create, read, list, stop, cancel, pause, resume, media and the failure screenshot."""
+"""Public recording routes: create, read, list, stop, cancel, purge, pause, resume, media and the failure
+screenshot."""
 
 from __future__ import annotations
 
@@ -35,7 +36,16 @@ STATUS = Param(
 )
 LIMIT = Param("limit", Annotated[int, Field(ge=1, le=MAX_PAGE)], "recordings per page", default=50)
 CURSOR = Param("cursor", str, "next_cursor of the previous page")
-KEEP = Param("keep", bool, "keep (finalize and upload) what was recorded so far", default=False)
+KEEP = Param(
+    "keep", bool, "cancel: keep (finalize and upload) what was recorded so far; ignored with purge", default=False
+)
+PURGE = Param(
+    "purge",
+    bool,
+    "instead of cancelling: delete an ended recording's media and metadata (local files or S3 objects) and"
+    " mark it purged; a recording still queued or running is a 409",
+    default=False,
+)
 
 _RECORDING = Reply(202, "the recording, as changed", Recording)
 _NOSNIFF_DOC = {"X-Content-Type-Options": "nosniff: browsers must not guess another type"}
@@ -102,15 +112,20 @@ async def stop_recording(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/recordings/{id}")
 @documented(
-    "Cancel: a queued recording never starts; an active one stops and ends cancelled",
+    "Cancel: a queued recording never starts; an active one stops and ends cancelled. With purge=true:"
+    " delete an ended recording's files and mark it purged",
     _RECORDING,
-    params=(KEEP,),
-    errors=("not_found", "illegal_transition", "validation_error"),
+    params=(KEEP, PURGE),
+    errors=("not_found", "illegal_transition", "validation_error", "purge_failed"),
 )
 async def cancel_recording(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     keep = query_bool(request, KEEP.name, KEEP.default)
-    return json_model(ctx.render(await ctx.service.cancel(request.match_info["id"], keep, request[CLIENT])), status=202)
+    if query_bool(request, PURGE.name, PURGE.default):
+        row = await ctx.service.purge(request.match_info["id"], request[CLIENT])  # `keep` is a cancel's
+    else:
+        row = await ctx.service.cancel(request.match_info["id"], keep, request[CLIENT])
+    return json_model(ctx.render(row), status=202)
 
 
 @routes.post("/v1/recordings/{id}/pause")
@@ -141,7 +156,7 @@ _MEDIA_TYPES = ("video/mp4", "audio/mp4")
     Reply(200, "the file", media_type=_MEDIA_TYPES, headers=_NOSNIFF_DOC),
     Reply(206, "the requested byte range", media_type=_MEDIA_TYPES, headers=_NOSNIFF_DOC),
     Reply(302, "a presigned S3 URL", media_type=None, headers={"Location": "the presigned URL", **_NOSNIFF_DOC}),
-    errors=("not_found", "media_not_ready", "range_not_satisfiable"),
+    errors=("not_found", "media_not_ready", "range_not_satisfiable", "recording_purged"),
 )
 async def recording_media(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
@@ -161,7 +176,7 @@ async def recording_media(request: web.Request) -> web.StreamResponse:
     "failure.png, the page when the recording failed: a redirect to a presigned S3 URL, or the local file",
     Reply(200, "the PNG", media_type="image/png", headers=_NOSNIFF_DOC),
     Reply(302, "a presigned S3 URL", media_type=None, headers={"Location": "the presigned URL", **_NOSNIFF_DOC}),
-    errors=("not_found",),
+    errors=("not_found", "recording_purged"),
 )
 async def recording_screenshot(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]

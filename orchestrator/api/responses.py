@@ -18,6 +18,7 @@ ERROR_STATUS: dict[str, int] = {
     "idempotency_conflict": 409,
     "media_not_ready": 409,
     "lease_gone": 410,
+    "recording_purged": 410,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "range_not_satisfiable": 416,
@@ -27,6 +28,7 @@ ERROR_STATUS: dict[str, int] = {
     "url_not_allowed": 422,
     "url_unresolvable": 422,
     "internal": 500,
+    "purge_failed": 503,
 }
 
 

@@ -31,6 +31,7 @@ class Timestamps(_Model):
     completed: datetime | None = None
     failed: datetime | None = None
     cancelled: datetime | None = None
+    purged: datetime | None = Field(default=None, description="when its files were deleted (purge or retention)")
     first_frame: datetime | None = Field(default=None, description="first captured frame, as the worker saw it")
 
 

@@ -108,3 +108,19 @@ class RecordingStore(Protocol):
         """Push every active lease's expiry to at least `until` (a restarted orchestrator's grace)."""
 
     async def count_by_status(self) -> dict[State, int]: ...
+
+    async def ended_before(
+        self,
+        cutoff: float,
+        statuses: Collection[State],
+        *,
+        local_only: bool,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[RecordingRow]:
+        """Recordings in `statuses` that ended (completed, failed or cancelled) before `cutoff`, oldest
+        `seq` first after `after_seq`; with `local_only`, only those stored without a bucket. What the
+        retention loop works through, a page at a time."""
+
+    async def delete(self, recording_id: str, statuses: Collection[State]) -> bool:
+        """Remove the row if it is still in one of `statuses`; False when it was not (gone, or moved on)."""

@@ -39,7 +39,7 @@ class Stamps:
 
 
 # Every state is stamped when a transition reaches it; the first frame when a heartbeat reports it.
-STAMPS = Stamps((*(s.value for s in State), "first_frame"), added=((State.WAITING.value, 3),))
+STAMPS = Stamps((*(s.value for s in State), "first_frame"), added=((State.WAITING.value, 3), (State.PURGED.value, 4)))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -93,6 +93,7 @@ _STEPS: dict[int, tuple[str, ...]] = {
 }
 # Version 3 (meetings) only added columns: the `waiting` stamp, pause wished and actual, the stop reason
 # and the failure screenshot. Rows from before read as never waited, not paused, without either.
+# Version 4 (retention) only added the `purged` stamp: rows from before were never purged.
 
 
 def _migration(version: int) -> str:

@@ -305,6 +305,38 @@ class SQLiteStore:
         counts.update({State(status): n for status, n in rows})
         return counts
 
+    async def ended_before(
+        self,
+        cutoff: float,
+        statuses: Collection[State],
+        *,
+        local_only: bool,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[RecordingRow]:
+        if not statuses:
+            return []
+        sql = f"""SELECT * FROM recordings
+                  WHERE status IN ({", ".join("?" for _ in statuses)}) AND seq > ?
+                    AND COALESCE(completed_at, failed_at, cancelled_at) < ?"""
+        if local_only:
+            sql += " AND json_extract(upload, '$.bucket') IS NULL"
+        sql += " ORDER BY seq LIMIT ?"
+        return await _all(self._reader, sql, *(State(s).value for s in statuses), after_seq, cutoff, limit)
+
+    async def delete(self, recording_id: str, statuses: Collection[State]) -> bool:
+        if not statuses:
+            return False
+
+        async def op(db: aiosqlite.Connection) -> bool:
+            cur = await db.execute(
+                f"DELETE FROM recordings WHERE id = ? AND status IN ({', '.join('?' for _ in statuses)})",
+                (recording_id, *(State(s).value for s in statuses)),
+            )
+            return cur.rowcount > 0
+
+        return await self._write(op)
+
 
 async def _one(db: aiosqlite.Connection, sql: str, *params: Any) -> RecordingRow | None:
     async with db.execute(sql, params) as cur:

@@ -245,17 +245,20 @@ async def test_the_worker_that_lost_a_recording_gets_it_back_when_no_one_else_is
 
 
 def test_the_state_table():
-    from orchestrator.states import ACTIVE, TERMINAL, State, can, is_forward, sources
+    from orchestrator.states import ACTIVE, ENDED, State, can, is_forward, sources
 
     assert [s.value for s in ACTIVE] == ["starting", "waiting", "recording", "finalizing", "uploading"]
     assert can(State.QUEUED, State.STARTING) and can(State.QUEUED, State.CANCELLED)
     assert not can(State.QUEUED, State.RECORDING), "only a lease starts a recording"
     assert not can(State.QUEUED, State.COMPLETED)
-    for final in TERMINAL:
-        assert not any(can(final, s) for s in State), f"{final} is final"
+    for final in ENDED:
+        assert [s for s in State if can(final, s)] == [State.PURGED], f"{final} is final, but for its purge"
+    assert not any(can(State.PURGED, s) for s in State), "purged is final"
     for active in ACTIVE:
         assert can(active, State.QUEUED), "a lapsed lease is retried"
-        assert all(can(active, end) for end in TERMINAL)
+        assert all(can(active, end) for end in ENDED)
+        assert not can(active, State.PURGED), "only an ended recording is purged"
+    assert sources(State.PURGED) == ENDED
     assert not can(State.UPLOADING, State.RECORDING), "never backwards"
     assert is_forward(State.STARTING, State.FINALIZING) and not is_forward(State.RECORDING, State.STARTING)
     assert sources(State.STARTING) == {State.QUEUED}

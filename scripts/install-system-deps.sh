@@ -16,6 +16,7 @@ PACKAGES=(
   fonts-liberation fonts-dejavu-core fonts-noto-color-emoji fonts-noto-cjk
   ca-certificates procps psmisc
   util-linux passwd   # setpriv and useradd: Chromium runs as an unprivileged user under a root worker
+  libatomic1          # the Node.js driver inside Playwright's wheel links it (a minimal Debian lacks it)
 )
 
 # The unprivileged user Chromium runs as when the recorder itself runs as root (the local pool, CI), so

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 # Declared, with what each means, in pyproject.toml's [tool.pytest.ini_options].
-HEAVY_MARKS = ("media", "browser", "ffmpeg", "s3", "slow")
+HEAVY_MARKS = ("media", "browser", "ffmpeg", "s3", "slow", "image")
 
 # media is the whole recorder pipeline, so it implies the marks of the programs it starts.
 IMPLIED = {"media": ("browser", "ffmpeg")}

@@ -3,7 +3,7 @@
 #
 #   scripts/build-image.sh [--tag NAME] [--fresh-base]
 #
-# With a Docker engine it runs `docker build`. Without one (our machines, CI) it uses podman from Debian's
+# With a Docker engine it runs `docker build`. Without one (as on the CI machines) it uses podman from Debian's
 # packages, installed here if missing, with `--isolation chroot`: the build runs its steps in a chroot, so
 # it needs no container runtime, no user namespaces and no daemon. Where no registry can be reached, the
 # base image is made locally with debootstrap and handed to the Dockerfile as its BASE build argument, so

@@ -77,30 +77,32 @@ install_tools() {
 install_tools
 [ "$(id -u)" -eq 0 ] || fail "podman builds need root here (the build runs its steps in a chroot): run with sudo"
 
-# podman's own storage driver is overlay, which shares each layer's files with the next. Where the kernel
-# cannot mount it (a machine whose own root is an overlay that cannot be nested), vfs is set in
-# /etc/containers/storage.conf instead: it copies every layer whole (slower, several times the disk) but
-# works on any filesystem. It goes in the configuration, not on the command line, so that every later
-# podman command finds the image in the same store.
+# podman's own storage driver is overlay, which shares each layer's files with the next. Where podman cannot
+# open its store (a machine whose own root is an overlay that cannot be nested, say), the script stops and says
+# how to switch to vfs: it never rewrites the machine's podman configuration, which other images may depend on.
 if ! podman info >/dev/null 2>&1; then
-  overlay_error=$(podman info 2>&1 | tail -1)
-  [ -e /etc/containers/storage.conf ] && fail "podman cannot open its store: $overlay_error \
-(see /etc/containers/storage.conf)"
-  echo "build-image: podman's overlay storage does not work here ($overlay_error); switching podman to vfs"
-  mkdir -p /etc/containers
-  printf '[storage]\ndriver = "vfs"\nrunroot = "/run/containers/storage"\ngraphroot = "/var/lib/containers/storage"\n' \
-    >/etc/containers/storage.conf
-  podman info >/dev/null 2>&1 || fail "podman cannot open its store with vfs either: $(podman info 2>&1 | tail -1)"
+  fail "podman cannot open its store: $(podman info 2>&1 | tail -1). Where the kernel cannot mount overlay,\
+ put driver = \"vfs\" under [storage] in /etc/containers/storage.conf (a new store: vfs copies every layer whole)\
+ and run this again"
 fi
 echo "build-image: using podman $(podman --version | awk '{print $3}'), storage driver \
 $(podman info --format '{{.Store.GraphDriverName}}')"
+
+# debootstrap mounts /proc and /sys in its target and leaves them there when it dies: those are unmounted
+# (deepest first) before the folder goes, and the removal never crosses into another filesystem.
+discard_base_folder() {  # $1: the work folder
+  awk -v top="$1/" 'index($2, top) == 1 {print $2}' /proc/mounts | sort -r | while read -r mounted; do
+    umount -l "$mounted" 2>/dev/null || true
+  done
+  rm -rf --one-file-system "$1"
+}
 
 # A minimal Debian made with debootstrap, trimmed as debian:bookworm-slim is, imported as an image.
 make_local_base() {  # $1: the image name to give it
   local work
   work=$(mktemp -d /var/tmp/recorder-farm-base.XXXXXX)
   # shellcheck disable=SC2064  # expand now: the trap must remove this very folder
-  trap "rm -rf '$work'" EXIT
+  trap "discard_base_folder '$work'" EXIT
   echo "build-image: no registry reachable; making the base with debootstrap from $DEBIAN_MIRROR"
   debootstrap --variant=minbase bookworm "$work/root" "$DEBIAN_MIRROR" >"$work/debootstrap.log" 2>&1 \
     || fail "debootstrap bookworm from $DEBIAN_MIRROR failed: $(tail -3 "$work/debootstrap.log" | tr '\n' ' ')\

@@ -45,13 +45,21 @@ class BuiltImage:
 def build_image(tag: str, log: Path, timeout: float = 1800) -> BuiltImage:
     """Run scripts/build-image.sh; its whole output goes to `log`, its tail into the failure message."""
     with log.open("w") as out:
-        done = subprocess.run(
-            [str(BUILD_SCRIPT), "--tag", tag], stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
+        # A session of its own, so a build that runs out of time goes with everything it started (podman,
+        # debootstrap), not only the script.
+        build = subprocess.Popen(
+            [str(BUILD_SCRIPT), "--tag", tag], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
+        try:
+            returncode = build.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(build.pid, signal.SIGKILL)
+            build.wait()
+            raise AssertionError(f"scripts/build-image.sh took longer than {timeout:g} s; see {log}") from None
     text = log.read_text(errors="replace")
-    if done.returncode != 0:
+    if returncode != 0:
         tail = "\n".join(text.splitlines()[-30:])
-        raise AssertionError(f"scripts/build-image.sh exited {done.returncode}; the end of {log}:\n{tail}")
+        raise AssertionError(f"scripts/build-image.sh exited {returncode}; the end of {log}:\n{tail}")
     size = re.search(r"^build-image: size \d+ MiB \((\d+) bytes\)$", text, re.M)
     took = re.search(r"^build-image: built in (\d+) s$", text, re.M)
     assert size and took, f"scripts/build-image.sh did not print the image size and build time; see {log}"

@@ -36,7 +36,7 @@ from recorder.egress import EgressGuard
 from recorder.finalize import Finished
 from recorder.finalize import finalize as finalize_capture
 from recorder.source.audio import AudioServer
-from recorder.source.browser import MAX_NAVIGATION_SECONDS, Browser, PageSession
+from recorder.source.browser import Browser, PageSession, loading_timeout
 from recorder.source.display import Display
 from recorder.timings import Timings
 from recorder.versions import tool_versions
@@ -278,9 +278,8 @@ class _CaptureRun:
         waiting room, each bounded on its own, plus a grace; past it the page is busy in a script of its own
         (the browser's calls into it never return) and is given up on."""
         wait_for = self.spec.wait_for
-        loading = min(wait_for.timeout, MAX_NAVIGATION_SECONDS) if wait_for.is_waiting_room else wait_for.timeout
         waiting = wait_for.timeout if wait_for.is_waiting_room else 0.0
-        return loading + self.spec.actions_timeout + waiting + PAGE_BOUND_GRACE
+        return loading_timeout(wait_for) + self.spec.actions_timeout + waiting + PAGE_BOUND_GRACE
 
     async def _before_capture(self, work: Coroutine[Any, Any, None]) -> bool:
         """Run the page's way to readiness, bounded, until a stop: False when a stop (or a cancel) came first,

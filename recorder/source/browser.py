@@ -26,7 +26,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from contract.errors import ErrorCode, RecorderError
 from contract.security import UrlRejected, canonical_url, describe_denial
-from contract.spec import RecordingSpec, StopReason
+from contract.spec import RecordingSpec, StopReason, WaitFor
 from recorder.source.actions import origin_of, run_join_script
 from recorder.source.page_watch import PageWatch
 from recorder.source.sandbox import (
@@ -257,11 +257,22 @@ MAX_NAVIGATION_SECONDS = 60.0
 SCREENSHOT_SECONDS = 5.0
 
 
+def loaded_state(wait_for: WaitFor) -> Until:
+    """The load state readiness needs: `load` when asked for, else DOMContentLoaded."""
+    return "load" if wait_for.kind == "load" else "domcontentloaded"
+
+
+def loading_timeout(wait_for: WaitFor) -> float:
+    """How long loading the page may take: its readiness timeout, except in front of a waiting room, whose
+    timeout is the lobby's length."""
+    return min(wait_for.timeout, MAX_NAVIGATION_SECONDS) if wait_for.is_waiting_room else wait_for.timeout
+
+
 def navigation_target(spec: RecordingSpec) -> Until:
     """How far `PageSession.navigate` goes: commit for `from: commit`, else the load state readiness needs."""
     if spec.start_from == "commit":
         return "commit"
-    return "load" if spec.wait_for.kind == "load" else "domcontentloaded"
+    return loaded_state(spec.wait_for)
 
 
 class PageSession:
@@ -315,8 +326,7 @@ class PageSession:
         page = self._page()
         self._until = until
         self._navigation_started = time.monotonic()
-        wait_for = self.spec.wait_for
-        timeout = min(wait_for.timeout, MAX_NAVIGATION_SECONDS) if wait_for.is_waiting_room else wait_for.timeout
+        timeout = loading_timeout(self.spec.wait_for)
         try:
             await self._goto(page, until, timeout)
         except RecorderError as exc:
@@ -337,7 +347,7 @@ class PageSession:
 
     async def finish_loading(self) -> None:
         """After navigate("commit"): wait for the load state readiness needs, within what is left of its timeout."""
-        state: Until = "load" if self.spec.wait_for.kind == "load" else "domcontentloaded"
+        state = loaded_state(self.spec.wait_for)
         if self._until == state or (self._until == "load" and state == "domcontentloaded"):
             return
         timeout = self.spec.wait_for.timeout

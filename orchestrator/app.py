@@ -2,6 +2,10 @@
 starts, drains and stops them. HTTP is `orchestrator.api` (`api.app` builds the application,
 `api.server` serves it).
 
+Every orchestrator serves the API and the worker protocol. The loops there must be only one of (lease
+expiry, the autoscaler, webhook delivery, retention) run on the leader alone (`orchestrator.leadership`):
+they start when this orchestrator is elected and stop when it is deposed or shuts down.
+
 Draining (see `api.server` for the signals): stop granting leases, let running recordings go on for a
 grace period, then tell them to stop (files kept and uploaded) and wait for their reports. Whatever is
 still running then is in the store: a restarted orchestrator takes it up where it was.
@@ -26,6 +30,7 @@ from orchestrator.api.views import to_recording
 from orchestrator.config import OrchestratorSettings
 from orchestrator.events import EventBus
 from orchestrator.housekeeping import Housekeeping
+from orchestrator.leadership import Leadership, SoleLeader
 from orchestrator.locations import Locations
 from orchestrator.media import MediaLocator
 from orchestrator.metrics import OrchestratorMetrics
@@ -101,16 +106,31 @@ class Orchestrator:
         self.bus.subscribe(self.webhooks.on_state_change)
         self.backend = backend
         self.autoscaler = autoscaler(self) if autoscaler is not None else None
+        self.leadership: Leadership = SoleLeader()
+
+    def singletons(self) -> list[Startable]:
+        """The leader's loops, in the order they start (they stop in reverse)."""
+        loops: list[Startable] = [self.scheduler, self.housekeeping]
+        if self.autoscaler is not None:
+            loops.append(self.autoscaler)
+        return loops
+
+    async def _elected(self) -> None:
+        for loop in self.singletons():
+            await loop.start()
+        log.info("leading", loops=[type(loop).__name__ for loop in self.singletons()])
+
+    async def _deposed(self) -> None:
+        for loop in reversed(self.singletons()):
+            await loop.stop()
+        log.info("not_leading")
 
     async def start(self) -> None:
         if self._default_store and self.settings.db is None:
             move_legacy_store(self.settings.legacy_db_path, self.settings.db_path)
         await self.store.open()
         await self.webhooks.start()
-        await self.scheduler.start()
-        await self.housekeeping.start()
-        if self.autoscaler is not None:
-            await self.autoscaler.start()
+        await self.leadership.start(self._elected, self._deposed)
         log.info("orchestrator_started", db=str(self.settings.db_path), capacity=self.settings.pool_capacity)
 
     async def drain(self, grace: float, stop_wait: float, skip: asyncio.Event | None = None) -> None:
@@ -134,14 +154,12 @@ class Orchestrator:
         return True
 
     async def shutdown(self) -> None:
-        """End long polls; handlers in flight still finish after this."""
-        if self.autoscaler is not None:
-            await self.autoscaler.stop()
-        await self.housekeeping.stop()
+        """Hand over the leader's loops and end long polls; handlers in flight still finish after this."""
+        await self.leadership.stop()
         await self.scheduler.close()
 
     async def close(self) -> None:
-        await self.housekeeping.stop()  # already, unless the app was closed without its shutdown
+        await self.leadership.stop()  # already, unless the app was closed without its shutdown
         await self.webhooks.close()
         await self.store.close()
         log.info("orchestrator_stopped")

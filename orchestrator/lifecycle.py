@@ -3,7 +3,8 @@
 Webhooks, metrics and waiting workers learn of a change only from the event bus, so a state written
 without its event would go unseen. Each method here is a compare-and-set in the store followed by its
 `StateChange`: published once, only when the write applied, and only after it was committed, so a
-listener that reads the store sees the new row.
+listener that reads the store sees the new row. The change's outbox events (webhooks) are written by
+the same transaction as the change itself.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ class Lifecycle:
 
     async def create(self, new: NewRecording) -> tuple[RecordingRow, bool]:
         """Queue `new`; an idempotent repeat (created=False) changed nothing and announces nothing."""
-        row, created = await self.store.create(new)
+        emit = self.bus.emitter(lambda row: StateChange(row, None, State.QUEUED, new.created_at))
+        row, created = await self.store.create(new, emit=emit)
         if created:
             self.bus.publish(StateChange(row, None, State.QUEUED, new.created_at))
         return row, created
@@ -46,6 +48,7 @@ class Lifecycle:
             expires_at=expires_at,
             max_active=max_active,
             shun_after=shun_after,
+            emit=self.bus.emitter(lambda row: StateChange(row, State.QUEUED, State.STARTING, at)),
         )
         if row is not None:
             self.bus.publish(StateChange(row, State.QUEUED, State.STARTING, at))
@@ -73,6 +76,7 @@ class Lifecycle:
             changes=changes,
             lease_id=row.lease_id,
             lease_expired_before=lease_expired_before,
+            emit=self.bus.emitter(lambda moved: StateChange(moved, row.status, to, at)),
         )
         if moved is not None:
             self.bus.publish(StateChange(moved, row.status, to, at))

@@ -93,19 +93,26 @@ class Scheduler:
     # lifecycle
 
     async def start(self) -> None:
+        """Watch for lapsed leases: the leader's job (see `orchestrator.leadership`). Leases first get one
+        more TTL, so workers that kept recording while nobody watched re-attach with their next heartbeat."""
         extended = await self.store.extend_leases(self.clock() + self.settings.lease_ttl)
         if extended:
             log.info("leases_extended_after_start", count=extended, grace=self.settings.lease_ttl)
         self._monitor = asyncio.create_task(self._watch_leases(), name="lease-monitor")
 
-    async def close(self) -> None:
-        self._closed.set()
-        self._wake()
+    async def stop(self) -> None:
+        """Stop watching leases (this orchestrator is no longer the leader); leases are still granted."""
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
             self._monitor = None
+
+    async def close(self) -> None:
+        """End every long poll and stop watching leases."""
+        self._closed.set()
+        self._wake()
+        await self.stop()
 
     def drain(self) -> None:
         """Grant no more leases; running recordings go on."""

@@ -26,7 +26,6 @@ async def serve(
 ) -> None:
     """Run until SIGTERM/SIGINT, then drain (see the module docstring)."""
     orchestrator = Orchestrator(settings, backend=backend, autoscaler=autoscaler)
-    orchestrator = Orchestrator(settings, backend=backend, autoscaler=autoscaler)
     runner = web.AppRunner(orchestrator.web_app(), access_log=None, handle_signals=False, shutdown_timeout=10)
     await runner.setup()
     try:

@@ -6,7 +6,13 @@ worker is told has already survived a crash. State changes are compare-and-set o
 and lease-lapse decisions from overwriting each other.
 
 The writes that change a state (`create`, `claim_next`, `transition`) announce nothing themselves:
-the orchestrator makes them through `orchestrator.lifecycle.Lifecycle`, which publishes each one.
+the orchestrator makes them through `orchestrator.lifecycle.Lifecycle`, which publishes each one after
+the commit. What must not be lost with a crash between the commit and the announcement (the webhook
+events) is written by the same transaction instead: each of those writes takes an `emit` that renders
+the events from the row as written (see `orchestrator.store.outbox`).
+
+Two implementations: SQLite (embedded, one orchestrator) and PostgreSQL (several replicas). Both pass
+the same tests (`tests/orchestrator/test_store.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orchestrator.states import State
+from orchestrator.store.outbox import Backlog, Delivery, DeliveryAttempt, DeliveryStatus, Emit
 from orchestrator.store.row import Changes, RecordingRow
 
 
@@ -49,9 +56,9 @@ class RecordingStore(Protocol):
     async def ping(self) -> None:
         """Raise when the store cannot serve reads and writes."""
 
-    async def create(self, new: NewRecording) -> tuple[RecordingRow, bool]:
-        """Insert a queued recording; with an idempotency key already seen, return that one (created=False)
-        or raise IdempotencyConflict when its fingerprint differs."""
+    async def create(self, new: NewRecording, *, emit: Emit | None = None) -> tuple[RecordingRow, bool]:
+        """Insert a queued recording; with an idempotency key already seen, return that one (created=False,
+        nothing emitted) or raise IdempotencyConflict when its fingerprint differs."""
 
     async def get(self, recording_id: str) -> RecordingRow | None: ...
 
@@ -73,9 +80,10 @@ class RecordingStore(Protocol):
         changes: Changes | None = None,
         lease_id: str | None = None,
         lease_expired_before: float | None = None,
+        emit: Emit | None = None,
     ) -> RecordingRow | None:
         """Move to `to` (stamping `<to>_at`) only if the current state is in `from_states` and the guards
-        hold; None when they do not (someone else moved it first)."""
+        hold; None when they do not (someone else moved it first, and nothing is emitted)."""
 
     async def update(
         self,
@@ -96,10 +104,12 @@ class RecordingStore(Protocol):
         expires_at: float,
         max_active: int | None = None,
         shun_after: float | None = None,
+        emit: Emit | None = None,
     ) -> RecordingRow | None:
         """Atomically lease the oldest queued recording (queued -> starting, attempts + 1), unless
         `max_active` recordings are leased already. With `shun_after`, skip recordings this worker
-        lost (its lease lapsed) that were queued again after that time."""
+        lost (its lease lapsed) that were queued again after that time. Several orchestrators on one
+        store never lease one recording twice, nor more than `max_active` in all."""
 
     async def expired_leases(self, now: float) -> list[RecordingRow]:
         """Active recordings whose lease expired before `now`."""
@@ -123,4 +133,34 @@ class RecordingStore(Protocol):
         retention loop works through, a page at a time."""
 
     async def delete(self, recording_id: str, statuses: Collection[State]) -> bool:
-        """Remove the row if it is still in one of `statuses`; False when it was not (gone, or moved on)."""
+        """Remove the row, and its webhook events and their attempts, if it is still in one of `statuses`;
+        False when it was not (gone, or moved on)."""
+
+    # the webhook outbox
+
+    async def due_deliveries(self, now: float, limit: int, *, skip: Collection[str] = ()) -> list[Delivery]:
+        """Pending events due by `now` (oldest due first), leaving out the ids in `skip` (in flight) and any
+        event with an earlier event of the same recording still pending: a recording's events are
+        delivered in the order they happened."""
+
+    async def next_delivery_at(self) -> float | None:
+        """When the soonest pending event is due; None when nothing is pending."""
+
+    async def record_attempt(
+        self, attempt: DeliveryAttempt, *, status: DeliveryStatus, next_attempt_at: float | None
+    ) -> Delivery | None:
+        """Log `attempt` and set where its event stands: delivered, failed (given up), or pending again at
+        `next_attempt_at`. Applies only while the event is pending; None when it was not (a redelivery
+        raced it, or it is gone), and the attempt is then still logged if its event exists."""
+
+    async def get_delivery(self, event_id: str) -> Delivery | None: ...
+
+    async def deliveries(self, recording_id: str) -> list[tuple[Delivery, list[DeliveryAttempt]]]:
+        """Every event of the recording, oldest first, each with its attempts in order."""
+
+    async def redeliver(self, event_id: str, *, at: float, expires_at: float) -> Delivery | None:
+        """Make the event pending again, due at `at` and given up after `expires_at`, whatever its status;
+        its attempts so far stay in the log. None when there is no such event."""
+
+    async def delivery_backlog(self) -> list[Backlog]:
+        """Pending events per destination, with the creation time of the oldest."""

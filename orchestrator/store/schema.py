@@ -15,6 +15,7 @@ from types import NoneType, UnionType
 from typing import Any, get_args, get_origin, get_type_hints
 
 from orchestrator.states import State
+from orchestrator.store.outbox import Delivery, DeliveryAttempt, DeliveryStatus, OutboxEvent
 from orchestrator.store.row import Changes, RecordingRow, Stamps
 
 _Codec = Callable[[Any], Any]
@@ -91,6 +92,37 @@ _STEPS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX recordings_owner_seq ON recordings (owner, seq);",
     ),
 }
+# Version 5 (the webhook outbox) added its two tables: rows from before have no events, which is what
+# they had after a restart anyway.
+_STEPS[5] = (
+    """CREATE TABLE webhook_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    recording_id TEXT NOT NULL,
+    owner TEXT,
+    url TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL,
+    delivered_at REAL,
+    last_error TEXT
+);""",
+    "CREATE INDEX webhook_events_due ON webhook_events (status, next_attempt_at);",
+    "CREATE INDEX webhook_events_recording ON webhook_events (recording_id, seq);",
+    """CREATE TABLE webhook_attempts (
+    event_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    at REAL NOT NULL,
+    latency REAL NOT NULL,
+    status_code INTEGER,
+    error TEXT,
+    PRIMARY KEY (event_id, number)
+);""",
+)
 # Version 3 (meetings) only added columns: the `waiting` stamp, pause wished and actual, the stop reason
 # and the failure screenshot. Rows from before read as never waited, not paused, without either.
 # Version 4 (retention) only added the `purged` stamp: rows from before were never purged.
@@ -111,6 +143,72 @@ MIGRATIONS = [_migration(v) for v in range(1, max(*_STEPS, *(c.since for c in _C
 
 def to_row(r: sqlite3.Row) -> RecordingRow:
     return RecordingRow(**{name: read(r) for name, read in _READERS.items()})
+
+
+# The columns of a new outbox event, in the order `event_values` gives them.
+EVENT_COLUMNS = (
+    "id",
+    "recording_id",
+    "owner",
+    "url",
+    "destination",
+    "payload",
+    "created_at",
+    "expires_at",
+    "status",
+    "next_attempt_at",
+)
+ATTEMPT_COLUMNS = ("event_id", "number", "at", "latency", "status_code", "error")
+
+
+def event_values(event: OutboxEvent) -> tuple[Any, ...]:
+    """A new event's values for EVENT_COLUMNS: pending, due at once."""
+    return (
+        event.id,
+        event.recording_id,
+        event.owner,
+        event.url,
+        event.destination,
+        event.payload,
+        event.created_at,
+        event.expires_at,
+        DeliveryStatus.PENDING.value,
+        event.created_at,
+    )
+
+
+def attempt_values(attempt: DeliveryAttempt) -> tuple[Any, ...]:
+    return (attempt.event_id, attempt.number, attempt.at, attempt.latency, attempt.status_code, attempt.error)
+
+
+def to_delivery(r: Any) -> Delivery:
+    return Delivery(
+        seq=r["seq"],
+        id=r["id"],
+        recording_id=r["recording_id"],
+        owner=r["owner"],
+        url=r["url"],
+        destination=r["destination"],
+        payload=r["payload"],
+        created_at=r["created_at"],
+        expires_at=r["expires_at"],
+        status=DeliveryStatus(r["status"]),
+        attempts=r["attempts"],
+        next_attempt_at=r["next_attempt_at"],
+        delivered_at=r["delivered_at"],
+        last_error=r["last_error"],
+    )
+
+
+def to_attempt(r: Any) -> DeliveryAttempt:
+    return DeliveryAttempt(
+        event_id=r["event_id"],
+        number=r["number"],
+        at=r["at"],
+        latency=r["latency"],
+        status_code=r["status_code"],
+        error=r["error"],
+    )
 
 
 def encoded(values: Mapping[str, Any]) -> list[Any]:

@@ -24,8 +24,20 @@ import aiosqlite
 
 from orchestrator.states import ACTIVE, State
 from orchestrator.store.base import IdempotencyConflict, NewRecording
+from orchestrator.store.outbox import Backlog, Delivery, DeliveryAttempt, DeliveryStatus, Emit
 from orchestrator.store.row import Changes, RecordingRow
-from orchestrator.store.schema import MIGRATIONS, assignments, encoded, to_row
+from orchestrator.store.schema import (
+    ATTEMPT_COLUMNS,
+    EVENT_COLUMNS,
+    MIGRATIONS,
+    assignments,
+    attempt_values,
+    encoded,
+    event_values,
+    to_attempt,
+    to_delivery,
+    to_row,
+)
 
 _ACTIVE_SQL = ", ".join(f"'{s.value}'" for s in ACTIVE)
 
@@ -131,7 +143,7 @@ class SQLiteStore:
         if self._w is None:
             raise RuntimeError("store is not open")
 
-    async def create(self, new: NewRecording) -> tuple[RecordingRow, bool]:
+    async def create(self, new: NewRecording, *, emit: Emit | None = None) -> tuple[RecordingRow, bool]:
         async def op(db: aiosqlite.Connection) -> tuple[RecordingRow, bool]:
             if new.idempotency_key is not None:
                 existing = await _one(db, "SELECT * FROM recordings WHERE idempotency_key = ?", new.idempotency_key)
@@ -150,6 +162,7 @@ class SQLiteStore:
                 *encoded(values),
             )
             assert row is not None
+            await _emit(db, row, emit)
             return row, True
 
         return await self._write(op)
@@ -194,11 +207,12 @@ class SQLiteStore:
         changes: Changes | None = None,
         lease_id: str | None = None,
         lease_expired_before: float | None = None,
+        emit: Emit | None = None,
     ) -> RecordingRow | None:
         if not from_states:
             return None
         sets = {"status": to, "updated_at": at, f"{State(to).value}_at": at, **assignments(changes)}
-        return await self._guarded_update(recording_id, sets, from_states, lease_id, lease_expired_before)
+        return await self._guarded_update(recording_id, sets, from_states, lease_id, lease_expired_before, emit)
 
     async def update(
         self,
@@ -217,6 +231,7 @@ class SQLiteStore:
         statuses: Collection[State] | None,
         lease_id: str | None,
         lease_expired_before: float | None,
+        emit: Emit | None = None,
     ) -> RecordingRow | None:
         where, params = ["id = ?"], [recording_id]
         if statuses is not None:
@@ -230,7 +245,14 @@ class SQLiteStore:
             params.append(lease_expired_before)
         setting = ", ".join(f"{column} = ?" for column in sets)
         sql = f"UPDATE recordings SET {setting} WHERE {' AND '.join(where)} RETURNING *"
-        return await self._write(lambda db: _one(db, sql, *encoded(sets), *params))
+
+        async def op(db: aiosqlite.Connection) -> RecordingRow | None:
+            row = await _one(db, sql, *encoded(sets), *params)
+            if row is not None:
+                await _emit(db, row, emit)
+            return row
+
+        return await self._write(op)
 
     async def claim_next(
         self,
@@ -241,6 +263,7 @@ class SQLiteStore:
         expires_at: float,
         max_active: int | None = None,
         shun_after: float | None = None,
+        emit: Emit | None = None,
     ) -> RecordingRow | None:
         # Idle workers poll often; when nothing is queued that must not cost a write transaction.
         async with self._reader.execute("SELECT 1 FROM recordings WHERE status = 'queued' LIMIT 1") as cur:
@@ -262,7 +285,7 @@ class SQLiteStore:
                 found = await cur.fetchone()
             if found is None:
                 return None
-            return await _one(
+            row = await _one(
                 db,
                 # The claim time was read before this write: never let it precede the queueing it follows.
                 """UPDATE recordings SET status = 'starting', starting_at = MAX(?, queued_at), updated_at = ?,
@@ -277,6 +300,9 @@ class SQLiteStore:
                 at,
                 found[0],
             )
+            if row is not None:
+                await _emit(db, row, emit)
+            return row
 
         return await self._write(op)
 
@@ -333,9 +359,120 @@ class SQLiteStore:
                 f"DELETE FROM recordings WHERE id = ? AND status IN ({', '.join('?' for _ in statuses)})",
                 (recording_id, *(State(s).value for s in statuses)),
             )
-            return cur.rowcount > 0
+            if cur.rowcount == 0:
+                return False
+            await db.execute(
+                "DELETE FROM webhook_attempts WHERE event_id IN (SELECT id FROM webhook_events WHERE recording_id = ?)",
+                (recording_id,),
+            )
+            await db.execute("DELETE FROM webhook_events WHERE recording_id = ?", (recording_id,))
+            return True
 
         return await self._write(op)
+
+    # the webhook outbox
+
+    async def due_deliveries(self, now: float, limit: int, *, skip: Collection[str] = ()) -> list[Delivery]:
+        skipping = list(skip)
+        sql = f"""SELECT * FROM webhook_events AS e
+                  WHERE e.status = 'pending' AND e.next_attempt_at <= ?
+                    AND e.id NOT IN ({", ".join("?" for _ in skipping)})
+                    AND NOT EXISTS (SELECT 1 FROM webhook_events AS earlier
+                                    WHERE earlier.recording_id = e.recording_id AND earlier.seq < e.seq
+                                      AND earlier.status = 'pending')
+                  ORDER BY e.next_attempt_at, e.seq LIMIT ?"""
+        async with self._reader.execute(sql, (now, *skipping, limit)) as cur:
+            return [to_delivery(r) for r in await cur.fetchall()]
+
+    async def next_delivery_at(self) -> float | None:
+        sql = "SELECT MIN(next_attempt_at) FROM webhook_events WHERE status = 'pending'"
+        async with self._reader.execute(sql) as cur:
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def record_attempt(
+        self, attempt: DeliveryAttempt, *, status: DeliveryStatus, next_attempt_at: float | None
+    ) -> Delivery | None:
+        async def op(db: aiosqlite.Connection) -> Delivery | None:
+            async with db.execute("SELECT 1 FROM webhook_events WHERE id = ?", (attempt.event_id,)) as cur:
+                if await cur.fetchone() is None:
+                    return None
+            await db.execute(
+                f"INSERT OR REPLACE INTO webhook_attempts ({', '.join(ATTEMPT_COLUMNS)})"
+                f" VALUES ({', '.join('?' for _ in ATTEMPT_COLUMNS)})",
+                attempt_values(attempt),
+            )
+            async with db.execute(
+                """UPDATE webhook_events
+                   SET status = ?, attempts = MAX(attempts, ?), next_attempt_at = ?, last_error = ?,
+                       delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END
+                   WHERE id = ? AND status = 'pending' RETURNING *""",
+                (
+                    status.value,
+                    attempt.number,
+                    next_attempt_at if status is DeliveryStatus.PENDING else None,
+                    attempt.error,
+                    status.value,
+                    attempt.at + attempt.latency,
+                    attempt.event_id,
+                ),
+            ) as cur:
+                row = await cur.fetchone()
+            return to_delivery(row) if row is not None else None
+
+        return await self._write(op)
+
+    async def get_delivery(self, event_id: str) -> Delivery | None:
+        async with self._reader.execute("SELECT * FROM webhook_events WHERE id = ?", (event_id,)) as cur:
+            row = await cur.fetchone()
+        return to_delivery(row) if row is not None else None
+
+    async def deliveries(self, recording_id: str) -> list[tuple[Delivery, list[DeliveryAttempt]]]:
+        async with self._reader.execute(
+            "SELECT * FROM webhook_events WHERE recording_id = ? ORDER BY seq", (recording_id,)
+        ) as cur:
+            events = [to_delivery(r) for r in await cur.fetchall()]
+        async with self._reader.execute(
+            """SELECT a.* FROM webhook_attempts AS a JOIN webhook_events AS e ON e.id = a.event_id
+               WHERE e.recording_id = ? ORDER BY a.event_id, a.number""",
+            (recording_id,),
+        ) as cur:
+            attempts = [to_attempt(r) for r in await cur.fetchall()]
+        by_event: dict[str, list[DeliveryAttempt]] = {}
+        for attempt in attempts:
+            by_event.setdefault(attempt.event_id, []).append(attempt)
+        return [(event, by_event.get(event.id, [])) for event in events]
+
+    async def redeliver(self, event_id: str, *, at: float, expires_at: float) -> Delivery | None:
+        async def op(db: aiosqlite.Connection) -> Delivery | None:
+            async with db.execute(
+                """UPDATE webhook_events SET status = 'pending', next_attempt_at = ?, expires_at = ?
+                   WHERE id = ? RETURNING *""",
+                (at, expires_at, event_id),
+            ) as cur:
+                row = await cur.fetchone()
+            return to_delivery(row) if row is not None else None
+
+        return await self._write(op)
+
+    async def delivery_backlog(self) -> list[Backlog]:
+        async with self._reader.execute(
+            """SELECT destination, COUNT(*), MIN(created_at) FROM webhook_events
+               WHERE status = 'pending' GROUP BY destination ORDER BY destination"""
+        ) as cur:
+            rows = await cur.fetchall()
+        return [Backlog(destination, int(n), float(oldest)) for destination, n, oldest in rows]
+
+
+async def _emit(db: aiosqlite.Connection, row: RecordingRow, emit: Emit | None) -> None:
+    """Insert the events `emit` renders for `row`, in the transaction that wrote it."""
+    if emit is None:
+        return
+    for event in emit(row):
+        await db.execute(
+            f"INSERT INTO webhook_events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})",
+            event_values(event),
+        )
 
 
 async def _one(db: aiosqlite.Connection, sql: str, *params: Any) -> RecordingRow | None:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from orchestrator.states import State
 from orchestrator.store.outbox import Backlog, Delivery, DeliveryAttempt, DeliveryStatus, Emit
+from orchestrator.store.presence import WorkerPresence
 from orchestrator.store.row import Changes, RecordingRow
 
 
@@ -108,8 +109,10 @@ class RecordingStore(Protocol):
     ) -> RecordingRow | None:
         """Atomically lease the oldest queued recording (queued -> starting, attempts + 1), unless
         `max_active` recordings are leased already. With `shun_after`, skip recordings this worker
-        lost (its lease lapsed) that were queued again after that time. Several orchestrators on one
-        store never lease one recording twice, nor more than `max_active` in all."""
+        lost (its lease lapsed) that were queued again after that time. A worker marked retiring
+        (`retire_worker`) gets nothing. Several orchestrators on one store never lease one recording
+        twice, nor more than `max_active` in all, nor anything to a worker once its retiring mark is
+        committed."""
 
     async def expired_leases(self, now: float) -> list[RecordingRow]:
         """Active recordings whose lease expired before `now`."""
@@ -164,3 +167,17 @@ class RecordingStore(Protocol):
 
     async def delivery_backlog(self) -> list[Backlog]:
         """Pending events per destination, with the creation time of the oldest."""
+
+    # workers, as every orchestrator on this store sees them (see `orchestrator.store.presence`)
+
+    async def worker_seen(self, worker_id: str, at: float, browser_sandbox: bool | None = None) -> None:
+        """The worker polled at `at` (first_seen is set once; a None `browser_sandbox` keeps the known one)."""
+
+    async def retire_worker(self, worker_id: str) -> bool:
+        """Lease nothing more to the worker; False when the store never saw it."""
+
+    async def forget_worker(self, worker_id: str) -> None:
+        """The worker is gone (removed by the pool, or silent too long)."""
+
+    async def workers_seen(self) -> list[WorkerPresence]:
+        """Every worker the store knows, by id."""

@@ -16,6 +16,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from orchestrator.states import State
 from orchestrator.store.outbox import Delivery, DeliveryAttempt, DeliveryStatus, OutboxEvent
+from orchestrator.store.presence import WorkerPresence
 from orchestrator.store.row import Changes, RecordingRow, Stamps
 
 _Codec = Callable[[Any], Any]
@@ -92,8 +93,9 @@ _STEPS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX recordings_owner_seq ON recordings (owner, seq);",
     ),
 }
-# Version 5 (the webhook outbox) added its two tables: rows from before have no events, which is what
-# they had after a restart anyway.
+# Version 5 (a control plane that survives) added the webhook outbox's two tables and the workers seen by
+# every orchestrator on the store: rows from before have no events, which is what they had after a
+# restart anyway.
 _STEPS[5] = (
     """CREATE TABLE webhook_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -121,6 +123,14 @@ _STEPS[5] = (
     status_code INTEGER,
     error TEXT,
     PRIMARY KEY (event_id, number)
+);""",
+    # Workers as all orchestrators on the store see them (orchestrator.store.presence).
+    """CREATE TABLE workers (
+    worker_id TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    retiring INTEGER NOT NULL DEFAULT 0,
+    browser_sandbox INTEGER
 );""",
 )
 # Version 3 (meetings) only added columns: the `waiting` stamp, pause wished and actual, the stop reason
@@ -197,6 +207,17 @@ def to_delivery(r: Any) -> Delivery:
         next_attempt_at=r["next_attempt_at"],
         delivered_at=r["delivered_at"],
         last_error=r["last_error"],
+    )
+
+
+def to_presence(r: Any) -> WorkerPresence:
+    sandbox = r["browser_sandbox"]
+    return WorkerPresence(
+        worker_id=r["worker_id"],
+        first_seen=r["first_seen"],
+        last_seen=r["last_seen"],
+        retiring=bool(r["retiring"]),
+        browser_sandbox=None if sandbox is None else bool(sandbox),
     )
 
 

@@ -25,6 +25,7 @@ import aiosqlite
 from orchestrator.states import ACTIVE, State
 from orchestrator.store.base import IdempotencyConflict, NewRecording
 from orchestrator.store.outbox import Backlog, Delivery, DeliveryAttempt, DeliveryStatus, Emit
+from orchestrator.store.presence import WorkerPresence
 from orchestrator.store.row import Changes, RecordingRow
 from orchestrator.store.schema import (
     ATTEMPT_COLUMNS,
@@ -36,6 +37,7 @@ from orchestrator.store.schema import (
     event_values,
     to_attempt,
     to_delivery,
+    to_presence,
     to_row,
 )
 
@@ -276,6 +278,10 @@ class SQLiteStore:
                     (active,) = await cur.fetchone() or (0,)
                 if active >= max_active:
                     return None
+            async with db.execute("SELECT retiring FROM workers WHERE worker_id = ?", (worker_id,)) as cur:
+                mark = await cur.fetchone()
+            if mark is not None and mark[0]:
+                return None
             pick = "SELECT id FROM recordings WHERE status = 'queued'"
             params: list[Any] = []
             if shun_after is not None:
@@ -462,6 +468,38 @@ class SQLiteStore:
         ) as cur:
             rows = await cur.fetchall()
         return [Backlog(destination, int(n), float(oldest)) for destination, n, oldest in rows]
+
+    # workers
+
+    async def worker_seen(self, worker_id: str, at: float, browser_sandbox: bool | None = None) -> None:
+        sandbox = None if browser_sandbox is None else int(browser_sandbox)
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                """INSERT INTO workers (worker_id, first_seen, last_seen, browser_sandbox) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (worker_id) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen),
+                       browser_sandbox = COALESCE(excluded.browser_sandbox, browser_sandbox)""",
+                (worker_id, at, at, sandbox),
+            )
+
+        await self._write(op)
+
+    async def retire_worker(self, worker_id: str) -> bool:
+        async def op(db: aiosqlite.Connection) -> bool:
+            cur = await db.execute("UPDATE workers SET retiring = 1 WHERE worker_id = ?", (worker_id,))
+            return cur.rowcount > 0
+
+        return await self._write(op)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+
+        await self._write(op)
+
+    async def workers_seen(self) -> list[WorkerPresence]:
+        async with self._reader.execute("SELECT * FROM workers ORDER BY worker_id") as cur:
+            return [to_presence(r) for r in await cur.fetchall()]
 
 
 async def _emit(db: aiosqlite.Connection, row: RecordingRow, emit: Emit | None) -> None:

@@ -18,6 +18,12 @@ PACKAGES=(
   util-linux passwd   # setpriv and useradd: Chromium runs as an unprivileged user under a root worker
   libatomic1          # the Node.js driver inside Playwright's wheel links it (a minimal Debian lacks it)
 )
+# The PostgreSQL store's tests start a private server of their own (tests/support/postgres.py: initdb and
+# postgres as the `postgres` user this package creates). A machine or image that runs no tests leaves it
+# out with INSTALL_TEST_SERVERS=0.
+if [ "${INSTALL_TEST_SERVERS:-1}" != 0 ]; then
+  PACKAGES+=(postgresql)
+fi
 
 # The unprivileged user Chromium runs as when the recorder itself runs as root (the local pool, CI), so
 # that Chromium's sandbox can work there; see recorder/source/sandbox.py. A system user with no home, no

@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-system-deps.sh
+# The farm runs on its embedded store: the PostgreSQL server the tests start is not needed to run it.
+INSTALL_TEST_SERVERS=0 scripts/install-system-deps.sh
 # shellcheck disable=SC1091
 source scripts/venv.sh
 

@@ -21,6 +21,7 @@ pytest_plugins = [
     "tests.support.orchestrator",
     "tests.support.farm",  # after orchestrator, whose module it imports
     "tests.support.kube_apiserver",
+    "tests.support.postgres",
 ]
 
 QUICK_GUARD = pytest.StashKey[Guard]()

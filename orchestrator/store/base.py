@@ -141,10 +141,13 @@ class RecordingStore(Protocol):
 
     # the webhook outbox
 
-    async def due_deliveries(self, now: float, limit: int, *, skip: Collection[str] = ()) -> list[Delivery]:
-        """Pending events due by `now` (oldest due first), leaving out the ids in `skip` (in flight) and any
-        event with an earlier event of the same recording still pending: a recording's events are
-        delivered in the order they happened."""
+    async def due_deliveries(
+        self, now: float, limit: int, *, skip: Collection[str] = (), full: Collection[str] = ()
+    ) -> list[Delivery]:
+        """Pending events due by `now` (oldest due first), leaving out the ids in `skip` (in flight), the
+        destinations in `full` (no free slot: however many of their events are due, they must not crowd
+        another destination's out of `limit`), and any event with an earlier event of the same recording
+        still pending: a recording's events are delivered in the order they happened."""
 
     async def next_delivery_at(self) -> float | None:
         """When the soonest pending event is due; None when nothing is pending."""

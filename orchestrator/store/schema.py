@@ -3,12 +3,17 @@
 The migrations, the encoding of values written and the mapping of a result row back to a
 `RecordingRow` all come from those declarations, so a column cannot be added to one and forgotten in
 another. A migration is what its version added: the columns declared with that `since`, then its steps.
+
+The declarations are written in SQLite's words; PostgreSQL's migrations are the same scripts translated
+(`postgres_sql`), so a column or table is added once for both stores. Values are encoded the same way on
+both (JSON as text, flags as 0/1, states by name), and the readers take any row indexed by column name
+(sqlite3.Row, asyncpg.Record), so one codec serves both.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from types import NoneType, UnionType
@@ -20,7 +25,8 @@ from orchestrator.store.presence import WorkerPresence
 from orchestrator.store.row import Changes, RecordingRow, Stamps
 
 _Codec = Callable[[Any], Any]
-_Reader = Callable[[sqlite3.Row], Any]
+# A result row indexed by column name: sqlite3.Row or asyncpg.Record.
+_Reader = Callable[[Any], Any]
 
 
 def _same(value: Any) -> Any:
@@ -39,7 +45,7 @@ class _Column:
     load: _Codec = _same
     dump: _Codec = _same
 
-    def read(self, r: sqlite3.Row) -> Any:
+    def read(self, r: Any) -> Any:
         value = r[self.name]
         return None if value is None else self.load(value)
 
@@ -67,7 +73,7 @@ def _fields() -> Iterator[tuple[str, _Reader, list[_Column]]]:
         if isinstance(declared, Stamps):
             stamps = {name: _Column(f"{name}_at", declared.sql, declared.since_of(name)) for name in declared.names}
 
-            def read(r: sqlite3.Row, stamps: dict[str, _Column] = stamps) -> dict[str, float]:
+            def read(r: Any, stamps: dict[str, _Column] = stamps) -> dict[str, float]:
                 return {name: value for name, column in stamps.items() if (value := column.read(r)) is not None}
 
             yield field.name, read, list(stamps.values())
@@ -150,8 +156,26 @@ def _migration(version: int) -> str:
 # The script of each schema version, in order: PRAGMA user_version counts how many a store has run.
 MIGRATIONS = [_migration(v) for v in range(1, max(*_STEPS, *(c.since for c in _COLUMNS.values())) + 1)]
 
+# SQLite's type words and what PostgreSQL calls them. INTEGER stays INTEGER except as the row id, whose
+# sequence must outlive 2^31 inserts; REAL (8 bytes in SQLite) is PostgreSQL's DOUBLE PRECISION.
+_POSTGRES_WORDS = (
+    (re.compile(r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b"), "BIGSERIAL PRIMARY KEY"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+)
 
-def to_row(r: sqlite3.Row) -> RecordingRow:
+
+def postgres_sql(script: str) -> str:
+    """A migration script in SQLite's words, as PostgreSQL runs it."""
+    for pattern, replacement in _POSTGRES_WORDS:
+        script = pattern.sub(replacement, script)
+    return script
+
+
+# The same versions for PostgreSQL, where the `schema_migrations` table records which ran.
+POSTGRES_MIGRATIONS = [postgres_sql(script) for script in MIGRATIONS]
+
+
+def to_row(r: Any) -> RecordingRow:
     return RecordingRow(**{name: read(r) for name, read in _READERS.items()})
 
 
@@ -233,7 +257,7 @@ def to_attempt(r: Any) -> DeliveryAttempt:
 
 
 def encoded(values: Mapping[str, Any]) -> list[Any]:
-    """`values` (by column name) as SQLite keeps them."""
+    """`values` (by column name) as both stores keep them."""
     return [_COLUMNS[name].write(value) for name, value in values.items()]
 
 

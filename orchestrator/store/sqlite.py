@@ -378,16 +378,19 @@ class SQLiteStore:
 
     # the webhook outbox
 
-    async def due_deliveries(self, now: float, limit: int, *, skip: Collection[str] = ()) -> list[Delivery]:
-        skipping = list(skip)
+    async def due_deliveries(
+        self, now: float, limit: int, *, skip: Collection[str] = (), full: Collection[str] = ()
+    ) -> list[Delivery]:
+        skipping, crowded = list(skip), list(full)
         sql = f"""SELECT * FROM webhook_events AS e
                   WHERE e.status = 'pending' AND e.next_attempt_at <= ?
                     AND e.id NOT IN ({", ".join("?" for _ in skipping)})
+                    AND e.destination NOT IN ({", ".join("?" for _ in crowded)})
                     AND NOT EXISTS (SELECT 1 FROM webhook_events AS earlier
                                     WHERE earlier.recording_id = e.recording_id AND earlier.seq < e.seq
                                       AND earlier.status = 'pending')
                   ORDER BY e.next_attempt_at, e.seq LIMIT ?"""
-        async with self._reader.execute(sql, (now, *skipping, limit)) as cur:
+        async with self._reader.execute(sql, (now, *skipping, *crowded, limit)) as cur:
             return [to_delivery(r) for r in await cur.fetchall()]
 
     async def next_delivery_at(self) -> float | None:

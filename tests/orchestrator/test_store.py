@@ -1,20 +1,41 @@
-"""The SQLite store on its own: durability across reopen, compare-and-set transitions, keyset cursor,
-idempotency, atomic claims and lease queries."""
+"""The stores on their own, SQLite and PostgreSQL through the same tests: durability across reopen,
+compare-and-set transitions, keyset cursor, idempotency, atomic claims, lease queries, the webhook outbox
+and worker presence. What is SQLite's alone (WAL, PRAGMAs, group commit, migrating an old file) and
+PostgreSQL's alone (migrations under replicas, claims across replicas) is tested for that store only.
+
+The PostgreSQL cases run on a private cluster the tests start (tests/support/postgres.py): a fresh
+database per test.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import get_type_hints
+from typing import Any, get_type_hints
 
 import pytest
 
+from orchestrator.config import OrchestratorSettings
 from orchestrator.states import ACTIVE, State
-from orchestrator.store import Changes, IdempotencyConflict, NewRecording, RecordingRow, SQLiteStore
+from orchestrator.store import (
+    Changes,
+    IdempotencyConflict,
+    NewRecording,
+    PostgresStore,
+    RecordingRow,
+    RecordingStore,
+    SQLiteStore,
+    open_store,
+)
+from orchestrator.store.outbox import DeliveryAttempt, DeliveryStatus, OutboxEvent
 from orchestrator.store.row import STAMPS
-from orchestrator.store.schema import MIGRATIONS
+from orchestrator.store.schema import MIGRATIONS, POSTGRES_MIGRATIONS
+from tests.support.postgres import PostgresServer
 
 
 def new(n: int, key: str | None = None, fingerprint: str | None = None, at: float = 1000.0) -> NewRecording:
@@ -29,17 +50,28 @@ def new(n: int, key: str | None = None, fingerprint: str | None = None, at: floa
     )
 
 
+MakeStore = Callable[[], RecordingStore]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
+    """Makes unopened stores on one database: the same store again, or another replica of it."""
+    if request.param == "sqlite":
+        return lambda: SQLiteStore(tmp_path / "db" / "orchestrator.db")
+    dsn = request.getfixturevalue("postgres_dsn")
+    return lambda: PostgresStore(dsn, pool_size=4)
+
+
 @pytest.fixture
-async def store(tmp_path: Path):
-    s = SQLiteStore(tmp_path / "db" / "orchestrator.db")
+async def store(make_store: MakeStore) -> AsyncIterator[RecordingStore]:
+    s = make_store()
     await s.open()
     yield s
     await s.close()
 
 
-async def test_everything_survives_a_reopen(tmp_path: Path):
-    path = tmp_path / "orchestrator.db"
-    first = SQLiteStore(path)
+async def test_everything_survives_a_reopen(make_store: MakeStore):
+    first = make_store()
     await first.open()
     await first.create(new(1, key="k", fingerprint="f"))
     claimed = await first.claim_next(worker_id="w1", lease_id="L1", at=2000.0, expires_at=2015.0)
@@ -54,7 +86,7 @@ async def test_everything_survives_a_reopen(tmp_path: Path):
     )
     await first.close()
 
-    again = SQLiteStore(path)
+    again = make_store()
     await again.open()
     try:
         row = await again.get("rec_0001")
@@ -85,7 +117,7 @@ async def test_wal_mode_and_synchronous_setting(tmp_path: Path):
         await s.close()
 
 
-async def test_transition_is_compare_and_set_on_state_and_lease(store: SQLiteStore):
+async def test_transition_is_compare_and_set_on_state_and_lease(store: RecordingStore):
     await store.create(new(1))
     # Wrong current state: nothing happens.
     assert await store.transition("rec_0001", from_states={State.RECORDING}, to=State.FINALIZING, at=1.0) is None
@@ -104,7 +136,7 @@ async def test_transition_is_compare_and_set_on_state_and_lease(store: SQLiteSto
     assert moved is not None and moved.status is State.RECORDING
 
 
-async def test_concurrent_transitions_have_exactly_one_winner(store: SQLiteStore):
+async def test_concurrent_transitions_have_exactly_one_winner(store: RecordingStore):
     await store.create(new(1))
     results = await asyncio.gather(
         *(
@@ -117,7 +149,7 @@ async def test_concurrent_transitions_have_exactly_one_winner(store: SQLiteStore
     assert (await store.get("rec_0001")).status is winners[0].status
 
 
-async def test_concurrent_claims_never_lease_one_recording_twice(store: SQLiteStore):
+async def test_concurrent_claims_never_lease_one_recording_twice(store: RecordingStore):
     for n in range(3):
         await store.create(new(n))
     claims = await asyncio.gather(
@@ -127,7 +159,7 @@ async def test_concurrent_claims_never_lease_one_recording_twice(store: SQLiteSt
     assert sorted(got) == ["rec_0000", "rec_0001", "rec_0002"]
 
 
-async def test_claims_respect_max_active(store: SQLiteStore):
+async def test_claims_respect_max_active(store: RecordingStore):
     for n in range(3):
         await store.create(new(n))
     a = await store.claim_next(worker_id="a", lease_id="La", at=1.0, expires_at=2.0, max_active=2)
@@ -139,7 +171,7 @@ async def test_claims_respect_max_active(store: SQLiteStore):
     assert c is not None and c.id == "rec_0002"
 
 
-async def test_a_lapsed_worker_is_shunned_for_a_while(store: SQLiteStore):
+async def test_a_lapsed_worker_is_shunned_for_a_while(store: RecordingStore):
     await store.create(new(1))
     await store.claim_next(worker_id="lost", lease_id="L", at=10.0, expires_at=12.0)
     await store.transition(
@@ -155,7 +187,7 @@ async def test_a_lapsed_worker_is_shunned_for_a_while(store: SQLiteStore):
     assert again is not None and again.attempts == 2
 
 
-async def test_idempotency_same_fingerprint_returns_it_other_fingerprint_conflicts(store: SQLiteStore):
+async def test_idempotency_same_fingerprint_returns_it_other_fingerprint_conflicts(store: RecordingStore):
     row, created = await store.create(new(1, key="c:k", fingerprint="f1"))
     assert created
     same, created = await store.create(new(2, key="c:k", fingerprint="f1"))
@@ -166,7 +198,7 @@ async def test_idempotency_same_fingerprint_returns_it_other_fingerprint_conflic
     assert await store.get("rec_0003") is None
 
 
-async def test_keyset_pages_do_not_shift_when_rows_are_added(store: SQLiteStore):
+async def test_keyset_pages_do_not_shift_when_rows_are_added(store: RecordingStore):
     for n in range(10):
         await store.create(new(n))
     page1 = await store.list(None, 4, None)
@@ -182,7 +214,7 @@ async def test_keyset_pages_do_not_shift_when_rows_are_added(store: SQLiteStore)
     assert [r.id for r in filtered] == ["rec_0003"]
 
 
-async def test_expired_leases_and_restart_extension(store: SQLiteStore):
+async def test_expired_leases_and_restart_extension(store: RecordingStore):
     for n in range(3):
         await store.create(new(n))
     await store.claim_next(worker_id="a", lease_id="La", at=100.0, expires_at=110.0)
@@ -197,7 +229,7 @@ async def test_expired_leases_and_restart_extension(store: SQLiteStore):
     assert (counts[State.QUEUED], counts[State.STARTING], counts[State.COMPLETED]) == (1, 2, 0)
 
 
-async def test_only_known_fields_can_change(store: SQLiteStore):
+async def test_only_known_fields_can_change(store: RecordingStore):
     await store.create(new(1))
     with pytest.raises(ValueError, match="status"):
         await store.update("rec_0001", {"status": "completed"})  # type: ignore[typeddict-unknown-key]
@@ -256,3 +288,467 @@ async def test_a_failing_write_in_a_group_commit_spoils_only_itself(tmp_path: Pa
         assert ids == ["rec_0003", "rec_0001", "rec_0000"], "the good writes of the batch were committed"
     finally:
         await reopened.close()
+
+
+# -- the webhook outbox and worker presence, on both stores ------------------------------------------------
+
+
+def events_for(*kinds: str, url: str = "http://93.184.215.14/hook") -> Callable[[RecordingRow], list[OutboxEvent]]:
+    """An `emit` rendering one event per kind for the row as written (ids name the row's status)."""
+    destination = url.split("/")[2]
+
+    def emit(row: RecordingRow) -> list[OutboxEvent]:
+        at = row.updated_at
+        return [
+            OutboxEvent(
+                id=f"evt_{row.id}_{row.status.value}_{kind}",
+                recording_id=row.id,
+                owner=row.owner,
+                url=url,
+                destination=destination,
+                payload=f'{{"type":"{kind}","status":"{row.status.value}"}}',
+                created_at=at,
+                expires_at=at + 3600.0,
+            )
+            for kind in kinds
+        ]
+
+    return emit
+
+
+def refusing(row: RecordingRow) -> Sequence[OutboxEvent]:
+    raise RuntimeError(f"cannot render the event of {row.id}")
+
+
+async def event_ids(store: RecordingStore, recording_id: str) -> list[str]:
+    return [event.id for event, _ in await store.deliveries(recording_id)]
+
+
+async def test_events_are_written_by_the_transaction_of_their_change(store: RecordingStore):
+    row, created = await store.create(new(1, key="k", fingerprint="f"), emit=events_for("created"))
+    assert created and await event_ids(store, row.id) == ["evt_rec_0001_queued_created"]
+    # An idempotent create that returns the existing row emits nothing.
+    _, created = await store.create(new(2, key="k", fingerprint="f"), emit=events_for("again"))
+    assert not created and await event_ids(store, row.id) == ["evt_rec_0001_queued_created"]
+    # A guard that fails writes no event.
+    assert (
+        await store.transition(
+            row.id, from_states={State.RECORDING}, to=State.FAILED, at=2000.0, emit=events_for("failed")
+        )
+        is None
+    )
+    # An emit that raises rolls the whole transition back.
+    with pytest.raises(RuntimeError, match="cannot render"):
+        await store.transition(row.id, from_states={State.QUEUED}, to=State.CANCELLED, at=2001.0, emit=refusing)
+    after = await store.get(row.id)
+    assert after is not None and after.status is State.QUEUED and State.CANCELLED.value not in after.timestamps
+    assert await event_ids(store, row.id) == ["evt_rec_0001_queued_created"]
+    # A claim emits in its own transaction too, with the row as claimed.
+    claimed = await store.claim_next(worker_id="w", lease_id="L", at=2002.0, expires_at=2020.0, emit=events_for("s"))
+    assert claimed is not None
+    assert await event_ids(store, row.id) == ["evt_rec_0001_queued_created", "evt_rec_0001_starting_s"]
+    # A create whose emit raises leaves no row behind.
+    with pytest.raises(RuntimeError):
+        await store.create(new(3), emit=refusing)
+    assert await store.get("rec_0003") is None
+
+
+async def test_a_recordings_events_come_due_in_order(store: RecordingStore):
+    await store.create(new(1), emit=events_for("a", "b"))
+    await store.create(new(2), emit=events_for("c"))
+    due = await store.due_deliveries(now=5000.0, limit=10)
+    # rec_0001's second event is held while its first is pending; rec_0002's is due beside it.
+    assert [d.id for d in due] == ["evt_rec_0001_queued_a", "evt_rec_0002_queued_c"]
+    assert due[0].status is DeliveryStatus.PENDING and due[0].next_attempt_at == 1001.0
+    assert await store.next_delivery_at() == 1001.0
+    # In flight elsewhere: skipped, and what it holds stays held.
+    skipped = await store.due_deliveries(now=5000.0, limit=10, skip=["evt_rec_0001_queued_a"])
+    assert [d.id for d in skipped] == ["evt_rec_0002_queued_c"]
+    # Not due yet before its time; limit is honoured.
+    assert await store.due_deliveries(now=1000.5, limit=10) == []
+    assert len(await store.due_deliveries(now=5000.0, limit=1)) == 1
+    delivered = await store.record_attempt(
+        DeliveryAttempt("evt_rec_0001_queued_a", 1, at=1002.0, latency=0.25, status_code=200, error=None),
+        status=DeliveryStatus.DELIVERED,
+        next_attempt_at=None,
+    )
+    assert delivered is not None and delivered.status is DeliveryStatus.DELIVERED
+    due = await store.due_deliveries(now=5000.0, limit=10)
+    assert [d.id for d in due] == ["evt_rec_0001_queued_b", "evt_rec_0002_queued_c"]
+
+
+async def test_a_full_destination_never_crowds_another_out_of_the_batch(store: RecordingStore):
+    for n in range(1, 6):
+        await store.create(new(n), emit=events_for("x", url="http://93.184.215.14:81/down"))
+    await store.create(new(9), emit=events_for("x", url="http://93.184.215.15/up"))
+    # Oldest due first: the busy receiver's five events fill a batch of three.
+    assert {d.destination for d in await store.due_deliveries(now=5000.0, limit=3)} == {"93.184.215.14:81"}
+    # With that destination full, the other's event is what the batch holds.
+    due = await store.due_deliveries(now=5000.0, limit=3, full=["93.184.215.14:81"])
+    assert [d.id for d in due] == ["evt_rec_0009_queued_x"]
+
+
+async def test_an_attempt_sets_where_its_event_stands_only_while_pending(store: RecordingStore):
+    await store.create(new(1), emit=events_for("a", "b", "c"))
+    a, b, c = (f"evt_rec_0001_queued_{k}" for k in "abc")
+
+    again = await store.record_attempt(
+        DeliveryAttempt(a, 1, at=1010.0, latency=1.5, status_code=503, error="HTTP 503"),
+        status=DeliveryStatus.PENDING,
+        next_attempt_at=1100.0,
+    )
+    assert again is not None
+    assert (again.status, again.attempts, again.next_attempt_at, again.last_error, again.delivered_at) == (
+        DeliveryStatus.PENDING,
+        1,
+        1100.0,
+        "HTTP 503",
+        None,
+    )
+    done = await store.record_attempt(
+        DeliveryAttempt(a, 2, at=1100.0, latency=0.5, status_code=204, error=None),
+        status=DeliveryStatus.DELIVERED,
+        next_attempt_at=None,
+    )
+    assert done is not None
+    assert (done.status, done.attempts, done.next_attempt_at, done.delivered_at) == (
+        DeliveryStatus.DELIVERED,
+        2,
+        None,
+        1100.5,
+    )
+    # Once it is not pending, an attempt is logged but changes nothing.
+    late = await store.record_attempt(
+        DeliveryAttempt(a, 3, at=1200.0, latency=0.1, status_code=500, error="HTTP 500"),
+        status=DeliveryStatus.FAILED,
+        next_attempt_at=None,
+    )
+    assert late is None
+    assert (await store.get_delivery(a)).status is DeliveryStatus.DELIVERED
+    given_up = await store.record_attempt(
+        DeliveryAttempt(b, 1, at=1300.0, latency=10.0, status_code=None, error="timed out"),
+        status=DeliveryStatus.FAILED,
+        next_attempt_at=2000.0,  # ignored: only a pending event has a next attempt
+    )
+    assert given_up is not None and given_up.status is DeliveryStatus.FAILED and given_up.next_attempt_at is None
+    # No such event: nothing logged, nothing answered.
+    assert (
+        await store.record_attempt(
+            DeliveryAttempt("evt_missing", 1, at=1.0, latency=0.1, status_code=200, error=None),
+            status=DeliveryStatus.DELIVERED,
+            next_attempt_at=None,
+        )
+        is None
+    )
+    log = {event.id: attempts for event, attempts in await store.deliveries("rec_0001")}
+    assert [(x.number, x.status_code, x.error) for x in log[a]] == [
+        (1, 503, "HTTP 503"),
+        (2, 204, None),
+        (3, 500, "HTTP 500"),
+    ]
+    assert [(x.number, x.latency, x.status_code) for x in log[b]] == [(1, 10.0, None)]
+    assert log[c] == []
+    assert await store.get_delivery("evt_missing") is None
+
+
+async def test_redelivery_makes_an_event_pending_again_and_keeps_its_attempts(store: RecordingStore):
+    await store.create(new(1), emit=events_for("a"))
+    event_id = "evt_rec_0001_queued_a"
+    await store.record_attempt(
+        DeliveryAttempt(event_id, 1, at=1010.0, latency=0.2, status_code=410, error="HTTP 410"),
+        status=DeliveryStatus.FAILED,
+        next_attempt_at=None,
+    )
+    assert await store.due_deliveries(now=9999.0, limit=10) == []
+    again = await store.redeliver(event_id, at=5000.0, expires_at=8600.0)
+    assert again is not None
+    assert (again.status, again.next_attempt_at, again.expires_at, again.attempts) == (
+        DeliveryStatus.PENDING,
+        5000.0,
+        8600.0,
+        1,
+    )
+    assert [d.id for d in await store.due_deliveries(now=5000.0, limit=10)] == [event_id]
+    (_, attempts), *_ = await store.deliveries("rec_0001")
+    assert [a.number for a in attempts] == [1]
+    assert await store.redeliver("evt_missing", at=1.0, expires_at=2.0) is None
+
+
+async def test_backlog_is_counted_per_destination(store: RecordingStore):
+    await store.create(new(1), emit=events_for("a", "b", url="http://93.184.215.14:8443/hook"))
+    await store.create(new(2), emit=events_for("c", url="http://198.51.100.7/x"))
+    await store.create(new(3), emit=events_for("d", url="http://198.51.100.7/y"))
+    await store.record_attempt(
+        DeliveryAttempt("evt_rec_0002_queued_c", 1, at=1010.0, latency=0.1, status_code=200, error=None),
+        status=DeliveryStatus.DELIVERED,
+        next_attempt_at=None,
+    )
+    backlog = await store.delivery_backlog()
+    assert [(b.destination, b.pending, b.oldest_created_at) for b in backlog] == [
+        ("198.51.100.7", 1, 1003.0),
+        ("93.184.215.14:8443", 2, 1001.0),
+    ]
+
+
+async def test_deleting_a_recording_takes_its_events_and_attempts(store: RecordingStore):
+    await store.create(new(1), emit=events_for("a"))
+    await store.create(new(2), emit=events_for("a"))
+    await store.record_attempt(
+        DeliveryAttempt("evt_rec_0001_queued_a", 1, at=1010.0, latency=0.1, status_code=500, error="HTTP 500"),
+        status=DeliveryStatus.PENDING,
+        next_attempt_at=1020.0,
+    )
+    assert not await store.delete("rec_0001", {State.COMPLETED}), "still queued: not deleted"
+    assert await event_ids(store, "rec_0001") == ["evt_rec_0001_queued_a"]
+    assert await store.delete("rec_0001", {State.QUEUED})
+    assert await store.get("rec_0001") is None
+    assert await store.deliveries("rec_0001") == []
+    assert await store.get_delivery("evt_rec_0001_queued_a") is None
+    # The attempt went too: an event made again under the same id starts with an empty log.
+    await store.create(NewRecording(**{**new(1).__dict__, "id": "rec_0001"}), emit=events_for("a"))
+    (_, attempts), *_ = await store.deliveries("rec_0001")
+    assert attempts == []
+    assert await event_ids(store, "rec_0002") == ["evt_rec_0002_queued_a"], "another recording's events stay"
+
+
+async def test_workers_are_seen_and_a_retiring_one_gets_nothing(store: RecordingStore):
+    for n in range(2):
+        await store.create(new(n))
+    assert not await store.retire_worker("w1"), "never seen"
+    await store.worker_seen("w1", at=10.0, browser_sandbox=True)
+    await store.worker_seen("w1", at=12.0)  # a None sandbox keeps the known one
+    await store.worker_seen("w1", at=11.0)  # late news does not move last_seen back
+    await store.worker_seen("w2", at=13.0, browser_sandbox=False)
+    seen = await store.workers_seen()
+    assert [(w.worker_id, w.first_seen, w.last_seen, w.retiring, w.browser_sandbox) for w in seen] == [
+        ("w1", 10.0, 12.0, False, True),
+        ("w2", 13.0, 13.0, False, False),
+    ]
+    assert await store.retire_worker("w1")
+    assert await store.claim_next(worker_id="w1", lease_id="L1", at=20.0, expires_at=30.0) is None
+    assert (await store.get("rec_0000")).status is State.QUEUED
+    claimed = await store.claim_next(worker_id="w2", lease_id="L2", at=20.0, expires_at=30.0)
+    assert claimed is not None and claimed.worker == "w2"
+    assert [w.retiring for w in await store.workers_seen()] == [True, False]
+    await store.forget_worker("w1")
+    assert [w.worker_id for w in await store.workers_seen()] == ["w2"]
+    # Forgotten, it is a worker never seen: it may lease again.
+    again = await store.claim_next(worker_id="w1", lease_id="L3", at=21.0, expires_at=31.0)
+    assert again is not None and again.id == "rec_0001"
+
+
+async def test_ended_before_pages_through_what_ended_and_can_keep_to_local_files(store: RecordingStore):
+    for n in range(4):
+        bucket = "b" if n == 2 else None
+        await store.create(NewRecording(**{**new(n).__dict__, "upload": {"bucket": bucket, "prefix": ""}}))
+    await store.create(NewRecording(**{**new(4).__dict__, "upload": {"prefix": ""}}))  # no bucket key at all
+    for n, state, at in ((0, State.CANCELLED, 50.0), (2, State.CANCELLED, 60.0), (3, State.CANCELLED, 500.0)):
+        await store.transition(f"rec_{n:04d}", from_states={State.QUEUED}, to=state, at=at)
+    await store.transition("rec_0004", from_states={State.QUEUED}, to=State.FAILED, at=70.0)
+    ended = {State.CANCELLED, State.FAILED}
+    everything = await store.ended_before(100.0, ended, local_only=False)
+    assert [r.id for r in everything] == ["rec_0000", "rec_0002", "rec_0004"]
+    local = await store.ended_before(100.0, ended, local_only=True)
+    assert [r.id for r in local] == ["rec_0000", "rec_0004"]
+    page = await store.ended_before(100.0, ended, local_only=False, after_seq=everything[0].seq, limit=1)
+    assert [r.id for r in page] == ["rec_0002"]
+    assert await store.ended_before(100.0, (), local_only=False) == []
+
+
+# -- PostgreSQL alone: several replicas on one database ----------------------------------------------------
+
+
+async def test_replicas_opening_an_empty_database_at_once_apply_each_migration_once(postgres_dsn: str):
+    replicas = [PostgresStore(postgres_dsn, pool_size=2) for _ in range(4)]
+    try:
+        await asyncio.gather(*(r.open() for r in replicas))
+        assert replicas[0]._pool is not None
+        rows = await replicas[0]._pool.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in rows] == list(range(1, len(POSTGRES_MIGRATIONS) + 1))
+        tables = await replicas[0]._pool.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name"
+        )
+        assert [t["table_name"] for t in tables] == [
+            "recordings",
+            "schema_migrations",
+            "webhook_attempts",
+            "webhook_events",
+            "workers",
+        ]
+        # Every column the row declares is there, so a write of every field round-trips.
+        row, _ = await replicas[1].create(new(1))
+        assert await replicas[2].get(row.id) == row
+    finally:
+        for r in replicas:
+            await r.close()
+
+
+async def test_a_store_from_a_newer_version_is_refused_with_a_message(postgres_dsn: str):
+    first = PostgresStore(postgres_dsn)
+    await first.open()
+    assert first._pool is not None
+    await first._pool.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)")
+    await first.close()
+    with pytest.raises(RuntimeError, match="schema version 99, newer than this orchestrator knows"):
+        await PostgresStore(postgres_dsn).open()
+
+
+async def test_an_unreachable_server_is_named_without_its_password(postgres_server):
+    dsn = f"postgresql://postgres:hunter2secret@127.0.0.1:{postgres_server.port}/no_such_database"
+    with pytest.raises(RuntimeError) as info:
+        await PostgresStore(dsn).open()
+    assert "no_such_database" in str(info.value) and "hunter2secret" not in str(info.value)
+    assert "hunter2secret" not in repr(PostgresStore(dsn))
+
+
+async def test_two_replicas_claim_every_recording_exactly_once(postgres_dsn: str):
+    replicas = [PostgresStore(postgres_dsn, pool_size=10) for _ in range(2)]
+    for r in replicas:
+        await r.open()
+    try:
+        for n in range(200):
+            await replicas[n % 2].create(new(n))
+        claimed: list[tuple[str, str]] = []
+
+        async def claimer(replica: PostgresStore, name: str) -> None:
+            while True:
+                row = await replica.claim_next(
+                    worker_id=name, lease_id=f"L-{name}-{len(claimed)}", at=5000.0, expires_at=5100.0
+                )
+                if row is None:
+                    if (await replica.count_by_status())[State.QUEUED] == 0:
+                        return
+                    continue
+                claimed.append((row.id, name))
+
+        await asyncio.gather(*(claimer(r, f"w{i}-{t}") for i, r in enumerate(replicas) for t in range(10)))
+        ids = [rid for rid, _ in claimed]
+        assert len(ids) == 200 and len(set(ids)) == 200, "each recording claimed exactly once"
+        counts = await replicas[0].count_by_status()
+        assert (counts[State.QUEUED], counts[State.STARTING]) == (0, 200)
+        assert {name[:2] for _, name in claimed} == {"w0", "w1"}, "both replicas claimed"
+    finally:
+        for r in replicas:
+            await r.close()
+
+
+async def test_max_active_holds_across_replicas(postgres_dsn: str):
+    replicas = [PostgresStore(postgres_dsn, pool_size=10) for _ in range(2)]
+    for r in replicas:
+        await r.open()
+    try:
+        for n in range(200):
+            await replicas[n % 2].create(new(n))
+        # Counted after a claim commits and before its completion starts, so never above the true number.
+        active = 0
+        most = 0
+        done = 0
+
+        async def claimer(replica: PostgresStore, name: str) -> None:
+            nonlocal active, most, done
+            while done < 200:
+                row = await replica.claim_next(
+                    worker_id=name, lease_id=f"L-{name}-{done}", at=5000.0, expires_at=5100.0, max_active=5
+                )
+                if row is None:
+                    await asyncio.sleep(0.001)
+                    continue
+                active += 1
+                most = max(most, active)
+                await asyncio.sleep(0.002)
+                active -= 1
+                finished = await replica.transition(
+                    row.id, from_states=ACTIVE, to=State.COMPLETED, at=5001.0, lease_id=row.lease_id
+                )
+                assert finished is not None
+                done += 1
+
+        await asyncio.gather(*(claimer(r, f"w{i}-{t}") for i, r in enumerate(replicas) for t in range(10)))
+        assert most <= 5, f"{most} recordings were active at once with max_active=5"
+        assert most >= 2, "the claims ran concurrently"
+        counts = await replicas[1].count_by_status()
+        assert counts[State.COMPLETED] == 200
+    finally:
+        for r in replicas:
+            await r.close()
+
+
+async def test_a_retire_waits_for_a_claim_in_flight_so_none_commits_after_it(
+    postgres_server: PostgresServer,
+    postgres_dsn: str,
+):
+    """The claim's read of the worker row and its commit must not straddle a retire's commit."""
+    database = postgres_dsn.rsplit("/", 1)[1]
+    claimer = PostgresStore(postgres_dsn, pool_size=2)
+    await claimer.open()
+    try:
+        await claimer.create(new(1))
+        await claimer.worker_seen("w", at=1.0)
+        seen: dict[str, Any] = {}
+
+        def retire_elsewhere() -> None:
+            async def retire() -> None:
+                other = PostgresStore(postgres_dsn, pool_size=1)
+                await other.open()
+                try:
+                    seen["retired"] = await other.retire_worker("w")
+                finally:
+                    await other.close()
+
+            asyncio.run(retire())
+
+        def emit(row: RecordingRow) -> list[OutboxEvent]:
+            # Inside the claim's transaction, after it read the worker's row: another replica retires now.
+            thread = threading.Thread(target=retire_elsewhere)
+            thread.start()
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline and thread.is_alive():
+                waiting = postgres_server.psql("SELECT count(*) FROM pg_locks WHERE NOT granted", database).strip()
+                if waiting != "0":
+                    break
+                time.sleep(0.02)
+            seen["blocked"] = thread.is_alive()
+            seen["thread"] = thread
+            return []
+
+        claimed = await claimer.claim_next(worker_id="w", lease_id="L", at=5.0, expires_at=20.0, emit=emit)
+        seen["thread"].join(timeout=30)
+        assert claimed is not None
+        assert seen["blocked"], "the retire committed while a claim that had read the worker was still open"
+        assert seen.get("retired") is True
+        await claimer.create(new(2))
+        assert await claimer.claim_next(worker_id="w", lease_id="L2", at=6.0, expires_at=20.0) is None
+    finally:
+        await claimer.close()
+
+
+# -- choosing the store ----------------------------------------------------------------------------------
+
+
+def test_orchestrator_db_chooses_the_store(tmp_path: Path):
+    sqlite = OrchestratorSettings(db=tmp_path / "o.db")
+    assert isinstance(open_store(sqlite), SQLiteStore) and not sqlite.replicated and sqlite.db_url is None
+    dsn = "postgresql://farm:s3cret-pw@db.internal:5433/farm"
+    postgres = OrchestratorSettings(db=dsn, db_pool_size=7)
+    store = open_store(postgres)
+    assert isinstance(store, PostgresStore) and store.pool_size == 7
+    assert postgres.replicated and postgres.db_url == dsn
+    assert postgres.db_label == "postgresql://farm:***@db.internal:5433/farm"
+    assert OrchestratorSettings(db="postgres://db.internal/farm?password=x1&sslmode=require").db_label == (
+        "postgres://db.internal/farm?password=***&sslmode=require"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("postgresql://farm:s3cret-pw@db.internal:notaport/farm", "not a valid DSN"),
+        ("postgresql://farm:s3cret-pw@/farm", "names no server"),
+        ("mysql://farm:s3cret-pw@db.internal/farm", "neither a SQLite file path nor a PostgreSQL DSN"),
+    ],
+)
+def test_a_bad_dsn_is_refused_at_start_saying_what_to_fix(value: str, says: str):
+    with pytest.raises(ValueError) as info:
+        OrchestratorSettings(db=value)
+    message = "\n".join(str(e["msg"]) for e in info.value.errors())  # type: ignore[attr-defined]
+    assert says in message and "s3cret-pw" not in message

@@ -31,6 +31,7 @@ FIXTURE_MARKS: dict[str, tuple[str, ...]] = {
     "test_media": ("ffmpeg",),  # makes the reference clips with FFmpeg
     "moto_server": ("s3",),
     "moto_auth_server": ("s3",),
+    "postgres_server": ("slow",),  # a private PostgreSQL cluster (tests/support/postgres.py)
     "orchestrator_process": ("slow",),  # `orchestrator serve` as a subprocess, restarted and signalled
     "test_quality::media_dir": ("ffmpeg",),  # its tests make their clips into it with FFmpeg
 }

@@ -6,11 +6,13 @@ series without bound: error codes outside the known set count as "other", block 
 `BLOCK_REASONS` as "other". The per-recording gauges are labelled with ids the orchestrator generates,
 set only for recordings a worker holds a lease on, and removed when the recording leaves its active
 states, so there are at most as many as recordings are leased at once. Worker ids are never labels.
+The webhook backlog is labelled by destination (host[:port] of a caller's webhook_url): only those with
+pending events, at most MAX_BACKLOG_DESTINATIONS of them (the largest), the rest summed as "other".
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import get_args
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -21,6 +23,7 @@ from contract.security import BLOCK_REASONS
 from contract.spec import StopReason
 from orchestrator.events import StateChange
 from orchestrator.states import ENDED, TERMINAL, State
+from orchestrator.store.outbox import Backlog
 
 # Error codes the orchestrator itself sets, besides the recorder's `ErrorCode`s.
 ORCHESTRATOR_CODES = frozenset({"invalid_report", "unknown"})
@@ -29,6 +32,8 @@ FAILURE_CODES = frozenset(c.value for c in ErrorCode) | ORCHESTRATOR_CODES
 # no button), not of the farm: the `side` label keeps them out of the system-failure alert.
 CALLER_SIDE_CODES = frozenset(c.value for c in CALLER_SIDE)
 STOP_REASONS = frozenset(get_args(StopReason))
+# Destinations with a backlog series of their own; the rest count as "other".
+MAX_BACKLOG_DESTINATIONS = 50
 # A report claiming more denied requests than this for one reason is not believed.
 MAX_BLOCKED_PER_REPORT = 1_000_000
 
@@ -39,7 +44,7 @@ def bounded(value: str, known: frozenset[str]) -> str:
 
 
 def failure_side(code: str) -> str:
-    """"caller" for a failure of what the caller asked for, "system" for one of the farm."""
+    """ "caller" for a failure of what the caller asked for, "system" for one of the farm."""
     return "caller" if code in CALLER_SIDE_CODES else "system"
 
 
@@ -102,10 +107,22 @@ class OrchestratorMetrics:
             registry=r,
         )
         self.lapsed = Counter("orchestrator_leases_lapsed_total", "Leases lost to a silent worker", registry=r)
+        self.leader = Gauge("orchestrator_leader", "1 while this replica runs the leader's loops", registry=r)
         self.webhooks = Counter(
             "orchestrator_webhook_deliveries_total",
-            "Webhook delivery attempts by result (delivered, retried, failed, dropped)",
+            "Webhook delivery attempts by result (delivered; retried: failed, tried again later; failed: given up)",
             ["result"],
+            registry=r,
+        )
+        self.webhook_backlog = Gauge(
+            "orchestrator_webhook_backlog",
+            "Pending webhook events by destination (host[:port]); set by the leader",
+            ["destination"],
+            registry=r,
+        )
+        self.webhook_oldest_pending = Gauge(
+            "orchestrator_webhook_oldest_pending_seconds",
+            "Age of the oldest pending webhook event (0: none pending); set by the leader",
             registry=r,
         )
         self.blocked = Counter(
@@ -132,6 +149,7 @@ class OrchestratorMetrics:
             registry=r,
         )
         self._active: set[str] = set()
+        self._backlog_destinations: set[str] = set()
 
     def on_state_change(self, change: StateChange) -> None:
         self.transitions.labels(change.old.value if change.old else "none", change.new.value).inc()
@@ -179,6 +197,28 @@ class OrchestratorMetrics:
             self.recordings.labels(state.value).set(n)
         for state, n in workers.items():
             self.pool_workers.labels(state).set(n)
+
+    def set_webhook_backlog(self, backlog: Iterable[Backlog], now: float) -> None:
+        """The outbox as the delivery loop last read it: destinations no longer pending lose their series."""
+        ranked = sorted(backlog, key=lambda b: (-b.pending, b.destination))
+        pending: dict[str, int] = {b.destination: b.pending for b in ranked[:MAX_BACKLOG_DESTINATIONS]}
+        rest = sum(b.pending for b in ranked[MAX_BACKLOG_DESTINATIONS:])
+        if rest:
+            pending["other"] = pending.get("other", 0) + rest
+        for gone in self._backlog_destinations - set(pending):
+            self.webhook_backlog.remove(gone)
+        for destination, n in pending.items():
+            self.webhook_backlog.labels(destination).set(n)
+        self._backlog_destinations = set(pending)
+        oldest = min((b.oldest_created_at for b in ranked), default=None)
+        self.webhook_oldest_pending.set(0.0 if oldest is None else max(0.0, now - oldest))
+
+    def clear_webhook_backlog(self) -> None:
+        """This orchestrator stopped delivering: the leader now reports the backlog."""
+        for destination in self._backlog_destinations:
+            self.webhook_backlog.remove(destination)
+        self._backlog_destinations = set()
+        self.webhook_oldest_pending.set(0.0)
 
     def render(self) -> bytes:
         """The orchestrator's own metrics, then the process-wide registry (process and runtime metrics,

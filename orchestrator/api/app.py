@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from orchestrator.api import ops, recordings, worker
+from orchestrator.api import deliveries, ops, recordings, worker
 from orchestrator.api.bearer import BearerAuth
 from orchestrator.api.context import CONTEXT, ApiContext
 from orchestrator.api.middleware import auth_middleware, error_middleware
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 MAX_BODY = 1024 * 1024
 # Every route the API serves; the OpenAPI document is generated from what these register.
-ROUTES = (recordings.routes, worker.routes, ops.routes, demo_routes)
+ROUTES = (recordings.routes, deliveries.routes, worker.routes, ops.routes, demo_routes)
 
 
 def create_api(ctx: ApiContext) -> web.Application:

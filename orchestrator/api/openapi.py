@@ -20,6 +20,7 @@ from orchestrator.api.parsing import BODY_ERRORS
 from orchestrator.api.responses import ERROR_STATUS
 from orchestrator.api.routing import JSON, Param, RouteDoc, route_doc
 from orchestrator.api.views import ErrorBody, WebhookEvent
+from orchestrator.webhooks.signing import WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP
 
 OPENAPI = web.AppKey("openapi_document", dict)
 
@@ -28,6 +29,26 @@ _REF = "#/components/schemas/{model}"
 AUTOMATIC_METHODS = frozenset({"HEAD", "OPTIONS"})
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 _SECURITY = {"api": "bearerApi", "worker": "bearerWorker"}
+# The Standard Webhooks headers of every webhook (orchestrator.webhooks.signing).
+_WEBHOOK_HEADERS = [
+    {
+        "name": name,
+        "in": "header",
+        "required": required,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+    for name, required, description in (
+        (WEBHOOK_ID, True, "the event's id (evt_<hex>), the same on every attempt: receivers dedupe by it"),
+        (WEBHOOK_TIMESTAMP, True, "unix seconds of the attempt; refuse signatures far from now"),
+        (
+            WEBHOOK_SIGNATURE,
+            False,
+            'v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">; absent only when no secret'
+            " is configured",
+        ),
+    )
+]
 
 
 def documented_routes(router: web.UrlDispatcher) -> list[tuple[str, str, RouteDoc | None]]:
@@ -153,9 +174,13 @@ def openapi_document(router: web.UrlDispatcher) -> dict[str, Any]:
         "webhooks": {
             "recordingStateChanged": {
                 "post": {
-                    "summary": "Sent to webhook_url on every state change; see the X-Recorder-Signature header",
+                    "summary": "Sent to webhook_url on every state change, signed as Standard Webhooks; delivered at"
+                    " least once: dedupe by webhook-id",
+                    "parameters": _WEBHOOK_HEADERS,
                     "requestBody": {"content": {JSON: {"schema": schemas.model(WebhookEvent, "serialization")}}},
-                    "responses": {"2XX": {"description": "received; anything else is retried"}},
+                    "responses": {
+                        "2XX": {"description": "received; anything else (a redirect too) is retried until the horizon"}
+                    },
                 }
             }
         },

@@ -3,6 +3,7 @@ row to the public `Recording`. Unknown fields are rejected here too, so the shap
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from contract.spec import StopReason
 from orchestrator.request import CreateRecording
 from orchestrator.states import State
 from orchestrator.store.base import RecordingRow
+from orchestrator.store.outbox import Delivery, DeliveryAttempt
 
 
 class _Model(BaseModel):
@@ -143,15 +145,73 @@ class Health(_Model):
 
 
 class WebhookEvent(_Model):
-    """POSTed to a recording's webhook_url on every state change; `event_id` is the idempotency key."""
+    """POSTed to a recording's webhook_url on every state change, with the Standard Webhooks headers
+    `webhook-id` (= event_id, the same on every attempt), `webhook-timestamp` (unix seconds of the attempt)
+    and `webhook-signature` (`v1,<base64 HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">`).
+    Delivery is at least once: receivers dedupe by `webhook-id`."""
 
-    event_id: str
+    event_id: str = Field(description="the event's id, also sent as the webhook-id header; dedupe by it")
     type: Literal["recording.state_changed"] = "recording.state_changed"
     recording_id: str
     old_state: State | None = Field(description="null for the event that creates the recording")
     new_state: State
     occurred_at: datetime
     recording: Recording
+
+
+class WebhookAttempt(_Model):
+    """One POST of an event and what came back."""
+
+    number: int = Field(description="1 for the first attempt")
+    at: datetime = Field(description="when it was sent")
+    latency: float = Field(description="seconds from sending to the answer (or the error)")
+    status_code: int | None = Field(description="the receiver's HTTP status; null: no answer (see error)")
+    error: str | None = Field(description="why it did not count as delivered; null when it did (2xx)")
+
+
+class WebhookDelivery(_Model):
+    """One webhook event of a recording and where its delivery stands."""
+
+    event_id: str = Field(description="the webhook-id header and the payload's event_id")
+    recording_id: str
+    old_state: State | None
+    new_state: State
+    url: str = Field(description="the recording's webhook_url")
+    status: Literal["pending", "delivered", "failed"] = Field(
+        description="pending: to be (re)tried at next_attempt_at; delivered: a 2xx was received; failed: given up"
+    )
+    created_at: datetime = Field(description="when the state change happened")
+    expires_at: datetime = Field(description="retried until then (ORCHESTRATOR_WEBHOOK_HORIZON), then failed")
+    next_attempt_at: datetime | None = Field(description="the next retry while pending; null otherwise")
+    delivered_at: datetime | None = None
+    last_error: str | None = None
+    attempts: list[WebhookAttempt] = Field(description="every attempt so far, oldest first")
+
+
+class WebhookDeliveryList(_Model):
+    items: list[WebhookDelivery] = Field(description="the recording's events, in the order they happened")
+
+
+def to_webhook_delivery(delivery: Delivery, attempts: list[DeliveryAttempt]) -> WebhookDelivery:
+    """A stored event and its attempts, as the delivery log shows them."""
+    payload = json.loads(delivery.payload)
+    return WebhookDelivery(
+        event_id=delivery.id,
+        recording_id=delivery.recording_id,
+        old_state=payload.get("old_state"),
+        new_state=payload["new_state"],
+        url=delivery.url,
+        status=delivery.status.value,
+        created_at=utc(delivery.created_at),
+        expires_at=utc(delivery.expires_at),
+        next_attempt_at=utc(delivery.next_attempt_at),
+        delivered_at=utc(delivery.delivered_at),
+        last_error=delivery.last_error,
+        attempts=[
+            WebhookAttempt(number=a.number, at=utc(a.at), latency=a.latency, status_code=a.status_code, error=a.error)
+            for a in attempts
+        ],
+    )
 
 
 def utc(ts: float | None) -> datetime | None:

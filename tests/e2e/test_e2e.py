@@ -92,7 +92,7 @@ async def test_three_recordings_on_two_workers_queue_complete_upload_and_notify(
         assert events, f"no webhook for {rec['id']}"
         for headers, body, event in events:
             assert verify_signature(headers, body), headers
-            assert headers["X-Recorder-Event-Id"] == event["event_id"]
+            assert headers["webhook-id"] == event["event_id"]
         states = [event["new_state"] for _, _, event in events]
         assert states[0] == "queued" and states[-1] == "completed", states
         assert {"starting", "recording"} <= set(states)

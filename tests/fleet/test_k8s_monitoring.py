@@ -233,6 +233,8 @@ def test_dashboard_covers_what_an_operator_watches(rendered: dict[tuple[str, str
         "orchestrator_recordings_stopped_total",
         "orchestrator_upload_seconds_bucket",
         "orchestrator_webhook_deliveries_total",
+        "orchestrator_webhook_backlog",
+        "orchestrator_webhook_oldest_pending_seconds",
     } <= used
 
 

@@ -7,7 +7,8 @@ The document the cases are generated from is built from the API's route table wh
 checks that the server answers `/openapi.json` with exactly that document. The orchestrator runs in its
 own thread and event loop, since the fuzzer's HTTP client is synchronous. Its URL policy resolves names
 offline: `*.example.com` (the document's own example URL) to a public address, every other name not at
-all, so generated URLs never wait on DNS. Webhook events are dropped unsent: nothing leaves the machine.
+all, so generated URLs never wait on DNS. Webhook events stay in the outbox unsent (the delivery loop never
+starts): nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ class Served:
     answers: dict[str, dict[str, set[int]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(set)))
 
 
+async def _not_delivering() -> None:
+    """The delivery loop's start, for a fuzzed orchestrator: events stay in the outbox, unsent."""
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp: Path = tmp_path_factory.mktemp("fuzz")
@@ -85,7 +90,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
     async def start() -> web.AppRunner:
         orchestrator = Orchestrator(orchestrator_settings(tmp, api_admin_token=ADMIN_TOKEN), resolve=_offline_resolve)
-        orchestrator.webhooks.submit = lambda *args, **kwargs: None  # type: ignore[method-assign]
+        orchestrator.webhooks.start = _not_delivering  # type: ignore[method-assign]
         runner = web.AppRunner(orchestrator.web_app())
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()

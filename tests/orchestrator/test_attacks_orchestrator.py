@@ -504,8 +504,6 @@ def test_altered_s3_locations_are_refused(tmp_path, location):
 
 
 async def test_failing_receivers_of_one_caller_do_not_delay_another_callers_webhooks(start_orchestrator):
-    from orchestrator.webhooks import MAX_CONCURRENT
-
     alice_got = asyncio.Event()
 
     async def failing(request: web.Request) -> web.Response:
@@ -518,9 +516,12 @@ async def test_failing_receivers_of_one_caller_do_not_delay_another_callers_webh
     bob_server = await _site("127.0.0.2", failing)
     alice_server = await _site("127.0.0.2", alice_receiver)
     try:
-        o = await start_orchestrator(url_allowlist=["127.0.0.2"], webhook_attempts=2, webhook_backoff=6.0, **TENANTS)
+        o = await start_orchestrator(
+            url_allowlist=["127.0.0.2"], webhook_attempts=2, webhook_backoff=6.0, webhook_concurrency=8, **TENANTS
+        )
         bob, alice = o.client(B), o.client(A)
-        for _ in range(MAX_CONCURRENT):
+        # Twice as many failing events as attempts may be in flight: a retry waits in the store, holding no slot.
+        for _ in range(2 * o.orchestrator.settings.webhook_concurrency):
             assert (await bob.create(webhook_url=str(bob_server.make_url("/hook")))).status == 202
         await asyncio.sleep(0.5)  # bob's first attempts failed; his deliveries now wait to retry
         loop = asyncio.get_running_loop()

@@ -1,8 +1,11 @@
-"""Webhooks over real HTTP to a local receiver that checks the HMAC signature like a caller would."""
+"""Webhooks from the outbox over real HTTP to a local receiver that checks the Standard Webhooks signature
+like a caller would: order, retries with one id, the attempt cap, the backlog metrics, and the event
+written with its state change."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -15,7 +18,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from orchestrator.webhooks import sign, verify
+from orchestrator.store.outbox import DeliveryStatus
+from orchestrator.webhooks.compose import destination_of
+from orchestrator.webhooks.delivery import backoff_delay
+from orchestrator.webhooks.signing import secret_key, signature, signed_headers, verify
 from tests.support.orchestrator import WEBHOOK_SECRET, RunningOrchestrator
 
 FAST_RETRY = {"url_allowlist": ["127.0.0.1"], "webhook_backoff": 0.05, "webhook_attempts": 5}
@@ -23,7 +29,7 @@ FAST_RETRY = {"url_allowlist": ["127.0.0.1"], "webhook_backoff": 0.05, "webhook_
 
 @dataclass
 class Receiver:
-    """Counts every delivery attempt; `fail_first[n]` makes the first n attempts of each event fail."""
+    """Counts every delivery attempt; the first `fail_first` attempts of each event answer 503."""
 
     fail_first: int = 0
     delay: float = 0.0
@@ -38,14 +44,10 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        header = request.headers.get("X-Recorder-Signature", "")
-        parts = dict(p.split("=", 1) for p in header.split(","))
-        expected = hmac.new(WEBHOOK_SECRET.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
         event = json.loads(body)
-        valid = hmac.compare_digest(expected, parts["v1"]) and abs(time.time() - int(parts["t"])) < 300
-        self.attempts.append(
-            {"event_id": event["event_id"], "valid": valid, "header_id": request.headers.get("X-Recorder-Event-Id")}
-        )
+        valid = verify(WEBHOOK_SECRET, request.headers, body)
+        header_id = request.headers.get("webhook-id")
+        self.attempts.append({"event_id": event["event_id"], "valid": valid, "header_id": header_id})
         if not valid:
             return web.Response(status=400)
         if self.delay:
@@ -96,6 +98,10 @@ async def _run_through_all_states(o: RunningOrchestrator, webhook_url: str) -> s
     return rid
 
 
+async def _metrics(o: RunningOrchestrator) -> str:
+    return (await o.api.request("GET", "/metrics")).body.decode()
+
+
 async def test_each_transition_is_delivered_once_signed_and_in_order(start_orchestrator, receiver):
     hook = await receiver()
     o = await start_orchestrator(**FAST_RETRY)
@@ -114,12 +120,30 @@ async def test_each_transition_is_delivered_once_signed_and_in_order(start_orche
     assert len(hook.attempts) == 6, "no failures, so no retries"
     assert all(a["header_id"] == a["event_id"] for a in hook.attempts)
     for event in hook.events.values():
+        assert event["event_id"].startswith("evt_")
         assert event["recording_id"] == rid
         assert event["type"] == "recording.state_changed"
-        assert event["recording"]["status"] == event["new_state"]
+        assert event["recording"]["status"] == event["new_state"], "rendered when the change happened"
         assert event["recording"]["request"]["metadata"] == {"who": "test"}
     final = list(hook.events.values())[-1]
     assert final["recording"]["location"] == o.location({"recording_id": rid, "attempt": 1})
+
+
+async def test_the_event_is_written_with_its_state_change(start_orchestrator, receiver):
+    """Committed with the recording, before (and whether or not) anything is sent."""
+    hook = await receiver()
+    o = await start_orchestrator(**FAST_RETRY)
+    await o.orchestrator.webhooks.stop()  # nothing is delivered from here on
+    rid = (await o.api.create(webhook_url=hook.url)).body["id"]
+    log = await o.orchestrator.store.deliveries(rid)
+    assert [(d.status, d.attempts, json.loads(d.payload)["new_state"]) for d, _ in log] == [
+        (DeliveryStatus.PENDING, 0, "queued")
+    ]
+    assert log[0][0].destination == destination_of(hook.url)
+    no_hook = (await o.api.create()).body["id"]
+    assert await o.orchestrator.store.deliveries(no_hook) == [], "no webhook_url, no event"
+    await asyncio.sleep(0.3)
+    assert hook.attempts == []
 
 
 async def test_a_failing_receiver_gets_the_event_again_with_the_same_id(start_orchestrator, receiver):
@@ -131,20 +155,43 @@ async def test_a_failing_receiver_gets_the_event_again_with_the_same_id(start_or
     assert [a["event_id"] for a in hook.attempts] == [next(iter(hook.events))] * 3
     assert hook.transitions() == [(None, "queued")]
     assert next(iter(hook.events.values()))["recording_id"] == rid
-    text = (await o.api.request("GET", "/metrics")).body.decode()
+    deadline = time.monotonic() + 5
+    while 'orchestrator_webhook_deliveries_total{result="delivered"} 1.0' not in (text := await _metrics(o)):
+        assert time.monotonic() < deadline, text
+        await asyncio.sleep(0.05)
     assert 'orchestrator_webhook_deliveries_total{result="retried"} 2.0' in text
-    assert 'orchestrator_webhook_deliveries_total{result="delivered"} 1.0' in text
+    log = (await o.api.request("GET", f"/v1/recordings/{rid}/webhooks")).body["items"]
+    assert [a["status_code"] for a in log[0]["attempts"]] == [503, 503, 204]
+    assert log[0]["status"] == "delivered" and log[0]["next_attempt_at"] is None
 
 
-async def test_a_receiver_that_never_succeeds_is_given_up_on(start_orchestrator, receiver):
+async def test_a_receiver_that_never_succeeds_is_given_up_on_after_the_attempt_cap(start_orchestrator, receiver):
     hook = await receiver(fail_first=1000)
     o = await start_orchestrator(**{**FAST_RETRY, "webhook_attempts": 3})
-    await o.api.create(webhook_url=hook.url)
+    rid = (await o.api.create(webhook_url=hook.url)).body["id"]
     await hook.wait_for(lambda r: len(r.attempts) >= 3)
     await asyncio.sleep(0.5)
     assert len(hook.attempts) == 3
-    text = (await o.api.request("GET", "/metrics")).body.decode()
-    assert 'orchestrator_webhook_deliveries_total{result="failed"} 1.0' in text
+    assert 'orchestrator_webhook_deliveries_total{result="failed"} 1.0' in await _metrics(o)
+    (event,) = (await o.api.request("GET", f"/v1/recordings/{rid}/webhooks")).body["items"]
+    assert (event["status"], len(event["attempts"]), event["last_error"]) == ("failed", 3, "HTTP 503")
+
+
+async def test_the_backlog_is_measured_by_destination_and_age(start_orchestrator, receiver):
+    hook = await receiver(fail_first=1000)
+    o = await start_orchestrator(url_allowlist=["127.0.0.1"], webhook_backoff=30.0)
+    await o.api.create(webhook_url=hook.url)
+    await hook.wait_for(lambda r: len(r.attempts) >= 1)
+    destination = destination_of(hook.url)
+    deadline = time.monotonic() + 5
+    while f'orchestrator_webhook_backlog{{destination="{destination}"}} 1.0' not in (text := await _metrics(o)):
+        assert time.monotonic() < deadline, text
+        await asyncio.sleep(0.1)
+    oldest = next(line for line in text.splitlines() if line.startswith("orchestrator_webhook_oldest_pending_seconds"))
+    assert 0 < float(oldest.split()[-1]) < 60
+    await o.orchestrator.webhooks.stop()
+    text = await _metrics(o)
+    assert "orchestrator_webhook_backlog{" not in text, "a loop that stopped leaves the backlog to the leader"
 
 
 async def test_a_slow_receiver_never_slows_the_state_machine(start_orchestrator, receiver):
@@ -165,12 +212,25 @@ async def test_webhooks_do_not_reach_private_addresses_without_the_allow_list(st
     assert hook.attempts == []
 
 
-def test_signature_helpers_match_the_documented_scheme():
+def test_signatures_follow_standard_webhooks():
     body = b'{"event_id":"evt_1"}'
-    header = sign("s3cret", 1_700_000_000, body)
-    digest = hmac.new(b"s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
-    assert header == f"t=1700000000,v1={digest}"
-    assert verify("s3cret", header, body, now=1_700_000_010)
-    assert not verify("s3cret", header, body + b" ", now=1_700_000_010), "tampered body"
-    assert not verify("other", header, body, now=1_700_000_010), "wrong secret"
-    assert not verify("s3cret", header, body, now=1_700_000_000 + 301), "stale"
+    digest = hmac.new(b"s3cret", b"evt_1.1700000000." + body, hashlib.sha256).digest()
+    assert signature("s3cret", "evt_1", 1_700_000_000, body) == "v1," + base64.b64encode(digest).decode()
+    headers = signed_headers("s3cret", "evt_1", 1_700_000_000, body)
+    assert headers["webhook-id"] == "evt_1" and headers["webhook-timestamp"] == "1700000000"
+    assert verify("s3cret", headers, body, now=1_700_000_010)
+    assert not verify("s3cret", headers, body + b" ", now=1_700_000_010), "tampered body"
+    assert not verify("other", headers, body, now=1_700_000_010), "wrong secret"
+    assert not verify("s3cret", {**headers, "webhook-id": "evt_2"}, body, now=1_700_000_010), "another event's id"
+    assert not verify("s3cret", headers, body, now=1_700_000_000 + 301), "stale"
+    assert "webhook-signature" not in signed_headers(None, "evt_1", 1, body)
+    key = b"0123456789abcdef0123456789abcdef"
+    assert secret_key("whsec_" + base64.b64encode(key).decode()) == key, "whsec_ secrets are base64"
+    assert secret_key("plain") == b"plain"
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap():
+    for attempt, full in ((1, 1.0), (2, 2.0), (3, 4.0), (10, 60.0), (500, 60.0)):
+        delays = [backoff_delay(attempt, 1.0, 60.0) for _ in range(50)]
+        assert all(full / 2 <= d <= full for d in delays), (attempt, min(delays), max(delays))
+        assert len(set(delays)) > 1, "jittered"

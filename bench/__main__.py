@@ -16,6 +16,8 @@ BENCHMARKS = {
     "meeting": "audio-only against video, a join script's start cost, end banner -> file closed",
     "guard": "the egress guard's cost: warm start latency and CPU per recording, guard on against off",
     "simulate": "discrete-event simulation of the warm pool at 1k, 50k and 1M recordings a day",
+    "webhooks": "a healthy webhook receiver's delivery latency while 16 receivers fail, against none failing",
+    "failover": "two orchestrator replicas on PostgreSQL: leader SIGKILL -> the other one leading, over a few runs",
 }
 
 

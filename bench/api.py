@@ -1,9 +1,13 @@
 """API throughput: req/s and latency percentiles for POST /v1/recordings and GET /v1/recordings/{id}.
 
     python -m bench api [--concurrency 16] [--requests 3000] [--seconds 30] [--synchronous FULL NORMAL]
+                        [--db sqlite postgresql]
 
 `orchestrator serve` runs as a subprocess on 127.0.0.1 with no pool (POOL_BACKEND=none: recordings stay
-queued, so only the API and the store are measured) and its SQLite store on this machine's disk. An
+queued, so only the API and the store are measured) and its store on this machine's disk: SQLite (once
+per --synchronous mode), and with `--db postgresql` a private PostgreSQL server started here the way the
+tests start theirs (tests/support/postgres.py: fsync off, so compare it with SQLite NORMAL, which does
+not sync a commit either, more than with FULL). An
 aiohttp client keeps `concurrency` requests in flight, for at most `requests` requests or `seconds`,
 whichever comes first: first POSTs (each a durable insert), then GETs of the recordings just created.
 Client and server share the machine's cores; the CPU each used is reported. Writes
@@ -14,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--synchronous", nargs="+", choices=["FULL", "NORMAL"], default=["FULL"], help="ORCHESTRATOR_DB_SYNCHRONOUS"
     )
+    parser.add_argument(
+        "--db", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite"], help="the stores to measure"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="store location (default: a temp dir)")
     parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
     parser.add_argument("--no-write", action="store_true")
@@ -132,12 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     url = "http://127.0.0.1:9/page"  # never recorded: there is no pool
     runs = []
     try:
-        for mode in args.synchronous:
+        for mode in args.synchronous if "sqlite" in args.db else []:
             settings = {"POOL_BACKEND": "none", "ORCHESTRATOR_DB_SYNCHRONOUS": mode}
-            print(f"ORCHESTRATOR_DB_SYNCHRONOUS={mode}", flush=True)
+            print(f"SQLite, ORCHESTRATOR_DB_SYNCHRONOUS={mode}", flush=True)
             with orchestrator(workdir / mode, settings=settings) as orch:
                 result = asyncio.run(measure(orch, url, args.concurrency, args.requests, args.seconds))
-            runs.append({"synchronous": mode, "routes": result})
+            runs.append({"db": "sqlite", "synchronous": mode, "routes": result})
+        if "postgresql" in args.db:
+            with postgres_server() as server:
+                settings = {"POOL_BACKEND": "none", "ORCHESTRATOR_DB": server.create_database("bench_api")}
+                print("PostgreSQL (private server, fsync off)", flush=True)
+                with orchestrator(workdir / "postgresql", settings=settings) as orch:
+                    result = asyncio.run(measure(orch, url, args.concurrency, args.requests, args.seconds))
+                runs.append({"db": "postgresql", "server": "private, fsync=off", "routes": result})
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -150,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 "requests": args.requests,
                 "seconds": args.seconds,
                 "store": f"SQLite WAL on {_filesystem(workdir)}",
+                "db": args.db,
                 "quiet_check": quiet,
             },
             machine_info=info,
@@ -159,6 +176,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"wrote {path}")
     return 0
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[Any]:
+    """A private PostgreSQL server, as the tests start theirs but with the server's own durability (fsync on,
+    synchronous commits), so it stands beside SQLite FULL; stopped on the way out."""
+    from tests.support.postgres import PostgresServer  # the tests' helper; needs the server binaries
+
+    server = PostgresServer(durable=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _filesystem(path: Path) -> str:

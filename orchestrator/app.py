@@ -30,7 +30,7 @@ from orchestrator.api.views import to_recording
 from orchestrator.config import OrchestratorSettings
 from orchestrator.events import EventBus
 from orchestrator.housekeeping import Housekeeping
-from orchestrator.leadership import Leadership, SoleLeader
+from orchestrator.leadership import Leadership, leadership_for
 from orchestrator.locations import Locations
 from orchestrator.media import MediaLocator
 from orchestrator.metrics import OrchestratorMetrics
@@ -39,10 +39,11 @@ from orchestrator.purge import Purger
 from orchestrator.scheduler import Scheduler
 from orchestrator.service import RecordingService
 from orchestrator.store.base import RecordingStore
-from orchestrator.store.sqlite import SQLiteStore
+from orchestrator.store.factory import open_store
 from orchestrator.url_policy import Resolve, UrlPolicy, system_resolve
-from orchestrator.webhooks import WebhookDispatcher
-from orchestrator.workers import WorkerRegistry
+from orchestrator.webhooks.compose import WebhookComposer
+from orchestrator.webhooks.delivery import WebhookDelivery, warn_if_unsigned
+from orchestrator.workers import worker_registry
 
 log = structlog.get_logger("orchestrator")
 
@@ -70,10 +71,10 @@ class Orchestrator:
     ) -> None:
         self.settings = settings
         self._default_store = store is None
-        self.store = store or SQLiteStore(settings.db_path, settings.db_synchronous)
+        self.store = store or open_store(settings)
         self.bus = EventBus()
         self.metrics = OrchestratorMetrics()
-        self.registry = WorkerRegistry()
+        self.registry = worker_registry(self.store, shared=settings.replicated)
         self.policy = UrlPolicy(settings.url_allowlist, resolve)
         self.render = partial(to_recording, max_attempts=settings.max_attempts)
         self.locations = Locations(settings.records_dir)
@@ -91,26 +92,19 @@ class Orchestrator:
         self.scheduler = Scheduler(
             self.store, self.bus, self.registry, self.metrics, settings, clock, locations=self.locations
         )
-        self.webhooks = WebhookDispatcher(
-            secret=settings.webhook_secret,
-            secrets=settings.caller_webhook_secrets,
-            attempts=settings.webhook_attempts,
-            backoff=settings.webhook_backoff,
-            timeout=settings.webhook_timeout,
-            policy=self.policy,
-            metrics=self.metrics,
-            render=self.render,
-        )
+        # Webhook events are written with their state change (the outbox); the leader's loop sends them.
+        self.bus.compose(WebhookComposer(self.render, settings.webhook_horizon))
+        self.webhooks = WebhookDelivery.from_settings(settings, self.store, self.policy, self.metrics)
         self.media = MediaLocator(self.locations, settings.s3_endpoint_url, settings.media_url_ttl)
         self.bus.subscribe(self.metrics.on_state_change)
-        self.bus.subscribe(self.webhooks.on_state_change)
+        self.bus.subscribe(self.webhooks.wake)
         self.backend = backend
         self.autoscaler = autoscaler(self) if autoscaler is not None else None
-        self.leadership: Leadership = SoleLeader()
+        self.leadership: Leadership = leadership_for(settings.db_url, self.metrics.leader)
 
     def singletons(self) -> list[Startable]:
         """The leader's loops, in the order they start (they stop in reverse)."""
-        loops: list[Startable] = [self.scheduler, self.housekeeping]
+        loops: list[Startable] = [self.scheduler, self.housekeeping, self.webhooks]
         if self.autoscaler is not None:
             loops.append(self.autoscaler)
         return loops
@@ -129,13 +123,20 @@ class Orchestrator:
         if self._default_store and self.settings.db is None:
             move_legacy_store(self.settings.legacy_db_path, self.settings.db_path)
         await self.store.open()
-        await self.webhooks.start()
+        warn_if_unsigned(self.settings)
         await self.leadership.start(self._elected, self._deposed)
-        log.info("orchestrator_started", db=str(self.settings.db_path), capacity=self.settings.pool_capacity)
+        log.info("orchestrator_started", db=self.settings.db_label, capacity=self.settings.pool_capacity)
 
     async def drain(self, grace: float, stop_wait: float, skip: asyncio.Event | None = None) -> None:
-        """Take no new work; let active recordings finish for `grace` s, then ask them to stop."""
+        """Take no new work; let active recordings finish for `grace` s, then ask them to stop.
+
+        A replica (PostgreSQL) neither waits for nor stops recordings: they are the fleet's, and go on
+        through the other replicas. It grants nothing more, hands over the leader's loops and returns."""
         self.scheduler.drain()
+        if self.settings.replicated:
+            await self.leadership.stop()
+            log.info("replica_draining", active_elsewhere=await self.scheduler.active())
+            return
         active = await self.scheduler.active()
         log.info("draining", active=active, grace=grace)
         if active and not await self._until_idle(grace, skip):
@@ -160,7 +161,6 @@ class Orchestrator:
 
     async def close(self) -> None:
         await self.leadership.stop()  # already, unless the app was closed without its shutdown
-        await self.webhooks.close()
         await self.store.close()
         log.info("orchestrator_stopped")
 

@@ -7,8 +7,11 @@ shared with the recorder (RECORDS_DIR, S3_*, WORKER_TOKEN) mean the same thing o
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +63,23 @@ def named_entries(entries: list[str], variable: str, what: str) -> dict[str, str
     return named
 
 
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def whsec_problem(secret: str) -> str | None:
+    """What is wrong with a `whsec_<base64>` secret (Standard Webhooks), or None; any other string is used
+    as its UTF-8 bytes."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        return None
+    try:
+        key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        return "a secret starting with whsec_ must be base64 after the prefix (Standard Webhooks)"
+    if len(key) < 16:
+        return "a whsec_ secret must decode to at least 16 bytes (24 to 64 are usual)"
+    return None
+
+
 class OrchestratorSettings(BaseSettings):
     model_config = SettingsConfigDict(validate_by_name=True, validate_by_alias=True, extra="ignore")
 
@@ -91,10 +111,18 @@ class OrchestratorSettings(BaseSettings):
         validation_alias=_env("ORCHESTRATOR_STATE_DIR"),
         description="the orchestrator's own files (the SQLite store); keep it outside RECORDS_DIR",
     )
-    db: Path | None = Field(
+    db: str | None = Field(
         default=None,
         validation_alias=_env("ORCHESTRATOR_DB"),
-        description="SQLite file; default ORCHESTRATOR_STATE_DIR/orchestrator.db",
+        description="the store: a SQLite file (default ORCHESTRATOR_STATE_DIR/orchestrator.db), or a PostgreSQL"
+        " server as postgresql://user:password@host:5432/database, which several orchestrators can share",
+    )
+    db_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        validation_alias=_env("ORCHESTRATOR_DB_POOL_SIZE"),
+        description="connections this orchestrator keeps open to PostgreSQL (unused with SQLite)",
     )
     db_synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",
@@ -180,20 +208,105 @@ class OrchestratorSettings(BaseSettings):
     )
 
     # webhooks
-    webhook_secret: str | None = Field(default=None, validation_alias=_env("ORCHESTRATOR_WEBHOOK_SECRET"))
+    webhook_secret: str | None = Field(
+        default=None,
+        validation_alias=_env("ORCHESTRATOR_WEBHOOK_SECRET"),
+        description="signs every webhook (Standard Webhooks): `whsec_<base64>` is the decoded key, any other"
+        " string its UTF-8 bytes",
+    )
     webhook_secrets: CommaList = Field(
         default_factory=list,
         validation_alias=_env("ORCHESTRATOR_WEBHOOK_SECRETS"),
         description="per-caller webhook secrets, comma-separated `name:secret`; others use ORCHESTRATOR_WEBHOOK_SECRET",
     )
-    webhook_attempts: int = Field(default=8, ge=1, le=30, validation_alias=_env("ORCHESTRATOR_WEBHOOK_ATTEMPTS"))
+    webhook_horizon: float = Field(
+        default=86400.0,
+        gt=0,
+        validation_alias=_env("ORCHESTRATOR_WEBHOOK_HORIZON"),
+        description="seconds after its state change an event is still retried; after that it is given up (failed)",
+    )
+    webhook_attempts: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        validation_alias=_env("ORCHESTRATOR_WEBHOOK_ATTEMPTS"),
+        description="give an event up after this many attempts; unset: ORCHESTRATOR_WEBHOOK_HORIZON alone decides",
+    )
     webhook_backoff: float = Field(
         default=1.0,
         gt=0,
         validation_alias=_env("ORCHESTRATOR_WEBHOOK_BACKOFF"),
-        description="first retry delay in seconds; doubles per attempt, with jitter, capped at 5 minutes",
+        description="first retry delay in seconds; doubles per attempt, with jitter, up to"
+        " ORCHESTRATOR_WEBHOOK_MAX_BACKOFF",
     )
-    webhook_timeout: float = Field(default=10.0, gt=0, validation_alias=_env("ORCHESTRATOR_WEBHOOK_TIMEOUT"))
+    webhook_max_backoff: float = Field(
+        default=900.0,
+        gt=0,
+        validation_alias=_env("ORCHESTRATOR_WEBHOOK_MAX_BACKOFF"),
+        description="longest delay in seconds between two attempts of one event",
+    )
+    webhook_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=_env("ORCHESTRATOR_WEBHOOK_TIMEOUT"),
+        description="seconds one attempt may take, from connecting to the whole answer",
+    )
+    webhook_concurrency: int = Field(
+        default=128,
+        ge=1,
+        le=1024,
+        validation_alias=_env("ORCHESTRATOR_WEBHOOK_CONCURRENCY"),
+        description="webhook attempts in flight at once, in all; keep it well above"
+        " ORCHESTRATOR_WEBHOOK_PER_DESTINATION, so many hanging receivers cannot take every slot",
+    )
+    webhook_per_destination: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        validation_alias=_env("ORCHESTRATOR_WEBHOOK_PER_DESTINATION"),
+        description="webhook attempts in flight at once to one destination (host[:port] of the webhook_url)",
+    )
+
+    @field_validator("webhook_attempts", mode="before")
+    @classmethod
+    def _empty_attempts(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _webhooks_signed(self) -> OrchestratorSettings:
+        """Every signing secret must be usable, and on Kubernetes every caller's webhooks must be signed:
+        an unsigned event is one a receiver cannot tell from a forgery."""
+        secrets = {"ORCHESTRATOR_WEBHOOK_SECRET": self.webhook_secret} if self.webhook_secret else {}
+        for name, secret in named_entries(self.webhook_secrets, "ORCHESTRATOR_WEBHOOK_SECRETS", "secret").items():
+            secrets[f"ORCHESTRATOR_WEBHOOK_SECRETS ({name})"] = secret
+        for where, secret in secrets.items():
+            problem = whsec_problem(secret)
+            if problem:
+                raise ValueError(f"{where}: {problem}")
+        unsigned = self.unsigned_webhook_callers
+        if unsigned and self.on_kubernetes:
+            raise ValueError(
+                f"webhooks of {', '.join(unsigned)} would go out unsigned, which is refused on Kubernetes: set"
+                " ORCHESTRATOR_WEBHOOK_SECRET (every caller), or give each of them an entry in"
+                " ORCHESTRATOR_WEBHOOK_SECRETS"
+            )
+        return self
+
+    @property
+    def on_kubernetes(self) -> bool:
+        """POOL_BACKEND=kubernetes, or running in a pod (KUBERNETES_SERVICE_HOST is set)."""
+        return self.pool_backend == "kubernetes" or bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+    @property
+    def unsigned_webhook_callers(self) -> list[str]:
+        """Callers whose webhook_url would receive unsigned events (no secret of theirs, no shared one)."""
+        if self.webhook_secret:
+            return []
+        names = list(self.callers) or ([] if self.api_admin_token else [ANONYMOUS])
+        if self.api_admin_token:
+            names.append(ADMIN)
+        secrets = named_entries(self.webhook_secrets, "ORCHESTRATOR_WEBHOOK_SECRETS", "secret")
+        return [name for name in names if name not in secrets]
 
     # pool
     pool_backend: Literal["local", "kubernetes", "none"] = Field(
@@ -305,9 +418,54 @@ class OrchestratorSettings(BaseSettings):
             return list(self.s3_bucket_allowlist)
         return [self.s3_bucket] if self.s3_bucket else []
 
+    @field_validator("db", mode="before")
+    @classmethod
+    def _store_location(cls, value: Any) -> str | None:
+        """A SQLite path (a Path is taken as given) or a PostgreSQL DSN, refused here when it cannot work."""
+        from orchestrator.store.factory import POSTGRES_SCHEMES, dsn_problem, is_postgres_dsn, redact_dsn
+
+        if value is None or isinstance(value, os.PathLike):
+            return None if value is None else os.fspath(value)
+        if not isinstance(value, str):
+            return value  # pydantic says what type it wants
+        if not value.strip():
+            return None
+        if is_postgres_dsn(value):
+            problem = dsn_problem(value)
+            if problem:
+                raise ValueError(problem)
+        elif "://" in value:
+            raise ValueError(
+                f"{redact_dsn(value)} is neither a SQLite file path nor a PostgreSQL DSN"
+                f" ({' or '.join(s + '://' for s in POSTGRES_SCHEMES)}...)"
+            )
+        return value
+
+    @property
+    def db_url(self) -> str | None:
+        """The PostgreSQL DSN ORCHESTRATOR_DB names; None for SQLite. It may hold a password: log `db_label`."""
+        from orchestrator.store.factory import is_postgres_dsn
+
+        return self.db if self.db is not None and is_postgres_dsn(self.db) else None
+
+    @property
+    def replicated(self) -> bool:
+        """True on PostgreSQL: other orchestrators may share this store (and must elect one leader)."""
+        return self.db_url is not None
+
+    @property
+    def db_label(self) -> str:
+        """Where the store is, fit to log: the SQLite path or the DSN without its password."""
+        from orchestrator.store.factory import redact_dsn
+
+        return redact_dsn(self.db_url) if self.db_url is not None else str(self.db_path)
+
     @property
     def db_path(self) -> Path:
-        return self.db if self.db is not None else self.state_dir / "orchestrator.db"
+        """The SQLite file. There is none on PostgreSQL (see `db_url`)."""
+        if self.db_url is not None:
+            raise RuntimeError("ORCHESTRATOR_DB names a PostgreSQL server, not a SQLite file")
+        return Path(self.db) if self.db is not None else self.state_dir / "orchestrator.db"
 
     @property
     def legacy_db_path(self) -> Path:

@@ -51,7 +51,7 @@ from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.states import ACTIVE, TERMINAL, State, is_forward
 from orchestrator.store.base import RecordingStore
 from orchestrator.store.row import Changes, RecordingRow
-from orchestrator.workers import WorkerRegistry
+from orchestrator.workers import Workers
 
 log = structlog.get_logger("orchestrator.scheduler")
 
@@ -70,7 +70,7 @@ class Scheduler:
         self,
         store: RecordingStore,
         bus: EventBus,
-        registry: WorkerRegistry,
+        registry: Workers,
         metrics: OrchestratorMetrics,
         settings: OrchestratorSettings,
         clock: Callable[[], float] = time.time,
@@ -141,11 +141,11 @@ class Scheduler:
         worker_id = request.worker_id
         while True:
             now = self.clock()
-            self.registry.polling(worker_id, now, browser_sandbox=request.browser_sandbox)
+            await self.registry.polled(worker_id, now, browser_sandbox=request.browser_sandbox)
             changed = self._changed
             if self._closed.is_set() or gone():
                 return None
-            if self._may_lease(worker_id, request.capacity):
+            if await self._may_lease(worker_id, request.capacity):
                 row = await self._claim(worker_id, now)
                 if row is not None:
                     if gone():
@@ -162,8 +162,8 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=min(remaining, _RECHECK))
 
-    def _may_lease(self, worker_id: str, capacity: int) -> bool:
-        return not self.draining and capacity > 0 and not self.registry.is_retiring(worker_id)
+    async def _may_lease(self, worker_id: str, capacity: int) -> bool:
+        return not self.draining and capacity > 0 and await self.registry.may_lease(worker_id)
 
     async def _claim(self, worker_id: str, now: float) -> RecordingRow | None:
         # A recording whose lease lapsed on this worker is left to others for a moment: another idle
@@ -392,7 +392,7 @@ class Scheduler:
         while not self._closed.is_set():
             try:
                 await self.check_leases()
-                self.registry.prune(self.clock(), _MAX_POLL + self.settings.lease_ttl)
+                await self.registry.prune(self.clock(), _MAX_POLL + self.settings.lease_ttl)
             except Exception:
                 log.exception("lease_check_failed")
             with contextlib.suppress(TimeoutError):
@@ -440,7 +440,7 @@ class Scheduler:
         if updated is None:
             return False  # a heartbeat or report got there first
         self.metrics.lapsed.inc()
-        self.registry.lost(row.worker)
+        await self.registry.lost(row.worker)
         log.warning("lease_lapsed", recording_id=row.id, worker=row.worker, attempt=row.attempts, to=target, why=why)
         return True
 

@@ -17,7 +17,7 @@ from orchestrator.pool.backend import PoolBackend
 from orchestrator.scheduler import Scheduler
 from orchestrator.service import RecordingService
 from orchestrator.store.base import RecordingRow, RecordingStore
-from orchestrator.workers import WorkerRegistry
+from orchestrator.workers import Workers
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class ApiContext:
     settings: OrchestratorSettings
     service: RecordingService
     scheduler: Scheduler
-    registry: WorkerRegistry
+    registry: Workers
     store: RecordingStore
     metrics: OrchestratorMetrics
     media: MediaLocator

@@ -27,8 +27,12 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 @documented("Readiness: the store answers", Reply(200, "ready", Health), Reply(503, "not ready", Health))
 async def readyz(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    if ctx.settings.replicated and ctx.scheduler.draining:
+        # Shutting down: callers and workers go to another replica (one orchestrator alone keeps serving).
+        return json_model(Health(status="unavailable", detail="draining: shutting down"), status=503)
     try:
-        await request.app[CONTEXT].store.ping()
+        await ctx.store.ping()
     except Exception as exc:
         log.warning("not_ready", error=str(exc))
         return json_model(Health(status="unavailable", detail=f"store: {exc}"), status=503)
@@ -83,7 +87,7 @@ async def pool_view(ctx: ApiContext, caller: Caller | None = None) -> PoolView:
     """The pool as `caller` may see it: every worker and count, but only the caller's own recording ids
     (another caller's ids are never shown to it, here as anywhere else), and a failed worker's reason
     without the worker's own words unless the caller is the admin."""
-    snapshot = ctx.registry.snapshot()
+    snapshot = await ctx.registry.workers()
     visible = await _visible(ctx, {r for w in snapshot for r in w.recordings}, caller)
     workers = [
         PoolWorker(

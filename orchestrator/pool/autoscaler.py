@@ -2,7 +2,9 @@
 
 Every `interval` seconds, and at once when a recording is queued or ends, it joins the backend's view
 (which workers exist) with the scheduler's registry (which of them poll for work, which hold leases)
-into a `PoolSnapshot`, runs the pure policy, and applies the decision.
+into a `PoolSnapshot`, runs the pure policy, and applies the decision. With replicas, it runs on the
+leader alone and the registry is the store's (`orchestrator.workers.SharedWorkerRegistry`): workers
+that poll the other replicas count, and a retiring mark stops every replica's claims.
 
 Retiring is two-phase so a worker is never taken away from a recording: the worker is first marked
 retiring in the registry (no lease is granted to it from then on); only on a later tick, if it is still
@@ -20,35 +22,22 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import structlog
 
 from orchestrator.pool.backend import PoolBackend, WorkerInfo
 from orchestrator.pool.policy import Decision, PoolConfig, PoolSnapshot, WorkerView, decide
 from orchestrator.pool.predictive import PredictiveSpare
-from orchestrator.workers import WorkerSnapshot
+from orchestrator.workers import Workers, WorkerSnapshot
 
 log = structlog.get_logger("orchestrator.pool")
-
-
-class Registry(Protocol):
-    """What the autoscaler needs of the scheduler's worker registry (`orchestrator.workers`)."""
-
-    def snapshot(self) -> list[WorkerSnapshot]: ...
-
-    def mark_retiring(self, worker_id: str) -> bool: ...
-
-    def remove(self, worker_id: str) -> None: ...
-
-    def note_failure(self, worker_id: str, reason: str) -> None: ...
 
 
 class Autoscaler:
     def __init__(
         self,
         backend: PoolBackend,
-        registry: Registry,
+        registry: Workers,
         queued: Callable[[], Awaitable[int]],
         config: PoolConfig,
         *,
@@ -120,7 +109,7 @@ class Autoscaler:
         await self._finish_retiring(infos)
         if self.paused():
             return None
-        snapshot = self.snapshot(infos, self.registry.snapshot(), await self.queued())
+        snapshot = self.snapshot(infos, await self.registry.workers(), await self.queued())
         decision = decide(snapshot, self._config(snapshot.now))
         await self._apply(decision, snapshot)
         self.last = decision
@@ -182,7 +171,7 @@ class Autoscaler:
         for name in decision.retire:
             # Phase one: no more leases for it. Phase two (`_finish_retiring`) removes it once idle.
             self._retiring.add(name)
-            if not self.registry.mark_retiring(name):
+            if not await self.registry.retire(name):
                 log.info("pool.retire_unknown_worker", worker_id=name)
             log.info("pool.retiring", worker_id=name, reason=decision.reasons.get(name))
         if decision.create:
@@ -197,12 +186,12 @@ class Autoscaler:
 
     async def _finish_retiring(self, infos: list[WorkerInfo]) -> None:
         listed = {i.name: i for i in infos}
-        busy = {w.worker_id for w in self.registry.snapshot() if w.state == "busy"}
+        busy = {w.worker_id for w in await self.registry.workers() if w.state == "busy"}
         for name in sorted(self._retiring):
             info = listed.get(name)
             if info is None or info.phase in ("gone", "failed"):
                 self._retiring.discard(name)
-                self.registry.remove(name)
+                await self.registry.forget(name)
                 continue
             if name in busy:
                 continue  # granted a lease just before it was marked: removed after that recording
@@ -215,5 +204,5 @@ class Autoscaler:
             else:
                 # The backend saw it change under us. Forgetting the entry lifts the retiring mark: the
                 # worker registers afresh with its next poll and is decided again with fresh facts.
-                self.registry.remove(name)
+                await self.registry.forget(name)
                 log.info("pool.retire_skipped", worker_id=name)

@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 TARGETS = [K8S, *OVERLAYS]
+# The overlay of several orchestrator replicas on PostgreSQL (no SQLite store, no claim).
+POSTGRES_HA = K8S / "overlays" / "postgres-ha"
 K8S_VERSION = kubernetes_validate.latest_version()
 CLUSTER_SCOPED = {
     "Namespace",
@@ -102,6 +104,16 @@ def _select(resources: list[dict[str, Any]], select: dict[str, Any]) -> list[dic
     ]
 
 
+def _delete(resources: list[dict[str, Any]], patch: dict[str, Any]) -> list[dict[str, Any]]:
+    """A strategic-merge patch that deletes one object (`$patch: delete`), the only such patch k8s/ uses."""
+    if patch.get("$patch") != "delete":
+        raise NotImplementedError("strategic-merge patches other than `$patch: delete`")
+    select = {"kind": patch["kind"], "name": patch["metadata"]["name"]}
+    doomed = _select(resources, select)
+    assert len(doomed) == 1, f"delete patch {select} matches {len(doomed)} objects"
+    return [r for r in resources if r is not doomed[0]]
+
+
 def render(directory: Path) -> list[dict[str, Any]]:
     kust = yaml.safe_load((directory / "kustomization.yaml").read_text())
     known = {
@@ -140,6 +152,9 @@ def render(directory: Path) -> list[dict[str, Any]]:
             metadata["labels"] = dict(gen["options"]["labels"])
         resources.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
     for patch in kust.get("patches") or []:
+        if set(patch) == {"patch"}:
+            resources = _delete(resources, yaml.safe_load(patch["patch"]))
+            continue
         if set(patch) != {"target", "patch"}:
             raise NotImplementedError(f"patch form {set(patch)}")
         targets = _select(resources, patch["target"])
@@ -194,6 +209,12 @@ def pod_template_of(rendered: dict[tuple[str, str], dict[str, Any]]) -> dict[str
     return yaml.safe_load(rendered[("ConfigMap", "recorder-pod-template")]["data"]["pod-template.yaml"])
 
 
+def is_replicated(rendered: dict[tuple[str, str], dict[str, Any]]) -> bool:
+    """The orchestrator's store is PostgreSQL (ORCHESTRATOR_DB from a Secret), not SQLite on a claim."""
+    (container,) = one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return any(e["name"] == "ORCHESTRATOR_DB" for e in container.get("env") or [])
+
+
 def env_of(container: dict[str, Any], rendered: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
     """A container's environment: envFrom ConfigMaps first, then env entries (which win)."""
     env: dict[str, Any] = {}
@@ -230,7 +251,7 @@ def test_every_rendered_object_validates_against_the_kubernetes_schema(
         "Namespace",
         "Deployment",
         "Service",
-        "PersistentVolumeClaim",
+        *([] if is_replicated(rendered) else ["PersistentVolumeClaim"]),
         "ServiceAccount",
         "Role",
         "RoleBinding",
@@ -626,8 +647,13 @@ def test_selectors_match_the_pods_they_are_meant_for(rendered: dict[tuple[str, s
     policy = one(rendered, "NetworkPolicy")
     assert matches(policy["spec"]["podSelector"]["matchLabels"], built)
     assert not matches(policy["spec"]["podSelector"]["matchLabels"], orchestrator_pod)
-    pdb = one(rendered, "PodDisruptionBudget")
+    pdb = rendered[("PodDisruptionBudget", "recorder")]
     assert matches(pdb["spec"]["selector"]["matchLabels"], built)
+    assert not matches(pdb["spec"]["selector"]["matchLabels"], orchestrator_pod)
+    orchestrator_budget = rendered.get(("PodDisruptionBudget", "orchestrator"))
+    if orchestrator_budget is not None:
+        assert matches(orchestrator_budget["spec"]["selector"]["matchLabels"], orchestrator_pod)
+        assert not matches(orchestrator_budget["spec"]["selector"]["matchLabels"], built)
     assert matches(one(rendered, "Service")["spec"]["selector"], orchestrator_pod)
     assert matches(deployment["spec"]["selector"]["matchLabels"], orchestrator_pod)
     (to_orchestrator,) = [
@@ -664,8 +690,9 @@ def test_network_policy_keeps_recorders_off_the_cluster_and_metadata(
 def test_orchestrator_deployment(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
     deployment = one(rendered, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    if not is_replicated(rendered):  # one writer of the SQLite file: see test_replicas_on_postgresql otherwise
+        assert spec["replicas"] == 1
+        assert spec["strategy"] == {"type": "Recreate"}
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
     env = env_of(container, rendered)
@@ -677,8 +704,9 @@ def test_orchestrator_deployment(rendered: dict[tuple[str, str], dict[str, Any]]
     # The SQLite store lives on the claim, at ORCHESTRATOR_STATE_DIR, and not inside RECORDS_DIR.
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    claim = volumes[mounts[env["ORCHESTRATOR_STATE_DIR"]]]["persistentVolumeClaim"]["claimName"]
-    assert ("PersistentVolumeClaim", claim) in rendered
+    if not is_replicated(rendered):
+        claim = volumes[mounts[env["ORCHESTRATOR_STATE_DIR"]]]["persistentVolumeClaim"]["claimName"]
+        assert ("PersistentVolumeClaim", claim) in rendered
     assert not Path(env["ORCHESTRATOR_STATE_DIR"]).is_relative_to(env["RECORDS_DIR"])
     # The pod template is mounted where POOL_POD_TEMPLATE points.
     template_dir = str(Path(env["POOL_POD_TEMPLATE"]).parent)
@@ -696,11 +724,57 @@ def test_orchestrator_deployment(rendered: dict[tuple[str, str], dict[str, Any]]
                 assert not re.search(r"TOKEN|SECRET|PASSWORD|ACCESS_KEY", key), f"{name}: {key}"
 
     # The budget can never keep the pool above its floor: minAvailable is POOL_MIN.
-    pdb = one(rendered, "PodDisruptionBudget")["spec"]
+    pdb = rendered[("PodDisruptionBudget", "recorder")]["spec"]
     assert isinstance(pdb["minAvailable"], int) and "maxUnavailable" not in pdb
     assert pdb["minAvailable"] == int(env["POOL_MIN"])
     assert int(env["POOL_MIN"]) <= int(env["POOL_MAX"])
     assert float(env["POOL_START_TIMEOUT"]) > float(env["POOL_PENDING_TIMEOUT"])
+
+
+def test_replicas_on_postgresql() -> None:
+    """The postgres-ha overlay: two replicas on PostgreSQL, rolled one at a time, never both evicted, no claim."""
+    rendered = {_key(d): d for d in render(POSTGRES_HA)}
+    assert POSTGRES_HA in OVERLAYS, "validated with every other target above"
+    deployment = rendered[("Deployment", "orchestrator")]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    (db,) = [e for e in container["env"] if e["name"] == "ORCHESTRATOR_DB"]
+    assert set(db) == {"name", "valueFrom"}, "the DSN carries a password: from a Secret only"
+    assert set(db["valueFrom"]["secretKeyRef"]) == {"name", "key"}, "not optional: without it the store is SQLite"
+    env = env_of(container, rendered)
+    assert "ORCHESTRATOR_DB" not in rendered[("ConfigMap", "recorder-farm-site")]["data"]
+    assert env["ORCHESTRATOR_DB"] == db["valueFrom"]
+
+    # No claim, and no pod mounts one: any replica may run on any node.
+    assert not [k for k, _ in rendered if k == "PersistentVolumeClaim"]
+    assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert {m["name"] for m in container["volumeMounts"]} <= {v["name"] for v in pod["volumes"]}
+    assert any(m["mountPath"] == env["ORCHESTRATOR_STATE_DIR"] for m in container["volumeMounts"]), "writable"
+
+    # The budget keeps one replica through a drain, and selects the orchestrator's pods only.
+    budget = rendered[("PodDisruptionBudget", "orchestrator")]["spec"]
+    assert budget["minAvailable"] == 1 and "maxUnavailable" not in budget
+    pod_labels = spec["template"]["metadata"]["labels"]
+    assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert budget["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+
+    # Spread across nodes when it can be, without stalling a rollout on a small cluster.
+    anti = pod["affinity"]["podAntiAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+    # The base stays one replica on SQLite.
+    base = {_key(d): d for d in render(K8S)}
+    assert base[("Deployment", "orchestrator")]["spec"]["replicas"] == 1
+    assert base[("Deployment", "orchestrator")]["spec"]["strategy"] == {"type": "Recreate"}
+    assert ("PersistentVolumeClaim", "orchestrator-store") in base
+    assert not is_replicated(base)
 
 
 def test_dockerfile_installs_with_the_ci_script_and_runs_unprivileged() -> None:
@@ -795,4 +869,3 @@ def test_every_variable_the_orchestrator_deployment_sets_is_read(
     assert _unread(env, _orchestrator_known()) == []
     assert {"POD_NAME", "POD_NAMESPACE", "POOL_POD_TEMPLATE"} <= set(env), "the downward API and pool settings"
     assert _unread({**env, "POOL_MAXIMUM": "9"}, _orchestrator_known()) == ["POOL_MAXIMUM"]
-

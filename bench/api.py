@@ -6,8 +6,8 @@
 `orchestrator serve` runs as a subprocess on 127.0.0.1 with no pool (POOL_BACKEND=none: recordings stay
 queued, so only the API and the store are measured) and its store on this machine's disk: SQLite (once
 per --synchronous mode), and with `--db postgresql` a private PostgreSQL server started here the way the
-tests start theirs (tests/support/postgres.py: fsync off, so compare it with SQLite NORMAL, which does
-not sync a commit either, more than with FULL). An
+tests start theirs (tests/support/postgres.py) but with the server's default durability (fsync on, each
+commit synced: the peer of SQLite FULL); the CPU of its processes is reported beside the orchestrator's. An
 aiohttp client keeps `concurrency` requests in flight, for at most `requests` requests or `seconds`,
 whichever comes first: first POSTs (each a durable insert), then GETs of the recordings just created.
 Client and server share the machine's cores; the CPU each used is reported. Writes
@@ -79,13 +79,32 @@ def _cpu_s(pid: int) -> float:
     return info.ticks / CLK_TCK if info else 0.0
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """A server and its live children (PostgreSQL's backends, one per pooled connection)."""
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                pids.append(int(entry.name))
+    return sum(_cpu_s(p) for p in pids)
+
+
 def _self_cpu_s() -> float:
     times = os.times()
     return times.user + times.system
 
 
 async def measure(
-    orch: RunningOrchestrator, url: str, concurrency: int, requests: int, seconds: float
+    orch: RunningOrchestrator,
+    url: str,
+    concurrency: int,
+    requests: int,
+    seconds: float,
+    database_pid: int | None = None,
 ) -> dict[str, Any]:
     created: list[str] = []
     body = {"url": url, "max_duration": 60, "metadata": {"bench": "api"}}
@@ -112,8 +131,11 @@ async def measure(
         await load(http, post, concurrency=concurrency, requests=min(100, requests), seconds=seconds)
         for name, request in (("POST /v1/recordings", post), ("GET /v1/recordings/{id}", get)):
             server0, client0 = _cpu_s(orch.process.pid), _self_cpu_s()
+            database0 = _tree_cpu_s(database_pid) if database_pid else 0.0
             result = await load(http, request, concurrency=concurrency, requests=requests, seconds=seconds)
             result["server_cpu_s"] = round(_cpu_s(orch.process.pid) - server0, 2)
+            if database_pid:
+                result["database_cpu_s"] = round(_tree_cpu_s(database_pid) - database0, 2)
             result["client_cpu_s"] = round(_self_cpu_s() - client0, 2)
             results[name] = result
             print(f"  {name}: {result}", flush=True)
@@ -150,10 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         if "postgresql" in args.db:
             with postgres_server() as server:
                 settings = {"POOL_BACKEND": "none", "ORCHESTRATOR_DB": server.create_database("bench_api")}
-                print("PostgreSQL (private server, fsync off)", flush=True)
+                print("PostgreSQL (private server, fsync on)", flush=True)
                 with orchestrator(workdir / "postgresql", settings=settings) as orch:
-                    result = asyncio.run(measure(orch, url, args.concurrency, args.requests, args.seconds))
-                runs.append({"db": "postgresql", "server": "private, fsync=off", "routes": result})
+                    result = asyncio.run(
+                        measure(orch, url, args.concurrency, args.requests, args.seconds, server.process.pid)
+                    )
+                server_kind = "private, PostgreSQL 15 defaults (fsync on)"
+                runs.append({"db": "postgresql", "server": server_kind, "routes": result})
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

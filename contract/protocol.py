@@ -29,6 +29,7 @@ MEDIA_NAME = "rec.mp4"
 AUDIO_NAME = "rec.m4a"  # an audio-only recording (spec.video false)
 METADATA_NAME = "rec.json"
 SCREENSHOT_NAME = "failure.png"  # the page when a recording failed
+TIMELINE_NAME = "timeline.json"  # what happened during the recording, on the media clock (contract.timeline)
 
 
 MEDIA_NAMES = (MEDIA_NAME, AUDIO_NAME)
@@ -143,6 +144,9 @@ class Report(_Model):
     location: str | None = Field(default=None, description="s3://bucket/key or file:///path of rec.mp4 (rec.m4a)")
     metadata_location: str | None = None
     screenshot_location: str | None = Field(default=None, description="failure.png: the page when it failed")
+    timeline_location: str | None = Field(
+        default=None, description="timeline.json: what happened during the recording, on the media clock"
+    )
     stop_reason: StopReason | None = Field(default=None, description="what ended the capture")
     quality: dict[str, Any] | None = None
     progress: Progress = Field(default_factory=Progress)

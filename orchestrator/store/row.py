@@ -83,6 +83,8 @@ class RecordingRow:
     stop_reason: Annotated[str | None, Column("TEXT", since=3)]
     # failure.png of the lease's attempt: the page when the recording failed.
     screenshot_location: Annotated[str | None, Column("TEXT", since=3)]
+    # timeline.json of the lease's attempt: what happened during the recording, on the media clock.
+    timeline_location: Annotated[str | None, Column("TEXT", since=6)]
 
 
 class Changes(TypedDict, total=False):
@@ -109,3 +111,4 @@ class Changes(TypedDict, total=False):
     paused: bool
     stop_reason: str | None
     screenshot_location: str | None
+    timeline_location: str | None

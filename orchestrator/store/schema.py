@@ -139,6 +139,7 @@ _STEPS[5] = (
     browser_sandbox INTEGER
 );""",
 )
+# Version 6 (timelines) only added the `timeline_location` column: rows from before have no timeline.
 # Version 3 (meetings) only added columns: the `waiting` stamp, pause wished and actual, the stop reason
 # and the failure screenshot. Rows from before read as never waited, not paused, without either.
 # Version 4 (retention) only added the `purged` stamp: rows from before were never purged.

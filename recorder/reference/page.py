@@ -1,6 +1,7 @@
 """The reference page: a 2x2 grid of playing clips (one of them the sync clip), served on loopback.
 
-It also serves a meeting (`recorder.reference.meeting`: pre-join, lobby, tiles, end banner) and the pages the
+It also serves a meeting (`recorder.reference.meeting`: pre-join, lobby, tiles, end banner), a WebRTC loopback
+call (`recorder.reference.webrtc`) and the pages the
 tests and the benchmark need: readiness by selector or START_RECORDING,
 END_RECORDING after a delay, state set/report pages for isolation checks, HTTP error pages and a page
 that never finishes loading.
@@ -16,7 +17,7 @@ import threading
 
 from aiohttp import web
 
-from recorder.reference import meeting
+from recorder.reference import meeting, webrtc
 from recorder.reference.media import SYNC_TONES, ReferenceMedia
 
 _GRID_STYLE = """
@@ -128,6 +129,7 @@ def build_app(media: ReferenceMedia) -> web.Application:
     app.router.add_get("/slow", _slow_page)
     app.router.add_get("/favicon.ico", _favicon)
     meeting.add_routes(app)
+    webrtc.add_routes(app)
     app.router.add_static("/media", media.root)
     return app
 

@@ -8,6 +8,7 @@
                            itself (fragmented MP4, `moov` first, append-only, uploaded while it grows)
     live/                  live mode: HLS segments and playlist, uploaded as they complete
     rec.json               metadata and quality report, written once
+    timeline.json          what happened during the recording, on the media clock (written with rec.json)
     failure.png            the page at the moment a recording failed (none otherwise)
     upload.pending.json    the state of an upload S3 could not finish (upload.failed.json once given up)
     upload.lock            held while a thread or process works on the upload
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contract.errors import ErrorCode, RecorderError
-from contract.protocol import MEDIA_NAME, METADATA_NAME, SCREENSHOT_NAME, attempt_segment
+from contract.protocol import MEDIA_NAME, METADATA_NAME, SCREENSHOT_NAME, TIMELINE_NAME, attempt_segment
 
 CAPTURE_STEM = "capture"
 LIVE_DIR_NAME = "live"
@@ -111,6 +112,10 @@ class AttemptFolder:
     @property
     def screenshot(self) -> Path:
         return self.root / SCREENSHOT_NAME
+
+    @property
+    def timeline(self) -> Path:
+        return self.root / TIMELINE_NAME
 
     @property
     def live_dir(self) -> Path:

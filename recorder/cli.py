@@ -78,6 +78,13 @@ def _record_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-only", action="store_true", help="record the page's audio alone, to rec.m4a")
     p.add_argument("--out", type=Path, help="where rec.mp4 goes (default RECORDS_DIR/<id>/attempt-1/rec.mp4)")
     p.add_argument("--id", dest="recording_id", help="recording id (default: a new UUID)")
+    p.add_argument(
+        "--no-timeline",
+        dest="timeline",
+        action="store_false",
+        default=None,
+        help="write no timeline.json (env RECORDER_TIMELINE=false); only to measure its cost",
+    )
     _common_recorder_flags(p)
     p.set_defaults(subparser=p)
 
@@ -95,6 +102,7 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
         "chromium_path": getattr(args, "chromium", None),
         "preset": getattr(args, "preset", None),
         "av_offset_ms": getattr(args, "av_offset_ms", None),
+        "timeline": getattr(args, "timeline", None),
     }
     return RecorderSettings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -249,6 +257,8 @@ async def _record(args: argparse.Namespace, spec: RecordingSpec, settings: Recor
         mp4 = Path(shutil.move(mp4, args.out))
         if finished.sidecar is not None:
             shutil.move(finished.sidecar, args.out.with_suffix(".json"))
+        if finished.timeline is not None and finished.timeline.is_file():
+            shutil.move(finished.timeline, args.out.with_name(f"{args.out.stem}.timeline.json"))
         if picture is not None and picture.is_file():
             picture = Path(shutil.move(picture, args.out.with_name(f"{args.out.stem}.failure.png")))
         folder.remove_if_empty()
@@ -266,6 +276,8 @@ async def _record(args: argparse.Namespace, spec: RecordingSpec, settings: Recor
             print(f"local copy: {mp4}", file=sys.stderr)
     elif not args.out:
         print(f"metadata: {folder.metadata}", file=sys.stderr)
+        if finished.timeline is not None:
+            print(f"timeline: {folder.timeline}", file=sys.stderr)
     return 0
 
 

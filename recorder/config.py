@@ -39,6 +39,11 @@ class RecorderSettings(BaseSettings):
         description="audio shift in ms applied at capture; unset means the calibration file or 0",
     )
     stop_timeout: float = Field(default=10.0, gt=0, validation_alias=_env("RECORDER_STOP_TIMEOUT"))
+    timeline: bool = Field(
+        default=True,
+        validation_alias=_env("RECORDER_TIMELINE"),
+        description="timeline.json (page events, capture progress, WebRTC stats); false only to measure its cost",
+    )
 
     # storage
     s3_bucket: str | None = Field(default=None, validation_alias=_env("S3_BUCKET"))
@@ -133,9 +138,7 @@ class TransferOptions(BaseSettings):
 
     model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
 
-    multipart_threshold: int = Field(
-        default=16 * MiB, ge=MIN_PART, validation_alias=_env("S3_MULTIPART_THRESHOLD")
-    )
+    multipart_threshold: int = Field(default=16 * MiB, ge=MIN_PART, validation_alias=_env("S3_MULTIPART_THRESHOLD"))
     part_size: int = Field(default=16 * MiB, ge=MIN_PART, validation_alias=_env("S3_PART_SIZE"))
     max_concurrency: int = Field(default=8, ge=1, le=64, validation_alias=_env("S3_MAX_CONCURRENCY"))
     retry_mode: Literal["standard", "adaptive", "legacy"] = Field(

@@ -30,6 +30,7 @@ from recorder.capture import calibration
 from recorder.capture.captured import Captured
 from recorder.capture.command import CaptureSettings
 from recorder.capture.ffmpeg import Capture
+from recorder.capture.progress import ProgressTimeline
 from recorder.config import RecorderSettings
 from recorder.control import CaptureControl
 from recorder.egress import EgressGuard
@@ -38,6 +39,9 @@ from recorder.finalize import finalize as finalize_capture
 from recorder.source.audio import AudioServer
 from recorder.source.browser import Browser, PageSession, loading_timeout
 from recorder.source.display import Display
+from recorder.timeline.collector import TimelineCollector
+from recorder.timeline.page_events import PageEventFeed, control_event
+from recorder.timeline.webrtc import WebRtcWatch, install_webrtc_wrapper, watch_webrtc
 from recorder.timings import Timings
 from recorder.versions import tool_versions
 
@@ -219,6 +223,12 @@ class _CaptureRun:
         self.screenshot: Path | None = None
         self.av_offset_ms = calibration.av_offset_ms(recorder.settings)
         self.log = log.bind(recording_id=folder.recording_id)
+        # The timeline (RECORDER_TIMELINE): collected from the page's creation to the capture's stop.
+        self.timeline = TimelineCollector() if recorder.settings.timeline else None
+        self.page_feed: PageEventFeed | None = None
+        self.progress_timeline = ProgressTimeline(self.timeline) if self.timeline is not None else None
+        self.webrtc: WebRtcWatch | None = None  # while the page is recorded
+        self._stop_noted = False
 
     def _report(self, state: WorkerState, progress: Progress | None = None) -> None:
         self.state = state
@@ -228,11 +238,14 @@ class _CaptureRun:
                 self.on_progress(state, progress)
 
     def _on_capture_progress(self, progress: Progress) -> None:
+        if self.progress_timeline is not None:
+            self.progress_timeline.note(progress)
         if self.state == "recording":
             self._report("recording", progress)
 
     def _on_waiting(self) -> None:
         self.timings.waiting = time.time()
+        control_event(self.timeline, "waiting", "waiting to be admitted", wait_for=self.spec.wait_for.kind)
         self.log.info("waiting room", wait_for=self.spec.wait_for.kind, timeout=self.spec.wait_for.timeout)
         self._report("waiting")
 
@@ -246,14 +259,19 @@ class _CaptureRun:
             assert rec.audio is not None and rec.browser is not None and rec.display is not None
             if rec.guard is not None:
                 rec.guard.ledger.reset()  # one recording at a time per recorder: its denials start here
+            if self.timeline is not None:
+                denial_of = rec.guard.ledger.reason_for if rec.guard is not None else None
+                self.page_feed = PageEventFeed(self.timeline, denial_of=denial_of)
             sink = await rec.audio.take_sink(self.folder.recording_id)
             self.session = session = await self._open_page(rec.browser)
             if self.spec.start_from == "commit":
                 if await self._before_capture(session.navigate("commit")):
+                    await self._watch_webrtc()
                     await self._start_capture(sink.monitor)
                     self.stop_reason = await self._wait_for_end(loading=self._join_while_capturing())
             elif await self._before_capture(session.prepare(on_waiting=self._on_waiting)):
                 self.timings.ready = time.time()
+                await self._watch_webrtc()
                 await self._start_capture(sink.monitor)
                 self.stop_reason = await self._wait_for_end()
         except RecorderError as exc:
@@ -336,7 +354,25 @@ class _CaptureRun:
                 raise RecorderError(
                     ErrorCode.URL_NOT_ALLOWED, f"{self.spec.url} cannot be recorded: {verdict.explain()}"
                 )
-        return await browser.open(self.spec)
+        session = await browser.open(self.spec, observer=self.page_feed)
+        if self.timeline is not None:
+            try:
+                await install_webrtc_wrapper(session.context)  # before the first navigation
+            except Exception as exc:  # the timeline is never worth the recording
+                self.log.warning("the WebRTC wrapper could not be installed", error=str(exc)[:300])
+            except BaseException:
+                await session.close()
+                raise
+        return session
+
+    async def _watch_webrtc(self) -> None:
+        """getStats() of the page's peer connections, once a second, into the timeline."""
+        if self.timeline is None or self.session is None or self.session.page is None:
+            return
+        try:
+            self.webrtc = await watch_webrtc(self.session.page, self.timeline)
+        except Exception as exc:  # the timeline is never worth the recording
+            self.log.warning("the WebRTC watcher did not start", error=str(exc)[:300])
 
     async def _start_capture(self, audio_source: str) -> None:
         rec = self.recorder
@@ -367,6 +403,7 @@ class _CaptureRun:
         )
         await self.capture.start()
         self.timings.first_frame = self.capture.first_frame_at
+        control_event(self.timeline, "recording", "recording started", at=self.capture.first_frame_at)
         self.log.info("recording", url=self.spec.url, start_latency=round(time.time() - self.timings.started, 3))
         self._report("recording")
 
@@ -436,7 +473,16 @@ class _CaptureRun:
         elif ended == "capture_exited":
             self.error = self.capture.failure()
         self.log.info("recording stopping", reason=reason, error=str(self.error) if self.error else None)
+        self._note_stop(reason)
         return reason
+
+    def _note_stop(self, reason: StopReason) -> None:
+        """The timeline's `stop` event, once: why the recording ended (an error says what went wrong)."""
+        if self._stop_noted:
+            return
+        self._stop_noted = True
+        why = f"stopped: {reason}" if self.error is None else f"stopped: {self.error.message}"
+        control_event(self.timeline, "stop", why, level="error" if self.error else "info", reason=reason)
 
     async def _follow_pause(self) -> None:
         assert self.capture is not None
@@ -445,8 +491,12 @@ class _CaptureRun:
             return
         if wanted:
             await self.capture.pause()
+            if self.capture.paused and self.capture.pauses:
+                control_event(self.timeline, "pause", "paused", at=self.capture.pauses[-1].started_at)
         else:
             await self.capture.resume()
+            if not self.capture.paused and self.capture.pauses:
+                control_event(self.timeline, "resume", "resumed", at=self.capture.pauses[-1].ended_at)
         self.control.paused = self.capture.paused
         self.log.info("capture paused" if self.capture.paused else "capture resumed")
         self._report("recording")
@@ -469,8 +519,17 @@ class _CaptureRun:
         rec = self.recorder
         if self.error is not None and self.screenshot is None and self.error.code != ErrorCode.CANCELLED:
             await self._picture()  # a page that failed while recording (a denied navigation, a crash)
+        self._note_stop(self.stop_reason)
+        webrtc, self.webrtc = self.webrtc, None
+        if webrtc is not None:
+            try:
+                await asyncio.wait_for(webrtc.stop(), 10)
+            except Exception as exc:
+                self.log.warning("the WebRTC watcher did not stop cleanly", error=str(exc)[:300])
         if self.capture is not None:
             await self.capture.stop()
+        if self.progress_timeline is not None:
+            self.progress_timeline.flush()
         self.control.paused = False
         self.timings.stopped = time.time()
         if self.session is not None:
@@ -500,4 +559,6 @@ class _CaptureRun:
             screenshot=self.screenshot,
             capture_files=self.capture.files if self.capture else [],
             pauses=list(self.capture.pauses) if self.capture else [],
+            timeline=self.timeline,
+            console_levels=dict(self.page_feed.console_levels) if self.page_feed is not None else {},
         )

@@ -11,6 +11,7 @@ from contract.spec import RecordingSpec, StopReason
 from recorder.attempt import AttemptFolder
 from recorder.capture.pause import PauseSpan
 from recorder.egress.ledger import BlockedSummary
+from recorder.timeline.collector import TimelineCollector
 from recorder.timings import Timings
 
 
@@ -36,6 +37,10 @@ class Captured:
     # Capture.files: one file per FFmpeg process, the first being capture_file; more after each resume.
     capture_files: list[Path] = field(default_factory=list)
     pauses: list[PauseSpan] = field(default_factory=list)  # Capture.pauses
+    # What happened meanwhile, on the wall clock (None with RECORDER_TIMELINE off), and the page's console
+    # messages by level, including those over the timeline's cap.
+    timeline: TimelineCollector | None = None
+    console_levels: dict[str, int] = field(default_factory=dict)
 
     @property
     def parts(self) -> list[Path]:

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from contract.protocol import Progress
+from recorder.timeline.collector import TimelineCollector
 
 BEHIND_SPEED = 0.98
 BEHIND_FOR = 10.0  # seconds below speed or fps before a capture is flagged as behind
@@ -97,3 +98,61 @@ def _num(text: str | None) -> float:
         return float(text)
     except ValueError:
         return 0.0
+
+
+COALESCE_SECONDS = 2.0  # dropped or repeated frames within this long become one event: a slow machine repeats often
+
+
+@dataclass
+class ProgressTimeline:
+    """FFmpeg's progress as timeline material: `capture.fps` and `capture.speed` samples, a `behind` event
+    when the capture falls behind real time, and `dropped_frames` / `repeated_frames` events when those
+    counts grow (with the growth), coalesced over COALESCE_SECONDS so a steady trickle stays a few events."""
+
+    collector: TimelineCollector
+    _behind: bool = False
+    _counts: dict[str, int] = field(default_factory=dict)
+    _pending: dict[str, tuple[float, int]] = field(default_factory=dict)  # kind -> (first growth, growth so far)
+    _last_event: dict[str, float] = field(default_factory=dict)
+
+    def note(self, progress: Progress, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        if progress.fps:
+            self.collector.sample("capture.fps", progress.fps, unit="fps", at=now)
+        if progress.speed:
+            self.collector.sample("capture.speed", progress.speed, unit="x", at=now)
+        if progress.behind and not self._behind:
+            self.collector.event(
+                "capture", "behind", "the capture fell behind real time", level="warning", at=now, speed=progress.speed
+            )
+        self._behind = progress.behind
+        self._grew("dropped_frames", progress.dropped, now)
+        self._grew("repeated_frames", progress.duplicated, now)
+
+    def flush(self) -> None:
+        """What is still coalescing becomes its event (the capture stopped)."""
+        for kind in list(self._pending):
+            self._emit(kind)
+
+    def _grew(self, kind: str, total: int, now: float) -> None:
+        before = self._counts.get(kind, 0)
+        self._counts[kind] = total
+        if total > before:
+            first, growth = self._pending.get(kind, (now, 0))
+            self._pending[kind] = (first, growth + total - before)
+        if kind in self._pending and now - self._last_event.get(kind, float("-inf")) >= COALESCE_SECONDS:
+            self._emit(kind)
+            self._last_event[kind] = now
+
+    def _emit(self, kind: str) -> None:
+        at, growth = self._pending.pop(kind)
+        what = "dropped" if kind == "dropped_frames" else "repeated"
+        self.collector.event(
+            "capture",
+            kind,
+            f"{growth} frame{'s' * (growth != 1)} {what}",
+            level="warning",
+            at=at,
+            count=growth,
+            total=self._counts.get(kind, 0),
+        )

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from contract.protocol import ErrorInfo, Progress
 from contract.spec import RecordingSpec, StopReason
+from contract.timeline import TimelineSummary
 from recorder.capture.pause import PauseSpan
 from recorder.egress.ledger import BlockedSummary
 from recorder.quality import QualityReport
@@ -47,6 +48,8 @@ class Sidecar(BaseModel):
     screenshot: str | None = Field(default=None, description="failure.png beside rec.json: the page when it failed")
     # Connections the egress guard denied: totals by address class, and the hosts (capped).
     blocked: BlockedSummary | None = None
+    # timeline.json's summary (worst inbound loss, freeze seconds per track, errors); None without a timeline.
+    timeline: TimelineSummary | None = None
 
     def set_quality(self, quality: QualityReport) -> None:
         """The analysis comes last (it may run while rec.mp4 uploads); its headline figures sit on top."""

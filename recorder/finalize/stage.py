@@ -68,6 +68,8 @@ async def finalize(captured: Captured) -> Finished:
         progress=captured.progress,
         blocked=captured.blocked,
         files=files,
+        collected=captured.timeline,
+        console_levels=captured.console_levels,
     )
     bound.info(
         "recording finished",

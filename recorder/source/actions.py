@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 import structlog
@@ -26,17 +26,30 @@ log = structlog.get_logger(__name__)
 _INHERITED_ORIGIN = ("", "about:blank", "about:srcdoc")
 
 
-async def run_join_script(page: Page, steps: Sequence[Step], *, timeout: float, allow_evaluate: bool) -> None:
+# Told of each step as it ends: (index, step, seconds it took, the error's message when it failed).
+StepDone = Callable[[int, Step, float, "str | None"], None]
+
+
+async def run_join_script(
+    page: Page, steps: Sequence[Step], *, timeout: float, allow_evaluate: bool, on_step: StepDone | None = None
+) -> None:
     """Run `steps` in order on `page` within `timeout` seconds in all; the first failing step raises."""
     deadline = time.monotonic() + timeout
     for index, step in enumerate(steps):
         started = time.monotonic()
         remaining = deadline - started
-        if remaining <= 0:
-            why = f"was not reached: the join script used all of its {timeout:g} s actions_timeout"
-            raise _failed(index, step, why)
-        await _Step(page, index, step, remaining, timeout, allow_evaluate).run()
+        try:
+            if remaining <= 0:
+                why = f"was not reached: the join script used all of its {timeout:g} s actions_timeout"
+                raise _failed(index, step, why)
+            await _Step(page, index, step, remaining, timeout, allow_evaluate).run()
+        except RecorderError as exc:
+            if on_step is not None:
+                on_step(index, step, time.monotonic() - started, exc.message)
+            raise
         log.info("join step done", step=index, do=step.do, seconds=round(time.monotonic() - started, 3))
+        if on_step is not None:
+            on_step(index, step, time.monotonic() - started, None)
 
 
 def _failed(index: int, step: Step, why: str) -> RecorderError:

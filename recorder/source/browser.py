@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import structlog
 from playwright.async_api import Browser as PwBrowser
@@ -24,6 +24,7 @@ from playwright.async_api import BrowserContext, ConsoleMessage, Page, Playwrigh
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+from contract.actions import Step
 from contract.errors import ErrorCode, RecorderError
 from contract.security import UrlRejected, canonical_url, describe_denial
 from contract.spec import RecordingSpec, StopReason, WaitFor
@@ -44,6 +45,17 @@ END_SIGNAL = "END_RECORDING"
 
 # host -> the address class the egress guard denied it for in this recording, or None.
 DenialLookup = Callable[[str], "str | None"]
+
+
+class PageObserver(Protocol):
+    """Follows a recording's pages from their creation (the timeline: `recorder.timeline.page_events`)."""
+
+    def attach(self, page: Page) -> None:
+        """A page of the recording was created (the first, or the reload after a crash); not navigated yet."""
+
+    def step_done(self, index: int, step: Step, seconds: float, error: str | None) -> None:
+        """A join-script step ended, or failed with `error`."""
+
 
 # Flags chosen for a faithful capture (no throttling of a page nobody "looks at", autoplay, no prompts)
 # and for density (no GPU emulation, no background services competing for the two cores).
@@ -209,8 +221,9 @@ class Browser:
     def connected(self) -> bool:
         return self._browser is not None and self._browser.is_connected()
 
-    async def open(self, spec: RecordingSpec) -> PageSession:
-        """A fresh context (an empty profile) and its page for `spec`, not navigated yet."""
+    async def open(self, spec: RecordingSpec, *, observer: PageObserver | None = None) -> PageSession:
+        """A fresh context (an empty profile) and its page for `spec`, not navigated yet; `observer` sees
+        every page of it from its creation."""
         if self._browser is None:
             raise RuntimeError("browser not started")
         context = await self._browser.new_context(
@@ -220,7 +233,9 @@ class Browser:
             service_workers="allow",
         )
         try:
-            return await PageSession.create(context, spec, denial_of=self.denial_of, allow_evaluate=self.allow_evaluate)
+            return await PageSession.create(
+                context, spec, denial_of=self.denial_of, allow_evaluate=self.allow_evaluate, observer=observer
+            )
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(context.close(), 10)
@@ -290,8 +305,10 @@ class PageSession:
         *,
         denial_of: DenialLookup | None = None,
         allow_evaluate: bool = False,
+        observer: PageObserver | None = None,
     ) -> None:
         self.context = context
+        self.observer = observer
         self.spec = spec
         self.url = spec.url
         self.denial_of = denial_of
@@ -314,8 +331,9 @@ class PageSession:
         *,
         denial_of: DenialLookup | None = None,
         allow_evaluate: bool = False,
+        observer: PageObserver | None = None,
     ) -> PageSession:
-        session = cls(context, spec, denial_of=denial_of, allow_evaluate=allow_evaluate)
+        session = cls(context, spec, denial_of=denial_of, allow_evaluate=allow_evaluate, observer=observer)
         await session._new_page()
         return session
 
@@ -455,6 +473,8 @@ class PageSession:
 
     def _attach(self, page: Page) -> None:
         self.page = page
+        if self.observer is not None:
+            self.observer.attach(page)
         page.on("console", self._on_console)
         page.on("crash", self._on_crash)
         page.on("close", self._on_close)
@@ -480,7 +500,11 @@ class PageSession:
 
     async def _run_join_script(self, page: Page) -> None:
         await run_join_script(
-            page, self.spec.actions, timeout=self.spec.actions_timeout, allow_evaluate=self.allow_evaluate
+            page,
+            self.spec.actions,
+            timeout=self.spec.actions_timeout,
+            allow_evaluate=self.allow_evaluate,
+            on_step=self.observer.step_done if self.observer is not None else None,
         )
 
     async def _visible_now(self, selector: str) -> bool:

@@ -31,6 +31,7 @@ from contract.errors import ErrorCode, RecorderError
 from contract.protocol import (
     METADATA_NAME,
     SCREENSHOT_NAME,
+    TIMELINE_NAME,
     ErrorInfo,
     Heartbeat,
     Lease,
@@ -188,7 +189,10 @@ class Job:
             raise
         await analysis
         unwanted = self.signal.dropped or self.undecided
+        timeline: str | None = None
         if not (stored.pending or unwanted) and finished.sidecar is not None and finished.sidecar.is_file():
+            # timeline.json before rec.json: rec.json's presence says the recording is complete.
+            timeline = await self._store_timeline(finished)
             stored.metadata_location = await self._store_small(finished.sidecar)
         if self.signal.dropped:
             return await self._drop()
@@ -197,7 +201,7 @@ class Job:
             if not (self.settings.keep_local or stored.location.startswith("file:")):
                 self.folder.media.unlink(missing_ok=True)  # verified in the bucket: not kept twice
             return await self._keep_unreported(NEVER_CONFIRMED, stored=stored.location)
-        return await self._conclude(stored, finished)
+        return await self._conclude(stored, finished, timeline)
 
     # -- record and finalize -----------------------------------------------------------------------
 
@@ -240,7 +244,7 @@ class Job:
         error = (finished.error if finished else None) or self._failure
         error = error or RecorderError(ErrorCode.INTERNAL, "the recorder produced no media and said not why")
         files = finished.files.values() if finished else ()
-        kept = [p for p in files if p.is_file() and p.name not in (METADATA_NAME, SCREENSHOT_NAME)]
+        kept = [p for p in files if p.is_file() and p.name not in (METADATA_NAME, SCREENSHOT_NAME, TIMELINE_NAME)]
         if finished is not None and kept:
             # Not playable, but maybe recoverable by a person: keep it, with rec.json saying what went wrong.
             await self.recorder.complete(finished)
@@ -250,11 +254,16 @@ class Job:
             if finished.sidecar is None:
                 await self.recorder.complete(finished, analyze=False)
             screenshot = await self._store_small(finished.screenshot)
+            timeline = await self._store_timeline(finished)
             metadata = await self._store_small(finished.sidecar) if finished.sidecar is not None else None
             if not kept:
                 self.folder.remove_if_empty()  # stored in a bucket, nothing is left here
             return await self._report(
-                "failed", error=_info(error), screenshot_location=screenshot, metadata_location=metadata
+                "failed",
+                error=_info(error),
+                screenshot_location=screenshot,
+                metadata_location=metadata,
+                timeline_location=timeline,
             )
         if not kept:
             self.folder.discard()
@@ -330,6 +339,13 @@ class Job:
             self.log.warning("worker.file_not_stored", name=path.name, error=exc.message, kept=str(path))
             return None
 
+    async def _store_timeline(self, finished: Finished) -> str | None:
+        """timeline.json where rec.json goes; None when there is none or it could not be stored."""
+        path = finished.timeline
+        if path is None or not path.is_file():
+            return None
+        return await self._store_small(path)
+
     async def _storing_failed(self, exc: RecorderError, finished: Finished) -> JobResult:
         if self.signal.dropped:
             return await self._drop()
@@ -339,7 +355,7 @@ class Job:
 
     # -- report ------------------------------------------------------------------------------------
 
-    async def _conclude(self, stored: StoredResult, finished: Finished) -> JobResult:
+    async def _conclude(self, stored: StoredResult, finished: Finished, timeline: str | None = None) -> JobResult:
         if stored.pending:
             # Giving up on S3 for now (the worker is shutting down): say where the recording is.
             reason = stored.reason or "S3 could not be reached"
@@ -355,9 +371,12 @@ class Job:
         if not self.settings.keep_local:
             # What storage did not keep (partial captures, logs, rec.mp4 once in the bucket); a rec.json or
             # failure.png it could not store stays, as the log said.
-            kept = [_local_path(loc) for loc in (stored.location, stored.metadata_location, screenshot) if loc]
+            stored_at = (stored.location, stored.metadata_location, screenshot, timeline)
+            kept = [_local_path(loc) for loc in stored_at if loc]
             if stored.metadata_location is None and finished.sidecar is not None:
                 kept.append(finished.sidecar)
+            if timeline is None and finished.timeline is not None:
+                kept.append(finished.timeline)
             if screenshot is None and finished.screenshot is not None:
                 kept.append(finished.screenshot)
             self.folder.keep_only(p for p in kept if p is not None and p.is_file())
@@ -367,6 +386,7 @@ class Job:
             location=stored.location,
             metadata_location=stored.metadata_location,
             screenshot_location=screenshot,
+            timeline_location=timeline,
             quality=finished.quality,
             error=_info(error) if error is not None else None,
         )

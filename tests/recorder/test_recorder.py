@@ -144,7 +144,7 @@ def test_cli_record_with_s3_settings_leaves_rec_mp4_and_rec_json_in_the_bucket(t
     assert location.startswith(f"s3://{s3.bucket}/cli/") and location.endswith("/attempt-1/rec.mp4"), location
     listed = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="cli/").get("Contents", [])
     keys = {obj["Key"].rsplit("/", 1)[-1]: obj for obj in listed}
-    assert set(keys) == {"rec.mp4", "rec.json"}, sorted(keys)
+    assert set(keys) == {"rec.mp4", "rec.json", "timeline.json"}, sorted(keys)
     media = s3.client.get_object(Bucket=s3.bucket, Key=location.removeprefix(f"s3://{s3.bucket}/"))["Body"].read()
     assert media[4:8] == b"ftyp" and len(media) > 10_000
     metadata = json.loads(s3.client.get_object(Bucket=s3.bucket, Key=keys["rec.json"]["Key"])["Body"].read())

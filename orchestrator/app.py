@@ -36,6 +36,7 @@ from orchestrator.media import MediaLocator
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.pool.backend import PoolBackend
 from orchestrator.purge import Purger
+from orchestrator.replay.signing import ViewSigner
 from orchestrator.scheduler import Scheduler
 from orchestrator.service import RecordingService
 from orchestrator.store.base import RecordingStore
@@ -73,7 +74,7 @@ class Orchestrator:
         self._default_store = store is None
         self.store = store or open_store(settings)
         self.bus = EventBus()
-        self.metrics = OrchestratorMetrics()
+        self.metrics = OrchestratorMetrics(pool=settings.pool_name, region=settings.region)
         self.registry = worker_registry(self.store, shared=settings.replicated)
         self.policy = UrlPolicy(settings.url_allowlist, resolve)
         self.render = partial(to_recording, max_attempts=settings.max_attempts)
@@ -96,6 +97,7 @@ class Orchestrator:
         self.bus.compose(WebhookComposer(self.render, settings.webhook_horizon))
         self.webhooks = WebhookDelivery.from_settings(settings, self.store, self.policy, self.metrics)
         self.media = MediaLocator(self.locations, settings.s3_endpoint_url, settings.media_url_ttl)
+        self.signer = ViewSigner(settings.view_secret, settings.view_link_ttl, clock)
         self.bus.subscribe(self.metrics.on_state_change)
         self.bus.subscribe(self.webhooks.wake)
         self.backend = backend

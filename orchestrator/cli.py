@@ -71,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = f"{_env_name(name)} ({_flag(name)})" if name in OrchestratorSettings.model_fields else "settings"
             print(f"orchestrator: {where}: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         return 2
+    if settings.view_secret_problem:
+        print(f"orchestrator: {settings.view_secret_problem}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     from orchestrator.api.server import serve  # after logging is configured
     from orchestrator.pool.factory import pool_components, with_pool_defaults

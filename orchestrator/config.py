@@ -342,11 +342,45 @@ class OrchestratorSettings(BaseSettings):
         " sustain with the local pool, no limit otherwise",
     )
 
+    # the replay page (orchestrator/replay/)
+    view_secret: str | None = Field(
+        default=None,
+        validation_alias=_env("ORCHESTRATOR_VIEW_SECRET"),
+        description="key that signs the replay page's links (GET /v1/recordings/{id}/view); unset: a random key"
+        " per process, so links die with it. Required with several replicas: each must accept the others' links",
+    )
+    view_link_ttl: float = Field(
+        default=900.0,
+        ge=10,
+        le=24 * 3600.0,
+        validation_alias=_env("ORCHESTRATOR_VIEW_LINK_TTL"),
+        description="seconds a signed replay or list link stays valid",
+    )
+    region: str = Field(
+        default="local",
+        validation_alias=_env("REGION"),
+        description="where this installation runs (the site ConfigMap's REGION): a label of the WebRTC quality metrics",
+    )
+    pool_name: str = Field(
+        default="local",
+        validation_alias=_env("POOL_NAME"),
+        description="the worker pool's name (the Kubernetes backend's POOL_NAME): a label of the WebRTC quality"
+        " metrics",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", validation_alias=_env("ORCHESTRATOR_LOG_LEVEL")
     )
 
-    @field_validator("worker_token", "api_admin_token", "webhook_secret", "s3_bucket", "s3_endpoint_url", mode="before")
+    @field_validator(
+        "worker_token",
+        "api_admin_token",
+        "webhook_secret",
+        "s3_bucket",
+        "s3_endpoint_url",
+        "view_secret",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -389,6 +423,11 @@ class OrchestratorSettings(BaseSettings):
                 )
         if any(part in (".", "..") for part in self.s3_prefix.split("/")) or not self.s3_prefix.isprintable():
             raise ValueError(f"S3_PREFIX {self.s3_prefix!r} has a '.' or '..' segment or a control character")
+        if self.view_secret is not None and len(self.view_secret) < 16:
+            raise ValueError("ORCHESTRATOR_VIEW_SECRET must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+        for name, value in (("REGION", self.region), ("POOL_NAME", self.pool_name)):
+            if not CALLER_NAME.fullmatch(value):
+                raise ValueError(f"{name}={value!r}: use 1-64 letters, digits, '.', '_' or '-' (it labels metrics)")
         if self.pool_min > self.pool_max:
             raise ValueError(f"POOL_MIN ({self.pool_min}) is above POOL_MAX ({self.pool_max})")
         return self
@@ -452,6 +491,18 @@ class OrchestratorSettings(BaseSettings):
     def replicated(self) -> bool:
         """True on PostgreSQL: other orchestrators may share this store (and must elect one leader)."""
         return self.db_url is not None
+
+    @property
+    def view_secret_problem(self) -> str | None:
+        """Why `orchestrator serve` must not start with these replay-link settings, or None. Checked at start,
+        not here, so settings for a store's tests need no secret."""
+        if self.replicated and not self.view_secret:
+            return (
+                "ORCHESTRATOR_DB names a PostgreSQL server that several replicas may share: set"
+                " ORCHESTRATOR_VIEW_SECRET (the same on every replica), so a replay link one replica signs is"
+                " accepted by the others"
+            )
+        return None
 
     @property
     def db_label(self) -> str:

@@ -1,8 +1,8 @@
 """Where a recording's files may be: computed by the orchestrator, never taken from a worker.
 
-A worker's report names where it put rec.mp4 (rec.m4a for an audio-only recording), rec.json and, when
-the recording failed, failure.png. A worker token can leak, so that text is only accepted when it is one
-of the places the orchestrator itself would compute for the lease:
+A worker's report names where it put rec.mp4 (rec.m4a for an audio-only recording), rec.json,
+timeline.json and, when the recording failed, failure.png. A worker token can leak, so that text is only
+accepted when it is one of the places the orchestrator itself would compute for the lease:
 
 - local: `file://` + the orchestrator's resolved RECORDS_DIR + `/<recording_id>/attempt-<n>/<name>`;
 - S3: `s3://<the leased bucket>/<key>`, where the key lies under the leased prefix, holds the segment
@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from contract.protocol import MEDIA_NAME, METADATA_NAME, SCREENSHOT_NAME, attempt_segment, media_name
+from contract.protocol import MEDIA_NAME, METADATA_NAME, SCREENSHOT_NAME, TIMELINE_NAME, attempt_segment, media_name
 
 MEDIA = MEDIA_NAME
 METADATA = METADATA_NAME
 SCREENSHOT = SCREENSHOT_NAME
+TIMELINE = TIMELINE_NAME
 # Every name a report may place: what a location's last key segment must be.
-_REPORTED_NAMES = frozenset({MEDIA, media_name(False), METADATA, SCREENSHOT})
+_REPORTED_NAMES = frozenset({MEDIA, media_name(False), METADATA, SCREENSHOT, TIMELINE})
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """Where a recording's files can be fetched: a presigned S3 URL, or a file under RECORDS_DIR. The media
-(rec.mp4, or rec.m4a for an audio-only recording) once it is complete, and failure.png, the page when
-the recording failed.
+(rec.mp4, or rec.m4a for an audio-only recording) once it is complete, failure.png, the page when
+the recording failed, and timeline.json, what happened during it. The timeline is read here (from the
+bucket with the orchestrator's own credentials) and served by the API, so the replay page needs no CORS
+on the bucket; it is refused above MAX_TIMELINE_BYTES.
 
 Only places the orchestrator derives itself are served (see `locations.py`): the local path is computed
 from RECORDS_DIR, the recording id and its attempt, never read from the row, and only the bucket the
@@ -13,12 +15,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from contract.protocol import media_name
 from orchestrator.errors import Conflict, NotFound, OrchestratorError
-from orchestrator.locations import SCREENSHOT, Locations, S3Object
+from orchestrator.locations import SCREENSHOT, TIMELINE, Locations, S3Object
 from orchestrator.states import State
 from orchestrator.store.base import RecordingRow
 
@@ -26,6 +29,8 @@ log = structlog.get_logger("orchestrator.media")
 
 
 RECORDING_PURGED = "recording_purged"
+# A timeline is bounded near 1 MB per recorded hour (contract.timeline); more is not one a recorder wrote.
+MAX_TIMELINE_BYTES = 8 * 1024 * 1024
 
 
 def _not_purged(row: RecordingRow, what: str) -> None:
@@ -78,6 +83,20 @@ class MediaLocator:
         where = self.locations.media(row.id, row.attempts, row.upload, row.screenshot_location, name=SCREENSHOT)
         return await self._served(row, where, row.screenshot_location, "image/png", "screenshot")
 
+    async def timeline(self, row: RecordingRow) -> bytes:
+        """timeline.json itself (never a redirect: a page reads it with fetch, and the bucket has no CORS)."""
+        _not_purged(row, "timeline")
+        if not row.timeline_location:
+            raise NotFound(f"recording {row.id} has no timeline: its worker reported none")
+        where = self.locations.media(row.id, row.attempts, row.upload, row.timeline_location, name=TIMELINE)
+        if where is None:
+            log.warning("timeline_location_refused", recording_id=row.id, location=row.timeline_location)
+            raise NotFound(f"recording {row.id} has no timeline this server can serve")
+        if isinstance(where, S3Object):
+            return await asyncio.to_thread(self._fetch_sync, row.id, where)
+        path = self._local(row, where, "application/json", "timeline").path
+        return await asyncio.to_thread(_read_capped, row.id, path)
+
     async def _served(
         self, row: RecordingRow, where: Path | S3Object | None, location: str, content_type: str, what: str
     ) -> Redirect | LocalFile:
@@ -100,11 +119,47 @@ class MediaLocator:
     async def _presign(self, bucket: str, key: str) -> str:
         return await asyncio.to_thread(self._presign_sync, bucket, key)
 
-    def _presign_sync(self, bucket: str, key: str) -> str:
+    def _client(self) -> Any:
         if self._s3 is None:
             import boto3  # only needed when recordings go to S3
 
             self._s3 = boto3.client("s3", endpoint_url=self.s3_endpoint_url)
-        return self._s3.generate_presigned_url(
+        return self._s3
+
+    def _fetch_sync(self, recording_id: str, where: S3Object) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = self._client().get_object(Bucket=where.bucket, Key=where.key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise NotFound(f"recording {recording_id}'s timeline is no longer in the bucket") from None
+            raise
+        body = answer["Body"]
+        try:
+            if int(answer.get("ContentLength") or 0) > MAX_TIMELINE_BYTES:
+                raise _too_large(recording_id)
+            data = body.read(MAX_TIMELINE_BYTES + 1)
+        finally:
+            body.close()
+        if len(data) > MAX_TIMELINE_BYTES:
+            raise _too_large(recording_id)
+        return data
+
+    def _presign_sync(self, bucket: str, key: str) -> str:
+        return self._client().generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.url_ttl
         )
+
+
+def _too_large(recording_id: str) -> NotFound:
+    log.warning("timeline_too_large", recording_id=recording_id, limit=MAX_TIMELINE_BYTES)
+    return NotFound(f"recording {recording_id}'s timeline is larger than {MAX_TIMELINE_BYTES} bytes and is not served")
+
+
+def _read_capped(recording_id: str, path: Path) -> bytes:
+    with path.open("rb") as f:
+        data = f.read(MAX_TIMELINE_BYTES + 1)
+    if len(data) > MAX_TIMELINE_BYTES:
+        raise _too_large(recording_id)
+    return data

@@ -8,6 +8,9 @@ set only for recordings a worker holds a lease on, and removed when the recordin
 states, so there are at most as many as recordings are leased at once. Worker ids are never labels.
 The webhook backlog is labelled by destination (host[:port] of a caller's webhook_url): only those with
 pending events, at most MAX_BACKLOG_DESTINATIONS of them (the largest), the rest summed as "other".
+WebRTC quality is labelled only by the orchestrator's own `pool` and `region` (its settings), and read
+from a completed recording's `quality.timeline` summary (contract.timeline.TimelineSummary), whose
+numbers a worker reports: values outside their range are left out.
 """
 
 from __future__ import annotations
@@ -50,10 +53,39 @@ def failure_side(code: str) -> str:
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+# A recording's inbound WebRTC quality is bad above either of these: what the regional alert counts.
+BAD_INBOUND_LOSS = 0.05
+BAD_FREEZE_SECONDS_PER_MINUTE = 5.0
+
+
+def webrtc_quality(quality: object) -> tuple[float, float] | None:
+    """(freeze seconds per recorded minute of the most frozen inbound video track, worst inbound loss) of
+    a quality report with a timeline summary of a recording that had WebRTC; None otherwise, or when its
+    numbers are not plausible."""
+    if not isinstance(quality, dict):
+        return None
+    summary = quality.get("timeline")
+    if not isinstance(summary, dict):
+        return None
+    loss = summary.get("worst_inbound_loss")
+    duration = quality.get("duration")
+    freezes = summary.get("freeze_seconds") or {}
+    if not _real(loss) or not 0 <= loss <= 1 or not isinstance(freezes, dict):
+        return None  # null: no inbound WebRTC
+    if not _real(duration) or duration <= 0:
+        return None
+    frozen = [v for v in freezes.values() if _real(v) and 0 <= v <= duration]
+    return max(frozen, default=0.0) / (duration / 60.0), float(loss)
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
+
 
 class OrchestratorMetrics:
-    def __init__(self) -> None:
+    def __init__(self, pool: str = "local", region: str = "local") -> None:
         self.registry = CollectorRegistry()
+        self.place = (pool, region)
         r = self.registry
         self.pool_workers = Gauge("orchestrator_pool_workers", "Workers by state", ["state"], registry=r)
         self.recordings = Gauge("orchestrator_recordings", "Recordings by state", ["state"], registry=r)
@@ -148,6 +180,35 @@ class OrchestratorMetrics:
             "Recordings whose store row retention deleted (RECORDS_RETENTION_DELETE_ROWS)",
             registry=r,
         )
+        self.webrtc_freeze = Histogram(
+            "orchestrator_webrtc_freeze_seconds_per_minute",
+            "Completed recordings with WebRTC: seconds their most frozen inbound video track froze per recorded minute",
+            ["pool", "region"],
+            buckets=(0.0, 0.5, 1, 2, 5, 10, 20, 30, 60),
+            registry=r,
+        )
+        self.webrtc_loss = Histogram(
+            "orchestrator_webrtc_inbound_loss",
+            "Completed recordings with WebRTC: the worst share of inbound packets lost over one stats interval",
+            ["pool", "region"],
+            buckets=(0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+            registry=r,
+        )
+        self.webrtc_recordings = Counter(
+            "orchestrator_webrtc_recordings_total",
+            "Completed recordings with inbound WebRTC tracks",
+            ["pool", "region"],
+            registry=r,
+        )
+        self.webrtc_bad = Counter(
+            "orchestrator_webrtc_bad_quality_recordings_total",
+            f"Completed recordings whose inbound WebRTC was bad: worst loss above {BAD_INBOUND_LOSS:.0%} or more than"
+            f" {BAD_FREEZE_SECONDS_PER_MINUTE:g} s frozen per minute",
+            ["pool", "region"],
+            registry=r,
+        )
+        for family in (self.webrtc_freeze, self.webrtc_loss, self.webrtc_recordings, self.webrtc_bad):
+            family.labels(*self.place)  # the series exist at 0, so a ratio over them is defined from the start
         self._active: set[str] = set()
         self._backlog_destinations: set[str] = set()
 
@@ -165,12 +226,26 @@ class OrchestratorMetrics:
             self.stopped.labels(bounded(row.stop_reason, STOP_REASONS)).inc()
         if change.new in TERMINAL or change.new is State.QUEUED:
             self.forget(row.id)
+        if change.new is State.COMPLETED:
+            self.observe_webrtc(row.quality)
         if change.new is State.COMPLETED and row.location and row.location.startswith("s3://"):
             if row.progress:
                 self.upload_bytes.inc(float(row.progress.get("bytes") or 0))
             started = row.timestamps.get("uploading")
             if started is not None:
                 self.upload_seconds.observe(max(0.0, change.at - started))
+
+    def observe_webrtc(self, quality: object) -> None:
+        """A completed recording's inbound WebRTC quality, when it had any."""
+        measured = webrtc_quality(quality)
+        if measured is None:
+            return
+        freeze_per_minute, loss = measured
+        self.webrtc_recordings.labels(*self.place).inc()
+        self.webrtc_freeze.labels(*self.place).observe(freeze_per_minute)
+        self.webrtc_loss.labels(*self.place).observe(loss)
+        if loss > BAD_INBOUND_LOSS or freeze_per_minute > BAD_FREEZE_SECONDS_PER_MINUTE:
+            self.webrtc_bad.labels(*self.place).inc()
 
     def count_blocked(self, blocked: Mapping[str, int]) -> None:
         """Add a finished recording's denied requests; unknown reasons count as "other", and negative or

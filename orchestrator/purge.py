@@ -37,7 +37,9 @@ log = structlog.get_logger("orchestrator.purge")
 
 PURGE_FAILED = "purge_failed"
 # What the row forgets when its files are gone: nothing it names can be fetched any more.
-FORGOTTEN = Changes(location=None, metadata_location=None, screenshot_location=None, quality=None)
+FORGOTTEN = Changes(
+    location=None, metadata_location=None, screenshot_location=None, timeline_location=None, quality=None
+)
 # S3's DeleteObjects takes at most this many keys.
 _DELETE_BATCH = 1000
 
@@ -88,7 +90,7 @@ class Purger:
             row.id,
             row.attempts,
             row.upload,
-            (row.location, row.metadata_location, row.screenshot_location),
+            (row.location, row.metadata_location, row.screenshot_location, row.timeline_location),
             legacy=row.legacy_layout,
         )
         if not prefixes:

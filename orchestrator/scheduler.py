@@ -46,7 +46,7 @@ from orchestrator.config import OrchestratorSettings
 from orchestrator.errors import Detail, LeaseGone, OrchestratorError
 from orchestrator.events import EventBus, StateChange
 from orchestrator.lifecycle import Lifecycle
-from orchestrator.locations import METADATA, SCREENSHOT, Locations
+from orchestrator.locations import METADATA, SCREENSHOT, TIMELINE, Locations
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.states import ACTIVE, TERMINAL, State, is_forward
 from orchestrator.store.base import RecordingStore
@@ -273,13 +273,16 @@ class Scheduler:
         if row.status in TERMINAL:
             return HeartbeatReply()  # the worker retried a report that was already recorded
         now = self.clock()
-        location, metadata_location, screenshot_location = await self._checked_locations(row, report, now)
+        location, metadata_location, screenshot_location, timeline_location = await self._checked_locations(
+            row, report, now
+        )
         if not report.upload_pending:
             self.metrics.count_blocked(report.blocked)
         changes = Changes(
             location=location,
             metadata_location=metadata_location,
             screenshot_location=screenshot_location,
+            timeline_location=timeline_location,
             quality=report.quality,
             last_heartbeat_at=now,
         )
@@ -319,8 +322,8 @@ class Scheduler:
 
     async def _checked_locations(
         self, row: RecordingRow, report: Report, now: float
-    ) -> tuple[str | None, str | None, str | None]:
-        """The report's locations (media, metadata, screenshot) if they are the ones this orchestrator
+    ) -> tuple[str | None, str | None, str | None, str | None]:
+        """The report's locations (media, metadata, screenshot, timeline) if they are the ones this orchestrator
         computes for the lease; otherwise the report is refused and the recording fails, naming the worker
         and the location. The media is rec.mp4, or rec.m4a for a recording made without video."""
         pending = self._pending_upload(row, report)
@@ -329,6 +332,7 @@ class Scheduler:
             ("location", report.location, media_name(bool(row.spec.get("video", True)))),
             ("metadata_location", report.metadata_location, METADATA),
             ("screenshot_location", report.screenshot_location, SCREENSHOT),
+            ("timeline_location", report.timeline_location, TIMELINE),
         ):
             if location is None:
                 kept.append(None)
@@ -343,7 +347,7 @@ class Scheduler:
                 kept.append(location)
             if problem is not None:
                 await self._refuse(row, report, field, location, problem, now)
-        return kept[0], kept[1], kept[2]
+        return kept[0], kept[1], kept[2], kept[3]
 
     def _worker_disk_problem(self, location: str, row: RecordingRow, name: str) -> str | None:
         tail = f"/{row.id}/{attempt_segment(row.attempts)}/{name}"
@@ -428,9 +432,14 @@ class Scheduler:
             target = State.CANCELLED
         elif row.requested_action is None and row.attempts < self.settings.max_attempts:
             target = State.QUEUED
-            # The next attempt reports its own stop reason and screenshot.
+            # The next attempt reports its own stop reason, screenshot and timeline.
             changes |= Changes(
-                worker=None, avoid_worker=row.worker, progress=None, stop_reason=None, screenshot_location=None
+                worker=None,
+                avoid_worker=row.worker,
+                progress=None,
+                stop_reason=None,
+                screenshot_location=None,
+                timeline_location=None,
             )
         else:
             target = State.FAILED

@@ -12,13 +12,14 @@ from orchestrator.api.context import CONTEXT, ApiContext
 from orchestrator.api.middleware import auth_middleware, error_middleware
 from orchestrator.api.openapi import OPENAPI, openapi_document
 from orchestrator.demo import routes as demo_routes
+from orchestrator.replay import routes as replay_routes
 
 if TYPE_CHECKING:
     from orchestrator.app import Orchestrator
 
 MAX_BODY = 1024 * 1024
 # Every route the API serves; the OpenAPI document is generated from what these register.
-ROUTES = (recordings.routes, deliveries.routes, worker.routes, ops.routes, demo_routes)
+ROUTES = (recordings.routes, deliveries.routes, worker.routes, ops.routes, demo_routes, replay_routes.routes)
 
 
 def create_api(ctx: ApiContext) -> web.Application:
@@ -46,6 +47,7 @@ def api_context(orchestrator: Orchestrator) -> ApiContext:
         worker_auth=BearerAuth(
             {"worker": s.worker_token} if s.worker_token else {}, realm="worker", source="WORKER_TOKEN"
         ),
+        signer=orchestrator.signer,
         backend=orchestrator.backend,
     )
 

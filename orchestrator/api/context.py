@@ -14,6 +14,7 @@ from orchestrator.config import OrchestratorSettings
 from orchestrator.media import MediaLocator
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.pool.backend import PoolBackend
+from orchestrator.replay.signing import ViewSigner
 from orchestrator.scheduler import Scheduler
 from orchestrator.service import RecordingService
 from orchestrator.store.base import RecordingRow, RecordingStore
@@ -32,6 +33,7 @@ class ApiContext:
     render: Callable[[RecordingRow], Recording]
     api_auth: BearerAuth
     worker_auth: BearerAuth
+    signer: ViewSigner
     backend: PoolBackend | None = None
 
 

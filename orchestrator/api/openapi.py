@@ -18,7 +18,7 @@ from orchestrator import __version__
 from orchestrator.api.bearer import realm_of
 from orchestrator.api.parsing import BODY_ERRORS
 from orchestrator.api.responses import ERROR_STATUS
-from orchestrator.api.routing import JSON, Param, RouteDoc, route_doc
+from orchestrator.api.routing import JSON, Param, RouteDoc, is_browser_page, route_doc
 from orchestrator.api.views import ErrorBody, WebhookEvent
 from orchestrator.webhooks.signing import WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP
 
@@ -52,12 +52,12 @@ _WEBHOOK_HEADERS = [
 
 
 def documented_routes(router: web.UrlDispatcher) -> list[tuple[str, str, RouteDoc | None]]:
-    """(method, path, doc) of every registered route but aiohttp's automatic ones; doc None when the
-    handler declares nothing."""
+    """(method, path, doc) of every registered route but aiohttp's automatic ones and the browser pages;
+    doc None when the handler declares nothing."""
     return [
         (route.method, route.resource.canonical, route_doc(route.handler))
         for route in router.routes()
-        if route.resource is not None and route.method not in AUTOMATIC_METHODS
+        if route.resource is not None and route.method not in AUTOMATIC_METHODS and not is_browser_page(route.handler)
     ]
 
 

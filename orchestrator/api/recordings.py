@@ -1,5 +1,5 @@
-"""Public recording routes: create, read, list, stop, cancel, purge, pause, resume, media and the failure
-screenshot."""
+"""Public recording routes: create, read, list, stop, cancel, purge, pause, resume, media, the failure
+screenshot, the timeline, and the signed links a browser opens the replay and list pages with."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from orchestrator.api.context import CLIENT, CONTEXT
 from orchestrator.api.parsing import parse_body, query_bool, query_int, query_value
 from orchestrator.api.responses import error_response, json_model
 from orchestrator.api.routing import Param, Reply, documented
-from orchestrator.api.views import Recording, RecordingList
+from orchestrator.api.views import Recording, RecordingList, ViewLink
 from orchestrator.media import LocalFile, Redirect
 from orchestrator.request import CreateRecording
 from orchestrator.service import MAX_IDEMPOTENCY_KEY, MAX_PAGE, parse_statuses
@@ -182,6 +182,48 @@ async def recording_screenshot(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     row = await ctx.service.get(request.match_info["id"], request[CLIENT])
     return _serve(row.id, await ctx.media.screenshot(row))
+
+
+@routes.get("/v1/recordings/{id}/timeline")
+@documented(
+    "timeline.json: what happened during the recording, on the media clock (contract/timeline.py); read from"
+    " local disk or the bucket and served here",
+    Reply(200, "the timeline", media_type="application/json", headers=_NOSNIFF_DOC),
+    errors=("not_found", "recording_purged"),
+)
+async def recording_timeline(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    row = await ctx.service.get(request.match_info["id"], request[CLIENT])
+    return timeline_response(await ctx.media.timeline(row))
+
+
+def timeline_response(data: bytes, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=data, content_type="application/json", headers={**NOSNIFF, **(headers or {})})
+
+
+@routes.get("/v1/recordings/{id}/view")
+@documented(
+    "A short-lived signed link to the recording's replay page, for a browser: no token goes with it",
+    Reply(200, "the link", ViewLink),
+    errors=("not_found",),
+)
+async def recording_view_link(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    row = await ctx.service.get(request.match_info["id"], request[CLIENT])
+    link = ctx.signer.recording_link(row.id, row.owner)
+    return json_model(ViewLink(url=link.url, expires_at=link.expires_at), headers={"Cache-Control": "no-store"})
+
+
+@routes.get("/v1/view")
+@documented(
+    "A short-lived signed link to the list page of the caller's recordings (every caller's for the admin)",
+    Reply(200, "the link", ViewLink),
+)
+async def list_view_link(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    caller = request[CLIENT]
+    link = ctx.signer.list_link(caller.name, caller.admin)
+    return json_model(ViewLink(url=link.url, expires_at=link.expires_at), headers={"Cache-Control": "no-store"})
 
 
 def _serve(recording_id: str, where: LocalFile | Redirect) -> web.StreamResponse:

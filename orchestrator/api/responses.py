@@ -12,6 +12,7 @@ from orchestrator.api.views import Error, ErrorBody, ErrorDetail
 ERROR_STATUS: dict[str, int] = {
     "invalid_json": 400,
     "unauthorized": 401,
+    "forbidden": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "illegal_transition": 409,

@@ -4,6 +4,9 @@
     @documented("One recording", Reply(200, "the recording", Recording), errors=("not_found",))
     async def get_recording(request): ...
 
+Routes a browser opens with a signed link (the replay and list pages, `@browser_page`) are not part of
+the API and stay out of its document.
+
 A route states only what its handler adds: the token it needs (and so the 401) follows from its path
 (`bearer.realm_of`), the errors of reading a JSON body from `body`, and each error code's status from
 `responses.ERROR_STATUS`.
@@ -81,3 +84,17 @@ def documented(
 
 def route_doc(handler: Any) -> RouteDoc | None:
     return getattr(handler, _ATTRIBUTE, None)
+
+
+_PAGE = "__browser_page__"
+
+
+def browser_page(handler: H) -> H:
+    """Mark a route a browser opens with a signed link (`orchestrator/replay`): HTML and what that page
+    fetches, no bearer token, not part of the API and so out of its document."""
+    setattr(handler, _PAGE, True)
+    return handler
+
+
+def is_browser_page(handler: Any) -> bool:
+    return bool(getattr(handler, _PAGE, False))

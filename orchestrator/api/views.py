@@ -78,10 +78,22 @@ class Recording(_Model):
     )
     metadata_location: str | None = None
     media_url: str | None = Field(default=None, description="GET it for the media (redirect or stream)")
+    timeline: str | None = Field(
+        default=None,
+        description="GET it for timeline.json, what happened during the recording on the media clock"
+        " (contract/timeline.py); null: none reported",
+    )
     quality: dict[str, Any] | None = None
     progress: Progress | None = None
     error: RecordingError | None = None
     request: CreateRecording
+
+
+class ViewLink(_Model):
+    """A signed link a browser opens without a token: the replay page of a recording, or the list page."""
+
+    url: str = Field(description="path and query (exp, sig) to open on this server; every request of the page signs")
+    expires_at: datetime = Field(description="the link and the page's requests are refused (403) after this")
 
 
 class RecordingList(_Model):
@@ -249,6 +261,7 @@ def to_recording(row: RecordingRow, max_attempts: int) -> Recording:
         location=row.location,
         metadata_location=row.metadata_location,
         media_url=f"/v1/recordings/{row.id}/media" if row.location else None,
+        timeline=f"/v1/recordings/{row.id}/timeline" if row.timeline_location else None,
         quality=row.quality,
         progress=Progress.model_validate(row.progress) if row.progress else None,
         error=error,

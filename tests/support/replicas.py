@@ -24,7 +24,9 @@ _LEADER = re.compile(r"^orchestrator_leader\s+([0-9.eE+-]+)\s*$", re.M)
 def start_replicas(
     make: Callable[..., OrchestratorProcess], dsn: str, count: int = 2, **env: str
 ) -> list[OrchestratorProcess]:
-    replicas = [make(ORCHESTRATOR_DB=dsn, **env) for _ in range(count)]
+    # Replicas sign the replay page's links with one shared key (a per-process key would not verify elsewhere).
+    shared = {"ORCHESTRATOR_VIEW_SECRET": "test-view-secret-0123456789", **env}
+    replicas = [make(ORCHESTRATOR_DB=dsn, **shared) for _ in range(count)]
     for replica in replicas:
         replica.start()
     return replicas

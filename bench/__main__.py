@@ -17,7 +17,9 @@ BENCHMARKS = {
     "guard": "the egress guard's cost: warm start latency and CPU per recording, guard on against off",
     "simulate": "discrete-event simulation of the warm pool at 1k, 50k and 1M recordings a day",
     "webhooks": "a healthy webhook receiver's delivery latency while 16 receivers fail, against none failing",
+    "webrtc": "the timeline's WebRTC wrapper: Chromium and recorder CPU on a loopback call, wrapper on against off",
     "failover": "two orchestrator replicas on PostgreSQL: leader SIGKILL -> the other one leading, over a few runs",
+    "timeline": "the timeline's cost: CPU per recording with it against without it, and timeline.json's size",
 }
 
 

@@ -117,8 +117,13 @@ class Orchestrator:
         log.info("leading", loops=[type(loop).__name__ for loop in self.singletons()])
 
     async def _deposed(self) -> None:
+        # Every loop is stopped, whatever another's stop raised: a loop left running on a deposed leader
+        # would run beside the new leader's.
         for loop in reversed(self.singletons()):
-            await loop.stop()
+            try:
+                await loop.stop()
+            except Exception:
+                log.exception("loop_stop_failed", loop=type(loop).__name__)
         log.info("not_leading")
 
     async def start(self) -> None:

@@ -66,13 +66,20 @@ def named_entries(entries: list[str], variable: str, what: str) -> dict[str, str
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
+def whsec_key(secret: str) -> bytes:
+    """The key of a `whsec_<base64>` secret; like the standard's libraries, padding may be left out.
+    Raises binascii.Error when it is not base64."""
+    encoded = secret.removeprefix(WEBHOOK_SECRET_PREFIX)
+    return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+
+
 def whsec_problem(secret: str) -> str | None:
     """What is wrong with a `whsec_<base64>` secret (Standard Webhooks), or None; any other string is used
     as its UTF-8 bytes."""
     if not secret.startswith(WEBHOOK_SECRET_PREFIX):
         return None
     try:
-        key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+        key = whsec_key(secret)
     except (binascii.Error, ValueError):
         return "a secret starting with whsec_ must be base64 after the prefix (Standard Webhooks)"
     if len(key) < 16:

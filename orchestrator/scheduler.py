@@ -88,16 +88,21 @@ class Scheduler:
         self._changed = asyncio.Event()
         self._closed = asyncio.Event()
         self._monitor: asyncio.Task[None] | None = None
+        self._extended = False
         bus.subscribe(self._on_state_change)
 
     # lifecycle
 
     async def start(self) -> None:
-        """Watch for lapsed leases: the leader's job (see `orchestrator.leadership`). Leases first get one
-        more TTL, so workers that kept recording while nobody watched re-attach with their next heartbeat."""
-        extended = await self.store.extend_leases(self.clock() + self.settings.lease_ttl)
-        if extended:
-            log.info("leases_extended_after_start", count=extended, grace=self.settings.lease_ttl)
+        """Watch for lapsed leases: the leader's job (see `orchestrator.leadership`). At this process's first
+        start, leases get one more TTL, so workers that kept recording while nobody watched re-attach with
+        their next heartbeat. Only once: a leadership that flapped would otherwise keep a dead worker's
+        lease from ever lapsing."""
+        if not self._extended:
+            self._extended = True
+            extended = await self.store.extend_leases(self.clock() + self.settings.lease_ttl)
+            if extended:
+                log.info("leases_extended_after_start", count=extended, grace=self.settings.lease_ttl)
         self._monitor = asyncio.create_task(self._watch_leases(), name="lease-monitor")
 
     async def stop(self) -> None:

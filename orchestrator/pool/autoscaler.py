@@ -66,6 +66,9 @@ class Autoscaler:
 
     async def start(self) -> None:
         await self.backend.start()
+        # A worker a previous leader marked retiring (phase one) but had not removed yet: finish it here,
+        # or it would never lease again and never go.
+        self._retiring |= {w.worker_id for w in await self.registry.workers() if w.retiring}
         self._task = asyncio.create_task(self._run(), name="autoscaler")
         log.info(
             "pool.started",

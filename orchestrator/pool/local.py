@@ -168,6 +168,7 @@ class LocalBackend:
     # -- PoolBackend -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._closed = False  # started again (the orchestrator leads again): it may create workers
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for path in sorted(self.state_dir.glob("*.json")):
             self._adopt(path)

@@ -149,15 +149,19 @@ class RecordingStore(Protocol):
         another destination's out of `limit`), and any event with an earlier event of the same recording
         still pending: a recording's events are delivered in the order they happened."""
 
-    async def next_delivery_at(self) -> float | None:
-        """When the soonest pending event is due; None when nothing is pending."""
+    async def next_delivery_at(self, *, skip: Collection[str] = (), full: Collection[str] = ()) -> float | None:
+        """When the soonest event `due_deliveries` could return (same `skip` and `full`) is due; None when
+        there is none. The delivery loop sleeps until then: an event in flight, or held behind an earlier
+        one, must not make it look again at once."""
 
     async def record_attempt(
         self, attempt: DeliveryAttempt, *, status: DeliveryStatus, next_attempt_at: float | None
     ) -> Delivery | None:
         """Log `attempt` and set where its event stands: delivered, failed (given up), or pending again at
-        `next_attempt_at`. Applies only while the event is pending; None when it was not (a redelivery
-        raced it, or it is gone), and the attempt is then still logged if its event exists."""
+        `next_attempt_at`. The store numbers the attempt (the event's count plus one, whatever
+        `attempt.number` says), so attempts that overlap are both logged. The status applies only while
+        the event is pending; None when it was not (a redelivery raced it) or the event is gone (nothing
+        logged then)."""
 
     async def get_delivery(self, event_id: str) -> Delivery | None: ...
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
 import asyncpg
@@ -73,6 +73,14 @@ def _affected(status: str) -> int:
     """The row count of a command status such as 'UPDATE 3'."""
     tail = status.rsplit(" ", 1)[-1]
     return int(tail) if tail.isdigit() else 0
+
+
+# The events the delivery loop could start, whenever due: pending, not in flight ($1), not to a destination
+# with no free slot ($2), and not behind an earlier pending event of their recording.
+_ELIGIBLE = """e.status = 'pending' AND e.id <> ALL($1::text[]) AND e.destination <> ALL($2::text[])
+               AND NOT EXISTS (SELECT 1 FROM webhook_events AS earlier
+                               WHERE earlier.recording_id = e.recording_id AND earlier.seq < e.seq
+                                 AND earlier.status = 'pending')"""
 
 
 class PostgresStore:
@@ -160,17 +168,19 @@ class PostgresStore:
             insert += " ON CONFLICT (idempotency_key) DO NOTHING"
 
         async def op(db: asyncpg.Connection) -> tuple[RecordingRow, bool]:
-            inserted = await db.fetchrow(insert + " RETURNING *", *encoded(values))
-            if inserted is None:
+            while True:
+                inserted = await db.fetchrow(insert + " RETURNING *", *encoded(values))
+                if inserted is not None:
+                    row = to_row(inserted)
+                    await _emit(db, row, emit)
+                    return row, True
                 existing = await db.fetchrow("SELECT * FROM recordings WHERE idempotency_key = $1", new.idempotency_key)
-                assert existing is not None, "a conflict on the key means a row holds it"
+                if existing is None:
+                    continue  # the row holding the key was deleted (retention) between the two statements
                 row = to_row(existing)
                 if row.fingerprint != new.fingerprint:
                     raise IdempotencyConflict(row)
                 return row, False
-            row = to_row(inserted)
-            await _emit(db, row, emit)
-            return row, True
 
         return await self._write(op)
 
@@ -396,44 +406,48 @@ class PostgresStore:
     async def due_deliveries(
         self, now: float, limit: int, *, skip: Collection[str] = (), full: Collection[str] = ()
     ) -> list[Delivery]:
-        sql = """SELECT * FROM webhook_events AS e
-                 WHERE e.status = 'pending' AND e.next_attempt_at <= $1
-                   AND e.id <> ALL($2::text[]) AND e.destination <> ALL($4::text[])
-                   AND NOT EXISTS (SELECT 1 FROM webhook_events AS earlier
-                                   WHERE earlier.recording_id = e.recording_id AND earlier.seq < e.seq
-                                     AND earlier.status = 'pending')
-                 ORDER BY e.next_attempt_at, e.seq LIMIT $3"""
-        return [to_delivery(r) for r in await self._db.fetch(sql, now, list(skip), limit, list(full))]
+        sql = f"""SELECT * FROM webhook_events AS e WHERE {_ELIGIBLE} AND e.next_attempt_at <= $3
+                  ORDER BY e.next_attempt_at, e.seq LIMIT $4"""
+        return [to_delivery(r) for r in await self._db.fetch(sql, list(skip), list(full), now, limit)]
 
-    async def next_delivery_at(self) -> float | None:
-        soonest = await self._db.fetchval("SELECT MIN(next_attempt_at) FROM webhook_events WHERE status = 'pending'")
+    async def next_delivery_at(self, *, skip: Collection[str] = (), full: Collection[str] = ()) -> float | None:
+        sql = f"SELECT MIN(e.next_attempt_at) FROM webhook_events AS e WHERE {_ELIGIBLE}"
+        soonest = await self._db.fetchval(sql, list(skip), list(full))
         return None if soonest is None else float(soonest)
 
     async def record_attempt(
         self, attempt: DeliveryAttempt, *, status: DeliveryStatus, next_attempt_at: float | None
     ) -> Delivery | None:
         columns = ", ".join(ATTEMPT_COLUMNS)
-        replace = ", ".join(f"{c} = excluded.{c}" for c in ATTEMPT_COLUMNS if c not in ("event_id", "number"))
 
         async def op(db: asyncpg.Connection) -> Delivery | None:
-            if await db.fetchval("SELECT 1 FROM webhook_events WHERE id = $1", attempt.event_id) is None:
+            # The store numbers attempts (the row lock orders them): two overlapping ones both stay logged.
+            number = await db.fetchval(
+                "UPDATE webhook_events SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts", attempt.event_id
+            )
+            if number is None:
                 return None
             await db.execute(
-                f"INSERT INTO webhook_attempts ({columns}) VALUES ({_placeholders(len(ATTEMPT_COLUMNS))})"
-                f" ON CONFLICT (event_id, number) DO UPDATE SET {replace}",
-                *attempt_values(attempt),
+                f"INSERT INTO webhook_attempts ({columns}) VALUES ({_placeholders(len(ATTEMPT_COLUMNS))})",
+                *attempt_values(replace(attempt, number=number)),
             )
+            # A redelivery asked for while this attempt was out moved next_attempt_at past the attempt's
+            # start: the earlier of the two times stands, so "send it now" is not undone by a backoff.
             found = await db.fetchrow(
                 """UPDATE webhook_events
-                   SET status = $1, attempts = GREATEST(attempts, $2), next_attempt_at = $3, last_error = $4,
-                       delivered_at = CASE WHEN $1 = 'delivered' THEN $5 ELSE delivered_at END
-                   WHERE id = $6 AND status = 'pending' RETURNING *""",
+                   SET status = $1,
+                       next_attempt_at = CASE WHEN $2::double precision IS NULL THEN NULL
+                                              WHEN next_attempt_at > $6 THEN LEAST(next_attempt_at, $2)
+                                              ELSE $2 END,
+                       last_error = $3,
+                       delivered_at = CASE WHEN $1 = 'delivered' THEN $4 ELSE delivered_at END
+                   WHERE id = $5 AND status = 'pending' RETURNING *""",
                 status.value,
-                attempt.number,
                 next_attempt_at if status is DeliveryStatus.PENDING else None,
                 attempt.error,
                 attempt.at + attempt.latency,
                 attempt.event_id,
+                attempt.at,
             )
             return to_delivery(found) if found is not None else None
 

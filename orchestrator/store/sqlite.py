@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import asdict
@@ -381,21 +382,17 @@ class SQLiteStore:
     async def due_deliveries(
         self, now: float, limit: int, *, skip: Collection[str] = (), full: Collection[str] = ()
     ) -> list[Delivery]:
-        skipping, crowded = list(skip), list(full)
-        sql = f"""SELECT * FROM webhook_events AS e
-                  WHERE e.status = 'pending' AND e.next_attempt_at <= ?
-                    AND e.id NOT IN ({", ".join("?" for _ in skipping)})
-                    AND e.destination NOT IN ({", ".join("?" for _ in crowded)})
-                    AND NOT EXISTS (SELECT 1 FROM webhook_events AS earlier
-                                    WHERE earlier.recording_id = e.recording_id AND earlier.seq < e.seq
-                                      AND earlier.status = 'pending')
+        eligible, params = _eligible(skip, full)
+        sql = f"""SELECT * FROM webhook_events AS e WHERE {eligible} AND e.next_attempt_at <= ?
                   ORDER BY e.next_attempt_at, e.seq LIMIT ?"""
-        async with self._reader.execute(sql, (now, *skipping, *crowded, limit)) as cur:
+        async with self._reader.execute(sql, (*params, now, limit)) as cur:
             return [to_delivery(r) for r in await cur.fetchall()]
 
-    async def next_delivery_at(self) -> float | None:
-        sql = "SELECT MIN(next_attempt_at) FROM webhook_events WHERE status = 'pending'"
-        async with self._reader.execute(sql) as cur:
+    async def next_delivery_at(self, *, skip: Collection[str] = (), full: Collection[str] = ()) -> float | None:
+        eligible, params = _eligible(skip, full)
+        async with self._reader.execute(
+            f"SELECT MIN(e.next_attempt_at) FROM webhook_events AS e WHERE {eligible}", params
+        ) as cur:
             row = await cur.fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
@@ -403,22 +400,32 @@ class SQLiteStore:
         self, attempt: DeliveryAttempt, *, status: DeliveryStatus, next_attempt_at: float | None
     ) -> Delivery | None:
         async def op(db: aiosqlite.Connection) -> Delivery | None:
-            async with db.execute("SELECT 1 FROM webhook_events WHERE id = ?", (attempt.event_id,)) as cur:
-                if await cur.fetchone() is None:
-                    return None
+            # The store numbers attempts: two overlapping ones (a deposed leader's and the new one's) both stay.
+            async with db.execute(
+                "UPDATE webhook_events SET attempts = attempts + 1 WHERE id = ? RETURNING attempts",
+                (attempt.event_id,),
+            ) as cur:
+                counted = await cur.fetchone()
+            if counted is None:
+                return None
             await db.execute(
-                f"INSERT OR REPLACE INTO webhook_attempts ({', '.join(ATTEMPT_COLUMNS)})"
+                f"INSERT INTO webhook_attempts ({', '.join(ATTEMPT_COLUMNS)})"
                 f" VALUES ({', '.join('?' for _ in ATTEMPT_COLUMNS)})",
-                attempt_values(attempt),
+                attempt_values(dataclasses.replace(attempt, number=counted[0])),
             )
+            # A redelivery asked for while this attempt was out moved next_attempt_at past the attempt's
+            # start: the earlier of the two times stands, so "send it now" is not undone by a backoff.
             async with db.execute(
                 """UPDATE webhook_events
-                   SET status = ?, attempts = MAX(attempts, ?), next_attempt_at = ?, last_error = ?,
+                   SET status = ?,
+                       next_attempt_at = CASE WHEN next_attempt_at > ? THEN MIN(next_attempt_at, ?) ELSE ? END,
+                       last_error = ?,
                        delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END
                    WHERE id = ? AND status = 'pending' RETURNING *""",
                 (
                     status.value,
-                    attempt.number,
+                    attempt.at,
+                    next_attempt_at if status is DeliveryStatus.PENDING else None,
                     next_attempt_at if status is DeliveryStatus.PENDING else None,
                     attempt.error,
                     status.value,
@@ -503,6 +510,19 @@ class SQLiteStore:
     async def workers_seen(self) -> list[WorkerPresence]:
         async with self._reader.execute("SELECT * FROM workers ORDER BY worker_id") as cur:
             return [to_presence(r) for r in await cur.fetchall()]
+
+
+def _eligible(skip: Collection[str], full: Collection[str]) -> tuple[str, list[Any]]:
+    """The events the delivery loop could start, whenever due: pending, not in flight (`skip`), not to a
+    destination with no free slot (`full`), and not behind an earlier pending event of their recording."""
+    skipping, crowded = list(skip), list(full)
+    sql = f"""e.status = 'pending'
+              AND e.id NOT IN ({", ".join("?" for _ in skipping)})
+              AND e.destination NOT IN ({", ".join("?" for _ in crowded)})
+              AND NOT EXISTS (SELECT 1 FROM webhook_events AS earlier
+                              WHERE earlier.recording_id = e.recording_id AND earlier.seq < e.seq
+                                AND earlier.status = 'pending')"""
+    return sql, [*skipping, *crowded]
 
 
 async def _emit(db: aiosqlite.Connection, row: RecordingRow, emit: Emit | None) -> None:

@@ -45,6 +45,8 @@ POLL = 1.0
 STOP_GRACE = 1.0
 # The most due events read at once, beyond what can start now (some may wait for their destination).
 DUE_BATCH = 64
+# The shortest pause between two looks at the store, however much is due.
+MIN_SLEEP = 0.02
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
@@ -170,9 +172,9 @@ class WebhookDelivery:
     async def _run(self) -> None:
         while True:
             try:
-                blocked = await self._start_due()
+                await self._start_due()
                 await self._gauge()
-                await self._sleep(blocked)
+                await self._sleep()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -180,37 +182,36 @@ class WebhookDelivery:
                 log.exception("webhook_loop_error")
                 await asyncio.sleep(POLL)
 
-    async def _start_due(self) -> bool:
-        """Start what is due and has a free slot; True when some due event waits for its destination."""
+    def _full(self) -> list[str]:
+        """Destinations with no free slot: their due events wait, and must not crowd out anyone else's."""
+        return [destination for destination, busy in self._busy.items() if busy >= self.per_destination]
+
+    async def _start_due(self) -> None:
+        """Start what is due and has a free slot."""
         self._wake.clear()
         free = self.concurrency - len(self._in_flight)
         if free <= 0:
-            return True
-        full = [destination for destination, busy in self._busy.items() if busy >= self.per_destination]
-        due = await self.store.due_deliveries(self.clock(), free + DUE_BATCH, skip=list(self._in_flight), full=full)
-        blocked = bool(full)
+            return
+        due = await self.store.due_deliveries(
+            self.clock(), free + DUE_BATCH, skip=list(self._in_flight), full=self._full()
+        )
         for delivery in due:
             if len(self._in_flight) >= self.concurrency:
-                return True
-            if delivery.id in self._in_flight:
-                continue
-            if self._busy[delivery.destination] >= self.per_destination:
-                blocked = True
-                continue
-            self._launch(delivery)
-        return blocked
+                return
+            if delivery.id not in self._in_flight and self._busy[delivery.destination] < self.per_destination:
+                self._launch(delivery)
 
-    async def _sleep(self, blocked: bool) -> None:
-        """Until woken, or the next due time, or POLL; when due events wait for a slot, an attempt's end
-        wakes the loop."""
+    async def _sleep(self) -> None:
+        """Until woken (a change, an attempt's end), or the next time something startable is due, or POLL.
+        What is in flight or waits for a slot is left out of "next", so the loop never spins on it; and
+        it never looks more often than every MIN_SLEEP."""
         timeout = POLL
-        if not blocked:
-            next_at = await self.store.next_delivery_at()
+        if len(self._in_flight) < self.concurrency:
+            next_at = await self.store.next_delivery_at(skip=list(self._in_flight), full=self._full())
             if next_at is not None:
-                timeout = min(POLL, max(0.0, next_at - self.clock()))
-        if timeout > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                timeout = min(POLL, next_at - self.clock())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(MIN_SLEEP, timeout))
 
     def _launch(self, delivery: Delivery) -> None:
         self._busy[delivery.destination] += 1
@@ -245,6 +246,10 @@ class WebhookDelivery:
         try:
             await self.policy.check(delivery.url, "webhook_url")
         except UrlDenied as denied:
+            if denied.code == "url_unresolvable":
+                # DNS can fail for a while (a resolver restarting): retried like a network error.
+                await self._retry_or_give_up(delivery, number, at, 0.0, None, denied.message, bound)
+                return
             await self._record(delivery, number, at, 0.0, None, denied.message, DeliveryStatus.FAILED, None)
             self.metrics.webhooks.labels("failed").inc()
             bound.warning("webhook_failed", problem=denied.message, reason="the URL policy refuses it now")
@@ -260,13 +265,26 @@ class WebhookDelivery:
             self.metrics.webhooks.labels("delivered").inc()
             bound.info("webhook_delivered", status=status_code, latency=round(latency, 3))
             return
+        await self._retry_or_give_up(delivery, number, at, latency, status_code, error, bound)
+
+    async def _retry_or_give_up(
+        self,
+        delivery: Delivery,
+        number: int,
+        at: float,
+        latency: float,
+        status_code: int | None,
+        error: str,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
         retry_at = at + latency + backoff_delay(number, self.backoff, self.max_backoff)
         capped = self.max_attempts is not None and number >= self.max_attempts
         if capped or retry_at > delivery.expires_at:
             await self._record(delivery, number, at, latency, status_code, error, DeliveryStatus.FAILED, None)
             self.metrics.webhooks.labels("failed").inc()
             why = "attempts" if capped else "horizon"
-            bound.warning("webhook_failed", problem=error, gave_up_on=why, url=delivery.url)
+            # The destination, never the URL: a webhook URL often carries a token in its query.
+            bound.warning("webhook_failed", problem=error, gave_up_on=why, destination=delivery.destination)
             return
         await self._record(delivery, number, at, latency, status_code, error, DeliveryStatus.PENDING, retry_at)
         self.metrics.webhooks.labels("retried").inc()

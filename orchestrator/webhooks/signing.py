@@ -8,7 +8,8 @@ Every delivery carries
 
 The key is the secret's bytes: a secret written `whsec_<base64>` is base64-decoded, as the standard
 says; any other string is used as its UTF-8 bytes (a receiver using the `standardwebhooks` library then
-passes those bytes: `Webhook(secret.encode())`, since a `str` is always base64-decoded there).
+passes those bytes: `Webhook(secret.encode())`, since a `str` is always base64-decoded there). One rule,
+whatever the string looks like: a base64 secret is written with its `whsec_` prefix.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import hmac
 import time
 from collections.abc import Mapping
 
-from orchestrator.config import WEBHOOK_SECRET_PREFIX
+from orchestrator.config import WEBHOOK_SECRET_PREFIX, whsec_key
 
 WEBHOOK_ID = "webhook-id"
 WEBHOOK_TIMESTAMP = "webhook-timestamp"
@@ -30,9 +31,7 @@ TOLERANCE = 300.0
 
 def secret_key(secret: str) -> bytes:
     """The HMAC key of a configured secret (see the module docstring)."""
-    if secret.startswith(WEBHOOK_SECRET_PREFIX):
-        return base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX))
-    return secret.encode()
+    return whsec_key(secret) if secret.startswith(WEBHOOK_SECRET_PREFIX) else secret.encode()
 
 
 def signature(secret: str, event_id: str, timestamp: int, body: bytes) -> str:

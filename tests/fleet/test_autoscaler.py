@@ -95,6 +95,26 @@ async def test_idle_surplus_is_retired_in_two_phases_after_the_cooldown() -> Non
     assert backend.workers == {}
 
 
+async def test_a_new_leader_finishes_retiring_what_the_previous_one_marked() -> None:
+    # The registry is shared (replicas on one store): the mark outlives the leader that set it.
+    old, backend, registry, clock, _ = make(PoolConfig(min=0, max=5, spare=0, idle_cooldown=0))
+    [name] = await backend.create(1)
+    registry.polling(name, clock.now)
+    await old.tick()
+    assert registry.is_retiring(name) and backend.retired == []  # phase one, then the leader is gone
+
+    async def nothing_queued() -> int:
+        return 0
+
+    new = Autoscaler(backend, registry, nothing_queued, PoolConfig(min=0, max=5, spare=0, idle_cooldown=0), clock=clock)
+    await new.start()
+    try:
+        await new.tick()
+        assert backend.retired == [name], "the marked worker is removed, not left running for ever"
+    finally:
+        await new.stop()
+
+
 async def test_a_worker_leased_between_snapshot_and_mark_is_not_removed() -> None:
     scaler, backend, registry, clock, _ = make(PoolConfig(min=0, max=5, spare=0, idle_cooldown=0))
     [name] = await backend.create(1)

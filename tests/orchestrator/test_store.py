@@ -377,6 +377,51 @@ async def test_a_recordings_events_come_due_in_order(store: RecordingStore):
     assert [d.id for d in due] == ["evt_rec_0001_queued_b", "evt_rec_0002_queued_c"]
 
 
+async def test_attempts_are_numbered_by_the_store_and_a_redelivery_in_flight_stands(store: RecordingStore):
+    await store.create(new(1), emit=events_for("x"))
+    (event,) = await store.due_deliveries(now=5000.0, limit=10)
+    # Two attempts that overlap (a deposed leader's and the new one's) both claim number 1: both are logged.
+    for at in (1100.0, 1101.0):
+        await store.record_attempt(
+            DeliveryAttempt(event.id, 1, at=at, latency=0.1, status_code=503, error="HTTP 503"),
+            status=DeliveryStatus.PENDING,
+            next_attempt_at=1200.0,
+        )
+    ((stored, attempts),) = await store.deliveries(event.recording_id)
+    assert [a.number for a in attempts] == [1, 2] and stored.attempts == 2
+    # A redelivery while an attempt is out asks for "now": the attempt's backoff must not push it back.
+    await store.redeliver(event.id, at=1300.0, expires_at=9000.0)
+    again = await store.record_attempt(
+        DeliveryAttempt(event.id, 3, at=1250.0, latency=0.1, status_code=503, error="HTTP 503"),
+        status=DeliveryStatus.PENDING,
+        next_attempt_at=1900.0,
+    )
+    assert again is not None and again.next_attempt_at == 1300.0
+    # Without a redelivery meanwhile, the backoff is what stands; a final status clears the time.
+    later = await store.record_attempt(
+        DeliveryAttempt(event.id, 4, at=1310.0, latency=0.1, status_code=503, error="HTTP 503"),
+        status=DeliveryStatus.PENDING,
+        next_attempt_at=1900.0,
+    )
+    assert later is not None and later.next_attempt_at == 1900.0
+    await store.redeliver(event.id, at=1950.0, expires_at=9000.0)
+    done = await store.record_attempt(
+        DeliveryAttempt(event.id, 5, at=1920.0, latency=0.1, status_code=204, error=None),
+        status=DeliveryStatus.DELIVERED,
+        next_attempt_at=None,
+    )
+    assert done is not None and done.status is DeliveryStatus.DELIVERED and done.next_attempt_at is None
+
+
+async def test_the_next_due_time_leaves_out_what_is_in_flight_or_held(store: RecordingStore):
+    await store.create(new(1), emit=events_for("a", "b"))
+    await store.create(new(2), emit=events_for("c", url="http://93.184.215.15/up"))
+    # rec_0001's "a" is in flight, its "b" held behind it; rec_0002's "c" is the next thing startable.
+    assert await store.next_delivery_at(skip=["evt_rec_0001_queued_a"]) == 1002.0
+    assert await store.next_delivery_at(skip=["evt_rec_0001_queued_a"], full=["93.184.215.15"]) is None
+    assert await store.next_delivery_at() == 1001.0
+
+
 async def test_a_full_destination_never_crowds_another_out_of_the_batch(store: RecordingStore):
     for n in range(1, 6):
         await store.create(new(n), emit=events_for("x", url="http://93.184.215.14:81/down"))

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from standardwebhooks.webhooks import Webhook
 
 from orchestrator.store.outbox import DeliveryStatus
 from orchestrator.webhooks.compose import destination_of
@@ -227,6 +228,9 @@ def test_signatures_follow_standard_webhooks():
     key = b"0123456789abcdef0123456789abcdef"
     assert secret_key("whsec_" + base64.b64encode(key).decode()) == key, "whsec_ secrets are base64"
     assert secret_key("plain") == b"plain"
+    unpadded = "whsec_" + base64.b64encode(key[:17]).decode().rstrip("=")
+    assert secret_key(unpadded) == key[:17], "padding may be left out, as the standard's libraries allow"
+    assert Webhook(unpadded).verify(body, signed_headers(unpadded, "evt_1", int(time.time()), body)) is not None
 
 
 def test_backoff_doubles_with_jitter_up_to_the_cap():

@@ -6,9 +6,10 @@ that moment: a player's `currentTime`. Things before the first frame (loading, a
 room) have negative times. A pause is cut out of the file, so its span is empty on the media clock
 (`start == end`, the cut) and carries how long it lasted on the wall clock.
 
-The file is bounded (about 1 MB per recorded hour at most, see the constants): events beyond their cap
-are counted in `dropped`, never silently lost, and series are downsampled (adjacent points averaged,
-the step doubled), never cut off.
+The file is bounded: about 1 MB per recorded hour for ordinary pages, and the caps below (with the
+recorder's per-source budgets and text clipping) hold a hostile page to a few megabytes. Events beyond
+their cap are counted in `dropped`, never silently lost, and series are downsampled (adjacent points
+averaged, the step doubled), never cut off.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ Level = Literal["info", "warning", "error"]
 SpanKind = Literal["frozen", "black", "silent", "gap", "paused", "waiting", "network"]
 PROBLEM_SPANS: frozenset[str] = frozenset({"frozen", "black", "silent", "gap", "network"})
 LOSS_THRESHOLD = 0.05
+# A track with fewer packets than this says nothing about loss over the recording.
+MIN_LOSS_PACKETS = 100
 
 
 class _Model(BaseModel):
@@ -105,7 +108,15 @@ class Track(_Model):
 class TimelineSummary(_Model):
     """What rec.json and the recording's `quality.timeline` carry: enough to sort and filter recordings."""
 
-    worst_inbound_loss: float | None = Field(description="0-1 over all inbound tracks; null without WebRTC")
+    worst_inbound_loss: float | None = Field(
+        description="0-1: the worst share of packets lost over one stats interval, any inbound track; null without"
+        " WebRTC"
+    )
+    inbound_loss: float | None = Field(
+        default=None,
+        description="0-1: the share of its packets the worst inbound track lost over the whole recording"
+        " (lost / (lost + received), tracks of at least MIN_LOSS_PACKETS); null without WebRTC",
+    )
     freeze_seconds: dict[str, float] = Field(default_factory=dict, description="per inbound video track")
     errors: int = Field(description="page errors: console errors, uncaught exceptions, failed requests, crashes")
     warnings: int

@@ -23,6 +23,7 @@ import structlog
 
 from contract.errors import ErrorCode, RecorderError
 from contract.protocol import Progress, WorkerState
+from contract.redact import shown_url
 from contract.security import AddressPolicy
 from contract.spec import RecordingSpec, StopReason
 from recorder.attempt import AttemptFolder
@@ -482,6 +483,9 @@ class _CaptureRun:
             return
         self._stop_noted = True
         why = f"stopped: {reason}" if self.error is None else f"stopped: {self.error.message}"
+        # The meeting's URL may carry its token in the query: the timeline shows it without (the collector
+        # also redacts every URL it finds in a message).
+        why = why.replace(self.spec.url, shown_url(self.spec.url))
         control_event(self.timeline, "stop", why, level="error" if self.error else "info", reason=reason)
 
     async def _follow_pause(self) -> None:

@@ -22,6 +22,7 @@ from contract.timeline import (
     MAX_SERIES_POINTS,
     MAX_SPANS,
     MAX_TRACKS,
+    MIN_LOSS_PACKETS,
     PROBLEM_SPANS,
     Series,
     Timeline,
@@ -131,11 +132,25 @@ def summarize(
     problem_spans = sum(1 for s in spans if s.kind in PROBLEM_SPANS)
     return TimelineSummary(
         worst_inbound_loss=max((t.worst_loss for t in tracks), default=None),
+        inbound_loss=whole_recording_loss(tracks),
         freeze_seconds={t.id: round(t.freeze_seconds, 3) for t in tracks if t.kind == "video"},
         errors=errors,
         warnings=warnings,
         problems=problem_spans + errors,
     )
+
+
+def whole_recording_loss(tracks: Sequence[Track]) -> float | None:
+    """The share of its packets the worst inbound track lost over the recording (what the regional alert
+    judges: one bad second of an hour-long call must not mark it); None without WebRTC."""
+    if not tracks:
+        return None
+    shares = [
+        t.packets_lost / (t.packets_lost + t.packets_received)
+        for t in tracks
+        if t.packets_lost + t.packets_received >= MIN_LOSS_PACKETS
+    ]
+    return round(max(shares, default=0.0), 4)
 
 
 def write_timeline(path: Path, timeline: Timeline) -> Path:

@@ -1,20 +1,25 @@
 """Gathers what happens during one recording, stamped on the wall clock (the first frame's time, and the
 pauses, are known only later); `recorder.timeline.build` puts it on the media clock.
 
-Everything here is bounded while it is collected, so a recording of many hours with a noisy page holds a
-few megabytes at most: events stop at their caps (and are counted), series are averaged into a grid whose
-step doubles when it fills. Methods only append: they are called from Playwright's event handlers and
-the capture's progress reader and must never wait.
+Everything here is bounded while it is collected, so a recording of many hours with a noisy, or hostile,
+page holds a few megabytes at most: every string is clipped (MAX_TEXT, track ids MAX_ID) and URLs in it
+shown without query or credentials, an event's `data` keeps at most MAX_DATA_VALUES plain JSON values,
+events stop at their caps (and are counted), series are averaged into a grid whose step doubles when it
+fills. Each source has its own share of MAX_EVENTS (SOURCE_BUDGETS), so a page's events never crowd out
+the recorder's own (control, capture) or the WebRTC watcher's. Methods only append: they are called from
+Playwright's event handlers and the capture's progress reader and must never wait.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract.redact import clip, redact_urls
 from contract.timeline import (
     MAX_EVENTS,
     MAX_EVENTS_PER_KIND,
@@ -26,9 +31,63 @@ from contract.timeline import (
     SpanKind,
 )
 
+# Each source's share of MAX_EVENTS: the page, however busy, leaves room for the rest. Control events are
+# few (a handful of kinds, each capped at CONTROL_PER_KIND), so `stop` always has room.
+SOURCE_BUDGETS: dict[str, int] = {"page": 2000, "webrtc": 500, "capture": 250, "control": 200, "analyzer": 50}
+CONTROL_PER_KIND = 40
+MAX_ID = 128  # characters of a track id
+MAX_KEY = 40  # characters of a `data` key
+MAX_DATA_VALUES = 16  # plain values (and keys) kept in one event's `data`, nested ones included
+MAX_DATA_DEPTH = 3
+assert sum(SOURCE_BUDGETS.values()) <= MAX_EVENTS
 
-def clip(text: str, limit: int = MAX_TEXT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+def plain(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` as JSON-safe plain values, bounded: strings clipped (URLs in them redacted), numbers finite,
+    at most MAX_DATA_VALUES values and MAX_DATA_DEPTH levels; anything else is left out."""
+    room = [MAX_DATA_VALUES]
+
+    def value(item: Any, depth: int) -> tuple[bool, Any]:
+        if room[0] <= 0:
+            return False, None
+        room[0] -= 1
+        if item is None or isinstance(item, bool):
+            return True, item
+        if isinstance(item, int):
+            return (True, item) if abs(item) < 2**53 else (False, None)
+        if isinstance(item, float):
+            return (True, item) if math.isfinite(item) else (False, None)
+        if isinstance(item, str):
+            return True, clip(redact_urls(item))
+        if depth >= MAX_DATA_DEPTH:
+            return False, None
+        if isinstance(item, dict):
+            return True, mapping(item, depth + 1)
+        if isinstance(item, list | tuple):
+            kept = (value(x, depth + 1) for x in item[:MAX_DATA_VALUES])
+            return True, [x for ok, x in kept if ok]
+        return False, None
+
+    def mapping(items: dict[Any, Any], depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, item in list(items.items())[:MAX_DATA_VALUES]:
+            if not isinstance(key, str):
+                continue
+            ok, kept = value(item, depth)
+            if ok:
+                out[clip(key, MAX_KEY)] = kept
+        return out
+
+    return mapping(data, 0)
+
+
+def text(value: str, limit: int = MAX_TEXT) -> str:
+    """A message as the timeline keeps it: URLs redacted, clipped."""
+    return clip(redact_urls(str(value)), limit)
+
+
+def track_id(track: str | None) -> str | None:
+    return None if track is None else clip(str(track), MAX_ID)
 
 
 @dataclass(frozen=True)
@@ -101,6 +160,7 @@ class TimelineCollector:
         # Filled in by the WebRTC watcher when the recording ends (recorder.timeline.webrtc).
         self.tracks: list[dict[str, Any]] = []
         self._per_kind: Counter[str] = Counter()
+        self._per_source: Counter[str] = Counter()
 
     def event(
         self,
@@ -113,15 +173,18 @@ class TimelineCollector:
         at: float | None = None,
         **data: Any,
     ) -> None:
-        """Note a moment; past MAX_EVENTS, or MAX_EVENTS_PER_KIND of its `source.kind`, it is only counted."""
+        """Note a moment; past its source's budget (SOURCE_BUDGETS), or MAX_EVENTS_PER_KIND of its
+        `source.kind` (CONTROL_PER_KIND for control), it is only counted in `dropped`."""
         key = f"{source}.{kind}"
-        if len(self.events) >= MAX_EVENTS or self._per_kind[key] >= MAX_EVENTS_PER_KIND:
+        per_kind = CONTROL_PER_KIND if source == "control" else MAX_EVENTS_PER_KIND
+        full = len(self.events) >= MAX_EVENTS or self._per_source[source] >= SOURCE_BUDGETS.get(source, 0)
+        if full or self._per_kind[key] >= per_kind:
             self.dropped[key] += 1
             return
         self._per_kind[key] += 1
-        self.events.append(
-            WallEvent(self.clock() if at is None else at, source, kind, level, clip(message), track, data)
-        )
+        self._per_source[source] += 1
+        stamped = self.clock() if at is None else at
+        self.events.append(WallEvent(stamped, source, kind, level, text(message), track_id(track), plain(data)))
 
     def span(
         self,
@@ -137,10 +200,11 @@ class TimelineCollector:
         if len(self.spans) >= MAX_SPANS:
             self.dropped[f"{source}.span.{kind}"] += 1
             return
-        self.spans.append(WallSpan(start, max(start, end), kind, source, clip(message), track))
+        self.spans.append(WallSpan(start, max(start, end), kind, source, text(message), track_id(track)))
 
     def sample(self, name: str, value: float, *, unit: str, track: str | None = None, at: float | None = None) -> None:
         """One sample of a series (e.g. capture.fps); samples are averaged into a bounded grid."""
+        track = track_id(track)
         key = (name, track)
         series = self.series.get(key)
         if series is None:

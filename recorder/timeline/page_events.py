@@ -4,19 +4,21 @@ END_RECORDING signals, and the join script's steps.
 
 Handlers only note and return: they run in Playwright's event dispatch and must never wait. Nothing here
 changes what the page sees (a dialog is noted when it closes, so Playwright still dismisses it as it would
-without us). URLs are shown without their credentials, query or fragment, which may carry secrets.
+without us). URLs are shown without their credentials, query or fragment, which may carry secrets, and
+clipped (`contract.redact`); every string a page chooses is clipped before it is kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 from playwright.async_api import ConsoleMessage, Dialog, Frame, Page, Request, Response
 from playwright.async_api import Error as PlaywrightError
 
 from contract.actions import Step, describe
+from contract.redact import clip, shown_url
 from contract.security import UrlRejected, canonical_url
 from contract.timeline import Level
 from recorder.timeline.collector import TimelineCollector
@@ -24,26 +26,10 @@ from recorder.timeline.collector import TimelineCollector
 SIGNALS = ("START_RECORDING", "END_RECORDING")
 FAILED_LOAD = "Failed to load resource:"  # what Chromium logs for a failed request
 CONSOLE_TEXT = 200  # characters of a console line kept: enough to recognise it, short enough for thousands
+NAME_TEXT = 80  # characters of an exception's name
 
 # host -> the address class the egress guard denied it for in this recording, or None.
 DenialLookup = Callable[[str], "str | None"]
-
-
-def shown_url(url: str) -> str:
-    """`url` as the timeline shows it: scheme, host, port and path; no user, password, query or fragment."""
-    if not url.startswith(("http:", "https:", "ws:", "wss:")):
-        scheme = url.split(":", 1)[0][:20]
-        return f"{scheme}:…" if scheme else "…"
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(an invalid URL)"
-    if ":" in host:
-        host = f"[{host}]"
-    query = "?…" if parts.query else ""
-    return f"{parts.scheme}://{host}{port}{parts.path or '/'}{query}"
 
 
 class PageEventFeed:
@@ -54,7 +40,7 @@ class PageEventFeed:
         self.denial_of = denial_of
         # Console messages by level, kept or over the cap: the summary counts them all.
         self.console_levels: Counter[str] = Counter()
-        self._last_url: str | None = None
+        self._last_url: bytes | None = None  # a digest: a page's URL may be megabytes long
         self._crashed = False
 
     def attach(self, page: Page) -> None:
@@ -85,7 +71,7 @@ class PageEventFeed:
     def _on_console(self, message: ConsoleMessage) -> None:
         text = message.text
         for name in SIGNALS:
-            if name in text:
+            if name in text[:CONSOLE_TEXT]:
                 self.collector.event("page", "signal", name, name=name)
         level = {"error": "error", "warning": "warning"}.get(message.type)
         if level is None or text.startswith(FAILED_LOAD):
@@ -94,12 +80,12 @@ class PageEventFeed:
         where = message.location or {}
         origin = shown_url(where["url"]) if where.get("url") else None
         data = {"url": origin, "line": where.get("lineNumber")} if origin else {}
-        short = text if len(text) <= CONSOLE_TEXT else text[: CONSOLE_TEXT - 1] + "…"
+        short = clip(text, CONSOLE_TEXT)
         self.collector.event("page", "console", short, level="error" if level == "error" else "warning", **data)
 
     def _on_page_error(self, error: PlaywrightError) -> None:
-        name = getattr(error, "name", None) or "Error"
-        message = getattr(error, "message", None) or str(error)
+        name = clip(str(getattr(error, "name", None) or "Error"), NAME_TEXT)
+        message = str(getattr(error, "message", None) or error)[: 4 * CONSOLE_TEXT]
         first = message.splitlines()[0] if message else ""
         self.collector.event("page", "exception", f"uncaught {name}: {first}"[:CONSOLE_TEXT], level="error", name=name)
 
@@ -150,8 +136,9 @@ class PageEventFeed:
         if not url or url == "about:blank" or url.startswith("chrome-error:"):
             return
         shown = shown_url(url)
-        again = url == self._last_url
-        self._last_url = url
+        digest = hashlib.blake2b(url.encode(errors="replace"), digest_size=16).digest()
+        again = digest == self._last_url
+        self._last_url = digest
         if again and self._crashed:
             self._crashed = False
             self.collector.event("page", "reload", f"reloaded after a crash: {shown}", level="warning", url=shown)
@@ -162,7 +149,7 @@ class PageEventFeed:
 
     def _on_dialog_closed(self, dialog: Dialog) -> None:
         text = dialog.message
-        short = text if len(text) <= CONSOLE_TEXT else text[: CONSOLE_TEXT - 1] + "…"
+        short = clip(text, CONSOLE_TEXT)
         self.collector.event("page", "dialog", f"{dialog.type}: {short}", level="warning", type=dialog.type)
 
     def _on_crash(self, page: Page) -> None:

@@ -9,8 +9,12 @@
 //
 // Once every POLL_MS the timer asks each live connection for getStats() and hands the inbound-rtp
 // figures to the recorder through BINDING, a binding whose name is random per browser context. Nothing
-// here may throw into the page: every step is guarded, and the page's later changes to globals (timers,
-// getStats) are not used, the originals having been kept.
+// here may throw into the page: every step is guarded, and the builtins used here (timers, getStats,
+// Promise's then, WeakRef's deref, the stats report's forEach, Reflect) are the ones taken when this
+// ran, before the page's scripts. This is not a secret channel: the binding's name is random but
+// Playwright's binding machinery lives in the page's world, and the binding itself serialises with the
+// page's globals, so a page can find it, forge reports through it or stop them. Reports describe only
+// the page that sent them and the recorder validates and caps them: the WebRTC figures are advisory.
 (() => {
   "use strict";
   const Native = window.RTCPeerConnection;
@@ -19,21 +23,30 @@
   const pollMs = POLL_MS;
   const maxConnections = 64;
   const maxInbound = 64;
+  const stuckPolls = 10; // a round that has not answered after this many polls is given up
   // The originals, kept before the page can replace them.
+  const apply = Reflect.apply;
+  const construct = Reflect.construct;
   const getStats = Native.prototype.getStats;
   const signalingState = Object.getOwnPropertyDescriptor(Native.prototype, "signalingState").get;
   const setIntervalOf = window.setInterval.bind(window);
   const clearIntervalOf = window.clearInterval.bind(window);
   const WeakRefOf = window.WeakRef;
+  const deref = WeakRefOf.prototype.deref;
   const then = Promise.prototype.then;
-  const all = Promise.all.bind(Promise);
+  const finite = Number.isFinite;
+  const StringOf = String;
+  const slice = String.prototype.slice;
+  const forEachStat = typeof window.RTCStatsReport === "function" ? window.RTCStatsReport.prototype.forEach : null;
+  const noop = () => {};
   let binding = null;
   let nextId = 1;
   let timer = null;
   let polling = false;
-  const live = new Set(); // {id, ref: WeakRef<RTCPeerConnection>, tracks: string[]}
+  let pollsWaited = 0;
+  let live = []; // {id, ref: WeakRef<RTCPeerConnection>, tracks: string[]}; no Set: its iteration is the page's
   try {
-    // Kept here and taken off the window, so the page's scripts do not come across it.
+    // Kept here and taken off the window (which hides it from a casual look, nothing more: see above).
     if (typeof window[bindingName] === "function") {
       binding = window[bindingName];
       delete window[bindingName];
@@ -50,21 +63,22 @@
         }
       }
       // The promise settles when the recorder has read it; nothing waits on it.
-      then.call(binding(payload), undefined, () => {});
+      apply(then, binding(payload), [undefined, noop]);
     } catch (e) {
-      // the binding is gone (the page is closing): nothing to report to
+      // the binding is gone (the page is closing, or the page removed it): nothing to report to
     }
   }
 
   function number(value) {
-    return typeof value === "number" && isFinite(value) ? value : null;
+    return typeof value === "number" && finite(value) ? value : null;
   }
 
   function inbound(stat) {
     return {
-      track: String(stat.trackIdentifier || stat.id || "").slice(0, 128),
+      track: apply(slice, StringOf(stat.trackIdentifier || stat.id || ""), [0, 128]),
       kind: stat.kind === "audio" ? "audio" : "video",
       framesDecoded: number(stat.framesDecoded),
+      framesReceived: number(stat.framesReceived),
       framesDropped: number(stat.framesDropped),
       framesPerSecond: number(stat.framesPerSecond),
       freezeCount: number(stat.freezeCount),
@@ -77,63 +91,106 @@
     };
   }
 
-  function collect(entry, pc) {
-    return then.call(getStats.call(pc), (report) => {
-      const found = [];
-      report.forEach((stat) => {
-        if (stat && stat.type === "inbound-rtp" && found.length < maxInbound) found.push(inbound(stat));
-      });
-      entry.tracks = found.map((s) => s.track);
-      return {id: entry.id, closed: false, inbound: found};
-    });
+  function figures(entry, report) {
+    const found = [];
+    const tracks = [];
+    const take = (stat) => {
+      if (stat && stat.type === "inbound-rtp" && found.length < maxInbound) {
+        const sample = inbound(stat);
+        tracks[tracks.length] = sample.track;
+        found[found.length] = sample;
+      }
+    };
+    if (forEachStat !== null) apply(forEachStat, report, [take]);
+    else report.forEach(take);
+    entry.tracks = tracks;
+    return {id: entry.id, closed: false, inbound: found};
+  }
+
+  // One round: every live connection's stats, sent together once all have answered (or failed).
+  function finish(round) {
+    polling = false;
+    pollsWaited = 0;
+    if (round.connections.length) send({connections: round.connections});
+  }
+
+  function settle(round, answer) {
+    try {
+      round.out -= 1;
+      if (answer !== null) round.connections[round.connections.length] = answer;
+    } finally {
+      if (round.dispatched && round.out === 0) finish(round);
+    }
+  }
+
+  function ask(round, entry, pc) {
+    round.out += 1;
+    try {
+      const answered = (report) => {
+        let answer = null;
+        try {
+          answer = figures(entry, report);
+        } catch (e) {}
+        settle(round, answer);
+      };
+      apply(then, apply(getStats, pc, []), [answered, () => settle(round, null)]);
+    } catch (e) {
+      round.out -= 1;
+    }
   }
 
   function poll() {
-    if (polling) return; // the last round has not answered yet
-    const rounds = [];
-    const closed = [];
-    for (const entry of live) {
-      const pc = entry.ref.deref();
-      let state = "closed";
-      try {
-        if (pc !== undefined) state = signalingState.call(pc);
-      } catch (e) {}
-      if (state === "closed") {
-        live.delete(entry);
-        closed.push({id: entry.id, closed: true, tracks: entry.tracks});
-        continue;
-      }
-      try {
-        rounds.push(then.call(collect(entry, pc), undefined, () => null));
-      } catch (e) {}
-    }
-    if (live.size === 0 && timer !== null) {
-      clearIntervalOf(timer);
-      timer = null;
-    }
-    if (rounds.length === 0) {
-      if (closed.length) send({connections: closed});
-      return;
-    }
+    if (polling && ++pollsWaited < stuckPolls) return; // the last round has not answered yet
     polling = true;
-    then.call(all(rounds), (answers) => {
-      polling = false;
-      const connections = closed.concat(answers.filter((a) => a !== null));
-      if (connections.length) send({connections});
-    }, () => { polling = false; });
+    pollsWaited = 0;
+    const round = {connections: [], out: 0, dispatched: false};
+    try {
+      const kept = [];
+      for (let i = 0; i < live.length; i++) {
+        const entry = live[i];
+        let pc;
+        let state = "closed";
+        try {
+          pc = apply(deref, entry.ref, []);
+          if (pc !== undefined) state = apply(signalingState, pc, []);
+        } catch (e) {}
+        if (state === "closed") {
+          round.connections[round.connections.length] = {id: entry.id, closed: true, tracks: entry.tracks};
+          continue;
+        }
+        kept[kept.length] = entry;
+        ask(round, entry, pc);
+      }
+      live = kept;
+      if (live.length === 0 && timer !== null) {
+        clearIntervalOf(timer);
+        timer = null;
+      }
+    } catch (e) {
+      // whatever the page broke, it gets no exception from here
+    } finally {
+      round.dispatched = true;
+      if (round.out === 0) {
+        try {
+          finish(round);
+        } catch (e) {
+          polling = false;
+        }
+      }
+    }
   }
 
   function follow(pc) {
     try {
-      if (live.size >= maxConnections) return;
-      live.add({id: nextId++, ref: new WeakRefOf(pc), tracks: []});
+      if (live.length >= maxConnections) return;
+      live[live.length] = {id: nextId++, ref: new WeakRefOf(pc), tracks: []};
       if (timer === null) timer = setIntervalOf(poll, pollMs);
     } catch (e) {}
   }
 
   const Wrapped = new Proxy(Native, {
     construct(target, args, newTarget) {
-      const pc = Reflect.construct(target, args, newTarget);
+      const pc = construct(target, args, newTarget);
       follow(pc);
       return pc;
     },

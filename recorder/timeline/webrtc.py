@@ -5,21 +5,33 @@ and `network` spans per track.
 RTCPeerConnections without changing them) and the binding it reports through; `watch_webrtc(page,
 collector)` turns what arrives into the collector's series and events until `await watch.stop()`.
 
-Everything that arrives comes from the page and is hostile: the binding's name is random, but a page can
-find and call it. A report is parsed into plain numbers or refused, counts are capped (connections and
-tracks per report, MAX_TRACKS tracks in all, reports per second), times are the recorder's clock at
-arrival (never the page's), and nothing in here raises into the recorder.
+Everything that arrives comes from the page and is hostile. The binding's name is random, but it is not a
+secret: Playwright's binding controller lives in the page's world, so a page can find the binding, forge
+reports through it or remove it and stop them. A forged report only describes that page; a report is
+parsed into plain numbers or refused, counts are capped (connections and tracks per report, MAX_TRACKS
+tracks in all, reports per second), times are the recorder's clock at arrival (never the page's), and
+nothing in here raises into the recorder. This is why the timeline's WebRTC figures are advisory.
 
-A freeze (`freeze_started`/`freeze_ended`, a `network` span) is seen two ways:
-- decoding stopped: a video track whose framesDecoded advanced stops advancing for a whole poll. This is
-  what a sender that stops sending (replaceTrack(null), a lost uplink) looks like, and it is seen while it
-  lasts. Chromium's freezeCount only counts a freeze once the next frame is rendered, i.e. after it ended,
-  and not at all when no frame comes again. The start and end are placed within the poll interval from the
-  frames decoded in it at the rate before the stall, so they sit within a frame or two of the real moment.
+A freeze is a video track whose picture stops moving: `freeze_started`/`freeze_ended` events, with
+`data.cause` saying which of two kinds it is.
+- `network`: decoding stopped while packets (or frames) still arrive: a video track whose framesDecoded
+  advanced stops advancing for a whole poll while packetsReceived or framesReceived still grow. Only this
+  kind is trouble on the way (the network or the decoder): it gets a `network` span and counts in the
+  track's freeze count and seconds, which feed the summary, the metrics and the regional alert.
+- `sender`: the track stops receiving altogether: the sender stopped sending (a camera turned off, a
+  static screen share, replaceTrack(null)). The picture froze for whoever watches, so it is a freeze on
+  the timeline, but not network trouble: no span, no freeze seconds.
+Both are seen while they last. Chromium's freezeCount only
+  counts a freeze once the next frame is rendered, i.e. after it ended, and not at all when no frame
+  comes again. The start and end are placed within the poll interval from the frames decoded in it at
+  the rate before the stall, so they sit within a frame or two of the real moment.
 - Chromium's freezeCount/totalFreezesDuration grew without a stall being seen: a shorter hitch (Chromium
   calls a frame interval a freeze when it exceeds max(3 x the mean, the mean + 150 ms)), placed at the
-  end of the poll interval that reported it.
-Counters that go backwards (a connection restarted, a new SSRC) start a new baseline: no delta is negative.
+  end of the poll interval that reported it (not within two polls of a stall or idle stretch, which
+  Chromium counts too once frames come again).
+Counters that go backwards (a connection restarted, a new SSRC) start a new baseline: that poll gives no
+figures, freeze or loss. packetsLost may legitimately go down (RFC 3550 counts duplicates against it), so
+loss counts from the highest value seen and is never counted twice.
 """
 
 from __future__ import annotations
@@ -57,6 +69,7 @@ _SCRIPT = (Path(__file__).with_name("webrtc.js")).read_text()
 Kind = Literal["audio", "video"]
 _NUMBERS = {
     "framesDecoded": "frames_decoded",
+    "framesReceived": "frames_received",
     "framesDropped": "frames_dropped",
     "framesPerSecond": "frames_per_second",
     "freezeCount": "freeze_count",
@@ -79,6 +92,7 @@ class InboundSample:
     track: str
     kind: Kind
     frames_decoded: float | None = None
+    frames_received: float | None = None
     frames_dropped: float | None = None
     frames_per_second: float | None = None
     freeze_count: float | None = None
@@ -151,10 +165,22 @@ def parse_report(payload: Any) -> StatsReport | None:
 
 
 def growth(before: float | None, now: float | None) -> float | None:
-    """How much a counter grew; 0 when it went backwards (it restarted), None when either is unknown."""
-    if before is None or now is None:
+    """How much a counter grew; None when either is unknown or it went backwards (it restarted: unknown)."""
+    if before is None or now is None or now < before:
         return None
-    return max(0.0, now - before)
+    return now - before
+
+
+def restarted(before: InboundSample, now: InboundSample) -> bool:
+    """A counter that only grows went backwards: the track's stats start again (a new SSRC, a restart)."""
+    pairs = [
+        (before.packets_received, now.packets_received),
+        (before.frames_decoded, now.frames_decoded),
+        (before.frames_received, now.frames_received),
+        (before.freeze_count, now.freeze_count),
+        (before.samples_received, now.samples_received),
+    ]
+    return any(old is not None and new is not None and new < old for old, new in pairs)
 
 
 @dataclass
@@ -189,7 +215,9 @@ class TrackState:
     stalled_since: float | None = None
     stalled_rate: float = 0.0
     polls_since_stall: int = 99
+    idle_since: float | None = None
     loss_high_since: float | None = None
+    lost_seen: float | None = None  # the highest packetsLost reported since the last restart
 
     def facts(self) -> dict[str, Any]:
         """`contract.timeline.Track`'s fields, with first_seen/last_seen on the wall clock."""
@@ -254,6 +282,7 @@ class WebRtcWatch:
                 self._add(sample, at)
             elif state.removed:
                 state.removed, state.last, state.intervals, state.last_seen = False, sample, [], at
+                state.lost_seen = sample.packets_lost
                 self._added(state, at)
             else:
                 self._update(state, sample, at)
@@ -273,6 +302,7 @@ class WebRtcWatch:
                 self.collector.dropped["webrtc.track"] += 1
             return
         state = self.tracks[sample.track] = TrackState(sample.track, sample.kind, at, at, sample)
+        state.lost_seen = sample.packets_lost
         self._added(state, at)
 
     def _added(self, state: TrackState, at: float) -> None:
@@ -286,6 +316,10 @@ class WebRtcWatch:
         if elapsed < self.interval / 2:
             return  # a second report within one poll: a duplicate or a flood
         state.last, state.last_seen = sample, at
+        if restarted(before, sample):
+            # A new baseline: nothing is known of this interval.
+            state.intervals, state.lost_seen = [], sample.packets_lost
+            return
         self._loss(state, before, sample, since, at)
         if sample.jitter is not None:
             self.collector.sample("webrtc.jitter", sample.jitter, unit="s", track=state.id, at=at)
@@ -295,10 +329,13 @@ class WebRtcWatch:
             self._concealment(state, before, sample, elapsed, at)
 
     def _loss(self, state: TrackState, before: InboundSample, now: InboundSample, since: float, at: float) -> None:
-        lost = growth(before.packets_lost, now.packets_lost)
         received = growth(before.packets_received, now.packets_received)
-        if lost is None or received is None:
+        if now.packets_lost is None:
             return
+        seen, state.lost_seen = state.lost_seen, max(state.lost_seen or 0.0, now.packets_lost)
+        if seen is None or received is None:
+            return
+        lost = max(0.0, now.packets_lost - seen)  # a drop below the highest seen is not counted again later
         state.packets_lost += int(lost)
         state.packets_received += int(received)
         if lost + received == 0:
@@ -327,38 +364,76 @@ class WebRtcWatch:
 
     def _frames(self, state: TrackState, before: InboundSample, now: InboundSample, since: float, at: float) -> None:
         decoded = growth(before.frames_decoded, now.frames_decoded)
+        arriving = bool(growth(before.packets_received, now.packets_received)) or bool(
+            growth(before.frames_received, now.frames_received)
+        )
         state.polls_since_stall += 1
         if decoded is not None:
             self.collector.sample("webrtc.fps", decoded / (at - since), unit="fps", track=state.id, at=at)
             interval = _Interval(since, at, decoded)
-            if state.stalled_since is None and decoded == 0 and state.intervals and state.intervals[-1].frames > 0:
-                self._stall_began(state)
-            elif state.stalled_since is not None and decoded > 0:
-                # Decoding came back inside this interval: it ran for `decoded` frames at the rate before the stall.
+            quiet = state.stalled_since is None and state.idle_since is None
+            if quiet and decoded == 0 and state.intervals and state.intervals[-1].frames > 0:
+                began, state.stalled_rate = self._stop_of(state)
+                if arriving:
+                    self._stall_began(state, began)
+                else:
+                    self._idle_began(state, began)
+            elif decoded > 0 and not quiet:
+                # Decoding came back inside this interval: it ran for `decoded` frames at the rate before the stop.
                 back = at - decoded / state.stalled_rate if state.stalled_rate > 0 else since
-                self._freeze_ended(state, min(at, max(since, back)), "decoding resumed")
+                back = min(at, max(since, back))
+                self._freeze_ended(state, back, "decoding resumed")
+                self._idle_ended(state, back)
+            elif decoded == 0 and state.idle_since is not None and arriving:
+                self._idle_ended(state, since)  # packets again, still nothing decoded: now it is frozen
+                self._stall_began(state, since)
+            elif decoded == 0 and state.stalled_since is not None and not arriving:
+                self._freeze_ended(state, since, "the sender stopped sending")
+                self._idle_began(state, since)
             state.intervals = [*state.intervals[-1:], interval]
         freezes = growth(before.freeze_count, now.freeze_count)
-        if freezes and state.stalled_since is None and state.polls_since_stall > 2:
+        if freezes and state.stalled_since is None and state.idle_since is None and state.polls_since_stall > 2:
             # Chromium saw a freeze the stall check did not: shorter than a poll, placed at its interval's end.
             seconds = min(growth(before.freezes_seconds, now.freezes_seconds) or 0.0, at - since)
             state.stalled_since = at - seconds
             self._started_event(state, "a frame came late")
             self._freeze_ended(state, at, "frames came again", count=int(freezes))
 
-    def _stall_began(self, state: TrackState) -> None:
-        """Decoding stopped within the last interval: it ran on at the rate before it, then stopped."""
+    @staticmethod
+    def _stop_of(state: TrackState) -> tuple[float, float]:
+        """When decoding stopped within the last interval (it ran on at the rate before it), and that rate."""
         last = state.intervals[-1]
         rate = state.intervals[0].rate if len(state.intervals) > 1 else last.rate
         began = last.start + last.frames / rate if rate > 0 else last.end
-        state.stalled_since = min(last.end, max(last.start, began))
-        state.stalled_rate = rate
-        self._started_event(state, "no frame decoded")
+        return min(last.end, max(last.start, began)), rate
+
+    def _stall_began(self, state: TrackState, began: float) -> None:
+        state.stalled_since = began
+        self._started_event(state, "no frame decoded while packets arrive")
+
+    def _idle_began(self, state: TrackState, began: float) -> None:
+        state.idle_since = began
+        self.collector.event(
+            "webrtc", "freeze_started", "video frozen: nothing arriving, the sender stopped sending",
+            level="warning", track=state.id, at=began, cause="sender",
+        )  # fmt: skip
+
+    def _idle_ended(self, state: TrackState, end: float, *, event: bool = True) -> None:
+        start, state.idle_since = state.idle_since, None
+        if start is None:
+            return
+        state.polls_since_stall = 0
+        if event:
+            self.collector.event(
+                "webrtc", "freeze_ended", f"video arriving again after {max(0.0, end - start):.1f} s",
+                track=state.id, at=max(start, end), seconds=round(max(0.0, end - start), 3), cause="sender",
+            )  # fmt: skip
 
     def _started_event(self, state: TrackState, why: str) -> None:
         self.collector.event(
-            "webrtc", "freeze_started", f"video frozen: {why}", level="warning", track=state.id, at=state.stalled_since
-        )
+            "webrtc", "freeze_started", f"video frozen: {why}", level="warning", track=state.id,
+            at=state.stalled_since, cause="network",
+        )  # fmt: skip
 
     def _freeze_ended(self, state: TrackState, end: float, why: str, *, count: int = 1, event: bool = True) -> None:
         start, state.stalled_since = state.stalled_since, None
@@ -372,7 +447,7 @@ class WebRtcWatch:
         if event:
             self.collector.event(
                 "webrtc", "freeze_ended", f"video moving again after {end - start:.1f} s: {why}", track=state.id,
-                at=end, seconds=round(end - start, 3),
+                at=end, seconds=round(end - start, 3), cause="network",
             )  # fmt: skip
 
     def _concealment(
@@ -396,6 +471,7 @@ class WebRtcWatch:
         """A freeze or a loss still going when the track ends or the watch stops ends at its last report."""
         if state.stalled_since is not None:
             self._freeze_ended(state, state.last_seen, "", event=False)
+        self._idle_ended(state, state.last_seen, event=False)
         self._loss_ended(state, state.last_seen, recovered=False)
 
     # -- lifetime --------------------------------------------------------------------------------------

@@ -7,11 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from contract.protocol import Progress
+from contract.redact import redact_urls
 from contract.timeline import MAX_EVENTS, MAX_SERIES_POINTS, Timeline
 from recorder.capture.pause import PauseSpan
 from recorder.capture.progress import ProgressTimeline
@@ -19,8 +22,9 @@ from recorder.quality.audio import AudioReport
 from recorder.quality.report import QualityReport
 from recorder.quality.spans import Span
 from recorder.timeline.build import build_timeline, write_timeline
-from recorder.timeline.collector import TimelineCollector
-from recorder.timeline.page_events import shown_url
+from recorder.timeline.clock import MediaClock
+from recorder.timeline.collector import SOURCE_BUDGETS, TimelineCollector
+from recorder.timeline.page_events import PageEventFeed, control_event, shown_url
 from tests.support.timeline_page import BLOCKED_URL, SCHEDULE, TimelinePage
 from tests.support.timeline_page import timeline_page as timeline_page  # the fixture
 
@@ -52,6 +56,97 @@ def test_events_land_on_the_media_clock_with_pauses_cut_out():
     waiting = next(s for s in timeline.spans if s.kind == "waiting")
     assert (waiting.start, waiting.end) == (-8.0, -2.0)
     assert timeline.summary.errors == 4 and timeline.summary.worst_inbound_loss is None
+
+
+def test_after_a_pause_times_count_from_the_cut_the_file_has():
+    """The capture wrote 0.4 s more than the wall clock says before the first cut (frames captured while FFmpeg
+    stopped) and 0.2 s less before the second: times after each resume count from where the file has the cut."""
+    first = PauseSpan(started_at=160.0, ended_at=170.0, media_at=60.4)
+    second = PauseSpan(started_at=180.0, ended_at=190.0, media_at=70.2)
+    clock = MediaClock(100.0, [second, first])
+    assert clock.at(150.0) == pytest.approx(50.0)
+    assert clock.at(165.0) == pytest.approx(60.4)  # inside the pause: on the cut
+    assert clock.at(170.1) == pytest.approx(60.5)  # wall arithmetic would say 60.1, before the cut
+    assert clock.at(179.9) == pytest.approx(70.2)  # 70.3 by the first cut, but the file cuts at 70.2
+    assert clock.at(185.0) == pytest.approx(70.2)
+    assert clock.at(195.0) == pytest.approx(75.2)  # chained over both cuts
+    walls = [100.0 + n * 0.05 for n in range(2000)]
+    times = [clock.at(w) for w in walls]
+    assert times == sorted(times), "a later moment is never placed earlier in the file"
+    still = MediaClock(100.0, [PauseSpan(started_at=160.0, ended_at=None, media_at=60.4)])
+    assert still.at(500.0) == pytest.approx(60.4)  # paused until the end
+
+
+def test_a_hostile_page_s_huge_urls_and_names_keep_the_timeline_small(tmp_path):
+    """What a page can hand the feed: multi-megabyte paths in navigations, pushState and fetches, and errors
+    with a huge name. The timeline stays small, and so does what the collector holds."""
+    collector = TimelineCollector(clock=FakeClock(100.0))
+    feed = PageEventFeed(collector)
+    tracemalloc.start()
+    try:
+        held_before = tracemalloc.get_traced_memory()[0]
+        for n in range(30):
+            _attack(feed, n, 2_000_000)
+        collector.event("page", "action", "x", blob={"deep": [[[["too deep"]]]], "n": float("nan"), "o": object()})
+        held = tracemalloc.get_traced_memory()[0] - held_before
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000_000, f"the collector and the feed hold {held} bytes after 120 events"
+    assert len(collector.events) == 121
+    timeline = build_timeline(collector, first_frame_at=100.0)
+    path = write_timeline(tmp_path / "timeline.json", timeline)
+    text = path.read_text()
+    assert len(text) < 100_000, f"{len(text)} bytes"
+    assert "SECRET" not in text
+    for event in timeline.events:
+        assert len(json.dumps(event.model_dump(mode="json"))) < 2_000, event
+    [action] = [e for e in timeline.events if e.kind == "action"]
+    assert action.data == {"blob": {"deep": [[]]}}  # too deep, NaN and objects are left out
+    Timeline.model_validate_json(text)
+
+
+def _attack(feed: PageEventFeed, n: int, huge: int) -> None:
+    """One round of what a hostile page can do: its strings are gone once this returns, unless kept."""
+    path = f"/{n}" + "a" * huge + "?pwd=SECRET#SECRET"
+    feed._on_navigated(SimpleNamespace(parent_frame=None, url="https://page.example" + path))
+    request = SimpleNamespace(url="https://x.invalid" + path, resource_type="fetch", failure="net::ERR_FAILED")
+    feed._on_request_failed(request)
+    feed._on_page_error(SimpleNamespace(name="E" * huge, message="m" * huge))
+    where = {"url": "https://page.example" + path, "lineNumber": 1}
+    feed._on_console(SimpleNamespace(text="c" * huge, type="error", location=where))
+
+
+def test_the_page_cannot_crowd_out_the_recorder_s_own_events():
+    clock = FakeClock(100.0)
+    collector = TimelineCollector(clock=clock)
+    kinds = ["console", "exception", "request_failed", "request_blocked", "navigation", "reload", "signal", "dialog"]
+    for n in range(10_000):  # before the first frame
+        collector.event("page", kinds[n % len(kinds)], f"page event {n}", at=100.0 + n * 0.001)
+    for n in range(100):
+        collector.event("capture", "behind", "behind", at=111.0 + n)
+    for kind, at in [("recording", 111.0), ("pause", 120.0), ("resume", 130.0), ("stop", 140.0)]:
+        control_event(collector, kind, kind, at=at)
+    timeline = build_timeline(
+        collector, first_frame_at=111.0, pauses=[PauseSpan(started_at=120.0, ended_at=130.0, media_at=9.0)]
+    )
+    control = [e.kind for e in timeline.events if e.source == "control"]
+    assert control == ["recording", "pause", "resume", "stop"]
+    assert sum(e.source == "capture" for e in timeline.events) == 100
+    assert sum(e.source == "page" for e in timeline.events) == SOURCE_BUDGETS["page"]
+    assert sum(timeline.dropped.values()) == 10_000 - SOURCE_BUDGETS["page"]
+    assert len(timeline.events) <= MAX_EVENTS
+
+
+def test_the_meeting_url_s_token_never_reaches_the_timeline(tmp_path):
+    """A stop message quoting the meeting's URL (as recorder errors do) shows it without its query."""
+    collector = TimelineCollector(clock=FakeClock(100.0))
+    url = "https://user:pw@meet.example/j/123?pwd=SECRET#SECRET"
+    control_event(collector, "stop", f"stopped: {url} answered HTTP 404 Not Found", level="error", reason="error")
+    collector.event("page", "action", "x", failed=f"could not open '{url}'", nested={"why": [url]})
+    text = write_timeline(tmp_path / "timeline.json", build_timeline(collector, first_frame_at=None)).read_text()
+    assert "SECRET" not in text and "pw@" not in text
+    assert "https://meet.example/j/123?" in text
+    assert redact_urls(f"see {url}, then wss://h/x?t=1") == "see https://meet.example/j/123?…, then wss://h/x?…"
 
 
 def test_analyzer_spans_and_the_summary():
@@ -251,6 +346,28 @@ def test_no_timeline_when_it_is_turned_off(tmp_path, timeline_page: TimelinePage
     assert json.loads(out.with_suffix(".json").read_text())["timeline"] is None
 
 
+@pytest.mark.media
+@pytest.mark.usefixtures("no_leaks")
+def test_a_failed_recording_s_timeline_never_shows_the_meeting_token(tmp_path, test_page):
+    """The page answers 404; the recorder's error quotes its URL; the timeline shows it without the query."""
+    out = tmp_path / "out" / "rec.mp4"
+    url = test_page.url("/status/404?pwd=SECRET&tk=SECRET#SECRET")
+    done = subprocess.run(
+        [sys.executable, "-m", "recorder.cli", "record", url, "--duration", "3", "--width", "320", "--height",
+         "180", "--out", str(out), "--records-dir", str(tmp_path / "records")],
+        capture_output=True, text=True, timeout=90, env={**os.environ, "URL_ALLOWLIST": "127.0.0.1"},
+    )  # fmt: skip
+    assert done.returncode != 0, "a 404 page is not recorded"
+    paths = list(tmp_path.rglob("*timeline.json"))
+    assert paths, done.stderr[-3000:]
+    for path in paths:
+        text = path.read_text()
+        [stop] = [e for e in json.loads(text)["events"] if e["kind"] == "stop"]
+        assert stop["level"] == "error" and "404" in stop["message"], stop
+        assert "/status/404?" in stop["message"], stop  # the URL is there, in its shown form
+        assert "SECRET" not in text, path
+
+
 def test_finished_without_a_timeline_writes_rec_json_all_the_same(tmp_path: Path, monkeypatch):
     """A timeline that cannot be built is logged; rec.json is written without it."""
     from recorder.finalize import finished as finished_module
@@ -289,3 +406,16 @@ def _finished(root: Path):
         folder=folder, mp4=None, metadata=metadata, error=None, stop_reason="duration", progress=Progress(),
         blocked=None, collected=TimelineCollector(clock=FakeClock(100.0)),
     )  # fmt: skip
+
+
+def test_the_summary_judges_loss_over_the_whole_recording_not_its_worst_second():
+    from contract.timeline import Track
+    from recorder.timeline.build import whole_recording_loss
+
+    one_bad_second = Track(id="v", kind="video", first_seen=0, last_seen=3600, packets_lost=60,
+                           packets_received=180_000, worst_loss=0.3)  # fmt: skip
+    lossy = Track(id="a", kind="audio", first_seen=0, last_seen=60, packets_lost=300, packets_received=2700)
+    too_few = Track(id="x", kind="audio", first_seen=0, last_seen=1, packets_lost=40, packets_received=10)
+    assert whole_recording_loss([]) is None
+    assert whole_recording_loss([one_bad_second]) == pytest.approx(0.0003, abs=1e-4)
+    assert whole_recording_loss([one_bad_second, lossy, too_few]) == pytest.approx(0.1)

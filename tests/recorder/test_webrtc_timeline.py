@@ -1,10 +1,12 @@
 """Inbound WebRTC stats in the timeline (recorder/timeline/webrtc.py and webrtc.js).
 
-On a real Chromium: the loopback call of recorder/reference/webrtc.py stops sending video for 2 s and the
-timeline has the freeze at that time; the page plays at the same rate with the wrapper as without it;
-RTCPeerConnection used in unusual ways behaves as the native one. Without a browser: whatever a hostile
-page hands the binding is refused or capped, counters that go backwards give no negative figures, and a
-long stream of stats stays bounded.
+On a real Chromium: the loopback call of recorder/reference/webrtc.py stops sending video for 2 s
+(replaceTrack(null): no packets) and the timeline has the track idle at that time, not a network freeze;
+the page plays at the same rate with the wrapper as without it; RTCPeerConnection used in unusual ways
+behaves as the native one; builtins the page breaks throw nothing into it. Without a browser: whatever a
+hostile page hands the binding is refused or capped, counters that go backwards start a new baseline
+(no false freeze), packetsLost that goes down is not counted twice, a stall is a freeze only while
+packets arrive, and a long stream of stats stays bounded.
 
 The loopback call needs host candidates, which the egress guard's WebRTC policy (no UDP it cannot proxy)
 takes away, so the browser tests run their recorder with the guard off.
@@ -96,7 +98,8 @@ async def wait_for_line(seen: dict[str, float], line: str, within: float) -> flo
 
 
 @pytest.mark.media
-async def test_a_two_second_stop_of_sending_video_is_a_freeze_at_its_time(recorder, test_page):
+async def test_a_two_second_stop_of_sending_video_is_idle_at_its_time_not_a_network_freeze(recorder, test_page):
+    """replaceTrack(null) sends nothing: the track is idle (as with a camera turned off), not frozen."""
     url = test_page.url(f"/webrtc?freeze_at={FREEZE_AT:g}&freeze_for={FREEZE_FOR:g}")
     async with opened(recorder, url, wrapped=True) as page:
         collector = TimelineCollector()
@@ -117,13 +120,13 @@ async def test_a_two_second_stop_of_sending_video_is_a_freeze_at_its_time(record
     video = collector.tracks[0]
     assert video["kind"] == "video" and video["packets_received"] > 100, video
     assert at("track_added") and at("track_added")[0] < FREEZE_AT, collector.events
+    # The sender stopped sending (replaceTrack(null)): a freeze of the picture, not network trouble.
     [began], [ended] = at("freeze_started"), at("freeze_ended")
     assert abs(began - FREEZE_AT) <= 1.0, (began, collector.events)
     assert abs(ended - began - FREEZE_FOR) <= 1.0, (began, ended)
-    [span] = [s for s in collector.spans if s.kind == "network"]
-    assert span.track == video["id"] and abs(span.start - started - FREEZE_AT) <= 1.0, span
-    assert abs(span.end - span.start - FREEZE_FOR) <= 1.0, span
-    assert video["freeze_count"] == 1 and abs(video["freeze_seconds"] - FREEZE_FOR) <= 1.0, video
+    assert {e.data.get("cause") for e in collector.events if e.kind.startswith("freeze")} == {"sender"}
+    assert not [s for s in collector.spans if s.kind == "network"], collector.spans
+    assert video["freeze_count"] == 0 and video["freeze_seconds"] == 0, video
     fps = dict(collector.series)[("webrtc.fps", video["id"])].points()
     assert max(value for _, value in fps) >= 20, fps
     assert video["worst_loss"] <= 0.05, video
@@ -131,7 +134,7 @@ async def test_a_two_second_stop_of_sending_video_is_a_freeze_at_its_time(record
 
 @pytest.mark.media
 @pytest.mark.usefixtures("no_leaks")
-def test_recorder_record_puts_the_freeze_in_timeline_json(tmp_path, test_page):
+def test_recorder_record_puts_the_freeze_on_that_track_in_timeline_json(tmp_path, test_page):
     out = tmp_path / "out" / "rec.mp4"
     url = test_page.url(f"/webrtc?freeze_at={FREEZE_AT:g}&freeze_for={FREEZE_FOR:g}")
     done = subprocess.run(
@@ -144,14 +147,13 @@ def test_recorder_record_puts_the_freeze_in_timeline_json(tmp_path, test_page):
     timeline = Timeline.model_validate_json(out.with_name("rec.timeline.json").read_text())
     [signal] = [e for e in timeline.events if e.kind == "signal" and e.data.get("name") == "START_RECORDING"]
     [track] = timeline.tracks
-    assert track.kind == "video" and track.freeze_count >= 1, track
+    assert track.kind == "video" and track.freeze_count == 0, track
     [began] = [e.t for e in timeline.events if e.kind == "freeze_started" and e.track == track.id]
     [ended] = [e.t for e in timeline.events if e.kind == "freeze_ended" and e.track == track.id]
     assert abs(began - (signal.t + FREEZE_AT)) <= 1.0, (signal.t, began)
     assert abs(ended - began - FREEZE_FOR) <= 1.0, (began, ended)
-    [span] = [s for s in timeline.spans if s.kind == "network" and s.track == track.id]
-    assert abs(span.start - began) <= 0.01 and abs(span.end - ended) <= 0.01, span
-    assert abs(timeline.summary.freeze_seconds[track.id] - FREEZE_FOR) <= 1.0, timeline.summary
+    assert not [s for s in timeline.spans if s.kind == "network"], timeline.spans
+    assert timeline.summary.freeze_seconds[track.id] == 0, timeline.summary
     assert timeline.summary.worst_inbound_loss is not None and timeline.summary.worst_inbound_loss <= 0.05
     assert {s.name for s in timeline.series} >= {"webrtc.fps", "webrtc.loss", "webrtc.jitter"}
     metadata = json.loads(out.with_suffix(".json").read_text())
@@ -259,26 +261,63 @@ async def test_a_page_without_connections_gets_no_timer_and_closed_connections_s
     assert collector.tracks == [], "a connection without inbound media has no track"
 
 
+# What the wrapper itself uses: broken after it installed, none of it matters.
+BREAK_BUILTINS = """
+const broken = (what) => function () { throw new Error('page broke ' + what); };
+RTCPeerConnection.prototype.getStats = broken('getStats');
+window.setInterval = broken('timers');
+Promise.all = broken('Promise.all');
+Promise.resolve = broken('Promise.resolve');
+Set.prototype[Symbol.iterator] = broken('Set iteration');
+WeakRef.prototype.deref = broken('deref');
+RTCStatsReport.prototype.forEach = broken('forEach');
+window.isFinite = broken('isFinite');
+Number.isFinite = broken('Number.isFinite');
+Reflect.apply = broken('Reflect.apply');
+"""
+# What Playwright's binding uses in the page's world: broken for 2.5 s (from a timer, so that evaluate itself
+# still works), reports stop; restored, they resume.
+BREAK_THE_BINDING_FOR_A_WHILE = """
+const saved = {stringify: JSON.stringify, then: Promise.prototype.then};
+setTimeout(() => {
+  JSON.stringify = () => { throw new Error('page broke stringify'); };
+  Promise.prototype.then = () => { throw new Error('page broke then'); };
+  setTimeout(() => { JSON.stringify = saved.stringify; Promise.prototype.then = saved.then; }, 2500);
+}, 0);
+"""
+
+
 @pytest.mark.media
-async def test_a_page_that_throws_into_the_binding_gets_nothing_back(recorder, test_page):
-    """The page cannot find the binding (it is taken off the window), and a getStats it broke is its own."""
+async def test_a_page_that_breaks_builtins_gets_nothing_thrown_back_and_polling_goes_on(recorder, test_page):
+    """The builtins the wrapper uses are the ones it took before the page ran: a page that replaces them
+    afterwards gets no exception from the wrapper, and its reports go on. The binding is not a secret (a
+    page can find, forge or remove it: see recorder/timeline/webrtc.py); it is only not left on the window.
+    A page that breaks what the binding itself uses (JSON.stringify, Promise's then) stops its
+    own reports while it does,
+    and they resume when it stops: the wrapper never stays stuck."""
     url = test_page.url("/status/200")
     async with opened(recorder, url, wrapped=True) as page:
         watch = await watch_webrtc(page, TimelineCollector())
+        receiver = watch._receiver
+        assert receiver is not None
         try:
             await page.goto(url)
             found = await page.evaluate("Object.getOwnPropertyNames(window).filter((k) => k.startsWith('__rtc'))")
             assert found == [], found
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
-            await page.evaluate(
-                "RTCPeerConnection.prototype.getStats = () => { throw new Error('page broke getStats'); };"
-                "window.setInterval = () => { throw new Error('page broke timers'); };"
-                "window.kept = new RTCPeerConnection();"
-            )
+            await page.evaluate(BREAK_BUILTINS + "window.kept = new RTCPeerConnection();")
             await asyncio.sleep(2.5)
             assert errors == [], errors
-            assert watch._receiver is not None and watch._receiver.reports >= 1, "the wrapper kept the originals"
+            assert receiver.reports >= 1, "the wrapper kept the originals"
+            await page.evaluate(BREAK_THE_BINDING_FOR_A_WHILE)
+            await asyncio.sleep(0.5)
+            broken_at = receiver.reports
+            await asyncio.sleep(1.5)
+            assert receiver.reports <= broken_at + 1, "a broken binding sends nothing (one may have been on its way)"
+            await asyncio.sleep(3.0)
+            assert errors == [], errors
+            assert receiver.reports > broken_at, "polling resumed: a failed send never leaves it stuck"
         finally:
             await watch.stop()
 
@@ -367,14 +406,76 @@ def test_a_flood_of_reports_is_cut_at_the_rate_a_page_can_have(watch, clock):
     assert len(watch.collector.events) == 1  # the track was added, nothing else: reports within a poll are ignored
 
 
-def test_counters_that_go_backwards_give_no_negative_figures(watch, clock):
+def test_counters_that_go_backwards_start_a_new_baseline_with_no_freeze_or_loss(watch, clock):
+    """A restart (new SSRC): the poll that shows it gives no figures, and in particular no false freeze."""
     figures = [(300, 1000, 10), (330, 1030, 11), (5, 20, 0), (35, 50, 0), (65, 80, 1)]
     feed(watch, clock, [report(video(framesDecoded=d, packetsReceived=r, packetsLost=lo)) for d, r, lo in figures])
     fps = watch.collector.series[("webrtc.fps", "v1")].points()
     loss = watch.collector.series[("webrtc.loss", "v1")].points()
     assert all(value >= 0 for _, value in fps + loss), (fps, loss)
+    assert [value for _, value in fps] == [30.0, 30.0, 30.0], "no 0 fps for the poll that restarted"
+    assert [e.kind for e in watch.collector.events] == ["track_added"], watch.collector.events
+    assert watch.collector.spans == []
     state = watch.tracks["v1"]
-    assert state.packets_lost >= 0 and state.packets_received >= 0 and state.worst_loss <= 1
+    assert (state.packets_received, state.packets_lost, state.freeze_count) == (90, 2, 0)
+
+
+def test_packets_lost_that_goes_down_is_not_counted_twice(watch, clock):
+    """RFC 3550: duplicates make packetsLost go down; loss counts from the highest value seen."""
+    lost = [0, 10, 8, 12]
+    feed(watch, clock, [report(video(packetsReceived=100 * (n + 1), packetsLost=lo)) for n, lo in enumerate(lost)])
+    assert watch.tracks["v1"].packets_lost == 12  # 10, then nothing, then 2: not 10 + 4
+    assert watch.tracks["v1"].packets_received == 300
+
+
+def _video_polls(decoded: list[int], received: list[int], **extra: list[float]) -> list[dict[str, Any]]:
+    return [
+        report(video(framesDecoded=d, packetsReceived=r, **{k: v[n] for k, v in extra.items()}))
+        for n, (d, r) in enumerate(zip(decoded, received, strict=True))
+    ]
+
+
+def test_a_sender_that_stops_sending_freezes_the_picture_but_is_no_network_trouble(watch, clock):
+    """A camera turned off, a static screen share: no packets, no frames. The picture froze (events, cause
+    sender), but it is not a network problem: no span, no freeze seconds; when it comes back, Chromium counts
+    the gap as a freeze, and that is not counted either."""
+    decoded = [30 * n for n in range(4)] + [90] * 5 + [90 + 30 * n for n in range(1, 5)]
+    received = [50 * n for n in range(4)] + [150] * 5 + [150 + 50 * n for n in range(1, 5)]
+    freezes = [0] * 10 + [1] * 3
+    seconds = [0.0] * 10 + [5.0] * 3
+    start = clock.now
+    feed(watch, clock, _video_polls(decoded, received, freezeCount=freezes, totalFreezesDuration=seconds))
+    kinds = [(e.kind, round(e.at - start, 1)) for e in watch.collector.events]
+    assert [k for k, _ in kinds] == ["track_added", "freeze_started", "freeze_ended"], kinds
+    assert 3 <= kinds[1][1] <= 4 and 9 <= kinds[2][1] <= 10, kinds
+    assert [e.data.get("cause") for e in watch.collector.events[1:]] == ["sender", "sender"]
+    assert watch.collector.spans == []
+    state = watch.tracks["v1"]
+    assert (state.freeze_count, state.freeze_seconds) == (0, 0.0)
+
+
+def test_a_stall_while_packets_still_arrive_is_a_freeze(watch, clock):
+    decoded = [30 * n for n in range(4)] + [90] * 3 + [90 + 30 * n for n in range(1, 4)]
+    received = [50 * n for n in range(10)]
+    start = clock.now
+    feed(watch, clock, _video_polls(decoded, received))
+    kinds = [(e.kind, round(e.at - start, 1)) for e in watch.collector.events]
+    assert [k for k, _ in kinds] == ["track_added", "freeze_started", "freeze_ended"], kinds
+    [span] = watch.collector.spans
+    assert span.kind == "network" and span.end - span.start == pytest.approx(3.0, abs=0.1), span
+    assert watch.tracks["v1"].freeze_count == 1
+
+
+def test_a_freeze_that_turns_into_silence_stops_counting(watch, clock):
+    """Packets arrive undecoded for 2 polls, then stop altogether for 4: frozen for 2 s, then idle."""
+    decoded = [30 * n for n in range(4)] + [90] * 6 + [90 + 30 * n for n in range(1, 3)]
+    received = [50 * n for n in range(6)] + [250] * 4 + [250 + 50 * n for n in range(1, 3)]
+    feed(watch, clock, _video_polls(decoded, received))
+    kinds = [e.kind for e in watch.collector.events]
+    assert kinds == ["track_added", "freeze_started", "freeze_ended", "freeze_started", "freeze_ended"], kinds
+    causes = [e.data.get("cause") for e in watch.collector.events[1:]]
+    assert causes == ["network", "network", "sender", "sender"], causes
+    assert watch.tracks["v1"].freeze_seconds == pytest.approx(2.0, abs=0.1)
 
 
 def test_loss_over_five_percent_is_an_event_and_a_network_span(watch, clock):
@@ -454,5 +555,6 @@ async def test_an_hour_of_stats_for_many_tracks_stays_bounded(watch, clock):
 
 
 def test_inbound_sample_figures_are_named_as_the_contract_wants():
-    sample = parse_report(report(video(framesDecoded=1, freezeCount=2, totalFreezesDuration=0.5)))
-    assert sample == StatsReport((InboundSample("v1", "video", frames_decoded=1, freeze_count=2, freezes_seconds=0.5),))
+    sample = parse_report(report(video(framesDecoded=1, framesReceived=3, freezeCount=2, totalFreezesDuration=0.5)))
+    expected = InboundSample("v1", "video", frames_decoded=1, frames_received=3, freeze_count=2, freezes_seconds=0.5)
+    assert sample == StatsReport((expected,))

@@ -7,12 +7,16 @@ on the bucket; it is refused above MAX_TIMELINE_BYTES.
 Only places the orchestrator derives itself are served (see `locations.py`): the local path is computed
 from RECORDS_DIR, the recording id and its attempt, never read from the row, and only the bucket the
 recording was leased to is presigned. A row whose stored location is anything else has no media, and
-so has a derived file that is a link (`Locations.servable`).
+so has a derived file that is a link (`Locations.servable`). The timeline, which the orchestrator reads
+itself, is opened without following any link below RECORDS_DIR and checked on its descriptor (a regular
+file, one link, within the cap), so a worker that swaps a link in after the check gains nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +99,7 @@ class MediaLocator:
         if isinstance(where, S3Object):
             return await asyncio.to_thread(self._fetch_sync, row.id, where)
         path = self._local(row, where, "application/json", "timeline").path
-        return await asyncio.to_thread(_read_capped, row.id, path)
+        return await asyncio.to_thread(self._read_local, row.id, path)
 
     async def _served(
         self, row: RecordingRow, where: Path | S3Object | None, location: str, content_type: str, what: str
@@ -146,6 +150,21 @@ class MediaLocator:
             raise _too_large(recording_id)
         return data
 
+    def _read_local(self, recording_id: str, path: Path) -> bytes:
+        """timeline.json under RECORDS_DIR, read through the descriptor it was checked on."""
+        try:
+            fd = open_below(self.locations.root, path)
+        except (OSError, ValueError) as exc:
+            log.warning("timeline_link_refused", recording_id=recording_id, path=str(path), error=str(exc))
+            raise NotFound(f"recording {recording_id} has no timeline this server can serve") from None
+        try:
+            return _read_capped(recording_id, fd)
+        except OSError as exc:
+            log.warning("timeline_link_refused", recording_id=recording_id, path=str(path), error=str(exc))
+            raise NotFound(f"recording {recording_id} has no timeline this server can serve") from None
+        finally:
+            os.close(fd)
+
     def _presign_sync(self, bucket: str, key: str) -> str:
         return self._client().generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.url_ttl
@@ -157,9 +176,33 @@ def _too_large(recording_id: str) -> NotFound:
     return NotFound(f"recording {recording_id}'s timeline is larger than {MAX_TIMELINE_BYTES} bytes and is not served")
 
 
-def _read_capped(recording_id: str, path: Path) -> bytes:
-    with path.open("rb") as f:
+def _read_capped(recording_id: str, fd: int) -> bytes:
+    """At most MAX_TIMELINE_BYTES of an open file, which must be a regular file with no other link."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        raise OSError(f"not a regular file of its own: mode {info.st_mode:o}, {info.st_nlink} links")
+    if info.st_size > MAX_TIMELINE_BYTES:
+        raise _too_large(recording_id)
+    with os.fdopen(os.dup(fd), "rb") as f:
         data = f.read(MAX_TIMELINE_BYTES + 1)
     if len(data) > MAX_TIMELINE_BYTES:
         raise _too_large(recording_id)
     return data
+
+
+def open_below(root: Path, path: Path) -> int:
+    """A read-only descriptor of `path`, opened one component at a time below `root` without following a
+    link anywhere (O_NOFOLLOW), so a link swapped in after `Locations.servable` looked is refused rather
+    than followed. O_NONBLOCK: a FIFO swapped in does not hang the open (fstat then refuses it)."""
+    parts = path.relative_to(root).parts
+    if not parts:
+        raise OSError(f"{path} is {root} itself")
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            below = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+            os.close(directory)
+            directory = below
+        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=directory)
+    finally:
+        os.close(directory)

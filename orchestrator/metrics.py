@@ -10,13 +10,18 @@ The webhook backlog is labelled by destination (host[:port] of a caller's webhoo
 pending events, at most MAX_BACKLOG_DESTINATIONS of them (the largest), the rest summed as "other".
 WebRTC quality is labelled only by the orchestrator's own `pool` and `region` (its settings), and read
 from a completed recording's `quality.timeline` summary (contract.timeline.TimelineSummary), whose
-numbers a worker reports: values outside their range are left out.
+numbers a worker reports: values outside their range are left out. A recording is judged as a whole:
+the share of packets its worst inbound track lost over the recording (`inbound_loss`), never the worst
+single stats interval (`worst_inbound_loss`, which one bad second of an hour-long call would set), and
+the freeze seconds of its most frozen video track per recorded minute.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
-from typing import get_args
+from dataclasses import dataclass
+from typing import TypeGuard, get_args
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -54,32 +59,58 @@ def failure_side(code: str) -> str:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # A recording's inbound WebRTC quality is bad above either of these: what the regional alert counts.
-BAD_INBOUND_LOSS = 0.05
+BAD_INBOUND_LOSS = 0.05  # of the worst inbound track's packets, over the whole recording
 BAD_FREEZE_SECONDS_PER_MINUTE = 5.0
 
 
-def webrtc_quality(quality: object) -> tuple[float, float] | None:
-    """(freeze seconds per recorded minute of the most frozen inbound video track, worst inbound loss) of
-    a quality report with a timeline summary of a recording that had WebRTC; None otherwise, or when its
-    numbers are not plausible."""
+@dataclass(frozen=True)
+class WebRtcQuality:
+    """A completed recording's inbound WebRTC, as the metrics see it."""
+
+    freeze_per_minute: float  # seconds the most frozen inbound video track froze, per recorded minute
+    loss: float | None  # the share of packets its worst inbound track lost over the recording; None: not reported
+
+    @property
+    def bad(self) -> bool:
+        lossy = self.loss is not None and self.loss > BAD_INBOUND_LOSS
+        return lossy or self.freeze_per_minute > BAD_FREEZE_SECONDS_PER_MINUTE
+
+
+def webrtc_quality(quality: object) -> WebRtcQuality | None:
+    """The inbound WebRTC quality of a quality report whose timeline summary shows WebRTC; None without
+    WebRTC, or when the duration is not plausible.
+
+    The loss is the summary's `inbound_loss` (the whole recording); a summary without it (an older worker)
+    has its loss left unjudged rather than judged by one interval. A track's freeze seconds are capped at
+    the duration (a freeze that began before the first frame or went on through a pause counts whole
+    minutes at most), and implausible values are left out."""
     if not isinstance(quality, dict):
         return None
     summary = quality.get("timeline")
     if not isinstance(summary, dict):
         return None
-    loss = summary.get("worst_inbound_loss")
+    worst = summary.get("worst_inbound_loss")
+    loss = summary.get("inbound_loss")
+    if not (_share(worst) or _share(loss)):
+        return None  # null: no inbound WebRTC
     duration = quality.get("duration")
     freezes = summary.get("freeze_seconds") or {}
-    if not _real(loss) or not 0 <= loss <= 1 or not isinstance(freezes, dict):
-        return None  # null: no inbound WebRTC
-    if not _real(duration) or duration <= 0:
+    if not _real(duration) or duration <= 0 or not isinstance(freezes, dict):
         return None
-    frozen = [v for v in freezes.values() if _real(v) and 0 <= v <= duration]
-    return max(frozen, default=0.0) / (duration / 60.0), float(loss)
+    frozen = [min(float(v), float(duration)) for v in freezes.values() if _real(v) and v >= 0]
+    return WebRtcQuality(
+        freeze_per_minute=max(frozen, default=0.0) / (duration / 60.0),
+        loss=float(loss) if _share(loss) else None,
+    )
 
 
-def _real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
+def _share(value: object) -> bool:
+    return _real(value) and 0 <= value <= 1
+
+
+def _real(value: object) -> TypeGuard[float]:
+    """A finite number (not a bool, not NaN or infinite)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class OrchestratorMetrics:
@@ -189,7 +220,7 @@ class OrchestratorMetrics:
         )
         self.webrtc_loss = Histogram(
             "orchestrator_webrtc_inbound_loss",
-            "Completed recordings with WebRTC: the worst share of inbound packets lost over one stats interval",
+            "Completed recordings with WebRTC: the share of packets their worst inbound track lost over the recording",
             ["pool", "region"],
             buckets=(0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
             registry=r,
@@ -202,8 +233,8 @@ class OrchestratorMetrics:
         )
         self.webrtc_bad = Counter(
             "orchestrator_webrtc_bad_quality_recordings_total",
-            f"Completed recordings whose inbound WebRTC was bad: worst loss above {BAD_INBOUND_LOSS:.0%} or more than"
-            f" {BAD_FREEZE_SECONDS_PER_MINUTE:g} s frozen per minute",
+            f"Completed recordings whose inbound WebRTC was bad: a track lost over {BAD_INBOUND_LOSS:.0%} of its"
+            f" packets over the recording, or one froze more than {BAD_FREEZE_SECONDS_PER_MINUTE:g} s per minute",
             ["pool", "region"],
             registry=r,
         )
@@ -240,11 +271,11 @@ class OrchestratorMetrics:
         measured = webrtc_quality(quality)
         if measured is None:
             return
-        freeze_per_minute, loss = measured
         self.webrtc_recordings.labels(*self.place).inc()
-        self.webrtc_freeze.labels(*self.place).observe(freeze_per_minute)
-        self.webrtc_loss.labels(*self.place).observe(loss)
-        if loss > BAD_INBOUND_LOSS or freeze_per_minute > BAD_FREEZE_SECONDS_PER_MINUTE:
+        self.webrtc_freeze.labels(*self.place).observe(measured.freeze_per_minute)
+        if measured.loss is not None:
+            self.webrtc_loss.labels(*self.place).observe(measured.loss)
+        if measured.bad:
             self.webrtc_bad.labels(*self.place).inc()
 
     def count_blocked(self, blocked: Mapping[str, int]) -> None:

@@ -6,11 +6,14 @@ carries the link's `exp` and `sig` in its query string, checked here for the rec
 or the list (and its caller); anything else is a 403. A recording that does not exist answers exactly
 like a signature that does not fit it. Signed answers are `Cache-Control: no-store`; every answer has a
 Content-Security-Policy without inline script, `Referrer-Policy: no-referrer` (the signed URL must not
-follow the video to the bucket) and `nosniff`.
+follow the video to the bucket) and `nosniff`. Errors too (a 404, a 416 of a Range, a 500): every
+handler here is wrapped by `view_route`, which formats its errors as the API does and adds the headers,
+and an unknown path under /view is answered by a route of its own.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from importlib import resources
@@ -18,9 +21,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ConfigDict, Field
 
+from contract.redact import redact_urls
 from orchestrator.api.context import CONTEXT, ApiContext
+from orchestrator.api.middleware import error_middleware
 from orchestrator.api.parsing import query_bool, query_value
 from orchestrator.api.responses import error_response
 from orchestrator.api.routing import browser_page
@@ -70,6 +76,26 @@ def _headers(ctx: ApiContext, signed: bool = True) -> dict[str, str]:
     return headers
 
 
+def view_route(handler: Handler) -> Handler:
+    """A `/view` handler whose every answer, error or redirect, carries the page's headers (`_headers`);
+    what an answer sets itself (the static files' cache) stands."""
+
+    @functools.wraps(handler)
+    async def answer(request: web.Request) -> web.StreamResponse:
+        headers = _headers(request.app[CONTEXT])
+        try:
+            response = await error_middleware(request, handler)  # errors become the API's error bodies
+        except web.HTTPException as exc:  # a redirect (error_middleware answers every status >= 400)
+            for name, value in headers.items():
+                exc.headers.setdefault(name, value)
+            raise
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    return browser_page(answer)
+
+
 def _forbidden(ctx: ApiContext, why: str) -> web.Response:
     return error_response(FORBIDDEN, why, status=403, headers=_headers(ctx))
 
@@ -107,7 +133,7 @@ def _signed_caller(request: web.Request) -> Caller | web.Response:
 
 
 @routes.get("/view/static/{name}")
-@browser_page
+@view_route
 async def static_file(request: web.Request) -> web.StreamResponse:
     """replay.js, replay.css, list.js: nothing secret, no signature."""
     ctx = request.app[CONTEXT]
@@ -120,7 +146,7 @@ async def static_file(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/view")
-@browser_page
+@view_route
 async def list_page(request: web.Request) -> web.Response:
     caller = _signed_caller(request)
     if isinstance(caller, web.Response):
@@ -188,7 +214,7 @@ def _listed(ctx: ApiContext, row: RecordingRow) -> ListedRecording:
 
 
 @routes.get("/view/recordings")
-@browser_page
+@view_route
 async def list_data(request: web.Request) -> web.Response:
     """A page of the caller's recordings, newest first: ?status=a,b&problems=true&cursor=."""
     ctx = request.app[CONTEXT]
@@ -217,7 +243,7 @@ async def list_data(request: web.Request) -> web.Response:
 
 
 @routes.get("/view/{id}")
-@browser_page
+@view_route
 async def replay_page(request: web.Request) -> web.Response:
     row = await _signed_recording(request)
     if isinstance(row, web.Response):
@@ -226,7 +252,7 @@ async def replay_page(request: web.Request) -> web.Response:
 
 
 @routes.get("/view/{id}/media")
-@browser_page
+@view_route
 async def replay_media(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     row = await _signed_recording(request)
@@ -240,7 +266,7 @@ async def replay_media(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/view/{id}/timeline")
-@browser_page
+@view_route
 async def replay_timeline(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     row = await _signed_recording(request)
@@ -256,7 +282,7 @@ _SHOWN |= {"stop_reason", "quality", "progress"}
 
 
 @routes.get("/view/{id}/recording")
-@browser_page
+@view_route
 async def replay_recording(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     row = await _signed_recording(request)
@@ -266,8 +292,16 @@ async def replay_recording(request: web.Request) -> web.Response:
     if isinstance(shown.get("quality"), dict):
         shown["quality"].pop("path", None)  # the worker's own disk
     if row.error_code:
-        shown["error"] = {"code": row.error_code, "message": row.error_message or ""}
+        # The message may quote the meeting's URL, whose query can carry its token: shown without it.
+        shown["error"] = {"code": row.error_code, "message": redact_urls(row.error_message or "")}
     shown["audio_only"] = not bool(row.spec.get("video", True))
     shown["has_media"] = bool(row.location)
     shown["has_timeline"] = bool(row.timeline_location)
     return web.Response(text=json.dumps(shown), content_type="application/json", headers=_headers(ctx))
+
+
+@routes.get("/view/{path:.*}")
+@view_route
+async def unknown_view(request: web.Request) -> web.Response:
+    """Any other path under /view: a 404 with the page's headers (registered last, after every /view route)."""
+    raise web.HTTPNotFound()

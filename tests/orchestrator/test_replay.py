@@ -28,6 +28,30 @@ TOKENS = [f"alice:{ALICE}", f"bob:{BOB}"]
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "replay.png"
 FROZEN = (3.0, 5.0)
 ERROR_AT = 6.0
+CLEAN = {"worst_inbound_loss": None, "errors": 0, "warnings": 0, "problems": 0}
+# What a hostile worker may write as timeline.json: only the console error, the navigation and the frozen
+# span are readable; 7 of the dropped counts are events (not refused reports, spans or tracks).
+HOSTILE_TIMELINE: dict[str, Any] = {
+    "duration": 1e15,
+    "events": [
+        {"t": 1.0, "source": "page", "kind": "console", "level": "error", "message": {"nested": "message"}},
+        {"t": 2.0, "source": "page", "kind": "navigation", "level": 7, "message": 42, "track": ["x"]},
+        {"t": 3.0, "source": "page", "kind": 5, "message": "a kind that is a number"},
+        {"t": 3.0, "source": "page", "kind": {"replace": 1}, "message": "a kind that is an object"},
+        {"t": "soon", "source": "page", "kind": "console", "message": "a time that is not a number"},
+        {"t": 4.0, "source": "page", "kind": "Bad Kind<script>", "message": "not a name"},
+        "not an event",
+        None,
+    ],
+    "spans": [
+        {"start": 3.0, "end": 5.0, "kind": "frozen", "source": "analyzer", "message": None},
+        {"start": 1.0, "end": 2.0, "kind": "constructor", "source": "analyzer"},
+        {"start": 1.0, "end": None, "kind": "black", "source": "analyzer"},
+    ],
+    "tracks": "not a list",
+    "summary": {"problems": "many", "errors": {"x": 1}, "freeze_seconds": "none", "worst_inbound_loss": "high"},
+    "dropped": {"page.console": 5, "control.stop": 2, "webrtc.report": 900, "spans": 40, "webrtc.track": 3},
+}
 
 
 def timeline_of(recording_id: str, duration: float = 8.0) -> Timeline:
@@ -68,8 +92,10 @@ async def _completed(
     timeline: bool = True,
     outcome: str = "completed",
     summary: dict[str, Any] | None = None,
+    raw_timeline: dict[str, Any] | None = None,
 ) -> str:
-    """A recording a FakeWorker completed with rec.mp4 and timeline.json in its attempt folder."""
+    """A recording a FakeWorker completed with rec.mp4 and timeline.json in its attempt folder (`raw_timeline`:
+    whatever a hostile worker writes there instead of a valid one)."""
     rid = (await api.create()).body["id"]
     worker = o.worker(worker_id)
     lease = (await worker.lease(wait=5)).body
@@ -83,7 +109,7 @@ async def _completed(
     fields: dict[str, Any] = {"location": o.location(lease)}
     tl = timeline_of(rid)
     if timeline:
-        (folder / "timeline.json").write_text(tl.model_dump_json())
+        (folder / "timeline.json").write_text(json.dumps(raw_timeline) if raw_timeline else tl.model_dump_json())
         fields["timeline_location"] = o.location(lease, "timeline.json")
     quality = {
         "duration": 8.0,
@@ -149,6 +175,54 @@ async def test_a_timeline_location_the_orchestrator_did_not_compute_is_refused(s
     r = await worker.report(lease["lease_id"], "completed", location=o.location(lease), timeline_location=elsewhere)
     assert r.status == 422 and r.body["error"]["details"][0]["field"] == "timeline_location"
     assert (await o.api.get(rid))["status"] == "failed"
+
+
+async def test_a_local_timeline_link_is_refused_even_after_the_check(start_orchestrator, tmp_path, monkeypatch):
+    """A worker sharing RECORDS_DIR swaps timeline.json (or its attempt folder) for a link: the read opens
+    every component without following links and checks the descriptor, so it serves nothing of the target,
+    also when the link appears after the path was checked."""
+    o = await start_orchestrator()
+    rid = await _completed(o, o.api, "w1")
+    (timeline,) = (o.orchestrator.settings.records_dir / rid).rglob("timeline.json")
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"secret": "orchestrator-only"}))
+
+    async def served() -> Any:
+        return await o.api.request("GET", f"/v1/recordings/{rid}/timeline")
+
+    ok = await served()
+    assert ok.status == 200 and ok.body["recording_id"] == rid
+    original = timeline.read_bytes()
+    locations = o.orchestrator.media.locations
+    for swap in ("file link", "hard link", "folder link"):
+        for checked in (False, True):  # True: the link appears between the check and the open
+            if checked:
+                monkeypatch.setattr(locations, "servable", lambda path: path)
+            folder = timeline.parent
+            if swap == "file link":
+                timeline.unlink()
+                timeline.symlink_to(secret)
+            elif swap == "hard link":
+                timeline.unlink()
+                os.link(secret, timeline)
+            else:  # the worker's folder moved away, a link to another folder with a timeline of its own there
+                elsewhere = tmp_path / f"attempt-{checked}"
+                folder.rename(tmp_path / "kept")
+                elsewhere.mkdir()
+                shutil.copyfile(secret, elsewhere / "timeline.json")
+                folder.symlink_to(elsewhere, target_is_directory=True)
+            r = await served()
+            assert r.status == 404, (swap, checked, r.body)
+            assert "orchestrator-only" not in json.dumps(r.body)
+            # Put the worker's file back.
+            if folder.is_symlink():
+                folder.unlink()
+                (tmp_path / "kept").rename(folder)
+            else:
+                timeline.unlink()
+                timeline.write_bytes(original)
+            monkeypatch.undo()
+            assert (await served()).status == 200
 
 
 async def test_a_timeline_in_the_bucket_is_fetched_and_served(start_orchestrator, s3):
@@ -243,6 +317,63 @@ async def test_view_routes_accept_only_their_own_current_signature(start_orchest
     assert (await anyone.request("GET", "/view/static/..%2Froutes.py")).status == 404
 
 
+def _page_headers(r: Any, where: str) -> None:
+    assert "script-src 'self'" in r.headers.get("Content-Security-Policy", ""), where
+    assert r.headers.get("Cache-Control") == "no-store", where
+    assert r.headers.get("Referrer-Policy") == "no-referrer", where
+    assert r.headers.get("X-Content-Type-Options") == "nosniff", where
+
+
+async def test_every_view_error_carries_the_page_headers(start_orchestrator, monkeypatch):
+    """Not only the 403s: a 404, 409, 416, 422 and 500 under /view have the CSP, no-store, no-referrer and
+    nosniff too, in the API's error body."""
+    o = await start_orchestrator()
+    anyone = o.client(None)
+    rid = await _completed(o, o.api, "w1")
+    bare = await _completed(o, o.api, "w2", timeline=False)
+    queued = (await o.api.create()).body["id"]
+
+    links = {r: (await o.api.request("GET", f"/v1/recordings/{r}/view")).body["url"] for r in (rid, bare, queued)}
+
+    def signed(recording_id: str) -> str:
+        return urlsplit(links[recording_id]).query
+
+    listing = urlsplit((await o.api.request("GET", "/v1/view")).body["url"]).query
+    errors = {
+        f"/view/{bare}/timeline?{signed(bare)}": 404,
+        f"/view/{queued}/media?{signed(queued)}": 409,
+        f"/view/{rid}/nothing/here?{signed(rid)}": 404,
+        "/view/static/nothing.js": 404,
+        f"/view/recordings?{listing}&status=done": 422,
+    }
+    for url, status in errors.items():
+        r = await anyone.request("GET", url)
+        assert r.status == status, (url, r.status, r.body)
+        assert r.body["error"]["message"], url
+        _page_headers(r, url)
+
+    # A Range past the end of the file (rec.mp4 has 64 bytes).
+    r = await anyone.request("GET", f"/view/{rid}/media?{signed(rid)}", headers={"Range": "bytes=1000-"})
+    assert r.status == 416
+    _page_headers(r, "416")
+
+    # Something unexpected in a handler: the API's 500, with the headers, and the next request is served.
+    async def broken(row: Any) -> bytes:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(o.orchestrator.media, "timeline", broken)
+    r = await anyone.request("GET", f"/view/{rid}/timeline?{signed(rid)}")
+    assert r.status == 500 and r.body["error"]["code"] == "internal" and "fire" not in json.dumps(r.body)
+    _page_headers(r, "500")
+    monkeypatch.undo()
+    assert (await anyone.request("GET", f"/view/{rid}/timeline?{signed(rid)}")).status == 200
+
+    # The static files keep their own cache header.
+    r = await anyone.request("GET", "/view/static/replay.js")
+    assert r.status == 200 and r.headers["Cache-Control"].startswith("public")
+    assert r.headers["Referrer-Policy"] == "no-referrer"
+
+
 async def test_the_list_data_filters_by_status_and_problems_with_signed_rows(start_orchestrator):
     o = await start_orchestrator(api_tokens=TOKENS)
     alice, anyone = o.client(ALICE), o.client(None)
@@ -269,24 +400,39 @@ async def test_the_list_data_filters_by_status_and_problems_with_signed_rows(sta
     assert bad.status == 422 and "status" in bad.body["error"]["message"]
 
 
-def test_webrtc_quality_metrics_count_bad_recordings_by_pool_and_region():
+def test_webrtc_quality_metrics_judge_the_whole_recording_by_pool_and_region():
+    """Bad means lossy over the whole recording or often frozen: one bad second of an otherwise clean call
+    is not; a freeze longer than the recording counts as the whole recording, not as nothing."""
     m = OrchestratorMetrics(pool="eu-pool", region="eu-west")
     labels = {"pool": "eu-pool", "region": "eu-west"}
 
     def sample(name: str) -> float:
         return m.registry.get_sample_value(name, labels) or 0.0
 
-    good = {"duration": 120.0, "timeline": {"worst_inbound_loss": 0.01, "freeze_seconds": {"v": 2.0}, "errors": 0}}
-    frozen = {"duration": 60.0, "timeline": {"worst_inbound_loss": 0.0, "freeze_seconds": {"a": 1.0, "b": 9.0}}}
-    lossy = {"duration": 60.0, "timeline": {"worst_inbound_loss": 0.2, "freeze_seconds": {}}}
-    no_webrtc = {"duration": 60.0, "timeline": {"worst_inbound_loss": None, "freeze_seconds": {}}}
-    absurd = {"duration": 60.0, "timeline": {"worst_inbound_loss": 7, "freeze_seconds": {}}}
-    for quality in (good, frozen, lossy, no_webrtc, absurd, None, {"duration": 60.0}):
-        m.observe_webrtc(quality)
-    assert sample("orchestrator_webrtc_recordings_total") == 3
-    assert sample("orchestrator_webrtc_bad_quality_recordings_total") == 2
-    assert sample("orchestrator_webrtc_freeze_seconds_per_minute_sum") == pytest.approx(1.0 + 9.0)
-    assert sample("orchestrator_webrtc_inbound_loss_sum") == pytest.approx(0.21)
+    def quality(duration: float, **summary: Any) -> dict[str, Any]:
+        return {"duration": duration, "timeline": {"freeze_seconds": {}, "errors": 0, **summary}}
+
+    one_bad_second = quality(120.0, worst_inbound_loss=0.3, inbound_loss=0.004, freeze_seconds={"v": 2.0})
+    frozen = quality(60.0, worst_inbound_loss=0.0, inbound_loss=0.0, freeze_seconds={"a": 1.0, "b": 9.0})
+    lossy = quality(60.0, worst_inbound_loss=0.2, inbound_loss=0.08)
+    frozen_through_a_pause = quality(60.0, worst_inbound_loss=0.0, inbound_loss=0.0, freeze_seconds={"v": 90.0})
+    older_worker = quality(60.0, worst_inbound_loss=0.3)  # no whole-recording loss: not judged by one interval
+    no_webrtc = quality(60.0, worst_inbound_loss=None)
+    absurd = quality(60.0, worst_inbound_loss=7, inbound_loss=float("nan"))
+    negative = quality(60.0, worst_inbound_loss=0.0, inbound_loss=-0.5, freeze_seconds={"v": -5.0})
+    for q in (one_bad_second, frozen, lossy, frozen_through_a_pause, older_worker, no_webrtc, absurd, None):
+        m.observe_webrtc(q)
+    m.observe_webrtc(negative)
+    m.observe_webrtc({"duration": 60.0})
+    m.observe_webrtc(quality(float("inf"), worst_inbound_loss=0.0, inbound_loss=0.0))
+
+    assert sample("orchestrator_webrtc_recordings_total") == 6
+    assert sample("orchestrator_webrtc_bad_quality_recordings_total") == 3  # frozen, lossy, frozen through a pause
+    assert sample("orchestrator_webrtc_freeze_seconds_per_minute_sum") == pytest.approx(1.0 + 9.0 + 60.0)
+    assert sample("orchestrator_webrtc_freeze_seconds_per_minute_count") == 6
+    # The loss observed is the whole recording's; a summary without it adds no loss sample.
+    assert sample("orchestrator_webrtc_inbound_loss_sum") == pytest.approx(0.004 + 0.08)
+    assert sample("orchestrator_webrtc_inbound_loss_count") == 4
 
 
 # -- the page in Chromium ----------------------------------------------------------------------------
@@ -401,9 +547,9 @@ async def test_the_replay_page_plays_draws_the_freeze_seeks_and_filters(start_or
     o = await start_orchestrator(api_tokens=TOKENS)
     alice = o.client(ALICE)
     rid = await _completed(o, alice, "w1", frozen_clip)
-    other = await _completed(
-        o, alice, "w2", summary={"worst_inbound_loss": None, "errors": 0, "warnings": 0, "problems": 0}
-    )
+    other = await _completed(o, alice, "w2", summary=CLEAN)
+    hostile = await _completed(o, alice, "w3", frozen_clip, raw_timeline=HOSTILE_TIMELINE, summary=CLEAN)
+    hostile_link = (await alice.request("GET", f"/v1/recordings/{hostile}/view")).body["url"]
     base = o.base_url
     link = (await alice.request("GET", f"/v1/recordings/{rid}/view")).body["url"]
     listing = (await alice.request("GET", "/v1/view")).body["url"]
@@ -470,7 +616,7 @@ async def test_the_replay_page_plays_draws_the_freeze_seeks_and_filters(start_or
         # The list page: both rows, then only the one with problems; its link opens the replay page.
         await page.goto(base + listing)
         await page.wait_for_selector("body[data-ready=true]")
-        assert await page.locator("#rows tr").count() == 2
+        assert await page.locator("#rows tr").count() == 3
         await page.check("#problems")
         await _until(page, "document.querySelectorAll('#rows tr').length === 1")
         assert await page.locator("#rows tr").get_attribute("data-id") == rid
@@ -481,6 +627,19 @@ async def test_the_replay_page_plays_draws_the_freeze_seeks_and_filters(start_or
         await page.click(f"#rows a:text('{rid}')")
         await page.wait_for_selector("body[data-ready=true] .span.frozen")
         _no_secret(await page.content())
+
+        # A hostile worker's timeline: an absurd duration, kinds and texts of every type. The page draws
+        # what it can read, with a bounded axis, and throws nothing.
+        problems.clear()
+        await page.goto(base + hostile_link)
+        await page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+        assert 1 < await page.locator(".axis .tick").count() <= 21
+        assert await page.locator(".span.frozen").count() == 1
+        assert await page.locator("#events li").count() == 3  # the two readable events and the span
+        listed = await page.locator("#events").inner_text()
+        assert "[object Object]" not in listed and '{"nested":"message"}' in listed
+        assert await page.locator("#event-count").inner_text() == "(3, 7 more not kept)"
+        assert problems == [], problems
     finally:
         await browser.close()
         await pw.stop()

@@ -1,6 +1,9 @@
 // The replay page: the recording's media, its timeline drawn under it, the quality summary and the events.
 // Every request carries the signed link's exp and sig, read from this page's own URL; nothing else
 // authorizes it, and no token is ever in the page. Times are media seconds (the player's currentTime).
+// timeline.json comes from a worker and is read as hostile: `cleanTimeline` keeps only events and spans of
+// known kinds with finite times, turns every text into a short string, and bounds the duration, so a
+// strange file draws less rather than throwing or freezing the tab.
 "use strict";
 
 (function () {
@@ -15,6 +18,13 @@
     waiting: "Waiting before the recording",
   };
   const MARKERS = new Set(["navigation", "reload", "signal"]);
+  // An event kind is shown by its name (contract/timeline.py lists them): one that is not a short
+  // lower-case name is left out.
+  const EVENT_KIND = /^[a-z][a-z_]{0,39}$/;
+  const LEVELS = new Set(["info", "warning", "error"]);
+  const MAX_DURATION = 7 * 24 * 3600; // longer than any recording: a bigger figure is not believed
+  const MAX_TICKS = 20;
+  const MAX_TEXT = 300;
   const LEGEND = [
     ["frozen", "frozen"], ["black", "black"], ["silent", "silent"], ["gap", "gap"],
     ["network", "network trouble"], ["paused", "paused"], ["waiting", "waiting"],
@@ -70,6 +80,60 @@
       throw new Error(why);
     }
     return answer.json();
+  }
+
+  // ---- reading what a worker wrote ----------------------------------------------------------------
+
+  function finite(v) {
+    return typeof v === "number" && Number.isFinite(v);
+  }
+
+  function text(v) {
+    if (v === null || v === undefined) return "";
+    return String(typeof v === "object" ? JSON.stringify(v) : v).slice(0, MAX_TEXT);
+  }
+
+  function duration(v) {
+    return finite(v) && v > 0 ? Math.min(v, MAX_DURATION) : 0;
+  }
+
+  function cleanTimeline(raw) {
+    const tl = raw && typeof raw === "object" ? raw : {};
+    const list = (v) => (Array.isArray(v) ? v.filter((x) => x && typeof x === "object") : []);
+    const events = [];
+    for (const e of list(tl.events)) {
+      if (!finite(e.t) || typeof e.kind !== "string" || !EVENT_KIND.test(e.kind)) continue;
+      const name = e.data && typeof e.data === "object" && e.data.name != null ? text(e.data.name).slice(0, 60) : "";
+      events.push({
+        t: e.t, kind: e.kind, level: LEVELS.has(e.level) ? e.level : "info",
+        message: text(e.message), track: e.track == null ? null : text(e.track).slice(0, 80), name,
+      });
+    }
+    const spans = [];
+    for (const s of list(tl.spans)) {
+      if (!finite(s.start) || !finite(s.end) || !Object.hasOwn(SPAN_TEXT, s.kind)) continue;
+      spans.push({
+        start: s.start, end: s.end, kind: s.kind, message: text(s.message),
+        track: s.track == null ? null : text(s.track).slice(0, 80),
+        wall_seconds: finite(s.wall_seconds) && s.wall_seconds >= 0 ? s.wall_seconds : null,
+      });
+    }
+    const tracks = [];
+    for (const t of list(tl.tracks)) {
+      tracks.push({
+        id: text(t.id).slice(0, 80), kind: t.kind === "audio" || t.kind === "video" ? t.kind : "track",
+        freeze_count: finite(t.freeze_count) ? t.freeze_count : 0, worst_loss: finite(t.worst_loss) ? t.worst_loss : 0,
+      });
+    }
+    // Only events over their cap ("source.kind"): refused reports, tracks and spans beyond theirs are not events.
+    let dropped = 0;
+    for (const [key, n] of Object.entries(tl.dropped && typeof tl.dropped === "object" ? tl.dropped : {})) {
+      const [source, kind, more] = key.split(".");
+      const event = more === undefined && EVENT_KIND.test(kind || "") && kind !== "report" && kind !== "track";
+      if (event && source && kind && finite(n) && n > 0) dropped += Math.min(n, 1e9);
+    }
+    const summary = tl.summary && typeof tl.summary === "object" ? tl.summary : null;
+    return { duration: duration(tl.duration), events, spans, tracks, dropped, summary };
   }
 
   // ---- the strip -------------------------------------------------------------------------------
@@ -135,7 +199,7 @@
   }
 
   function eventText(e) {
-    const name = e.kind === "signal" && e.data && e.data.name ? `signal ${e.data.name}` : e.kind.replace(/_/g, " ");
+    const name = e.kind === "signal" && e.name ? `signal ${e.name}` : e.kind.replace(/_/g, " ");
     const track = e.track ? ` (track ${e.track})` : "";
     return `${clock(e.t)} ${e.level !== "info" ? e.level + ": " : ""}${name}${track}\n${e.message}`;
   }
@@ -193,7 +257,7 @@
     }
     const axis = el("div", { class: "axis", "aria-hidden": "true" });
     const step = niceStep(state.duration);
-    for (let t = 0; t <= state.duration + 1e-6; t += step) {
+    for (let i = 0, t = 0; i <= MAX_TICKS && t <= state.duration + 1e-6; i += 1, t = i * step) {
       const tick = el("span", { class: "tick", text: clock(t).replace(/\.0$/, "") });
       tick.style.left = xOf(t) + "%";
       axis.append(tick);
@@ -209,9 +273,10 @@
     return `${t ? t.kind : "track"} ${trackId}`.slice(0, 40);
   }
 
+  // About ten ticks, never more than MAX_TICKS, whatever the duration.
   function niceStep(d) {
     for (const s of [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600]) if (d / s <= 10) return s;
-    return 7200;
+    return Math.max(7200, Math.ceil(d / MAX_TICKS / 3600) * 3600);
   }
 
   // ---- the side panel --------------------------------------------------------------------------
@@ -219,30 +284,38 @@
   function drawSummary() {
     const dl = $("#summary");
     dl.replaceChildren();
-    const rec = state.recording || {};
-    const q = rec.quality || {};
-    const v = q.video || {};
-    const a = q.audio || {};
-    const sum = (state.timeline && state.timeline.summary) || q.timeline || {};
+    const obj = (v) => (v && typeof v === "object" && !Array.isArray(v) ? v : {});
+    const num = (v) => (finite(v) ? v : null);
+    const fixed = (v, digits, unit) => (num(v) === null ? "–" : `${v.toFixed(digits)}${unit || ""}`);
+    const share = (v) => (num(v) === null ? null : `${(v * 100).toFixed(1)} %`);
+    const rec = obj(state.recording);
+    const q = obj(rec.quality);
+    const v = obj(q.video);
+    const a = obj(q.audio);
+    const sync = obj(q.sync);
+    const sum = obj((state.timeline && state.timeline.summary) || q.timeline);
+    const count = (x) => (num(x) === null ? "–" : String(x));
     const rows = [
-      ["Status", rec.status],
-      ["Stop reason", rec.stop_reason || "–"],
-      ["Duration", seconds(q.duration ?? state.duration)],
-      ["Distinct fps", v.delivered_fps != null ? v.delivered_fps.toFixed(2) : "–", v.nominal_fps && v.delivered_fps < v.nominal_fps * 0.9],
-      ["Nominal fps", v.nominal_fps != null ? v.nominal_fps.toFixed(2) : "–"],
-      ["A/V offset", q.sync && q.sync.mean_ms != null ? `${q.sync.mean_ms.toFixed(0)} ms` : "no markers", q.sync && Math.abs(q.sync.mean_ms) > 80],
-      ["Frozen", v.frozen_total != null ? seconds(v.frozen_total) : "–", v.frozen_total > 0],
-      ["Black", v.black_total != null ? seconds(v.black_total) : "–", v.black_total > 0],
-      ["Silent", a.silent_total != null ? seconds(a.silent_total) : "–"],
-      ["Problems", sum.problems ?? "–", sum.problems > 0],
-      ["Page errors", sum.errors ?? "–", sum.errors > 0],
-      ["Warnings", sum.warnings ?? "–"],
-      ["Worst inbound loss", sum.worst_inbound_loss != null ? `${(sum.worst_inbound_loss * 100).toFixed(1)} %` : "no WebRTC", sum.worst_inbound_loss > 0.05],
+      ["Status", text(rec.status)],
+      ["Stop reason", text(rec.stop_reason) || "–"],
+      ["Duration", seconds(num(q.duration) ?? state.duration)],
+      ["Distinct fps", fixed(v.delivered_fps, 2), num(v.nominal_fps) && v.delivered_fps < v.nominal_fps * 0.9],
+      ["Nominal fps", fixed(v.nominal_fps, 2)],
+      ["A/V offset", num(sync.mean_ms) === null ? "no markers" : fixed(sync.mean_ms, 0, " ms"), Math.abs(sync.mean_ms) > 80],
+      ["Frozen", seconds(num(v.frozen_total)), v.frozen_total > 0],
+      ["Black", seconds(num(v.black_total)), v.black_total > 0],
+      ["Silent", seconds(num(a.silent_total))],
+      ["Problems", count(sum.problems), sum.problems > 0],
+      ["Page errors", count(sum.errors), sum.errors > 0],
+      ["Warnings", count(sum.warnings)],
+      ["Inbound loss", share(sum.inbound_loss) ?? "–", sum.inbound_loss > 0.05],
+      ["Worst inbound loss (1 s)", share(sum.worst_inbound_loss) ?? "no WebRTC", sum.worst_inbound_loss > 0.05],
     ];
-    for (const [track, secs] of Object.entries(sum.freeze_seconds || {})) {
-      rows.push([`Frozen, track ${track}`, seconds(secs), secs > 0]);
+    if (num(sum.inbound_loss) === null) rows.splice(rows.length - 2, 1); // reported by newer workers only
+    for (const [track, secs] of Object.entries(obj(sum.freeze_seconds)).slice(0, 32)) {
+      rows.push([`Frozen, track ${text(track).slice(0, 40)}`, seconds(num(secs)), secs > 0]);
     }
-    if (rec.error) rows.push(["Error", `${rec.error.code}: ${rec.error.message}`, true]);
+    if (rec.error) rows.push(["Error", `${text(obj(rec.error).code)}: ${text(obj(rec.error).message)}`, true]);
     for (const [name, value, bad] of rows) {
       dl.append(el("dt", { text: name }), el("dd", { class: bad ? "bad" : "", text: String(value ?? "–") }));
     }
@@ -266,7 +339,7 @@
       list.append(li);
       state.items.push({ t: item.t, li });
     }
-    const dropped = Object.values(tl.dropped || {}).reduce((a, b) => a + b, 0);
+    const dropped = tl.dropped || 0;
     $("#event-count").textContent = `(${items.length}${dropped ? `, ${dropped} more not kept` : ""})`;
   }
 
@@ -358,11 +431,11 @@
     badge.textContent = rec.status;
     badge.classList.add(rec.status);
     const q = rec.quality || {};
-    if (q.video && q.video.nominal_fps) state.fps = q.video.nominal_fps;
-    state.duration = q.duration || rec.duration || 0;
+    if (q.video && finite(q.video.nominal_fps) && q.video.nominal_fps > 0) state.fps = q.video.nominal_fps;
+    state.duration = duration(q.duration) || duration(rec.duration);
     if (rec.has_timeline) {
       try {
-        state.timeline = await getJSON("/timeline");
+        state.timeline = cleanTimeline(await getJSON("/timeline"));
         if (state.timeline.duration) state.duration = state.timeline.duration;
       } catch (e) {
         say(`The timeline could not be read: ${e.message}`, true);
@@ -375,8 +448,8 @@
       const media = el(rec.audio_only ? "audio" : "video", { controls: "", preload: "metadata", src: base + "/media" + signed });
       media.addEventListener("loadedmetadata", () => {
         if (!state.timeline || !state.timeline.duration) {
-          if (Number.isFinite(media.duration) && Math.abs(media.duration - state.duration) > 0.01) {
-            state.duration = media.duration;
+          if (duration(media.duration) && Math.abs(media.duration - state.duration) > 0.01) {
+            state.duration = duration(media.duration);
             redraw();
           }
         }

@@ -31,14 +31,14 @@ import asyncpg
 from orchestrator.states import ACTIVE, State
 from orchestrator.store.base import IdempotencyConflict, NewRecording
 from orchestrator.store.factory import redact_dsn
+from orchestrator.store.guarded import GuardedWrites
 from orchestrator.store.outbox import Backlog, Delivery, DeliveryAttempt, DeliveryStatus, Emit
 from orchestrator.store.presence import WorkerPresence
-from orchestrator.store.row import Changes, RecordingRow
+from orchestrator.store.row import RecordingRow
 from orchestrator.store.schema import (
     ATTEMPT_COLUMNS,
     EVENT_COLUMNS,
     POSTGRES_MIGRATIONS,
-    assignments,
     attempt_values,
     encoded,
     event_values,
@@ -83,7 +83,7 @@ _ELIGIBLE = """e.status = 'pending' AND e.id <> ALL($1::text[]) AND e.destinatio
                                  AND earlier.status = 'pending')"""
 
 
-class PostgresStore:
+class PostgresStore(GuardedWrites):
     def __init__(self, dsn: str, pool_size: int = 10) -> None:
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, not {pool_size}")
@@ -216,33 +216,6 @@ class PostgresStore:
         params.append(limit)
         sql += f" ORDER BY seq DESC LIMIT ${len(params)}"
         return [to_row(r) for r in await self._db.fetch(sql, *params)]
-
-    async def transition(
-        self,
-        recording_id: str,
-        *,
-        from_states: Collection[State],
-        to: State,
-        at: float,
-        changes: Changes | None = None,
-        lease_id: str | None = None,
-        lease_expired_before: float | None = None,
-        emit: Emit | None = None,
-    ) -> RecordingRow | None:
-        if not from_states:
-            return None
-        sets = {"status": to, "updated_at": at, f"{State(to).value}_at": at, **assignments(changes)}
-        return await self._guarded_update(recording_id, sets, from_states, lease_id, lease_expired_before, emit)
-
-    async def update(
-        self,
-        recording_id: str,
-        changes: Changes,
-        *,
-        statuses: Collection[State] | None = None,
-        lease_id: str | None = None,
-    ) -> RecordingRow | None:
-        return await self._guarded_update(recording_id, assignments(changes), statuses, lease_id, None)
 
     async def _guarded_update(
         self,

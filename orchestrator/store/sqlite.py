@@ -25,14 +25,14 @@ import aiosqlite
 
 from orchestrator.states import ACTIVE, State
 from orchestrator.store.base import IdempotencyConflict, NewRecording
+from orchestrator.store.guarded import GuardedWrites
 from orchestrator.store.outbox import Backlog, Delivery, DeliveryAttempt, DeliveryStatus, Emit
 from orchestrator.store.presence import WorkerPresence
-from orchestrator.store.row import Changes, RecordingRow
+from orchestrator.store.row import RecordingRow
 from orchestrator.store.schema import (
     ATTEMPT_COLUMNS,
     EVENT_COLUMNS,
     MIGRATIONS,
-    assignments,
     attempt_values,
     encoded,
     event_values,
@@ -48,7 +48,7 @@ T = TypeVar("T")
 _WriteOp = Callable[[aiosqlite.Connection], Awaitable[T]]
 
 
-class SQLiteStore:
+class SQLiteStore(GuardedWrites):
     def __init__(self, path: Path, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
         self.path = path
         self.synchronous = synchronous
@@ -199,33 +199,6 @@ class SQLiteStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
         return await _all(self._reader, sql, *params, limit)
-
-    async def transition(
-        self,
-        recording_id: str,
-        *,
-        from_states: Collection[State],
-        to: State,
-        at: float,
-        changes: Changes | None = None,
-        lease_id: str | None = None,
-        lease_expired_before: float | None = None,
-        emit: Emit | None = None,
-    ) -> RecordingRow | None:
-        if not from_states:
-            return None
-        sets = {"status": to, "updated_at": at, f"{State(to).value}_at": at, **assignments(changes)}
-        return await self._guarded_update(recording_id, sets, from_states, lease_id, lease_expired_before, emit)
-
-    async def update(
-        self,
-        recording_id: str,
-        changes: Changes,
-        *,
-        statuses: Collection[State] | None = None,
-        lease_id: str | None = None,
-    ) -> RecordingRow | None:
-        return await self._guarded_update(recording_id, assignments(changes), statuses, lease_id, None)
 
     async def _guarded_update(
         self,

@@ -242,66 +242,50 @@ class WebhookDelivery:
         bound = log.bind(event_id=delivery.id, recording_id=delivery.recording_id, attempt=number)
         at = self.clock()
         started = time.monotonic()
-        status_code: int | None = None
         try:
             await self.policy.check(delivery.url, "webhook_url")
         except UrlDenied as denied:
+            refused = DeliveryAttempt(delivery.id, number, at, 0.0, None, denied.message)
             if denied.code == "url_unresolvable":
                 # DNS can fail for a while (a resolver restarting): retried like a network error.
-                await self._retry_or_give_up(delivery, number, at, 0.0, None, denied.message, bound)
+                await self._retry_or_give_up(delivery, refused, bound)
                 return
-            await self._record(delivery, number, at, 0.0, None, denied.message, DeliveryStatus.FAILED, None)
+            await self._record(refused, DeliveryStatus.FAILED, None)
             self.metrics.webhooks.labels("failed").inc()
             bound.warning("webhook_failed", problem=denied.message, reason="the URL policy refuses it now")
             return
+        status_code: int | None = None
         try:
             status_code = await self._post(delivery)
             error = None if 200 <= status_code < 300 else f"HTTP {status_code}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        latency = time.monotonic() - started
+        attempt = DeliveryAttempt(delivery.id, number, at, time.monotonic() - started, status_code, error)
         if error is None:
-            await self._record(delivery, number, at, latency, status_code, None, DeliveryStatus.DELIVERED, None)
+            await self._record(attempt, DeliveryStatus.DELIVERED, None)
             self.metrics.webhooks.labels("delivered").inc()
-            bound.info("webhook_delivered", status=status_code, latency=round(latency, 3))
+            bound.info("webhook_delivered", status=status_code, latency=round(attempt.latency, 3))
             return
-        await self._retry_or_give_up(delivery, number, at, latency, status_code, error, bound)
+        await self._retry_or_give_up(delivery, attempt, bound)
 
     async def _retry_or_give_up(
-        self,
-        delivery: Delivery,
-        number: int,
-        at: float,
-        latency: float,
-        status_code: int | None,
-        error: str,
-        bound: structlog.typing.FilteringBoundLogger,
+        self, delivery: Delivery, attempt: DeliveryAttempt, bound: structlog.typing.FilteringBoundLogger
     ) -> None:
-        retry_at = at + latency + backoff_delay(number, self.backoff, self.max_backoff)
-        capped = self.max_attempts is not None and number >= self.max_attempts
+        done = attempt.at + attempt.latency
+        retry_at = done + backoff_delay(attempt.number, self.backoff, self.max_backoff)
+        capped = self.max_attempts is not None and attempt.number >= self.max_attempts
         if capped or retry_at > delivery.expires_at:
-            await self._record(delivery, number, at, latency, status_code, error, DeliveryStatus.FAILED, None)
+            await self._record(attempt, DeliveryStatus.FAILED, None)
             self.metrics.webhooks.labels("failed").inc()
             why = "attempts" if capped else "horizon"
             # The destination, never the URL: a webhook URL often carries a token in its query.
-            bound.warning("webhook_failed", problem=error, gave_up_on=why, destination=delivery.destination)
+            bound.warning("webhook_failed", problem=attempt.error, gave_up_on=why, destination=delivery.destination)
             return
-        await self._record(delivery, number, at, latency, status_code, error, DeliveryStatus.PENDING, retry_at)
+        await self._record(attempt, DeliveryStatus.PENDING, retry_at)
         self.metrics.webhooks.labels("retried").inc()
-        bound.info("webhook_retry", problem=error, delay=round(retry_at - at - latency, 3))
+        bound.info("webhook_retry", problem=attempt.error, delay=round(retry_at - done, 3))
 
-    async def _record(
-        self,
-        delivery: Delivery,
-        number: int,
-        at: float,
-        latency: float,
-        status_code: int | None,
-        error: str | None,
-        status: DeliveryStatus,
-        next_attempt_at: float | None,
-    ) -> None:
-        attempt = DeliveryAttempt(delivery.id, number, at, latency, status_code, error)
+    async def _record(self, attempt: DeliveryAttempt, status: DeliveryStatus, next_attempt_at: float | None) -> None:
         # Shielded: an attempt that got its answer is logged even when the loop stops meanwhile.
         await asyncio.shield(self.store.record_attempt(attempt, status=status, next_attempt_at=next_attempt_at))
 

@@ -134,25 +134,22 @@ def build_app(media: ReferenceMedia) -> web.Application:
     return app
 
 
-class ReferencePage:
-    """The page server, run on 127.0.0.1 in a thread with its own event loop."""
+class ThreadedServer:
+    """An aiohttp application on 127.0.0.1, in a thread with its own event loop: a page a recorder in the
+    same process (or a subprocess) can open while the caller's own code stays synchronous."""
 
-    def __init__(self, media: ReferenceMedia) -> None:
-        self.media = media
+    def __init__(self, app: web.Application, name: str) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
         self._loop = asyncio.new_event_loop()
-        self._runner = web.AppRunner(build_app(media), handler_cancellation=True, shutdown_timeout=0.5)
-        self._thread = threading.Thread(target=self._loop.run_forever, name="test-page", daemon=True)
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
+        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def url(self, path: str = "/grid") -> str:
-        return self.base + (path if path.startswith("/") else "/" + path)
 
     def start(self) -> None:
         self._thread.start()
@@ -169,3 +166,14 @@ class ReferencePage:
             self._thread.join(timeout=10)
         self._loop.close()
         self._sock.close()
+
+
+class ReferencePage(ThreadedServer):
+    """The reference page server."""
+
+    def __init__(self, media: ReferenceMedia) -> None:
+        self.media = media
+        super().__init__(build_app(media), "test-page")
+
+    def url(self, path: str = "/grid") -> str:
+        return self.base + (path if path.startswith("/") else "/" + path)

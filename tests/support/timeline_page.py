@@ -8,15 +8,13 @@ canvas stops changing) and a navigation to a second page. `SCHEDULE` is what the
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
 
+from recorder.reference.page import ThreadedServer
 from tests.support.net import free_port
 
 # Seconds after START_RECORDING.
@@ -82,23 +80,17 @@ async def _no_icon(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-class TimelinePage:
+class TimelinePage(ThreadedServer):
     """The page server, on 127.0.0.1 in a thread with its own event loop."""
 
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port: int = self._sock.getsockname()[1]
         self.dead_url = f"http://127.0.0.1:{free_port()}/nothing-listens-here"
         app = web.Application()
         app.router.add_get("/timeline", self._page)
         app.router.add_get("/after", _after)
         app.router.add_get("/status/500", _broken)
         app.router.add_get("/favicon.ico", _no_icon)
-        self._loop = asyncio.new_event_loop()
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
-        self._thread = threading.Thread(target=self._loop.run_forever, name="timeline-page", daemon=True)
+        super().__init__(app, "timeline-page")
 
     @property
     def url(self) -> str:
@@ -111,21 +103,6 @@ class TimelinePage:
             .replace("BLOCKED", json.dumps(BLOCKED_URL))
         )
         return _html(script)
-
-    def start(self) -> None:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
-
-    async def _start(self) -> None:
-        await self._runner.setup()
-        await web.SockSite(self._runner, self._sock).start()
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-        self._loop.close()
 
 
 @pytest.fixture(scope="module")

@@ -271,6 +271,7 @@ class _Output:
     files: dict[str, Path] = field(default_factory=dict)
     folder: AttemptFolder | None = None
     screenshot: Path | None = None
+    timeline: Path | None = None
 
 
 class ScriptedClient:

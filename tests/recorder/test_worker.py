@@ -57,6 +57,7 @@ class Result:
     blocked: None = None  # no egress guard here
     files: dict[str, Path] = field(default_factory=dict)
     screenshot: Path | None = None
+    timeline: Path | None = None
 
 
 @dataclass

@@ -28,9 +28,9 @@ from contract.redact import redact_urls
 from orchestrator.api.context import CONTEXT, ApiContext
 from orchestrator.api.middleware import error_middleware
 from orchestrator.api.parsing import query_bool, query_value
-from orchestrator.api.responses import error_response
 from orchestrator.api.routing import browser_page
 from orchestrator.auth import Caller
+from orchestrator.errors import OrchestratorError
 from orchestrator.media import LocalFile, Redirect
 from orchestrator.service import encode_cursor, parse_statuses
 from orchestrator.states import State
@@ -64,16 +64,16 @@ def _csp(ctx: ApiContext) -> str:
     )
 
 
-def _headers(ctx: ApiContext, signed: bool = True) -> dict[str, str]:
-    headers = {
+def _headers(ctx: ApiContext) -> dict[str, str]:
+    """What every `/view` answer carries (`view_route` sets them); one that sets its own cache (the static
+    files) keeps it."""
+    return {
         "Content-Security-Policy": _csp(ctx),
         "Referrer-Policy": "no-referrer",
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",
+        "Cache-Control": "no-store",
     }
-    if signed:
-        headers["Cache-Control"] = "no-store"
-    return headers
 
 
 def view_route(handler: Handler) -> Handler:
@@ -96,17 +96,13 @@ def view_route(handler: Handler) -> Handler:
     return browser_page(answer)
 
 
-def _forbidden(ctx: ApiContext, why: str) -> web.Response:
-    return error_response(FORBIDDEN, why, status=403, headers=_headers(ctx))
-
-
-def _page(name: str, ctx: ApiContext) -> web.Response:
+def _page(name: str) -> web.Response:
     html = (_STATIC / name).read_text(encoding="utf-8")
-    return web.Response(text=html, content_type="text/html", charset="utf-8", headers=_headers(ctx))
+    return web.Response(text=html, content_type="text/html", charset="utf-8")
 
 
-async def _signed_recording(request: web.Request) -> RecordingRow | web.Response:
-    """The recording the request's signature opens, or the 403 to answer."""
+async def _signed_recording(request: web.Request) -> RecordingRow:
+    """The recording the request's signature opens; a 403 (`forbidden`) otherwise."""
     ctx = request.app[CONTEXT]
     row = await ctx.store.get(request.match_info["id"])
     exp, sig = request.query.get("exp"), request.query.get("sig")
@@ -115,17 +111,18 @@ async def _signed_recording(request: web.Request) -> RecordingRow | web.Response
     if row is None and problem is None:
         problem = "this link's signature is not valid for this page: ask the API for a new link"
     if problem is not None or row is None:
-        return _forbidden(ctx, problem or "")
+        raise OrchestratorError(FORBIDDEN, problem or "")
     return row
 
 
-def _signed_caller(request: web.Request) -> Caller | web.Response:
+def _signed_caller(request: web.Request) -> Caller:
+    """The caller whose list the request's signature opens; a 403 (`forbidden`) otherwise."""
     ctx = request.app[CONTEXT]
     name = request.query.get("caller") or ""
     admin = request.query.get("admin") == "1"
     problem = ctx.signer.list_valid(name, admin, request.query.get("exp"), request.query.get("sig"))
     if problem is not None:
-        return _forbidden(ctx, problem)
+        raise OrchestratorError(FORBIDDEN, problem)
     return Caller(name, admin=admin)
 
 
@@ -136,22 +133,19 @@ def _signed_caller(request: web.Request) -> Caller | web.Response:
 @view_route
 async def static_file(request: web.Request) -> web.StreamResponse:
     """replay.js, replay.css, list.js: nothing secret, no signature."""
-    ctx = request.app[CONTEXT]
     name = request.match_info["name"]
     if name not in STATIC_NAMES:
         raise web.HTTPNotFound()
     body = (_STATIC / name).read_bytes()
-    headers = {**_headers(ctx, signed=False), "Cache-Control": "public, max-age=300"}
-    return web.Response(body=body, headers={**headers, "Content-Type": _STATIC_TYPES["." + name.rsplit(".", 1)[1]]})
+    content_type = _STATIC_TYPES["." + name.rsplit(".", 1)[1]]
+    return web.Response(body=body, headers={"Cache-Control": "public, max-age=300", "Content-Type": content_type})
 
 
 @routes.get("/view")
 @view_route
 async def list_page(request: web.Request) -> web.Response:
-    caller = _signed_caller(request)
-    if isinstance(caller, web.Response):
-        return caller
-    return _page("list.html", request.app[CONTEXT])
+    _signed_caller(request)
+    return _page("list.html")
 
 
 class ListedRecording(BaseModel):
@@ -219,8 +213,6 @@ async def list_data(request: web.Request) -> web.Response:
     """A page of the caller's recordings, newest first: ?status=a,b&problems=true&cursor=."""
     ctx = request.app[CONTEXT]
     caller = _signed_caller(request)
-    if isinstance(caller, web.Response):
-        return caller
     statuses = parse_statuses(query_value(request, "status"))
     problems = query_bool(request, "problems", False)
     cursor = query_value(request, "cursor")
@@ -239,30 +231,25 @@ async def list_data(request: web.Request) -> web.Response:
         if len(found) >= PAGE_SIZE or cursor is None or scanned >= MAX_SCANNED:
             break
     page = ListedPage(items=[_listed(ctx, r) for r in found], next_cursor=cursor)
-    return web.Response(text=page.model_dump_json(), content_type="application/json", headers=_headers(ctx))
+    return web.Response(text=page.model_dump_json(), content_type="application/json")
 
 
 @routes.get("/view/{id}")
 @view_route
 async def replay_page(request: web.Request) -> web.Response:
-    row = await _signed_recording(request)
-    if isinstance(row, web.Response):
-        return row
-    return _page("replay.html", request.app[CONTEXT])
+    await _signed_recording(request)
+    return _page("replay.html")
 
 
 @routes.get("/view/{id}/media")
 @view_route
 async def replay_media(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
-    row = await _signed_recording(request)
-    if isinstance(row, web.Response):
-        return row
-    where = await ctx.media.locate(row)
+    where = await ctx.media.locate(await _signed_recording(request))
     if isinstance(where, Redirect):
-        raise web.HTTPFound(where.url, headers=_headers(ctx))
+        raise web.HTTPFound(where.url)
     assert isinstance(where, LocalFile)
-    return web.FileResponse(where.path, headers={**_headers(ctx), "Content-Type": where.content_type})
+    return web.FileResponse(where.path, headers={"Content-Type": where.content_type})
 
 
 @routes.get("/view/{id}/timeline")
@@ -270,9 +257,7 @@ async def replay_media(request: web.Request) -> web.StreamResponse:
 async def replay_timeline(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     row = await _signed_recording(request)
-    if isinstance(row, web.Response):
-        return row
-    return web.Response(body=await ctx.media.timeline(row), content_type="application/json", headers=_headers(ctx))
+    return web.Response(body=await ctx.media.timeline(row), content_type="application/json")
 
 
 # What the page shows of a recording: never the request (its URL may carry a meeting's token), the
@@ -286,8 +271,6 @@ _SHOWN |= {"stop_reason", "quality", "progress"}
 async def replay_recording(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     row = await _signed_recording(request)
-    if isinstance(row, web.Response):
-        return row
     shown = ctx.render(row).model_dump(mode="json", include=_SHOWN)
     if isinstance(shown.get("quality"), dict):
         shown["quality"].pop("path", None)  # the worker's own disk
@@ -297,7 +280,7 @@ async def replay_recording(request: web.Request) -> web.Response:
     shown["audio_only"] = not bool(row.spec.get("video", True))
     shown["has_media"] = bool(row.location)
     shown["has_timeline"] = bool(row.timeline_location)
-    return web.Response(text=json.dumps(shown), content_type="application/json", headers=_headers(ctx))
+    return web.Response(text=json.dumps(shown), content_type="application/json")
 
 
 @routes.get("/view/{path:.*}")

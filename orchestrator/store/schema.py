@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import astuple, dataclass, fields
 from types import NoneType, UnionType
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from orchestrator.states import State
 from orchestrator.store.outbox import Delivery, DeliveryAttempt, DeliveryStatus, OutboxEvent
@@ -25,6 +25,7 @@ from orchestrator.store.presence import WorkerPresence
 from orchestrator.store.row import Changes, RecordingRow, Stamps
 
 _Codec = Callable[[Any], Any]
+T = TypeVar("T")
 # A result row indexed by column name: sqlite3.Row or asyncpg.Record.
 _Reader = Callable[[Any], Any]
 
@@ -180,81 +181,36 @@ def to_row(r: Any) -> RecordingRow:
     return RecordingRow(**{name: read(r) for name, read in _READERS.items()})
 
 
-# The columns of a new outbox event, in the order `event_values` gives them.
-EVENT_COLUMNS = (
-    "id",
-    "recording_id",
-    "owner",
-    "url",
-    "destination",
-    "payload",
-    "created_at",
-    "expires_at",
-    "status",
-    "next_attempt_at",
-)
-ATTEMPT_COLUMNS = ("event_id", "number", "at", "latency", "status_code", "error")
+# The columns of a new outbox event: its fields, then where its delivery stands (pending, due at once).
+EVENT_COLUMNS = (*(f.name for f in fields(OutboxEvent)), "status", "next_attempt_at")
+ATTEMPT_COLUMNS = tuple(f.name for f in fields(DeliveryAttempt))
 
 
 def event_values(event: OutboxEvent) -> tuple[Any, ...]:
     """A new event's values for EVENT_COLUMNS: pending, due at once."""
-    return (
-        event.id,
-        event.recording_id,
-        event.owner,
-        event.url,
-        event.destination,
-        event.payload,
-        event.created_at,
-        event.expires_at,
-        DeliveryStatus.PENDING.value,
-        event.created_at,
-    )
+    return (*astuple(event), DeliveryStatus.PENDING.value, event.created_at)
 
 
 def attempt_values(attempt: DeliveryAttempt) -> tuple[Any, ...]:
-    return (attempt.event_id, attempt.number, attempt.at, attempt.latency, attempt.status_code, attempt.error)
+    return astuple(attempt)
+
+
+def _read(cls: type[T], r: Any, **converted: Any) -> T:
+    """A dataclass from a result row whose columns carry its fields' names; `converted` overrides."""
+    return cls(**{f.name: r[f.name] for f in fields(cls)} | converted)
 
 
 def to_delivery(r: Any) -> Delivery:
-    return Delivery(
-        seq=r["seq"],
-        id=r["id"],
-        recording_id=r["recording_id"],
-        owner=r["owner"],
-        url=r["url"],
-        destination=r["destination"],
-        payload=r["payload"],
-        created_at=r["created_at"],
-        expires_at=r["expires_at"],
-        status=DeliveryStatus(r["status"]),
-        attempts=r["attempts"],
-        next_attempt_at=r["next_attempt_at"],
-        delivered_at=r["delivered_at"],
-        last_error=r["last_error"],
-    )
+    return _read(Delivery, r, status=DeliveryStatus(r["status"]))
 
 
 def to_presence(r: Any) -> WorkerPresence:
-    sandbox = r["browser_sandbox"]
-    return WorkerPresence(
-        worker_id=r["worker_id"],
-        first_seen=r["first_seen"],
-        last_seen=r["last_seen"],
-        retiring=bool(r["retiring"]),
-        browser_sandbox=None if sandbox is None else bool(sandbox),
-    )
+    sandbox = None if r["browser_sandbox"] is None else bool(r["browser_sandbox"])
+    return _read(WorkerPresence, r, retiring=bool(r["retiring"]), browser_sandbox=sandbox)
 
 
 def to_attempt(r: Any) -> DeliveryAttempt:
-    return DeliveryAttempt(
-        event_id=r["event_id"],
-        number=r["number"],
-        at=r["at"],
-        latency=r["latency"],
-        status_code=r["status_code"],
-        error=r["error"],
-    )
+    return _read(DeliveryAttempt, r)
 
 
 def encoded(values: Mapping[str, Any]) -> list[Any]:

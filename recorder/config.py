@@ -33,6 +33,21 @@ class RecorderSettings(BaseSettings):
     preset: str = Field(default="veryfast", validation_alias=_env("RECORDER_PRESET"))
     crf: int = Field(default=23, ge=0, le=51, validation_alias=_env("RECORDER_CRF"))
     encoder_threads: int = Field(default=1, ge=0, validation_alias=_env("RECORDER_ENCODER_THREADS"))
+    x264_params: str = Field(
+        default="",
+        validation_alias=_env("RECORDER_X264_PARAMS"),
+        description="extra libx264 options (key=value:key=value) on top of the preset; docs/benchmarks.md, encoder",
+    )
+    screen_mode: bool = Field(
+        default=True,
+        validation_alias=_env("RECORDER_SCREEN_MODE"),
+        description="give the virtual display a mode at the capture rate, so Chromium draws only frames that are kept",
+    )
+    self_calibrate: bool = Field(
+        default=True,
+        validation_alias=_env("RECORDER_SELF_CALIBRATE"),
+        description="measure this machine's A/V offset on the sync clip at warm-up when no fresh calibration exists",
+    )
     av_offset_ms: float | None = Field(
         default=None,
         validation_alias=_env("RECORDER_AV_OFFSET_MS"),
@@ -60,6 +75,11 @@ class RecorderSettings(BaseSettings):
     worker_token: str | None = Field(default=None, validation_alias=_env("WORKER_TOKEN"))
     worker_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", validation_alias=_env("WORKER_ID")
+    )
+    host: str = Field(
+        default_factory=socket.gethostname,
+        validation_alias=_env("WORKER_HOST"),
+        description="the machine (on Kubernetes, the node) whose cores this worker shares with other workers",
     )
     single_use: bool = Field(default=False, validation_alias=_env("WORKER_SINGLE_USE"))
     shutdown_grace: float = Field(default=30.0, ge=0, validation_alias=_env("RECORDER_SHUTDOWN_GRACE"))

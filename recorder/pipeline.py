@@ -56,10 +56,11 @@ ProgressCallback = Callable[[WorkerState, Progress], None]
 class Recorder:
     """Warm resources for one recorder, reused across recordings."""
 
-    def __init__(self, settings: RecorderSettings, *, width: int = 1280, height: int = 720) -> None:
+    def __init__(self, settings: RecorderSettings, *, width: int = 1280, height: int = 720, fps: int = 30) -> None:
         self.settings = settings
         self.width = width
         self.height = height
+        self.fps = fps
         self.display: Display | None = None
         self.audio: AudioServer | None = None
         self.browser: Browser | None = None
@@ -74,30 +75,35 @@ class Recorder:
 
     async def start(self) -> None:
         """Warm up at the recorder's size: display, audio server, the next recording's sink and the browser."""
-        await self.prepare(self.width, self.height)
+        await self.prepare(self.width, self.height, self.fps)
 
-    async def prepare(self, width: int, height: int) -> None:
-        """Ready for a recording at this size, starting or restarting whatever is missing. A failure stops
+    async def prepare(self, width: int, height: int, fps: int = 30) -> None:
+        """Ready for a recording at this size and rate, starting or restarting whatever is missing. A failure stops
         everything, so the next call starts from scratch rather than on half-started resources."""
         try:
             if self.audio is None:
                 self.audio = AudioServer()
                 await self.audio.start()
             await self.audio.prepare()
-            await self._ensure_screen(width, height)
+            await self._ensure_screen(width, height, fps)
         except BaseException:
             await self.close()
             raise
 
-    async def _ensure_screen(self, width: int, height: int) -> None:
-        """Display and browser at the requested size; a different size restarts both."""
-        if self.display is not None and (self.display.width, self.display.height) != (width, height):
+    async def _ensure_screen(self, width: int, height: int, fps: int) -> None:
+        """Display and browser at the requested size and rate; a different one restarts both."""
+        rate = fps if self.settings.screen_mode else None
+        if self.display is not None and (self.display.width, self.display.height, self.display.rate) != (
+            width,
+            height,
+            rate,
+        ):
             await self._stop_screen()
         if self.display is None or not self.display.running:
             await self._stop_screen()
-            self.display = Display(width, height)
+            self.display = Display(width, height, rate=rate)
             await self.display.start()
-            self.width, self.height = width, height
+            self.width, self.height, self.fps = width, height, fps
         if self.browser is None or not self.browser.connected:
             if self.browser is not None:
                 await self.browser.close()
@@ -230,6 +236,7 @@ class _CaptureRun:
         self.progress_timeline = ProgressTimeline(self.timeline) if self.timeline is not None else None
         self.webrtc: WebRtcWatch | None = None  # while the page is recorded
         self._stop_noted = False
+        self._file_ends_at: float | None = None  # wall time the file should end at, once decided
 
     def _report(self, state: WorkerState, progress: Progress | None = None) -> None:
         self.state = state
@@ -256,7 +263,7 @@ class _CaptureRun:
         rec = self.recorder
         sink = None
         try:
-            await rec.prepare(self.spec.width, self.spec.height)
+            await rec.prepare(self.spec.width, self.spec.height, self.spec.fps)
             assert rec.audio is not None and rec.browser is not None and rec.display is not None
             if rec.guard is not None:
                 rec.guard.ledger.reset()  # one recording at a time per recorder: its denials start here
@@ -390,6 +397,7 @@ class _CaptureRun:
                 preset=rec.settings.preset,
                 crf=rec.settings.crf,
                 threads=rec.settings.encoder_threads,
+                x264_params=rec.settings.x264_params,
                 av_offset_ms=self.av_offset_ms,
                 silence=stop_when.silence,
                 silence_db=stop_when.silence_db,
@@ -461,6 +469,10 @@ class _CaptureRun:
         assert self.capture is not None and self.session is not None
         events = self.session.events
         reason: StopReason = "error"
+        # The file ends at the moment the recording was meant to end, however far the encoder lags behind.
+        if ended != "capture_exited":
+            first = self.capture.first_frame_at
+            self._file_ends_at = first + self.spec.duration if ended == "duration" and first else time.time()
         if ended == "duration":
             reason = "duration"
         elif ended == "stop":
@@ -531,7 +543,7 @@ class _CaptureRun:
             except Exception as exc:
                 self.log.warning("the WebRTC watcher did not stop cleanly", error=str(exc)[:300])
         if self.capture is not None:
-            await self.capture.stop()
+            await self.capture.stop(until=self._file_ends_at)
         if self.progress_timeline is not None:
             self.progress_timeline.flush()
         self.control.paused = False

@@ -10,6 +10,7 @@ set -euo pipefail
 PACKAGES=(
   chromium            # the browser Playwright drives (/usr/bin/chromium)
   xvfb                # virtual X display the browser renders into
+  x11-xserver-utils   # xrandr: the display's mode at the capture rate (recorder/source/display.py)
   pulseaudio          # per-recording null sinks
   pulseaudio-utils    # pactl, for operators debugging a worker
   ffmpeg              # capture, remux, probe, analysis

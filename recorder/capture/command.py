@@ -32,6 +32,7 @@ class CaptureSettings:
     preset: str = "veryfast"
     crf: int = 23
     threads: int = 1
+    x264_params: str = ""  # key=value:key=value on top of the preset (RECORDER_X264_PARAMS)
     audio_bitrate: str = "128k"
     # Positive: audio arrives this many ms late through the capture path and is moved earlier.
     av_offset_ms: float = 0.0
@@ -46,6 +47,7 @@ class CaptureSettings:
         return self.silence is not None or (self.video and self.frozen is not None)
 
 
+VIDEO_QUEUE_FRAMES = 8
 FREEZE_NOISE = "-60dB"  # freezedetect's tolerance: an unchanged screen re-captured is identical to the bit
 
 
@@ -94,6 +96,7 @@ def build_capture_command(
             "keyint_min": gop,
             "sc_threshold": 0,
             "threads": s.threads,
+            **({"x264-params": s.x264_params} if s.x264_params else {}),
             "fps_mode": "cfr",
             "r": s.fps,
             "shortest": None,
@@ -139,10 +142,13 @@ def build_capture_command(
         "-hide_banner",
         "-nostdin",
         # With detection, its filters log at info level; the level tag tells their lines from warnings.
-        "-loglevel", "level+info" if s.detects else "level+warning",
+        "-loglevel",
+        "level+info" if s.detects else "level+warning",
         "-nostats",
-        "-progress", "pipe:1",
-        "-stats_period", "0.25",
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        "0.25",
         "-copyts",
     ).overwrite_output()
     return out.compile()
@@ -173,9 +179,12 @@ def _video_input(s: CaptureSettings, origin: float) -> ffmpeg.nodes.FilterableSt
         framerate=s.fps,
         video_size=(s.width, s.height),
         draw_mouse=0,
-        # Raw 720p frames are 3.7 MB: a deep queue lets an overloaded recorder grow by gigabytes (seen at
-        # four at once on two cores) instead of repeating frames; 64 frames caps it near 240 MB.
-        thread_queue_size=64,
+        # Frames wait here with the time they were grabbed, and a full queue holds the grab back. A deep queue
+        # on an overloaded machine is worse than memory (3.7 MB a raw 720p frame): frames taken out slowly are
+        # grabbed slowly, so 64 queued frames spanned up to 17 s of wall time, all lost when FFmpeg stopped
+        # (five at once on two cores gave 11.8 s files for 20 s). A short queue keeps the backlog to a second
+        # or so, which the stop drains (Capture.stop); an encoder that cannot keep up repeats frames instead.
+        thread_queue_size=VIDEO_QUEUE_FRAMES,
         probesize=32,
         analyzeduration=0,
         itsoffset=f"{-origin:.6f}",

@@ -29,6 +29,10 @@ from recorder.capture.progress import ProgressTracker
 log = structlog.get_logger(__name__)
 
 FIRST_FRAME_TIMEOUT = 15.0
+# A stop first lets FFmpeg write what it had grabbed up to the stop's moment (Capture._drain): an overloaded
+# encoder lags behind its grab, and SIGINT drops what is still queued. Bounded, for an FFmpeg that is stuck.
+DRAIN_STALL = 5.0  # seconds without the file growing before the drain gives up
+DRAIN_LIMIT = 60.0
 
 
 class _Part:
@@ -105,13 +109,14 @@ class Capture:
         await self._start_part()
 
     async def pause(self) -> None:
-        """Stop capturing until `resume()`: the running FFmpeg finishes its file and exits. No-op when
-        paused or stopped already."""
+        """Stop capturing until `resume()`: the running FFmpeg finishes its file (up to now) and exits.
+        No-op when paused or stopped already."""
         async with self._lock:
             part = self._current
             if self.paused or part is None or self._stopping:
                 return
             started = time.time()
+            await self._drain(part, started)
             await part.stop(self.stop_timeout)
             self._current = None
             if not self.exited.is_set():  # it did not die by itself meanwhile
@@ -204,8 +209,29 @@ class Capture:
             estimate -= progress.frames / self.settings.fps
         return min(now, max(part.origin, estimate))
 
+    async def _drain(self, part: _Part, until: float) -> None:
+        """Wait until the part's file reaches `until` (less a frame), so a stop loses nothing an overloaded
+        encoder still had queued."""
+        if part.proc is None or part.proc.returncode is not None:
+            return
+        began = last_change = time.monotonic()
+        written = self._media_seconds(part)
+        target = until - (part.first_frame_at or part.origin) - 1.0 / self.settings.fps
+        while self._media_seconds(part) < target and part.proc.returncode is None:
+            now = time.monotonic()
+            if self._media_seconds(part) != written:
+                written, last_change = self._media_seconds(part), now
+            if now - last_change > DRAIN_STALL or now - began > DRAIN_LIMIT:
+                log.warning("capture not drained", behind_s=round(target - written, 2), waited_s=round(now - began, 1))
+                return
+            await asyncio.sleep(0.05)
+        waited = time.monotonic() - began
+        if waited > 0.5:
+            log.info("capture drained", waited_s=round(waited, 2))
+
     def _media_seconds(self, part: _Part) -> float:
-        """How long the part's file is: its frames for video, its span of timestamps for audio alone."""
+        """How long the part's file is so far: its frames for video (constant rate, so time since its first
+        frame), its span of timestamps for audio alone (time since its first sound)."""
         done = self.tracker.part
         if self.settings.video:
             return done.frames / self.settings.fps
@@ -241,14 +267,17 @@ class Capture:
         detail = " | ".join(part.log.tail[-3:]) if part and part.log.tail else "no message"
         return RecorderError(ErrorCode.CAPTURE_FAILED, f"FFmpeg stopped by itself (exit {code}): {detail}")
 
-    async def stop(self) -> int | None:
-        """Ask FFmpeg to finish the file (SIGINT), kill it after the timeout. Idempotent; while paused
-        there is nothing to stop, and the last pause ends here."""
+    async def stop(self, until: float | None = None) -> int | None:
+        """Ask FFmpeg to finish the file (SIGINT), kill it after the timeout. With `until` (unix time), first
+        let it write what it grabbed up to then. Idempotent; while paused there is nothing to stop, and the
+        last pause ends here."""
         self._stopping = True
         async with self._lock:
             part, self._current = self._current, None
             code = None
             if part is not None:
+                if until is not None:
+                    await self._drain(part, until)
                 code = await part.stop(self.stop_timeout)
             elif self._parts and self._parts[-1].proc is not None:
                 code = self._parts[-1].proc.returncode

@@ -2,12 +2,20 @@
 
 Xvfb picks its own free display number and writes it to a pipe (`-displayfd`), so recorders that share a
 machine never race for the same `:N`.
+
+The screen gets a mode at the capture rate (`rate`). Xvfb's built-in mode has no timings, and Chromium's
+X11 output then draws at its 60 Hz fallback: twice the frames the capture keeps, each composited, and a
+page's animation frames twice as often. With a 30 Hz mode Chromium's frame clock runs at the capture rate.
+The mode's pixel clock is chosen so the rate is exact (dot clock = htotal x vtotal x rate, in whole Hz):
+a mode a hair off the capture rate would drift against the grab and, each time their phases cross,
+repeat one frame and skip the next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 
 import structlog
 
@@ -17,10 +25,48 @@ from recorder import procs
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class ScreenMode:
+    """An X modeline at exactly `rate` frames per second (blanking as a typical reduced-blanking mode)."""
+
+    width: int
+    height: int
+    rate: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.width}x{self.height}_{self.rate}"
+
+    @property
+    def htotal(self) -> int:
+        return self.width + 160
+
+    @property
+    def vtotal(self) -> int:
+        return self.height + 30
+
+    @property
+    def dot_clock_mhz(self) -> str:
+        return f"{self.htotal * self.vtotal * self.rate / 1e6:.6f}"
+
+    def newmode_args(self) -> list[str]:
+        w, h = self.width, self.height
+        return [
+            self.name, self.dot_clock_mhz,
+            str(w), str(w + 48), str(w + 80), str(self.htotal),
+            str(h), str(h + 3), str(h + 8), str(self.vtotal),
+        ]  # fmt: skip
+
+
 class Display:
-    def __init__(self, width: int, height: int, *, depth: int = 24, start_timeout: float = 10.0) -> None:
+    def __init__(
+        self, width: int, height: int, *, rate: int | None = None, depth: int = 24, start_timeout: float = 10.0
+    ) -> None:
+        """`rate`: frames per second of the screen's mode (the capture rate); None keeps Xvfb's own (60 Hz
+        to Chromium)."""
         self.width = width
         self.height = height
+        self.rate = rate
         self.depth = depth
         self.start_timeout = start_timeout
         self.name: str | None = None
@@ -36,12 +82,17 @@ class Display:
             self._proc = await procs.spawn(
                 [
                     "Xvfb",
-                    "-displayfd", str(write_fd),
-                    "-screen", "0", f"{self.width}x{self.height}x{self.depth}",
-                    "-nolisten", "tcp",
+                    "-displayfd",
+                    str(write_fd),
+                    "-screen",
+                    "0",
+                    f"{self.width}x{self.height}x{self.depth}",
+                    "-nolisten",
+                    "tcp",
                     "-ac",  # local unix socket only; no cookie to hand around
                     "-noreset",
-                    "+extension", "RANDR",
+                    "+extension",
+                    "RANDR",
                 ],
                 pass_fds=[write_fd],
             )
@@ -56,8 +107,44 @@ class Display:
         finally:
             os.close(read_fd)
         self.name = f":{number}"
-        log.info("display started", display=self.name, size=f"{self.width}x{self.height}", pid=self._proc.pid)
+        if self.rate:
+            await self._set_mode(ScreenMode(self.width, self.height, self.rate))
+        log.info(
+            "display started", display=self.name, size=f"{self.width}x{self.height}", rate=self.rate, pid=self._proc.pid
+        )
         return self.name
+
+    async def _set_mode(self, mode: ScreenMode) -> None:
+        """Add the mode to the screen's output and select it (xrandr); a display that refuses is stopped."""
+        steps = [
+            ["--newmode", *mode.newmode_args()],
+            ["--addmode", "screen", mode.name],
+            ["--output", "screen", "--mode", mode.name],
+        ]
+        for step in steps:
+            problem = await self._xrandr(step)
+            if problem is not None:
+                await self.stop()
+                raise RecorderError(ErrorCode.DISPLAY_FAILED, f"could not set the screen to {mode.name}: {problem}")
+
+    async def _xrandr(self, args: list[str]) -> str | None:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "xrandr", *args,
+                env={**os.environ, "DISPLAY": self.name or ""},
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+        except FileNotFoundError:
+            return "xrandr is not installed (Debian: x11-xserver-utils; scripts/install-system-deps.sh installs it)"
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), self.start_timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return "xrandr did not answer"
+        if proc.returncode != 0:
+            return err.decode(errors="replace").strip()[-300:] or f"xrandr exited with {proc.returncode}"
+        return None
 
     async def _stderr_tail(self) -> str:
         if self._proc is None or self._proc.stderr is None:

@@ -158,6 +158,7 @@ class Worker:
             wait=self.options.lease_wait,
             capacity=1,
             browser_sandbox=self.recorder.browser_sandboxed,  # shown in /v1/pool
+            host=self.settings.host,  # held back while a recording on this machine is behind real time
         )
         poll = asyncio.create_task(self.client.lease(request, deadline=deadline))
         stop = asyncio.create_task(self._shutdown.wait())

@@ -1,0 +1,84 @@
+"""The capture engine's levers on real Xvfb, Chromium and FFmpeg: the screen's mode at the capture rate, and a
+capture that cannot keep up still giving a file as long as asked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from contract.spec import RecordingSpec
+from recorder.attempt import AttemptFolder
+from recorder.config import RecorderSettings
+from recorder.pipeline import Recorder
+from recorder.quality import analyze_file
+from recorder.source.display import ScreenMode
+
+COUNT_ANIMATION_FRAMES = """
+() => new Promise((resolve) => {
+  let frames = 0;
+  const start = performance.now();
+  const tick = (now) => {
+    frames += 1;
+    if (now - start < 2000) requestAnimationFrame(tick);
+    else resolve(frames / ((now - start) / 1000));
+  };
+  requestAnimationFrame(tick);
+})
+"""
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "rate"), [(1280, 720, 30), (1920, 1080, 30), (640, 360, 25), (1280, 720, 60)]
+)
+def test_the_screen_mode_runs_at_exactly_the_capture_rate(width, height, rate):
+    mode = ScreenMode(width, height, rate)
+    name, clock, *timings = mode.newmode_args()
+    hdisp, hstart, hend, htotal, vdisp, vstart, vend, vtotal = map(int, timings)
+    assert (hdisp, vdisp) == (width, height) and name == mode.name
+    assert hdisp < hstart < hend < htotal and vdisp < vstart < vend < vtotal
+    dot_clock_hz = round(float(clock) * 1e6)
+    assert dot_clock_hz == htotal * vtotal * rate  # whole hertz: no drift against the grab's clock
+
+
+async def _animation_frame_rate(settings: RecorderSettings, url: str) -> float:
+    async with Recorder(settings) as recorder:
+        assert recorder.browser is not None
+        session = await recorder.browser.open_ready(RecordingSpec(url=url))
+        try:
+            assert session.page is not None
+            await session.page.wait_for_timeout(500)
+            return float(await session.page.evaluate(COUNT_ANIMATION_FRAMES))
+        finally:
+            await session.close()
+
+
+@pytest.mark.media
+@pytest.mark.usefixtures("no_leaks")
+async def test_chromium_draws_at_the_capture_rate_only_with_the_screen_mode(tmp_path: Path, test_page):
+    url = test_page.url("/status/200")  # a still page: Chromium's frame clock alone paces its animation frames
+    with_mode = RecorderSettings(records_dir=tmp_path / "a", screen_mode=True)
+    without = RecorderSettings(records_dir=tmp_path / "b", screen_mode=False)
+
+    assert 24 <= await _animation_frame_rate(with_mode, url) <= 36
+    assert await _animation_frame_rate(without, url) >= 45  # Chromium's 60 Hz fallback: what the mode removes
+
+
+@pytest.mark.media
+@pytest.mark.usefixtures("no_leaks")
+async def test_an_encoder_that_cannot_keep_up_still_gives_a_file_as_long_as_asked(tmp_path: Path, test_page):
+    # x264's slowest presets encode 720p far below 30 frames a second on any machine: an overloaded capture.
+    settings = RecorderSettings(records_dir=tmp_path / "records", preset="veryslow")
+    spec = RecordingSpec(url=test_page.url("/grid?tone=1000"), duration=8)
+    async with Recorder(settings) as recorder:
+        result = await recorder.record(spec, folder=AttemptFolder.under(settings.records_dir, "slow"))
+
+    assert result.error is None, result.error
+    assert result.mp4 is not None
+    sidecar = result.sidecar.read_text() if result.sidecar else ""
+    report = analyze_file(result.mp4, expected_fps=30)
+    assert report.video is not None and report.duration is not None
+    assert report.video.repeated_frames > 30, "the encoder kept up: this machine did not overload the capture"
+    assert abs(report.duration - 8) <= 0.5, (report.duration, sidecar[:400])
+    assert report.sync is not None and report.sync.markers >= 4, report.sync
+    assert abs(report.sync.mean_ms) <= 100, report.sync

@@ -104,6 +104,12 @@ class LeaseRequest(_Model):
         default=None,
         description="whether this worker's Chromium runs with its sandbox on; null: not known yet",
     )
+    host: str | None = Field(
+        default=None,
+        max_length=253,
+        description="the machine (on Kubernetes, the node) this worker shares with others: while a recording"
+        " there is behind real time, none of its workers gets a lease; null: never held back",
+    )
 
 
 class Lease(_Model):

@@ -144,6 +144,16 @@ class OrchestratorMetrics:
         self.behind = Gauge(
             "orchestrator_recording_behind", "1 while a capture is behind real time", ["recording_id"], registry=r
         )
+        self.hosts_behind = Gauge(
+            "orchestrator_hosts_behind",
+            "Machines with a recording behind real time, whose workers get no lease (this replica's view)",
+            registry=r,
+        )
+        self.leases_held_back = Counter(
+            "orchestrator_leases_held_back_total",
+            "Lease polls held back (once per poll) because a recording on the worker's machine is behind real time",
+            registry=r,
+        )
         self.upload_bytes = Counter("orchestrator_upload_bytes_total", "Bytes of completed uploads", registry=r)
         self.upload_seconds = Histogram(
             "orchestrator_upload_seconds",

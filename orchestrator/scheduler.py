@@ -16,6 +16,9 @@
   `worker_lost`, naming the worker and its last heartbeat.
 - After a restart every active lease gets one more TTL before it can lapse, so workers that kept
   recording through the restart re-attach with their next heartbeat.
+- A machine whose recording falls behind real time has no cores to spare: while any capture on it reports
+  `behind`, no worker on that machine (`LeaseRequest.host`) gets a lease; its polls wait as on an empty
+  queue. See `orchestrator.behind`; a poll without a host (an older worker) is never held back.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from contract.protocol import (
     media_name,
 )
 from contract.spec import RecordingSpec
+from orchestrator.behind import BEHIND_HOLD_INTERVALS, BehindHosts, BehindMark
 from orchestrator.config import OrchestratorSettings
 from orchestrator.errors import Detail, LeaseGone, OrchestratorError
 from orchestrator.events import EventBus, StateChange
@@ -63,8 +67,6 @@ _RECHECK = 2.0
 _SHUN = 2.0
 # The error code of a recording failed because its worker reported a location the orchestrator refused.
 INVALID_REPORT = "invalid_report"
-
-
 class Scheduler:
     def __init__(
         self,
@@ -89,6 +91,9 @@ class Scheduler:
         self._closed = asyncio.Event()
         self._monitor: asyncio.Task[None] | None = None
         self._extended = False
+        self.behind = BehindHosts(
+            hold=BEHIND_HOLD_INTERVALS * settings.heartbeat_interval, forget_after=_MAX_POLL + settings.lease_ttl
+        )
         bus.subscribe(self._on_state_change)
 
     # lifecycle
@@ -135,6 +140,8 @@ class Scheduler:
     def _on_state_change(self, change: StateChange) -> None:
         # A queued recording or a freed lease slot may let a waiting worker have a lease.
         if change.new is State.QUEUED or change.new in TERMINAL:
+            if change.old is not None:  # its lease ended (reported, refused, lapsed): it no longer loads its host
+                self._behind_ended(self.behind.ended(change.recording.id), "ended")
             self._wake()
 
     # leases
@@ -144,13 +151,20 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request.wait
         worker_id = request.worker_id
+        held_back = False
         while True:
             now = self.clock()
             await self.registry.polled(worker_id, now, browser_sandbox=request.browser_sandbox)
+            if request.host is not None:
+                self.behind.polled(worker_id, request.host, now)
             changed = self._changed
             if self._closed.is_set() or gone():
                 return None
-            if await self._may_lease(worker_id, request.capacity):
+            blocker = self._blocker(request, now)
+            if blocker is not None and not held_back:
+                held_back = True
+                self.metrics.leases_held_back.inc()
+            if blocker is None and await self._may_lease(worker_id, request.capacity):
                 row = await self._claim(worker_id, now)
                 if row is not None:
                     if gone():
@@ -164,8 +178,42 @@ class Scheduler:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
+            timeout = min(remaining, _RECHECK)
+            if blocker is not None:
+                timeout = min(timeout, blocker.until - now)  # look again when the mark would lapse
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=min(remaining, _RECHECK))
+                await asyncio.wait_for(changed.wait(), timeout=timeout)
+
+    def _blocker(self, request: LeaseRequest, now: float) -> BehindMark | None:
+        """Why this poll gets no lease now: another recording on its machine is behind real time."""
+        self._behind_ended_all(self.behind.lapse(now), "lapsed")
+        if request.host is None:
+            return None  # an older worker that does not say its machine
+        return self.behind.blocker(request.host, request.worker_id)
+
+    def _note_behind(self, hb: Heartbeat, recording_id: str, now: float) -> None:
+        """Mark or clear the worker from a heartbeat of a live lease. Only a running capture counts: once it
+        stops (finalizing, uploading) or is paused, the last progress still carries its `behind`."""
+        self.behind.heard(hb.worker_id, now)
+        if hb.progress.behind and hb.state == "recording" and not hb.paused:
+            host = self.behind.mark(hb.worker_id, recording_id, now)
+            if host is not None:
+                log.warning("host_behind_leases_held", host=host, worker=hb.worker_id, recording_id=recording_id)
+                self.metrics.hosts_behind.set(self.behind.count())
+        else:
+            self._behind_ended(self.behind.clear(hb.worker_id), "caught_up")
+
+    def _behind_ended_all(self, hosts: list[str], why: str) -> None:
+        for host in hosts:
+            self._behind_ended(host, why)
+
+    def _behind_ended(self, host: str | None, why: str) -> None:
+        """A host is no longer behind: its waiting workers may lease again."""
+        if host is None:
+            return
+        log.info("host_caught_up_leases_resumed", host=host, why=why)
+        self.metrics.hosts_behind.set(self.behind.count())
+        self._wake()
 
     async def _may_lease(self, worker_id: str, capacity: int) -> bool:
         return not self.draining and capacity > 0 and await self.registry.may_lease(worker_id)
@@ -257,6 +305,7 @@ class Scheduler:
             self.metrics.start_latency.observe(max(0.0, first_frame - row.created_at))
         self.registry.holds(hb.worker_id, row.id, now)
         self.metrics.observe_progress(row.id, hb.progress)
+        self._note_behind(hb, row.id, now)
         return self._reply(updated)
 
     def _reply(self, row: RecordingRow) -> HeartbeatReply:
@@ -275,6 +324,7 @@ class Scheduler:
 
     async def report(self, report: Report) -> HeartbeatReply:
         row = await self._held(report.lease_id, report.worker_id)
+        self._behind_ended(self.behind.clear(report.worker_id), "reported")  # its capture is over
         if row.status in TERMINAL:
             return HeartbeatReply()  # the worker retried a report that was already recorded
         now = self.clock()
@@ -402,6 +452,7 @@ class Scheduler:
             try:
                 await self.check_leases()
                 await self.registry.prune(self.clock(), _MAX_POLL + self.settings.lease_ttl)
+                self._behind_ended_all(self.behind.lapse(self.clock()), "lapsed")
             except Exception:
                 log.exception("lease_check_failed")
             with contextlib.suppress(TimeoutError):

@@ -35,9 +35,11 @@ class CaptureOptions:
     width: int = 1280
     height: int = 720
     fps: int = 30
-    preset: str = "veryfast"
-    crf: int = 23
+    preset: str = "ultrafast"
+    crf: int = 26
     threads: int = 1
+    x264_params: str = "cabac=1:deblock=1"
+    screen_mode: bool = True
     flag_set: str = "ours"
     chromium_add: tuple[str, ...] = field(default_factory=tuple)
     chromium_drop: tuple[str, ...] = field(default_factory=tuple)
@@ -65,8 +67,10 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("capture settings")
     group.add_argument("--size", default="1280x720", help="capture size WxH (default 1280x720)")
     group.add_argument("--fps", type=int, default=30)
-    group.add_argument("--preset", default=None, help="libx264 preset (default: the recorder's, veryfast)")
-    group.add_argument("--crf", type=int, default=None, help="libx264 CRF (default: the recorder's, 23)")
+    group.add_argument("--preset", default=None, help="libx264 preset (default: the recorder's)")
+    group.add_argument("--crf", type=int, default=None, help="libx264 CRF (default: the recorder's)")
+    group.add_argument("--x264-params", default=None, help="libx264 options over the preset")
+    group.add_argument("--screen-mode", choices=("on", "off"), default=None, help="the screen mode at the capture rate")
     group.add_argument("--threads", type=int, default=None, help="encoder threads (default: the recorder's, 1)")
     group.add_argument("--flags", dest="flag_set", choices=sorted(FLAG_SETS), default="ours", help="Chromium flag set")
     group.add_argument("--chromium-add", action="append", default=[], metavar="FLAG", help="add a Chromium flag")
@@ -87,6 +91,8 @@ def capture_options(args: argparse.Namespace) -> CaptureOptions:
         preset=args.preset or defaults.preset,
         crf=args.crf if args.crf is not None else defaults.crf,
         threads=args.threads if args.threads is not None else defaults.encoder_threads,
+        x264_params=args.x264_params if args.x264_params is not None else defaults.x264_params,
+        screen_mode=defaults.screen_mode if args.screen_mode is None else args.screen_mode == "on",
         flag_set=args.flag_set,
         chromium_add=tuple(args.chromium_add),
         chromium_drop=tuple(args.chromium_drop),

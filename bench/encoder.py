@@ -57,6 +57,7 @@ WIDTH, HEIGHT, FPS = 1280, 720, 30
 GOP = 2 * FPS
 SETTLE_S = 1.0  # after the page is ready, before the grab: the tiles are playing
 LEAN = "rc-lookahead=0:bframes=0:ref=1:me=dia:subme=1:trellis=0:aq-mode=0"
+LEAN_WITH_AQ = "rc-lookahead=0:bframes=0:ref=1:me=dia:subme=1:trellis=0"  # the same, adaptive quantization kept
 
 Stage = Literal["read", "convert", "encode"]
 
@@ -86,18 +87,26 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("convert", stage="convert"),
     Candidate("today"),
     Candidate("lean", x264_params=LEAN),
-    Candidate("lean-crf21", crf=21, x264_params=LEAN),
-    Candidate("lean-crf20", crf=20, x264_params=LEAN),
+    Candidate("lean-crf25", crf=25, x264_params=LEAN),
+    Candidate("lean-crf26", crf=26, x264_params=LEAN),
+    Candidate("lean-aq", x264_params=LEAN_WITH_AQ),
+    Candidate("lean-aq-crf25", crf=25, x264_params=LEAN_WITH_AQ),
     Candidate("ref1", x264_params="ref=1"),
     Candidate("me-dia", x264_params="me=dia"),
     Candidate("subme1", x264_params="subme=1"),
     Candidate("aq0", x264_params="aq-mode=0"),
     Candidate("trellis0", x264_params="trellis=0"),
     Candidate("superfast", preset="superfast"),
-    Candidate("superfast-crf21", preset="superfast", crf=21),
+    Candidate("superfast-crf25", preset="superfast", crf=25),
     Candidate("ultrafast", preset="ultrafast"),
-    Candidate("ultrafast-crf20", preset="ultrafast", crf=20),
-    Candidate("ultrafast-crf17", preset="ultrafast", crf=17),
+    Candidate("ultrafast-crf25", preset="ultrafast", crf=25),
+    Candidate("ultrafast-crf26", preset="ultrafast", crf=26),
+    Candidate("ultrafast-cabac-crf25", preset="ultrafast", crf=25, x264_params="cabac=1"),
+    Candidate("ultrafast-cabac-deblock-crf25", preset="ultrafast", crf=25, x264_params="cabac=1:deblock=1"),
+    Candidate("ultrafast-cabac-deblock-crf24", preset="ultrafast", crf=24, x264_params="cabac=1:deblock=1"),
+    Candidate("ultrafast-cabac-crf26", preset="ultrafast", crf=26, x264_params="cabac=1"),
+    Candidate("ultrafast-cabac-deblock-crf26", preset="ultrafast", crf=26, x264_params="cabac=1:deblock=1"),
+    Candidate("ultrafast-crf28", preset="ultrafast", crf=28),
     Candidate("threads2", threads=2),
     Candidate("sws-fast-bilinear", sws_flags="fast_bilinear"),
     Candidate("sws-bilinear", sws_flags="bilinear"),

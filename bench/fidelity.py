@@ -39,9 +39,7 @@ TARGETS = {
 }
 
 
-def record_once(
-    url: str, duration: float, out: Path, env: dict[str, str], extra: Sequence[str] = ()
-) -> dict[str, Any]:
+def record_once(url: str, duration: float, out: Path, env: dict[str, str], extra: Sequence[str] = ()) -> dict[str, Any]:
     """Run `recorder record` (with `extra` flags) for one file; return its figures, start latency and the
     command's outcome."""
     argv = [sys.executable, "-m", "recorder.cli", "record", url, "--duration", f"{duration:g}", "--out", str(out)]
@@ -115,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", help="libx264 preset (env RECORDER_PRESET)")
     parser.add_argument("--crf", type=int, help="libx264 CRF (env RECORDER_CRF)")
     parser.add_argument("--threads", type=int, help="encoder threads (env RECORDER_ENCODER_THREADS)")
+    parser.add_argument("--x264-params", help="libx264 options on top of the preset (env RECORDER_X264_PARAMS)")
+    parser.add_argument("--screen-mode", choices=("on", "off"), help="the display's mode at the capture rate")
     parser.add_argument("--workdir", type=Path, default=None, help="where recordings go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the recordings")
     parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         ("RECORDER_PRESET", args.preset),
         ("RECORDER_CRF", args.crf),
         ("RECORDER_ENCODER_THREADS", args.threads),
+        ("RECORDER_X264_PARAMS", args.x264_params),
+        ("RECORDER_SCREEN_MODE", {"on": "true", "off": "false"}.get(args.screen_mode or "")),
     ):
         if value is not None:
             env[name] = str(value)
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                 "preset": args.preset,
                 "crf": args.crf,
                 "threads": args.threads,
+                "x264_params": args.x264_params,
+                "screen_mode": args.screen_mode,
                 "page": "/grid?tone=1000 (2x2 grid: sync clip + moving tiles, 640x360 VP8 each), 1280x720 at 30",
                 "quiet_check": quiet,
             },

@@ -70,6 +70,8 @@ async def run(job: Job) -> int:
         preset=options.preset,
         crf=options.crf,
         encoder_threads=options.threads,
+        x264_params=options.x264_params,
+        screen_mode=options.screen_mode,
         url_allowlist=[*RecorderSettings().url_allowlist, allowlist_entry(job.url)],
     )
     spec = RecordingSpec(

@@ -92,7 +92,7 @@ def _record_parser(sub: argparse._SubParsersAction) -> None:
 def _common_recorder_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--records-dir", type=Path, help="env RECORDS_DIR")
     p.add_argument("--chromium", help="env CHROMIUM_PATH")
-    p.add_argument("--preset", help="libx264 preset, env RECORDER_PRESET (default veryfast)")
+    p.add_argument("--preset", help="libx264 preset, env RECORDER_PRESET (default ultrafast)")
     p.add_argument("--av-offset-ms", type=float, help="env RECORDER_AV_OFFSET_MS (overrides calibration)")
 
 

@@ -29,10 +29,10 @@ class CaptureSettings:
     width: int
     height: int
     fps: int
-    preset: str = "veryfast"
-    crf: int = 23
+    preset: str = "ultrafast"
+    crf: int = 26
     threads: int = 1
-    x264_params: str = ""  # key=value:key=value on top of the preset (RECORDER_X264_PARAMS)
+    x264_params: str = "cabac=1:deblock=1"  # key=value:key=value on top of the preset (RECORDER_X264_PARAMS)
     audio_bitrate: str = "128k"
     # Positive: audio arrives this many ms late through the capture path and is moved earlier.
     av_offset_ms: float = 0.0

@@ -19,6 +19,7 @@ BENCHMARKS = {
     "webhooks": "a healthy webhook receiver's delivery latency while 16 receivers fail, against none failing",
     "webrtc": "the timeline's WebRTC wrapper: Chromium and recorder CPU on a loopback call, wrapper on against off",
     "failover": "two orchestrator replicas on PostgreSQL: leader SIGKILL -> the other one leading, over a few runs",
+    "levers": "capture levers one at a time against the shipped settings: fps, repeats, A/V, cores and PSS by process",
     "timeline": "the timeline's cost: CPU per recording with it against without it, and timeline.json's size",
     "encoder": "x264 settings on one lossless capture of the 2x2 page: CPU cores, SSIM/PSNR and size per candidate",
 }

@@ -11,7 +11,7 @@ RECORDER_ENCODER_THREADS). Chromium's flags come as a named set, adjusted with -
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from recorder.source.browser import CHROMIUM_ARGS
@@ -56,6 +56,20 @@ class CaptureOptions:
         return data
 
     @classmethod
+    def defaults(cls) -> CaptureOptions:
+        """The recorder's own settings as shipped (and as the environment overrides them)."""
+        from recorder.config import RecorderSettings
+
+        shipped = RecorderSettings()
+        return cls(
+            preset=shipped.preset,
+            crf=shipped.crf,
+            threads=shipped.encoder_threads,
+            x264_params=shipped.x264_params,
+            screen_mode=shipped.screen_mode,
+        )
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaptureOptions:
         data = dict(data)
         data["chromium_add"] = tuple(data.get("chromium_add", ()))
@@ -80,19 +94,18 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def capture_options(args: argparse.Namespace) -> CaptureOptions:
-    from recorder.config import RecorderSettings
-
-    defaults = RecorderSettings()
+    shipped = CaptureOptions.defaults()
     width, _, height = args.size.partition("x")
-    return CaptureOptions(
+    return replace(
+        shipped,
         width=int(width),
         height=int(height),
         fps=args.fps,
-        preset=args.preset or defaults.preset,
-        crf=args.crf if args.crf is not None else defaults.crf,
-        threads=args.threads if args.threads is not None else defaults.encoder_threads,
-        x264_params=args.x264_params if args.x264_params is not None else defaults.x264_params,
-        screen_mode=defaults.screen_mode if args.screen_mode is None else args.screen_mode == "on",
+        preset=args.preset or shipped.preset,
+        crf=args.crf if args.crf is not None else shipped.crf,
+        threads=args.threads if args.threads is not None else shipped.threads,
+        x264_params=args.x264_params if args.x264_params is not None else shipped.x264_params,
+        screen_mode=shipped.screen_mode if args.screen_mode is None else args.screen_mode == "on",
         flag_set=args.flag_set,
         chromium_add=tuple(args.chromium_add),
         chromium_drop=tuple(args.chromium_drop),

@@ -63,6 +63,7 @@ def recording_figures(done: dict[str, Any] | None, usage: dict[str, Any] | None)
         "steady_fps": round(steady_fps, 3) if steady_fps is not None else None,
         "start_freeze_s": start_freeze,
         "repeated_frames": repeated,
+        "longest_repeat_frames": video.get("longest_repeat"),
         "frozen_spans": len(frozen) - (1 if start_freeze else 0) if video else None,
         "frozen_total_s": video.get("frozen_total"),
         "gaps": video.get("gap_count"),

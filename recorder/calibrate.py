@@ -1,16 +1,22 @@
-"""`recorder calibrate`: measure this machine's capture A/V offset with the sync clip and store it.
+"""Measure this machine's capture A/V offset with the sync clip and store it: by hand (`recorder calibrate`),
+or by every recorder itself at warm-up when no current calibration exists (`ensure_calibrated`).
 
 Records the reference page (the sync clip in a 2x2 grid of moving tiles) with the offset currently in
 force, measures what is left between flashes and beeps, and stores the sum, so the next recordings land
-flash and beep together. Run it once per machine type (and after upgrading Chromium or FFmpeg).
+flash and beep together. Each recording is a new FFmpeg and a new page, so the phases that differ between
+recordings (docs/recorder.md) average out over the runs instead of entering the stored offset.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import sys
 import tempfile
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import structlog
@@ -26,6 +32,10 @@ from recorder.reference.page import ReferencePage
 log = structlog.get_logger(__name__)
 
 MIN_MARKERS = 4
+# At warm-up: three recordings of 8 s (about 21 markers), some 30 s once per machine and version.
+SELF_RUNS = 3
+SELF_DURATION = 8.0
+SELF_TIMEOUT = 180.0
 
 
 async def measure_offset(settings: RecorderSettings, *, duration: float, runs: int) -> tuple[float, int]:
@@ -38,7 +48,7 @@ async def measure_offset(settings: RecorderSettings, *, duration: float, runs: i
         try:
             # The reference page is the recorder's own, on loopback: its egress guard may reach that, and only for this.
             allow = [*settings.url_allowlist, f"127.0.0.1:{page.port}"]
-            own_page = settings.model_copy(update={"url_allowlist": allow})
+            own_page = settings.model_copy(update={"url_allowlist": allow, "self_calibrate": False})
             async with Recorder(own_page) as recorder:
                 for run in range(runs):
                     spec = RecordingSpec(url=page.url("/grid?tone=1000"), duration=duration)
@@ -71,8 +81,59 @@ async def run_calibration(settings: RecorderSettings, *, duration: float = 20.0,
         samples=markers,
         fps=30,
         note=f"measured {residual:+.1f} ms with {applied:+.1f} ms applied",
+        key=calibration.calibration_key(settings),
     )
     if settings.av_offset_ms is not None:
         print("note: RECORDER_AV_OFFSET_MS is set and overrides the stored calibration", file=sys.stderr)
     print(json.dumps({"file": str(settings.calibration_file), **saved.model_dump()}, indent=2))
     return 0
+
+
+async def ensure_calibrated(settings: RecorderSettings) -> calibration.Calibration | None:
+    """Calibrate at warm-up unless the offset is set or a current calibration is stored. Recorders sharing
+    RECORDS_DIR take turns (a file lock): the first measures, the others then find its result. A failure
+    is logged and leaves the default in force; it never stops the recorder."""
+    if not settings.self_calibrate or settings.av_offset_ms is not None:
+        return None
+    found = await asyncio.to_thread(calibration.current, settings)
+    if found is not None:
+        return found
+    async with _turn(settings.calibration_file.with_name(".calibration.lock")):
+        found = await asyncio.to_thread(calibration.current, settings)
+        if found is not None:
+            return found
+        started = time.monotonic()
+        log.info("calibrating A/V sync on this machine (once per machine and version)", runs=SELF_RUNS)
+        applied = calibration.av_offset_ms(settings)
+        try:
+            residual, markers = await asyncio.wait_for(
+                measure_offset(settings, duration=SELF_DURATION, runs=SELF_RUNS), SELF_TIMEOUT
+            )
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            log.warning("A/V calibration failed; the default offset stays in force", error=str(exc)[:300])
+            return None
+        if markers < MIN_MARKERS:
+            log.warning("A/V calibration found too few sync markers; the default stays in force", markers=markers)
+            return None
+        saved = calibration.save(
+            settings.calibration_file,
+            applied + residual,
+            samples=markers,
+            fps=30,
+            note=f"measured at warm-up: {residual:+.1f} ms with {applied:+.1f} ms applied",
+            key=calibration.calibration_key(settings),
+        )
+        log.info("A/V calibration stored", av_offset_ms=saved.av_offset_ms, markers=markers,
+                 took_s=round(time.monotonic() - started, 1))  # fmt: skip
+        return saved
+
+
+@contextlib.asynccontextmanager
+async def _turn(lock_path: Path) -> AsyncIterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

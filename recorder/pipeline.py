@@ -74,7 +74,11 @@ class Recorder:
         await self.close()
 
     async def start(self) -> None:
-        """Warm up at the recorder's size: display, audio server, the next recording's sink and the browser."""
+        """Warm up at the recorder's size: display, audio server, the next recording's sink and the browser.
+        On a machine without a current A/V calibration, calibrate it first (once; recorder.calibrate)."""
+        from recorder.calibrate import ensure_calibrated  # it records with a Recorder of its own
+
+        await ensure_calibrated(self.settings)
         await self.prepare(self.width, self.height, self.fps)
 
     async def prepare(self, width: int, height: int, fps: int = 30) -> None:

@@ -9,7 +9,7 @@ from recorder import __version__
 
 
 @cache
-def _ffmpeg_version() -> str:
+def ffmpeg_version() -> str:
     try:
         out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired):
@@ -17,5 +17,16 @@ def _ffmpeg_version() -> str:
     return out.split("\n", 1)[0].removeprefix("ffmpeg version ").split(" ")[0]
 
 
+@cache
+def chromium_version(path: str) -> str:
+    """The browser's version without starting a browser (for keys computed before one runs)."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    words = [w for w in out.split() if w[:1].isdigit()]
+    return words[0] if words else "unknown"
+
+
 def tool_versions(chromium: str | None) -> dict[str, str]:
-    return {"recorder": __version__, "chromium": chromium or "unknown", "ffmpeg": _ffmpeg_version()}
+    return {"recorder": __version__, "chromium": chromium or "unknown", "ffmpeg": ffmpeg_version()}

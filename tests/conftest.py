@@ -7,6 +7,7 @@ guards the rest against starting heavy processes (tests/support/heavy.py says wh
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Generator
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Every test's RECORDS_DIR is new, so every recorder would calibrate itself at warm-up (some 30 s each);
+    # the self-calibration has tests of its own, which turn it on (tests/recorder/test_capture_engine.py).
+    os.environ.setdefault("RECORDER_SELF_CALIBRATE", "false")
     if config.getoption("quick"):
         # Installed before collection, so a module that starts FFmpeg at import is caught too.
         guard = Guard()

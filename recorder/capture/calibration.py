@@ -1,26 +1,28 @@
 """The capture path's measured A/V offset, applied to every recording on this machine.
 
-Between Chromium playing a frame and a sample and FFmpeg stamping them lies a small systematic offset
-(on the reference machine the audio arrives about 10 ms late). `recorder calibrate` measures it with the
-sync clip and stores it; the capture moves the audio by it. Precedence: the RECORDER_AV_OFFSET_MS
-setting, then the calibration file, then the default measured on the reference machine
-(docs/benchmarks.md).
+Between Chromium playing a frame and a sample and FFmpeg stamping them lies a systematic offset of the
+machine (its audio path's latency against its screen's): +10 ms on the reference machine, +33 ms on
+another of the same kind. Every recorder measures it itself: at warm-up, when the stored calibration is
+missing or was made with other versions, it records the sync clip (`recorder.calibrate`) and stores the
+result in RECORDS_DIR/.calibration.json, keyed by what it depends on. Precedence: RECORDER_AV_OFFSET_MS,
+then a stored calibration with this machine's key, then the default measured on the reference machine.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import time
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from recorder.config import RecorderSettings
+from recorder.versions import chromium_version, ffmpeg_version
 
-# Mean offset (audio minus video, ms) of the capture path on the reference 2-core machine: +8.6 ms over 12
-# recordings of the reference page and +22 ms over one 40-marker calibration (docs/benchmarks.md). Each
-# recording also has its own constant error of up to about a frame, from the phase between Chromium's
-# compositor and the capture clock, which no constant can remove.
+# Mean offset (audio minus video, ms) of the capture path on the reference 2-core machine (docs/benchmarks.md).
+# Each recording also has its own constant error of up to about a frame, from the phases between the page's
+# video, Chromium's compositor and the capture clock, which no constant can remove.
 DEFAULT_AV_OFFSET_MS = 10.0
 
 
@@ -30,13 +32,31 @@ class Calibration(BaseModel):
     measured_at: float
     fps: int
     note: str = ""
+    key: str = ""  # what the offset was measured with (calibration_key); another key means measure again
+
+
+def calibration_key(settings: RecorderSettings) -> str:
+    """The machine and what on it moves the offset: the browser, FFmpeg and the screen's mode."""
+    screen = "screen-mode" if settings.screen_mode else "screen-60hz"
+    return "|".join(
+        (platform.node(), f"chromium {chromium_version(settings.chromium_path)}", f"ffmpeg {ffmpeg_version()}", screen)
+    )
 
 
 def av_offset_ms(settings: RecorderSettings) -> float:
     if settings.av_offset_ms is not None:
         return settings.av_offset_ms
-    saved = load(settings.calibration_file)
+    saved = current(settings)
     return saved.av_offset_ms if saved else DEFAULT_AV_OFFSET_MS
+
+
+def current(settings: RecorderSettings) -> Calibration | None:
+    """The stored calibration when it was measured with this machine's key (one without a key, from an older
+    version, counts as current: it was asked for by hand)."""
+    saved = load(settings.calibration_file)
+    if saved is None or (saved.key and saved.key != calibration_key(settings)):
+        return None
+    return saved
 
 
 def load(path: Path) -> Calibration | None:
@@ -46,8 +66,12 @@ def load(path: Path) -> Calibration | None:
         return None
 
 
-def save(path: Path, offset_ms: float, *, samples: int, fps: int, note: str = "") -> Calibration:
-    cal = Calibration(av_offset_ms=round(offset_ms, 2), samples=samples, measured_at=time.time(), fps=fps, note=note)
+def save(path: Path, offset_ms: float, *, samples: int, fps: int, note: str = "", key: str = "") -> Calibration:
+    cal = Calibration(
+        av_offset_ms=round(offset_ms, 2), samples=samples, measured_at=time.time(), fps=fps, note=note, key=key
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cal.model_dump(), indent=2) + "\n")
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(cal.model_dump(), indent=2) + "\n")
+    partial.replace(path)  # a recorder reading it meanwhile sees the old file or the new one, never half
     return cal

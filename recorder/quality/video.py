@@ -136,6 +136,7 @@ class VideoReport(BaseModel):
     longest_gap: float
     gaps: list[Span]
     repeated_frames: int
+    longest_repeat: int = 0  # the most frames in a row that repeat the one before
     frozen_total: float
     frozen: list[Span]
     black_total: float
@@ -199,6 +200,7 @@ def analyze_video(signals: VideoSignals, stream: StreamFacts, expected_fps: floa
         longest_gap=max((g.length for g in gaps), default=0.0),
         gaps=gaps[:MAX_LISTED],
         repeated_frames=int(same.sum()),
+        longest_repeat=max((stop - start for start, stop in runs(same)), default=0),
         frozen_total=round(sum(s.length for s in frozen), 3),
         frozen=frozen[:MAX_LISTED],
         black_total=round(sum(s.length for s in black), 3),

@@ -3,6 +3,8 @@ capture that cannot keep up still giving a file as long as asked."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,37 @@ async def test_an_encoder_that_cannot_keep_up_still_gives_a_file_as_long_as_aske
     assert abs(report.duration - 8) <= 0.5, (report.duration, sidecar[:400])
     assert report.sync is not None and report.sync.markers >= 4, report.sync
     assert abs(report.sync.mean_ms) <= 100, report.sync
+
+
+@pytest.mark.media
+@pytest.mark.usefixtures("no_leaks")
+async def test_recorders_sharing_a_machine_calibrate_it_once_and_again_after_an_upgrade(tmp_path: Path, monkeypatch):
+    from recorder import calibrate
+    from recorder.capture import calibration
+
+    monkeypatch.setattr(calibrate, "SELF_RUNS", 2)
+    monkeypatch.setattr(calibrate, "SELF_DURATION", 6.0)
+    settings = RecorderSettings(records_dir=tmp_path / "records", self_calibrate=True)
+    assert calibration.current(settings) is None
+
+    # Two recorders warming up at once on one RECORDS_DIR: one measures, the other waits and takes its result.
+    first, second = await asyncio.gather(calibrate.ensure_calibrated(settings), calibrate.ensure_calibrated(settings))
+    assert first is not None and second is not None
+    assert first == second and first.samples >= 8, first
+    assert first.key == calibration.calibration_key(settings)
+    assert abs(first.av_offset_ms) < 200
+    assert calibration.av_offset_ms(settings) == first.av_offset_ms
+
+    # Stored and current: the next warm-up records nothing.
+    started = time.monotonic()
+    assert await calibrate.ensure_calibrated(settings) == first
+    assert time.monotonic() - started < 5
+
+    # What the offset depends on changed (here the screen's mode; likewise Chromium or FFmpeg): not current.
+    other = settings.model_copy(update={"screen_mode": False})
+    assert calibration.current(other) is None
+    assert calibration.av_offset_ms(other) == calibration.DEFAULT_AV_OFFSET_MS
+    # An offset set by hand wins, and nothing is measured.
+    pinned = other.model_copy(update={"av_offset_ms": 42.0})
+    assert await calibrate.ensure_calibrated(pinned) is None
+    assert calibration.av_offset_ms(pinned) == 42.0

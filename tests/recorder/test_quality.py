@@ -368,3 +368,23 @@ def test_test_page_serves_grid_state_and_errors(test_page: ReferencePage) -> Non
     assert _fetch(test_page.url("/state/set"))[0] == 200
     assert "STATE" in _fetch(test_page.url("/state/report"))[1]
     assert "/hold?seconds=60" in _fetch(test_page.url("/slow"))[1]
+
+
+def test_the_longest_repeat_counts_the_frames_of_the_longest_held_picture_after_the_first():
+    import numpy as np
+
+    from recorder.quality.probe import StreamFacts
+    from recorder.quality.video import VideoSignals, analyze_video
+
+    # 0 = unchanged from the frame before: runs of 4, 1 and 3 repeats.
+    change = np.array([255, 0, 0, 0, 0, 9, 0, 9, 0, 0, 0, 9, 9], dtype=np.int16)
+    count = len(change)
+    signals = VideoSignals(
+        pts=np.arange(count) / 30.0,
+        black=np.zeros(count, bool),
+        change=change,
+        cells=np.zeros((count, 144), np.uint8),
+    )
+    report = analyze_video(signals, StreamFacts(index=0, codec="h264", frame_rate=30.0), expected_fps=30)
+    assert report.repeated_frames == 8
+    assert report.longest_repeat == 4

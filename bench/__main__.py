@@ -20,6 +20,7 @@ BENCHMARKS = {
     "webrtc": "the timeline's WebRTC wrapper: Chromium and recorder CPU on a loopback call, wrapper on against off",
     "failover": "two orchestrator replicas on PostgreSQL: leader SIGKILL -> the other one leading, over a few runs",
     "levers": "capture levers one at a time against the shipped settings: fps, repeats, A/V, cores and PSS by process",
+    "sync": "the A/V offset of many single recordings one after another (warm or cold): its spread between files",
     "timeline": "the timeline's cost: CPU per recording with it against without it, and timeline.json's size",
     "encoder": "x264 settings on one lossless capture of the 2x2 page: CPU cores, SSIM/PSNR and size per candidate",
 }

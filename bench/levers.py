@@ -1,6 +1,6 @@
 """Levers: named capture variants against the shipped settings, one lever each, N recordings at once.
 
-    python -m bench levers [--n 1] [--rounds 2] [--duration 20] [--levers shipped low-end ...]
+    python -m bench levers [--n 1] [--rounds 2] [--duration 20] [--page grid|animation] [--levers shipped low-end ...]
 
 Every round runs each lever once, in turn (shipped first), so slow drift of the machine spreads over all
 of them instead of favouring whichever ran first. Per lever: the median over rounds of each recording's
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="runs of every lever, in turn (default 2)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per recording (default 20)")
     parser.add_argument("--levers", nargs="+", choices=sorted(BY_NAME), default=[lever.name for lever in LEVERS])
+    parser.add_argument("--page", choices=sorted(page.PAGES), default="grid", help="the page recorded")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds of rest between runs")
     parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
     parser.add_argument("--no-write", action="store_true", help="print only; write no result file")
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, Any]]] = {lever.name: [] for lever in chosen}
     try:
         with page.serve() as test_page:
-            url = page.grid_url(test_page)
+            url = page.page_url(test_page, args.page)
             for round_number in range(args.rounds):
                 for lever in chosen:
                     options = replace(CaptureOptions.defaults(), **lever.changes)
@@ -123,7 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         path = write_result(
             "levers",
             {"summaries": summaries, "runs": runs},
-            options={"n": args.n, "rounds": args.rounds, "duration_s": args.duration, "quiet_check": quiet},
+            options={
+                "page": page.PAGES[args.page],
+                "n": args.n,
+                "rounds": args.rounds,
+                "duration_s": args.duration,
+                "quiet_check": quiet,
+            },
             machine_info=info,
             notes="Each lever changes one thing from the shipped settings; medians over every recording of every "
             "round. capture = Chromium + FFmpeg + Xvfb + PulseAudio; PSS splits shared pages fairly.",

@@ -54,3 +54,13 @@ def allowlist_entry(url: str) -> str:
 
 def grid_url(page: ReferencePage, tone: int = 1000) -> str:
     return page.url(f"/grid?tone={tone}")
+
+
+PAGES = {
+    "grid": "/grid?tone=1000",  # four playing 30 fps videos, one the sync clip
+    "animation": "/animation?tone=1000",  # the sync clip beside canvases drawn on every animation frame
+}
+
+
+def page_url(page: ReferencePage, name: str) -> str:
+    return page.url(PAGES[name])

@@ -76,7 +76,7 @@ async def run_calibration(settings: RecorderSettings, *, duration: float = 20.0,
         print(f"calibration failed: only {markers} sync markers; record longer (--duration)", file=sys.stderr)
         return 1
     saved = calibration.save(
-        settings.calibration_file,
+        calibration.calibration_path(settings),
         applied + residual,
         samples=markers,
         fps=30,
@@ -85,7 +85,7 @@ async def run_calibration(settings: RecorderSettings, *, duration: float = 20.0,
     )
     if settings.av_offset_ms is not None:
         print("note: RECORDER_AV_OFFSET_MS is set and overrides the stored calibration", file=sys.stderr)
-    print(json.dumps({"file": str(settings.calibration_file), **saved.model_dump()}, indent=2))
+    print(json.dumps({"file": str(calibration.calibration_path(settings)), **saved.model_dump()}, indent=2))
     return 0
 
 
@@ -98,7 +98,7 @@ async def ensure_calibrated(settings: RecorderSettings) -> calibration.Calibrati
     found = await asyncio.to_thread(calibration.current, settings)
     if found is not None:
         return found
-    async with _turn(settings.calibration_file.with_name(".calibration.lock")):
+    async with _turn(calibration.calibration_path(settings).with_suffix(".lock")):
         found = await asyncio.to_thread(calibration.current, settings)
         if found is not None:
             return found
@@ -116,7 +116,7 @@ async def ensure_calibrated(settings: RecorderSettings) -> calibration.Calibrati
             log.warning("A/V calibration found too few sync markers; the default stays in force", markers=markers)
             return None
         saved = calibration.save(
-            settings.calibration_file,
+            calibration.calibration_path(settings),
             applied + residual,
             samples=markers,
             fps=30,

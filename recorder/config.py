@@ -147,6 +147,7 @@ class RecorderSettings(BaseSettings):
 
     @property
     def calibration_file(self) -> Path:
+        """Where versions before the keyed calibrations (recorder.capture.calibration) kept the one made by hand."""
         return self.records_dir / ".calibration.json"
 
 

@@ -4,12 +4,15 @@ Between Chromium playing a frame and a sample and FFmpeg stamping them lies a sy
 machine (its audio path's latency against its screen's): +10 ms on the reference machine, +33 ms on
 another of the same kind. Every recorder measures it itself: at warm-up, when the stored calibration is
 missing or was made with other versions, it records the sync clip (`recorder.calibrate`) and stores the
-result in RECORDS_DIR/.calibration.json, keyed by what it depends on. Precedence: RECORDER_AV_OFFSET_MS,
-then a stored calibration with this machine's key, then the default measured on the reference machine.
+result in RECORDS_DIR/.calibration/<key digest>.json, one file per key, so recorders of two settings on
+one machine keep one each. Precedence: RECORDER_AV_OFFSET_MS, then the stored calibration for this
+machine's key, then one made by hand with an older version (RECORDS_DIR/.calibration.json, no key), then
+the default measured on the reference machine.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -43,6 +46,11 @@ def calibration_key(settings: RecorderSettings) -> str:
     )
 
 
+def calibration_path(settings: RecorderSettings) -> Path:
+    digest = hashlib.sha256(calibration_key(settings).encode()).hexdigest()[:16]
+    return settings.records_dir / ".calibration" / f"{digest}.json"
+
+
 def av_offset_ms(settings: RecorderSettings) -> float:
     if settings.av_offset_ms is not None:
         return settings.av_offset_ms
@@ -51,12 +59,12 @@ def av_offset_ms(settings: RecorderSettings) -> float:
 
 
 def current(settings: RecorderSettings) -> Calibration | None:
-    """The stored calibration when it was measured with this machine's key (one without a key, from an older
-    version, counts as current: it was asked for by hand)."""
-    saved = load(settings.calibration_file)
-    if saved is None or (saved.key and saved.key != calibration_key(settings)):
-        return None
-    return saved
+    """The calibration stored for this machine's key; else one made by hand by an older version (no key)."""
+    saved = load(calibration_path(settings))
+    if saved is not None and saved.key == calibration_key(settings):
+        return saved
+    legacy = load(settings.calibration_file)
+    return legacy if legacy is not None and not legacy.key else None
 
 
 def load(path: Path) -> Calibration | None:

@@ -25,6 +25,10 @@ html, body { margin: 0; padding: 0; width: 100vw; height: 100vh; overflow: hidde
 #grid { display: grid; grid-template-columns: 50vw 50vw; grid-template-rows: 50vh 50vh;
         width: 100vw; height: 100vh; }
 video { display: block; width: 50vw; height: 50vh; object-fit: fill; background: #000; }
+canvas, .spin-box { display: block; width: 50vw; height: 50vh; background: #123; }
+.spin { width: 40vh; height: 40vh; margin: 5vh auto; background: linear-gradient(90deg, #e33, #3e3, #33e);
+        animation: spin 2s linear infinite; }
+@keyframes spin { to { transform: rotate(360deg); } }
 #ready { position: fixed; right: 0; bottom: 0; width: 16px; height: 16px; background: #111; }
 """
 
@@ -42,6 +46,36 @@ def _grid(tone: int) -> str:
     tiles = [f"/media/sync-{tone}.webm", "/media/tiles-a.webm", "/media/tiles-b.webm", "/media/tiles-a.webm#t=5"]
     videos = "".join(f"<video src='{src}' autoplay loop playsinline></video>" for src in tiles)
     return f"<div id='grid'>{videos}</div>"
+
+
+# Two canvases redrawn on every animation frame, by the time (so the picture is right at any frame rate).
+_ANIMATION_SCRIPT = """
+const canvases = [...document.querySelectorAll('canvas')].map((c) => [c, c.getContext('2d')]);
+function draw(now) {
+  for (const [index, [canvas, ctx]] of canvases.entries()) {
+    ctx.fillStyle = '#123'; ctx.fillRect(0, 0, canvas.width, canvas.height);
+    for (let i = 0; i < 150; i++) {
+      const angle = now / 1000 * (0.5 + (i % 7) / 5) + i * 2.4 + index;
+      const radius = 20 + (i * 37) % 150;
+      ctx.fillStyle = `hsl(${(i * 23 + now / 20) % 360}, 80%, 60%)`;
+      ctx.beginPath();
+      ctx.arc(320 + Math.cos(angle) * radius, 180 + Math.sin(angle) * radius * 0.8, 6 + i % 9, 0, 7);
+      ctx.fill();
+    }
+  }
+  requestAnimationFrame(draw);
+}
+requestAnimationFrame(draw);
+"""
+
+
+def _animation(tone: int) -> str:
+    """The sync clip beside an animated page: canvases drawn per animation frame and a CSS animation."""
+    return (
+        f"<div id='grid'><video src='/media/sync-{tone}.webm' autoplay loop playsinline></video>"
+        "<canvas width='640' height='360'></canvas><canvas width='640' height='360'></canvas>"
+        "<div class='spin-box'><div class='spin'></div></div></div>"
+    )
 
 
 def _number(request: web.Request, name: str, default: float | None) -> float | None:
@@ -77,6 +111,14 @@ async def _grid_page(request: web.Request) -> web.Response:
     if end is not None:
         steps.append(f"setTimeout(() => console.log('END_RECORDING'), {end * 1000:.0f});")
     return _page(f"grid {tone} Hz", _grid(tone), "\n".join(steps))
+
+
+async def _animation_page(request: web.Request) -> web.Response:
+    """/animation?tone=1000: what an animated page costs to draw, with the sync clip for A/V."""
+    tone = int(_number(request, "tone", 1000) or 1000)
+    if tone not in SYNC_TONES:
+        raise web.HTTPNotFound(text=f"no sync clip at {tone} Hz; there are {SYNC_TONES}")
+    return _page(f"animation {tone} Hz", _animation(tone), _ANIMATION_SCRIPT)
 
 
 async def _state_set(request: web.Request) -> web.Response:
@@ -122,6 +164,7 @@ async def _slow_page(request: web.Request) -> web.Response:
 def build_app(media: ReferenceMedia) -> web.Application:
     app = web.Application()
     app.router.add_get("/grid", _grid_page)
+    app.router.add_get("/animation", _animation_page)
     app.router.add_get("/state/set", _state_set)
     app.router.add_get("/state/report", _state_report)
     app.router.add_get("/status/{code:[1-5][0-9][0-9]}", _status)

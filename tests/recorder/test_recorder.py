@@ -343,9 +343,9 @@ async def test_calibrate_measures_and_stores_the_offset(tmp_path):
     from recorder.capture import calibration
 
     settings = RecorderSettings(records_dir=tmp_path)
-    assert calibration.load(settings.calibration_file) is None
+    assert calibration.current(settings) is None
     assert await run_calibration(settings, duration=6, runs=1) == 0
-    saved = calibration.load(settings.calibration_file)
+    saved = calibration.current(settings)
     assert saved is not None and saved.samples >= 4
     assert abs(saved.av_offset_ms) < 200, saved
     assert calibration.av_offset_ms(settings) == saved.av_offset_ms

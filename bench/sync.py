@@ -1,0 +1,112 @@
+"""Sync: the A/V offset of many single recordings, one after another, and how it spreads between them.
+
+    python -m bench sync [--recordings 10] [--duration 10] [--cold] [--screen-mode on|off]
+
+A file's offset has a part the machine always adds (what calibration removes) and a part of its own.
+This records the reference page N times (on one warm recorder, or with `--cold` a fresh recorder each
+time, as a new pod would) with the offset in force and reports, per recording, the mean offset, its
+spread within the file, p95, distinct fps and the longest repeat; and across recordings, the spread of
+the means and how many were within 15 ms. Writes bench/results/sync-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import machine, page
+from bench.metrics import recording_figures
+from bench.results import write_result
+from contract.spec import RecordingSpec
+from recorder.attempt import AttemptFolder
+from recorder.capture import calibration
+from recorder.config import RecorderSettings
+from recorder.pipeline import Recorder
+
+WITHIN_MS = 15.0
+KEPT = ("av_mean_ms", "av_std_ms", "av_p95_abs_ms", "av_markers", "steady_fps", "longest_repeat_frames", "duration_s")
+
+
+async def _one(recorder: Recorder, url: str, duration: float, where: Path, index: int) -> dict[str, Any]:
+    result = await recorder.record(
+        RecordingSpec(url=url, duration=duration), folder=AttemptFolder.under(where, f"r{index}")
+    )
+    sidecar = json.loads(result.sidecar.read_text()) if result.sidecar else {}
+    row = recording_figures({"ok": result.error is None, "quality": sidecar.get("quality")}, None)
+    return {"index": index, **{key: row.get(key) for key in KEPT}}
+
+
+async def record_many(settings: RecorderSettings, url: str, count: int, duration: float, cold: bool) -> list[Any]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
+        if cold:
+            for index in range(count):
+                async with Recorder(settings) as recorder:
+                    rows.append(await _one(recorder, url, duration, Path(tmp), index))
+                print(json.dumps(rows[-1]), flush=True)
+        else:
+            async with Recorder(settings) as recorder:
+                for index in range(count):
+                    rows.append(await _one(recorder, url, duration, Path(tmp), index))
+                    print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def across(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    means = [r["av_mean_ms"] for r in rows if r["av_mean_ms"] is not None]
+    if not means:
+        return {}
+    return {
+        "recordings": len(means),
+        "mean_of_means_ms": round(statistics.fmean(means), 1),
+        "std_of_means_ms": round(statistics.pstdev(means), 1),
+        "min_mean_ms": min(means),
+        "max_mean_ms": max(means),
+        "within_15_ms": sum(abs(m) <= WITHIN_MS for m in means),
+        "p95_at_most_30_ms": sum((r["av_p95_abs_ms"] or 999) <= 30 for r in rows),
+        "median_std_within_ms": statistics.median(r["av_std_ms"] for r in rows if r["av_std_ms"] is not None),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench sync", description=__doc__.splitlines()[0])
+    parser.add_argument("--recordings", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per recording (default 10)")
+    parser.add_argument("--cold", action="store_true", help="a fresh recorder (Xvfb, Chromium) for every recording")
+    parser.add_argument("--screen-mode", choices=("on", "off"), default=None, help="default: the recorder's")
+    parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
+    parser.add_argument("--no-write", action="store_true", help="print only; write no result file")
+    args = parser.parse_args(argv)
+    quiet = machine.wait_until_quiet() if args.require_quiet else machine.quiet()[1]
+    info = machine.describe()
+    with page.serve() as test_page:
+        url = page.grid_url(test_page)
+        settings = RecorderSettings(url_allowlist=[*RecorderSettings().url_allowlist, page.allowlist_entry(url)])
+        if args.screen_mode is not None:
+            settings = settings.model_copy(update={"screen_mode": args.screen_mode == "on"})
+        applied = calibration.av_offset_ms(settings)
+        rows = asyncio.run(record_many(settings, url, args.recordings, args.duration, args.cold))
+    summary = across(rows)
+    print(json.dumps({"av_offset_applied_ms": applied, **summary}))
+    if not args.no_write:
+        path = write_result(
+            "sync",
+            {"av_offset_applied_ms": applied, "across": summary, "recordings": rows},
+            options={
+                "recordings": args.recordings,
+                "duration_s": args.duration,
+                "cold": args.cold,
+                "screen_mode": settings.screen_mode,
+                "quiet_check": quiet,
+            },
+            machine_info=info,
+            notes="av_mean_ms is audio minus video over the file's sync markers, with the stored calibration "
+            "(or the default) applied; av_std_ms is the spread within one file.",
+        )
+        print(f"wrote {path}")
+    return 0

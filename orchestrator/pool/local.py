@@ -35,11 +35,15 @@ from orchestrator.pool.backend import WorkerInfo, WorkerPhase
 
 log = structlog.get_logger(__name__)
 
-# Cores one recording costs, with headroom, on the reference machine (Xvfb + Chromium + x264 at 720p30,
-# preset veryfast, the 2x2 reference page): the density benchmark measured 0.57-0.65 cores per recording,
-# two at once held 29.8 fps, and a third dropped one of them to 25.7 fps (bench/results/density-*.json).
-# 0.8 keeps the headroom that the third recording lacked: floor(2 / 0.8) = 2 on two cores.
-RECORDING_COST_CORES = 0.8
+# Cores one 720p30 recording of the 2x2 reference page costs (Xvfb, PulseAudio, Chromium, FFmpeg with the
+# shipped encoder), measured alone on the reference machine: 0.46-0.51 (bench/results/levers-20261130-1902,
+# density-20261130-1920; docs/benchmarks.md, "Capture engine").
+RECORDING_COST_CORES = 0.47
+# The share of a machine's cores recordings may take and still each keep every picture and A/V in sync:
+# two at once (0.88 of 2 cores) kept 29.45-29.6 distinct fps; three (1.37 cores) dropped one to 27.2 fps
+# and put another's audio 73 ms early. Recordings fail by the clocks of their compositor and grab slipping,
+# long before the cores run out, so the capacity keeps half the machine free: floor(2 x 0.5 / 0.47) = 2.
+FAITHFUL_SHARE = 0.5
 # How long what a worker left in its process group gets between SIGTERM and SIGKILL.
 GROUP_CLEANUP_TIMEOUT = 3.0
 
@@ -99,9 +103,9 @@ def available_cores() -> int:
 
 
 def default_capacity(cores: int | None = None, cost_per_recording: float = RECORDING_COST_CORES) -> int:
-    """How many recordings this machine sustains at once: floor(cores / cost), at least one."""
+    """How many recordings this machine keeps faithful at once: floor(cores x share / cost), at least one."""
     cores = available_cores() if cores is None else cores
-    return max(1, math.floor(cores / cost_per_recording + 1e-9))
+    return max(1, math.floor(cores * FAITHFUL_SHARE / cost_per_recording + 1e-9))
 
 
 @dataclass

@@ -10,6 +10,9 @@ from recorder.timeline.collector import TimelineCollector
 
 BEHIND_SPEED = 0.98
 BEHIND_FOR = 10.0  # seconds below speed or fps before a capture is flagged as behind
+# FFmpeg repeating this share of the frames (grabs that came late) is a machine out of cores too: at four at
+# once on two cores the encoder kept real time (speed 1.0) while 2.5-5.6 frames a second were repeats.
+BEHIND_REPEATS = 0.05
 
 
 @dataclass
@@ -57,10 +60,12 @@ class ProgressTracker:
         fps = _num(block.get("fps"))
         speed_text = block.get("speed", "").rstrip("x")
         speed = _num(speed_text) if speed_text not in ("", "N/A") else p.speed
+        duplicated = int(_num(block.get("dup_frames")) or 0)
         dt = 0.0 if self._last_update is None else now - self._last_update
         self._last_update = now
+        repeating = dt > 0 and (duplicated - p.duplicated) / dt > BEHIND_REPEATS * self.target_fps
         # Only judge after the first few seconds: FFmpeg's running averages start low.
-        if elapsed > 3.0 and (speed < BEHIND_SPEED or (fps and fps < self.target_fps * 0.98)):
+        if elapsed > 3.0 and (speed < BEHIND_SPEED or (fps and fps < self.target_fps * 0.98) or repeating):
             self.behind_seconds += dt
         else:
             self.behind_seconds = 0.0
@@ -72,7 +77,7 @@ class ProgressTracker:
             fps=fps if fps else p.fps,
             speed=speed,
             dropped=int(_num(block.get("drop_frames")) or 0),
-            duplicated=int(_num(block.get("dup_frames")) or 0),
+            duplicated=duplicated,
             bytes=int(_num(block.get("total_size")) or p.bytes),
             behind=behind,
         )

@@ -17,12 +17,15 @@ from contract.errors import ErrorCode, RecorderError
 from recorder.quality.probe import probe
 
 
-def remux_to_mp4(capture: Path, mp4: Path, *, timeout: float = 600.0) -> Path:
-    """Remux `capture` to `mp4` with +faststart; the old file is replaced only by a complete new one."""
+def remux_to_mp4(capture: Path, mp4: Path, *, length: float | None = None, timeout: float = 600.0) -> Path:
+    """Remux `capture` to `mp4` with +faststart; the old file is replaced only by a complete new one.
+    `length` (seconds) cuts what an overloaded capture wrote past the end asked for: a stop drains the
+    encoder up to its moment, and its last input frames can fill a few frames beyond it."""
     if not capture.is_file() or capture.stat().st_size == 0:
         raise RecorderError(ErrorCode.FINALIZE_FAILED, f"nothing was captured: {capture} is missing or empty")
     partial = mp4.with_name(mp4.name + ".part")
-    _trimmed_copy(capture, partial, f="mp4", movflags="+faststart", timeout=timeout)
+    limit = {"t": f"{length:.3f}"} if length else {}
+    _trimmed_copy(capture, partial, f="mp4", movflags="+faststart", timeout=timeout, **limit)
     os.replace(partial, mp4)
     return mp4
 

@@ -45,7 +45,9 @@ async def finalize(captured: Captured) -> Finished:
             elif captured.spec.live_upload:
                 media = captured.capture_file
             else:
-                await asyncio.to_thread(remux_to_mp4, captured.capture_file, media)
+                # A recording that ran its whole duration is that long, however far its capture overran.
+                asked = captured.spec.duration if captured.stop_reason == "duration" and not pauses else None
+                await asyncio.to_thread(remux_to_mp4, captured.capture_file, media, length=asked)
             mp4 = media
             for part in captured.parts:
                 if part != media:

@@ -483,3 +483,22 @@ def test_capture_files_are_named_by_the_attempt_folder(tmp_path):
     assert [voice.capture_part(n, live=False).name for n in (1, 2)] == ["capture.mka", "capture-002.mka"]
     assert [voice.capture_part(n, live=True).name for n in (1, 2)] == [AUDIO_NAME, "capture-002.m4a"]
     assert voice.media.name == AUDIO_NAME and video.media.name == MEDIA_NAME
+
+
+@pytest.mark.parametrize(("repeats_per_second", "behind"), [(0.5, False), (4.0, True)])
+def test_a_capture_repeating_frames_in_real_time_is_behind_after_ten_seconds(repeats_per_second, behind):
+    """Speed 1.0 and 30 fps out, but FFmpeg filling late grabs with repeats: the machine is out of cores."""
+    tracker = ProgressTracker(target_fps=FPS)
+    progress = None
+    for second in range(16):
+        lines = block(
+            frame=FPS * second,
+            out_time_us=second * 1_000_000,
+            fps=FPS,
+            speed="1.0x",
+            dup_frames=int(repeats_per_second * second),
+        )
+        for line in lines:
+            progress = tracker.feed(line, now=1000.0 + second)
+    assert progress is not None and progress.behind is behind
+    assert tracker.ever_behind is behind

@@ -118,3 +118,24 @@ async def test_recorders_sharing_a_machine_calibrate_it_once_and_again_after_an_
     pinned = other.model_copy(update={"av_offset_ms": 42.0})
     assert await calibrate.ensure_calibrated(pinned) is None
     assert calibration.av_offset_ms(pinned) == 42.0
+
+
+@pytest.mark.media
+def test_the_remux_cuts_what_a_capture_wrote_past_the_length_asked(tmp_path: Path):
+    import subprocess
+
+    from recorder.finalize.remux import remux_to_mp4
+    from recorder.quality.probe import probe
+
+    capture = tmp_path / "capture.mkv"
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30:d=3",
+         "-f", "lavfi", "-i", "sine=frequency=1000:duration=3", "-c:v", "libx264", "-preset", "ultrafast",
+         "-c:a", "aac", str(capture)],
+        check=True,
+    )  # fmt: skip
+    whole = probe(remux_to_mp4(capture, tmp_path / "whole.mp4"))
+    cut = probe(remux_to_mp4(capture, tmp_path / "cut.mp4", length=2.0))
+    assert whole.video is not None and abs((whole.video.duration or 0) - 3.0) < 0.05
+    assert cut.video is not None and abs((cut.video.duration or 0) - 2.0) < 0.05
+    assert cut.audio is not None and abs((cut.audio.duration or 0) - 2.0) < 0.05

@@ -38,7 +38,8 @@ async def _one(recorder: Recorder, url: str, duration: float, where: Path, index
     )
     sidecar = json.loads(result.sidecar.read_text()) if result.sidecar else {}
     row = recording_figures({"ok": result.error is None, "quality": sidecar.get("quality")}, None)
-    return {"index": index, **{key: row.get(key) for key in KEPT}}
+    applied = sidecar.get("av_offset_correction_ms")
+    return {"index": index, "av_offset_applied_ms": applied, **{key: row.get(key) for key in KEPT}}
 
 
 async def record_many(settings: RecorderSettings, url: str, count: int, duration: float, cold: bool) -> list[Any]:
@@ -89,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = RecorderSettings(url_allowlist=[*RecorderSettings().url_allowlist, page.allowlist_entry(url)])
         if args.screen_mode is not None:
             settings = settings.model_copy(update={"screen_mode": args.screen_mode == "on"})
-        applied = calibration.av_offset_ms(settings)
         rows = asyncio.run(record_many(settings, url, args.recordings, args.duration, args.cold))
+        applied = calibration.av_offset_ms(settings)  # after: the first warm-up may have calibrated
     summary = across(rows)
     print(json.dumps({"av_offset_applied_ms": applied, **summary}))
     if not args.no_write:

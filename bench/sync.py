@@ -3,10 +3,12 @@
     python -m bench sync [--recordings 10] [--duration 10] [--cold] [--screen-mode on|off]
 
 A file's offset has a part the machine always adds (what calibration removes) and a part of its own.
-This records the reference page N times (on one warm recorder, or with `--cold` a fresh recorder each
-time, as a new pod would) with the offset in force and reports, per recording, the mean offset, its
-spread within the file, p95, distinct fps and the longest repeat; and across recordings, the spread of
-the means and how many were within 15 ms. Writes bench/results/sync-<date>.json.
+First the recorder's self-calibration runs as a worker's would (it measures only when no calibration for
+this machine type and version is stored). Then this records the reference page N times (on one warm
+recorder, or with `--cold` a fresh recorder each time, as a new pod would) with the offset in force and
+reports, per recording, the mean offset, its spread within the file, p95, distinct fps and the longest
+repeat; and across recordings, the spread of the means and how many were within 15 ms.
+Writes bench/results/sync-<date>.json.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from bench.metrics import recording_figures
 from bench.results import write_result
 from contract.spec import RecordingSpec
 from recorder.attempt import AttemptFolder
+from recorder.calibrate import ensure_calibrated
 from recorder.capture import calibration
 from recorder.config import RecorderSettings
 from recorder.pipeline import Recorder
@@ -90,14 +93,20 @@ def main(argv: list[str] | None = None) -> int:
         settings = RecorderSettings(url_allowlist=[*RecorderSettings().url_allowlist, page.allowlist_entry(url)])
         if args.screen_mode is not None:
             settings = settings.model_copy(update={"screen_mode": args.screen_mode == "on"})
+        stored = asyncio.run(ensure_calibrated(settings))
+        applied = calibration.av_offset_ms(settings)
         rows = asyncio.run(record_many(settings, url, args.recordings, args.duration, args.cold))
-        applied = calibration.av_offset_ms(settings)  # after: the first warm-up may have calibrated
     summary = across(rows)
     print(json.dumps({"av_offset_applied_ms": applied, **summary}))
     if not args.no_write:
         path = write_result(
             "sync",
-            {"av_offset_applied_ms": applied, "across": summary, "recordings": rows},
+            {
+                "av_offset_applied_ms": applied,
+                "calibration": stored.model_dump() if stored else None,
+                "across": summary,
+                "recordings": rows,
+            },
             options={
                 "recordings": args.recordings,
                 "duration_s": args.duration,

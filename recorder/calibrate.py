@@ -35,7 +35,9 @@ MIN_MARKERS = 4
 # At warm-up: three recordings of 8 s (about 21 markers), some 30 s once per machine and version.
 SELF_RUNS = 3
 SELF_DURATION = 8.0
-SELF_TIMEOUT = 180.0
+SELF_TIMEOUT = 120.0
+LOCK_WAIT = 150.0  # another recorder's calibration, then on with the default
+RETRY_AFTER = 3600.0  # a failed calibration is not tried again for this long
 
 
 async def measure_offset(settings: RecorderSettings, *, duration: float, runs: int) -> tuple[float, int]:
@@ -65,6 +67,20 @@ async def measure_offset(settings: RecorderSettings, *, duration: float, runs: i
     return total / markers, markers
 
 
+def store(
+    settings: RecorderSettings, applied: float, residual: float, markers: int, how: str
+) -> calibration.Calibration:
+    """The offset in force plus what is left of it, under this machine's key."""
+    return calibration.save(
+        calibration.calibration_path(settings),
+        applied + residual,
+        samples=markers,
+        fps=30,
+        note=f"{how}: {residual:+.1f} ms with {applied:+.1f} ms applied",
+        key=calibration.calibration_key(settings),
+    )
+
+
 async def run_calibration(settings: RecorderSettings, *, duration: float = 20.0, runs: int = 2) -> int:
     applied = calibration.av_offset_ms(settings)
     try:
@@ -75,14 +91,7 @@ async def run_calibration(settings: RecorderSettings, *, duration: float = 20.0,
     if markers < MIN_MARKERS:
         print(f"calibration failed: only {markers} sync markers; record longer (--duration)", file=sys.stderr)
         return 1
-    saved = calibration.save(
-        calibration.calibration_path(settings),
-        applied + residual,
-        samples=markers,
-        fps=30,
-        note=f"measured {residual:+.1f} ms with {applied:+.1f} ms applied",
-        key=calibration.calibration_key(settings),
-    )
+    saved = store(settings, applied, residual, markers, "measured by hand")
     if settings.av_offset_ms is not None:
         print("note: RECORDER_AV_OFFSET_MS is set and overrides the stored calibration", file=sys.stderr)
     print(json.dumps({"file": str(calibration.calibration_path(settings)), **saved.model_dump()}, indent=2))
@@ -90,49 +99,69 @@ async def run_calibration(settings: RecorderSettings, *, duration: float = 20.0,
 
 
 async def ensure_calibrated(settings: RecorderSettings) -> calibration.Calibration | None:
-    """Calibrate at warm-up unless the offset is set or a current calibration is stored. Recorders sharing
-    RECORDS_DIR take turns (a file lock): the first measures, the others then find its result. A failure
-    is logged and leaves the default in force; it never stops the recorder."""
+    """Calibrate before the first recording unless the offset is set or a current calibration is stored.
+    Recorders sharing RECORDS_DIR take turns (a file lock, waited for LOCK_WAIT at most): the first measures,
+    the others find its result. A failure is logged, remembered for RETRY_AFTER (so the next recorder does
+    not spend its start on it again) and leaves the default in force; it never stops the recorder."""
     if not settings.self_calibrate or settings.av_offset_ms is not None:
         return None
+    try:
+        return await _calibrate_once(settings)
+    except Exception as exc:  # a calibration is never worth a recorder
+        log.warning("A/V calibration failed; the default offset stays in force", error=str(exc)[:300])
+        with contextlib.suppress(OSError):
+            _failed_marker(settings).write_text(f"{time.time()}\n{str(exc)[:300]}\n")
+        return None
+
+
+async def _calibrate_once(settings: RecorderSettings) -> calibration.Calibration | None:
     found = await asyncio.to_thread(calibration.current, settings)
-    if found is not None:
+    if found is not None or _failed_lately(settings):
         return found
-    async with _turn(calibration.calibration_path(settings).with_suffix(".lock")):
+    path = calibration.calibration_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    async with _turn(path.with_suffix(".lock")):
         found = await asyncio.to_thread(calibration.current, settings)
-        if found is not None:
+        if found is not None or _failed_lately(settings):
             return found
         started = time.monotonic()
-        log.info("calibrating A/V sync on this machine (once per machine and version)", runs=SELF_RUNS)
+        log.info("calibrating A/V sync on this machine (once per machine type and version)", runs=SELF_RUNS)
         applied = calibration.av_offset_ms(settings)
-        try:
-            residual, markers = await asyncio.wait_for(
-                measure_offset(settings, duration=SELF_DURATION, runs=SELF_RUNS), SELF_TIMEOUT
-            )
-        except (RuntimeError, TimeoutError, OSError) as exc:
-            log.warning("A/V calibration failed; the default offset stays in force", error=str(exc)[:300])
-            return None
-        if markers < MIN_MARKERS:
-            log.warning("A/V calibration found too few sync markers; the default stays in force", markers=markers)
-            return None
-        saved = calibration.save(
-            calibration.calibration_path(settings),
-            applied + residual,
-            samples=markers,
-            fps=30,
-            note=f"measured at warm-up: {residual:+.1f} ms with {applied:+.1f} ms applied",
-            key=calibration.calibration_key(settings),
+        residual, markers = await asyncio.wait_for(
+            measure_offset(settings, duration=SELF_DURATION, runs=SELF_RUNS), SELF_TIMEOUT
         )
-        log.info("A/V calibration stored", av_offset_ms=saved.av_offset_ms, markers=markers,
-                 took_s=round(time.monotonic() - started, 1))  # fmt: skip
+        if markers < MIN_MARKERS:
+            raise RuntimeError(f"only {markers} sync markers")
+        saved = store(settings, applied, residual, markers, "measured at warm-up")
+        took = round(time.monotonic() - started, 1)
+        log.info("A/V calibration stored", av_offset_ms=saved.av_offset_ms, markers=markers, took_s=took)
         return saved
+
+
+def _failed_marker(settings: RecorderSettings) -> Path:
+    return calibration.calibration_path(settings).with_suffix(".failed")
+
+
+def _failed_lately(settings: RecorderSettings) -> bool:
+    try:
+        return time.time() - _failed_marker(settings).stat().st_mtime < RETRY_AFTER
+    except OSError:
+        return False
 
 
 @contextlib.asynccontextmanager
 async def _turn(lock_path: Path) -> AsyncIterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    """The calibration's lock, or TimeoutError after LOCK_WAIT (another recorder is still measuring)."""
     with lock_path.open("a") as handle:
-        await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another recorder held {lock_path} for {LOCK_WAIT:g} s") from None
+                await asyncio.sleep(0.5)
         try:
             yield
         finally:

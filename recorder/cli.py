@@ -234,6 +234,7 @@ def _folder(
 
 
 async def _record(args: argparse.Namespace, spec: RecordingSpec, settings: RecorderSettings, recording_id: str) -> int:
+    from recorder.calibrate import ensure_calibrated
     from recorder.pipeline import Recorder
 
     folder = _folder(args, recording_id, settings, spec)
@@ -244,7 +245,8 @@ async def _record(args: argparse.Namespace, spec: RecordingSpec, settings: Recor
     loop.add_signal_handler(signal.SIGUSR1, control.want_paused, True)
     loop.add_signal_handler(signal.SIGUSR2, control.want_paused, False)
     status = _LiveStatus()
-    async with Recorder(settings, width=spec.width, height=spec.height) as recorder:
+    await ensure_calibrated(settings)
+    async with Recorder(settings, width=spec.width, height=spec.height, fps=spec.fps) as recorder:
         finished = await recorder.record(spec, folder=folder, on_progress=status, control=control)
     status.done()
     mp4 = finished.mp4

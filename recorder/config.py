@@ -30,8 +30,8 @@ class RecorderSettings(BaseSettings):
     chromium_path: str = Field(default="/usr/bin/chromium", validation_alias=_env("CHROMIUM_PATH"))
 
     # capture
-    # ultrafast with CABAC and the deblocking filter back, at CRF 26: 0.18 cores against veryfast CRF 23's 0.28
-    # at equal SSIM (0.9978 against 0.9977) for 14 % more bytes (docs/benchmarks.md, encoder).
+    # ultrafast with CABAC and the deblocking filter (strength 1:1) back, at CRF 26: 0.18 cores against veryfast
+    # CRF 23's 0.28 at equal SSIM (0.9978 against 0.9977), 14 % more bytes (docs/benchmarks.md, encoder).
     preset: str = Field(default="ultrafast", validation_alias=_env("RECORDER_PRESET"))
     crf: int = Field(default=26, ge=0, le=51, validation_alias=_env("RECORDER_CRF"))
     encoder_threads: int = Field(default=1, ge=0, validation_alias=_env("RECORDER_ENCODER_THREADS"))
@@ -48,7 +48,7 @@ class RecorderSettings(BaseSettings):
     self_calibrate: bool = Field(
         default=True,
         validation_alias=_env("RECORDER_SELF_CALIBRATE"),
-        description="measure this machine's A/V offset on the sync clip at warm-up when no fresh calibration exists",
+        description="measure the A/V offset on the sync clip before the first recording when none is stored",
     )
     av_offset_ms: float | None = Field(
         default=None,

@@ -12,10 +12,13 @@ the default measured on the reference machine.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import platform
 import time
+from functools import cache
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -39,11 +42,26 @@ class Calibration(BaseModel):
 
 
 def calibration_key(settings: RecorderSettings) -> str:
-    """The machine and what on it moves the offset: the browser, FFmpeg and the screen's mode."""
-    screen = "screen-mode" if settings.screen_mode else "screen-60hz"
-    return "|".join(
-        (platform.node(), f"chromium {chromium_version(settings.chromium_path)}", f"ffmpeg {ffmpeg_version()}", screen)
-    )
+    """The machine's type and what on it moves the offset: the browser, FFmpeg and the screen's mode. Not the
+    host's name: machines of one type share a calibration when they share RECORDS_DIR."""
+    return _key(settings.chromium_path, settings.screen_mode)
+
+
+@cache
+def _key(chromium_path: str, screen_mode: bool) -> str:
+    screen = "screen-mode" if screen_mode else "screen-60hz"
+    browser = f"chromium {chromium_version(chromium_path)}"
+    return "|".join((_machine_type(), browser, f"ffmpeg {ffmpeg_version()}", screen))
+
+
+def _machine_type() -> str:
+    model = platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model} x{os.cpu_count()}"
 
 
 def calibration_path(settings: RecorderSettings) -> Path:

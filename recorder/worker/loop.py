@@ -104,7 +104,10 @@ class Worker:
 
     async def run(self) -> int:
         self.log.info("worker.starting", orchestrator=self.client.base_url, single_use=self.options.single_use)
+        from recorder.calibrate import ensure_calibrated  # it records with a recorder of its own
+
         try:
+            await ensure_calibrated(self.settings)  # before the first lease; never raises
             await self.recorder.start()
         except RecorderError as exc:
             self.log.error("worker.start_failed", code=str(exc.code), error=exc.message)

@@ -70,6 +70,7 @@ def test_recorder_record_in_the_image_makes_a_faithful_mp4(
         # The page is on 127.0.0.1, which the recorder's egress guard denies unless allowed.
         URL_ALLOWLIST=f"127.0.0.1:{test_page.port}",
         RECORDER_PROCESS_TAG=TAG.split("=", 1)[1],  # so the leak check sees the image's processes too
+        RECORDER_SELF_CALIBRATE="false",  # its own test: tests/recorder/test_capture_engine.py
     )
     mp4 = image_runner.host_path(out)
     assert mp4.stat().st_uid == IMAGE_UID, "the recording is written by the image's user"

@@ -79,7 +79,7 @@ async def run(job: Job) -> int:
     )
     out_dir = Path(job.out_dir)
     began = time.time()
-    recorder = Recorder(settings, width=options.width, height=options.height)
+    recorder = Recorder(settings, width=options.width, height=options.height, fps=options.fps)
     try:
         await recorder.start()
         emit("ready", pid=os.getpid(), warm_s=round(time.time() - began, 3))

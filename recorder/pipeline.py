@@ -39,7 +39,7 @@ from recorder.finalize import Finished
 from recorder.finalize import finalize as finalize_capture
 from recorder.source.audio import AudioServer
 from recorder.source.browser import Browser, PageSession, loading_timeout
-from recorder.source.display import Display
+from recorder.source.display import Display, screen_rate
 from recorder.timeline.collector import TimelineCollector
 from recorder.timeline.page_events import PageEventFeed, control_event
 from recorder.timeline.webrtc import WebRtcWatch, install_webrtc_wrapper, watch_webrtc
@@ -74,11 +74,7 @@ class Recorder:
         await self.close()
 
     async def start(self) -> None:
-        """Warm up at the recorder's size: display, audio server, the next recording's sink and the browser.
-        On a machine without a current A/V calibration, calibrate it first (once; recorder.calibrate)."""
-        from recorder.calibrate import ensure_calibrated  # it records with a Recorder of its own
-
-        await ensure_calibrated(self.settings)
+        """Warm up at the recorder's size: display, audio server, the next recording's sink and the browser."""
         await self.prepare(self.width, self.height, self.fps)
 
     async def prepare(self, width: int, height: int, fps: int = 30) -> None:
@@ -96,7 +92,7 @@ class Recorder:
 
     async def _ensure_screen(self, width: int, height: int, fps: int) -> None:
         """Display and browser at the requested size and rate; a different one restarts both."""
-        rate = fps if self.settings.screen_mode else None
+        rate = screen_rate(fps) if self.settings.screen_mode else None
         if self.display is not None and (self.display.width, self.display.height, self.display.rate) != (
             width,
             height,
@@ -267,7 +263,9 @@ class _CaptureRun:
         rec = self.recorder
         sink = None
         try:
-            await rec.prepare(self.spec.width, self.spec.height, self.spec.fps)
+            # Audio alone keeps whatever screen the recorder has: its rate changes nothing in the file.
+            fps = self.spec.fps if self.spec.video else rec.fps
+            await rec.prepare(self.spec.width, self.spec.height, fps)
             assert rec.audio is not None and rec.browser is not None and rec.display is not None
             if rec.guard is not None:
                 rec.guard.ledger.reset()  # one recording at a time per recorder: its denials start here
@@ -581,4 +579,5 @@ class _CaptureRun:
             pauses=list(self.capture.pauses) if self.capture else [],
             timeline=self.timeline,
             console_levels=dict(self.page_feed.console_levels) if self.page_feed is not None else {},
+            ends_at=self._file_ends_at,
         )

@@ -41,6 +41,9 @@ class Captured:
     # messages by level, including those over the timeline's cap.
     timeline: TimelineCollector | None = None
     console_levels: dict[str, int] = field(default_factory=dict)
+    # Unix time the file was meant to end (the duration's end, or when the stop came); None when FFmpeg
+    # ended by itself. Finalize cuts what an overloaded capture wrote past it.
+    ends_at: float | None = None
 
     @property
     def parts(self) -> list[Path]:

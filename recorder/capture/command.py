@@ -182,7 +182,7 @@ def _video_input(s: CaptureSettings, origin: float) -> ffmpeg.nodes.FilterableSt
         # Frames wait here with the time they were grabbed, and a full queue holds the grab back. A deep queue
         # on an overloaded machine is worse than memory (3.7 MB a raw 720p frame): frames taken out slowly are
         # grabbed slowly, so 64 queued frames spanned up to 17 s of wall time, all lost when FFmpeg stopped
-        # (five at once on two cores gave 11.8 s files for 20 s). A short queue keeps the backlog to a second
+        # (five at once on two cores gave 9.9-15.8 s files for 20 s). A short queue keeps the backlog to a second
         # or so, which the stop drains (Capture.stop); an encoder that cannot keep up repeats frames instead.
         thread_queue_size=VIDEO_QUEUE_FRAMES,
         probesize=32,

@@ -109,14 +109,15 @@ class Capture:
         await self._start_part()
 
     async def pause(self) -> None:
-        """Stop capturing until `resume()`: the running FFmpeg finishes its file (up to now) and exits.
-        No-op when paused or stopped already."""
+        """Stop capturing until `resume()`: the running FFmpeg finishes its file and exits. No-op when
+        paused or stopped already."""
         async with self._lock:
             part = self._current
             if self.paused or part is None or self._stopping:
                 return
             started = time.time()
-            await self._drain(part, started)
+            # No drain here: what FFmpeg still holds is from before the pause, but a drain would also let
+            # it grab past the pause, and nothing of a paused span may reach the file.
             await part.stop(self.stop_timeout)
             self._current = None
             if not self.exited.is_set():  # it did not die by itself meanwhile

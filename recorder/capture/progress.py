@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from contract.protocol import Progress
@@ -13,6 +14,7 @@ BEHIND_FOR = 10.0  # seconds below speed or fps before a capture is flagged as b
 # FFmpeg repeating this share of the frames (grabs that came late) is a machine out of cores too: at four at
 # once on two cores the encoder kept real time (speed 1.0) while 2.5-5.6 frames a second were repeats.
 BEHIND_REPEATS = 0.05
+REPEATS_WINDOW = 3.0  # seconds the repeat rate is judged over: FFmpeg reports 4 times a second
 
 
 @dataclass
@@ -32,6 +34,7 @@ class ProgressTracker:
     _base: Progress = field(default_factory=Progress)
     _block: dict[str, str] = field(default_factory=dict)
     _last_update: float | None = None
+    _repeats: deque[tuple[float, int]] = field(default_factory=deque)  # (when, FFmpeg's repeat count) lately
 
     def next_part(self) -> None:
         """A new FFmpeg process follows: its counters add to what the earlier ones reported."""
@@ -39,6 +42,7 @@ class ProgressTracker:
         self.part = Progress()
         self._block = {}
         self._last_update = None
+        self._repeats.clear()
         self.behind_seconds = 0.0
 
     def feed(self, line: str, now: float | None = None) -> Progress | None:
@@ -63,7 +67,7 @@ class ProgressTracker:
         duplicated = int(_num(block.get("dup_frames")) or 0)
         dt = 0.0 if self._last_update is None else now - self._last_update
         self._last_update = now
-        repeating = dt > 0 and (duplicated - p.duplicated) / dt > BEHIND_REPEATS * self.target_fps
+        repeating = self._repeat_rate(now, duplicated) > BEHIND_REPEATS * self.target_fps
         # Only judge after the first few seconds: FFmpeg's running averages start low.
         if elapsed > 3.0 and (speed < BEHIND_SPEED or (fps and fps < self.target_fps * 0.98) or repeating):
             self.behind_seconds += dt
@@ -94,6 +98,15 @@ class ProgressTracker:
             first_frame_at=self.progress.first_frame_at,
         )
         return self.progress
+
+
+    def _repeat_rate(self, now: float, duplicated: int) -> float:
+        """Repeats a second over the last REPEATS_WINDOW: one 0.25 s report without a repeat says nothing."""
+        self._repeats.append((now, duplicated))
+        while len(self._repeats) > 2 and now - self._repeats[1][0] >= REPEATS_WINDOW:
+            self._repeats.popleft()
+        first_at, first_count = self._repeats[0]
+        return (duplicated - first_count) / (now - first_at) if now > first_at else 0.0
 
 
 def _num(text: str | None) -> float:

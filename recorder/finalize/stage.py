@@ -28,6 +28,15 @@ from recorder.timings import Timings
 log = structlog.get_logger(__name__)
 
 
+def _length_asked(captured: Captured) -> float | None:
+    """How long the file should be: from its first frame to the moment the recording was meant to end (the
+    duration's end, or the stop), however far an overloaded capture ran past it. None when unknown."""
+    first = captured.timings.first_frame
+    if captured.ends_at is None or first is None or captured.pauses:
+        return None
+    return max(0.0, captured.ends_at - first) or None
+
+
 async def finalize(captured: Captured) -> Finished:
     """Make rec.mp4 from the capture; rec.json is left to `Finished.complete`, once the analysis is in."""
     bound = log.bind(recording_id=captured.folder.recording_id)
@@ -45,9 +54,7 @@ async def finalize(captured: Captured) -> Finished:
             elif captured.spec.live_upload:
                 media = captured.capture_file
             else:
-                # A recording that ran its whole duration is that long, however far its capture overran.
-                asked = captured.spec.duration if captured.stop_reason == "duration" and not pauses else None
-                await asyncio.to_thread(remux_to_mp4, captured.capture_file, media, length=asked)
+                await asyncio.to_thread(remux_to_mp4, captured.capture_file, media, length=_length_asked(captured))
             mp4 = media
             for part in captured.parts:
                 if part != media:

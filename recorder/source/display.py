@@ -58,6 +58,16 @@ class ScreenMode:
         ]  # fmt: skip
 
 
+MIN_SCREEN_RATE = 24
+
+
+def screen_rate(fps: int) -> int:
+    """The screen's rate for a capture at `fps`: fps itself, or for a slow capture the smallest multiple
+    of it from 24 up, so a page's own animation never runs slower than a film's (a 10 fps capture keeps
+    every third frame of a 30 Hz screen, and the page runs as it would anywhere)."""
+    return fps * -(-MIN_SCREEN_RATE // fps) if fps < MIN_SCREEN_RATE else fps
+
+
 class Display:
     def __init__(
         self, width: int, height: int, *, rate: int | None = None, depth: int = 24, start_timeout: float = 10.0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from contract.errors import ErrorCode, RecorderError
 from contract.spec import RecordingSpec
 from recorder.attempt import AttemptFolder
 from recorder.config import RecorderSettings
@@ -139,3 +140,40 @@ def test_the_remux_cuts_what_a_capture_wrote_past_the_length_asked(tmp_path: Pat
     assert whole.video is not None and abs((whole.video.duration or 0) - 3.0) < 0.05
     assert cut.video is not None and abs((cut.video.duration or 0) - 2.0) < 0.05
     assert cut.audio is not None and abs((cut.audio.duration or 0) - 2.0) < 0.05
+
+
+async def test_a_calibration_that_fails_leaves_the_default_and_is_not_tried_again_for_an_hour(tmp_path, monkeypatch):
+    from recorder import calibrate
+    from recorder.capture import calibration
+
+    attempts = []
+
+    async def broken(settings, *, duration, runs):
+        attempts.append(duration)
+        raise RecorderError(ErrorCode.BROWSER_CRASHED, "Chromium did not start")
+
+    monkeypatch.setattr(calibrate, "measure_offset", broken)
+    settings = RecorderSettings(records_dir=tmp_path / "records", self_calibrate=True)
+    assert await calibrate.ensure_calibrated(settings) is None  # never raises into the worker
+    assert await calibrate.ensure_calibrated(settings) is None
+    assert len(attempts) == 1, "a failed calibration is remembered, not repeated by every recorder"
+    assert calibration.av_offset_ms(settings) == calibration.DEFAULT_AV_OFFSET_MS
+
+
+async def test_a_records_dir_that_cannot_hold_a_calibration_does_not_stop_the_recorder(tmp_path):
+    from recorder import calibrate
+
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    settings = RecorderSettings(records_dir=blocked, self_calibrate=True)
+    assert await calibrate.ensure_calibrated(settings) is None
+
+
+@pytest.mark.parametrize(
+    ("fps", "rate"), [(30, 30), (60, 60), (25, 25), (24, 24), (15, 30), (10, 30), (12, 24), (1, 24)]
+)
+def test_the_screen_runs_at_the_capture_rate_and_never_below_24(fps, rate):
+    from recorder.source.display import screen_rate
+
+    assert screen_rate(fps) == rate
+    assert rate % fps == 0  # the capture keeps every n-th frame of the screen's

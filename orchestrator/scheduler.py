@@ -67,6 +67,8 @@ _RECHECK = 2.0
 _SHUN = 2.0
 # The error code of a recording failed because its worker reported a location the orchestrator refused.
 INVALID_REPORT = "invalid_report"
+
+
 class Scheduler:
     def __init__(
         self,

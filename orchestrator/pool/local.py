@@ -36,11 +36,11 @@ from orchestrator.pool.backend import WorkerInfo, WorkerPhase
 log = structlog.get_logger(__name__)
 
 # Cores one 720p30 recording of the 2x2 reference page costs (Xvfb, PulseAudio, Chromium, FFmpeg with the
-# shipped encoder), measured alone on the reference machine: 0.46-0.51 (bench/results/levers-20261130-1902,
+# shipped encoder), measured alone on the reference machine: 0.44-0.51 (bench/results/levers-20261130-1902,
 # density-20261130-1920; docs/benchmarks.md, "Capture engine").
 RECORDING_COST_CORES = 0.47
 # The share of a machine's cores recordings may take and still each keep every picture and A/V in sync:
-# two at once (0.88 of 2 cores) kept 29.45-29.6 distinct fps; three (1.37 cores) dropped one to 27.2 fps
+# two at once (0.88 of 2 cores) kept 29.45 and 29.65 distinct fps; three (1.37 cores) dropped one to 27.2 fps
 # and put another's audio 73 ms early. Recordings fail by the clocks of their compositor and grab slipping,
 # long before the cores run out, so the capacity keeps half the machine free: floor(2 x 0.5 / 0.47) = 2.
 FAITHFUL_SHARE = 0.5

@@ -51,10 +51,10 @@ from typing import Any, Literal
 from bench import machine, page
 from bench.density import check_quiet
 from bench.results import write_result
+from recorder.capture.command import CaptureSettings, video_encode_options
 from recorder.procs import preexec_die_with_parent
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
-GOP = 2 * FPS
 SETTLE_S = 1.0  # after the page is ready, before the grab: the tiles are playing
 LEAN = "rc-lookahead=0:bframes=0:ref=1:me=dia:subme=1:trellis=0:aq-mode=0"
 LEAN_WITH_AQ = "rc-lookahead=0:bframes=0:ref=1:me=dia:subme=1:trellis=0"  # the same, adaptive quantization kept
@@ -152,12 +152,11 @@ def candidate_argv(candidate: Candidate, source: Path, out: Path) -> list[str]:
         return [*head, *video, "-c", "copy", *candidate.output_args, "-f", "null", "-"]
     if candidate.stage == "convert":
         return [*head, *video, "-vf", "format=yuv420p", *candidate.output_args, "-f", "null", "-"]
-    encode = [
-        *("-c:v", "libx264", "-preset", candidate.preset, "-tune", "zerolatency", "-crf", str(candidate.crf)),
-        *(("-x264-params", candidate.x264_params) if candidate.x264_params else ()),
-        *("-pix_fmt", "yuv420p", "-g", str(GOP), "-keyint_min", str(GOP), "-sc_threshold", "0"),
-        *("-threads", str(candidate.threads), "-fps_mode", "cfr", "-r", str(FPS)),
-    ]
+    settings = CaptureSettings(
+        display="", audio_source="", width=WIDTH, height=HEIGHT, fps=FPS,
+        preset=candidate.preset, crf=candidate.crf, threads=candidate.threads, x264_params=candidate.x264_params or "",
+    )  # fmt: skip
+    encode = [arg for key, value in video_encode_options(settings).items() for arg in (f"-{key}", str(value))]
     return [*head, *video, *encode, *candidate.output_args, "-f", "mp4", str(out)]
 
 

@@ -85,22 +85,7 @@ def build_capture_command(
         "ac": 2,
     }
     if s.video:
-        gop = 2 * s.fps
-        encode |= {
-            "c:v": "libx264",
-            "preset": s.preset,
-            "tune": "zerolatency",
-            "crf": s.crf,
-            "pix_fmt": "yuv420p",
-            "g": gop,
-            "keyint_min": gop,
-            "sc_threshold": 0,
-            "threads": s.threads,
-            **({"x264-params": s.x264_params} if s.x264_params else {}),
-            "fps_mode": "cfr",
-            "r": s.fps,
-            "shortest": None,
-        }
+        encode |= video_encode_options(s) | {"shortest": None}
     if s.silence is None:
         encode["af"] = _audio_chain(s.video)
     else:
@@ -152,6 +137,25 @@ def build_capture_command(
         "-copyts",
     ).overwrite_output()
     return out.compile()
+
+
+def video_encode_options(s: CaptureSettings) -> dict[str, object]:
+    """The video encode as FFmpeg output options (also what `python -m bench encoder` measures)."""
+    gop = 2 * s.fps
+    return {
+        "c:v": "libx264",
+        "preset": s.preset,
+        "tune": "zerolatency",
+        "crf": s.crf,
+        "pix_fmt": "yuv420p",
+        "g": gop,
+        "keyint_min": gop,
+        "sc_threshold": 0,
+        "threads": s.threads,
+        **({"x264-params": s.x264_params} if s.x264_params else {}),
+        "fps_mode": "cfr",
+        "r": s.fps,
+    }
 
 
 # Video: audio runs by its sample count from a start placed by its timestamp; the late first packet is

@@ -31,6 +31,7 @@ from bench import machine, page
 from bench.fidelity import record_once
 from bench.latency import MODES, one_run, summarise, wait_pool
 from bench.orchestrator_proc import orchestrator
+from bench.order import alternating
 from bench.results import write_result
 
 ARMS = {"on": "true", "off": "false"}
@@ -90,12 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                 for arm in ARMS:
                     latency[arm] += asyncio.run(latency_block(arm, per_block, status_url, 2.0, workdir, args.warmup))
             grid = page.grid_url(test_page)
-            for i in range(args.cpu_pairs):
-                for arm in ARMS if i % 2 == 0 else reversed(ARMS):
-                    run = cpu_run(arm, grid, args.duration, workdir / f"cpu-{arm}-{i}" / "rec.mp4")
-                    cpu.append(run)
-                    print(json.dumps(run), flush=True)
-                    time.sleep(3)
+            for i, arm in alternating(list(ARMS), args.cpu_pairs):
+                run = cpu_run(arm, grid, args.duration, workdir / f"cpu-{arm}-{i}" / "rec.mp4")
+                cpu.append(run)
+                print(json.dumps(run), flush=True)
+                time.sleep(3)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from bench import machine, page
 from bench.fidelity import record_once
+from bench.order import alternating
 from bench.results import write_result
 
 ARMS = {"on": "true", "off": "false"}
@@ -72,12 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with page.serve() as test_page:
             url = test_page.url("/webrtc") if args.page == "webrtc" else page.grid_url(test_page)
-            for i in range(args.pairs):
-                for arm in ARMS if i % 2 == 0 else reversed(ARMS):
-                    run = one_run(arm, url, args.duration, workdir / f"{arm}-{i}" / "rec.mp4")
-                    runs.append(run)
-                    print(json.dumps(run), flush=True)
-                    time.sleep(3)
+            for i, arm in alternating(list(ARMS), args.pairs):
+                run = one_run(arm, url, args.duration, workdir / f"{arm}-{i}" / "rec.mp4")
+                runs.append(run)
+                print(json.dumps(run), flush=True)
+                time.sleep(3)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

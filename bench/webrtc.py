@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine
+from bench.order import alternating
 from bench.procstats import CLK_TCK, read_proc
 from bench.results import write_result
 from contract.spec import RecordingSpec
@@ -94,12 +95,11 @@ async def run(runs: int, duration: float) -> list[dict[str, Any]]:
     try:
         await recorder.prepare(1280, 720)
         url = page.url("/webrtc")
-        for i in range(runs):
-            for arm in ARMS if i % 2 == 0 else reversed(ARMS):
-                result = await one_run(recorder, url, arm, duration)
-                results.append(result)
-                print(json.dumps(result), flush=True)
-                await asyncio.sleep(2)
+        for _, arm in alternating(list(ARMS), runs):
+            result = await one_run(recorder, url, arm, duration)
+            results.append(result)
+            print(json.dumps(result), flush=True)
+            await asyncio.sleep(2)
     finally:
         await recorder.close()
         page.stop()

@@ -147,3 +147,10 @@ def test_soak_growth_and_percentiles() -> None:
     assert g["total"]["growth_mb"] == 30.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 95) == 5.0
+
+
+def test_arms_alternate_their_order_every_round() -> None:
+    from bench.order import alternating
+
+    assert list(alternating(["on", "off"], 3)) == [(0, "on"), (0, "off"), (1, "off"), (1, "on"), (2, "on"), (2, "off")]
+    assert list(alternating(["a"], 0)) == []

@@ -93,11 +93,8 @@ class Recorder:
     async def _ensure_screen(self, width: int, height: int, fps: int) -> None:
         """Display and browser at the requested size and rate; a different one restarts both."""
         rate = screen_rate(fps) if self.settings.screen_mode else None
-        if self.display is not None and (self.display.width, self.display.height, self.display.rate) != (
-            width,
-            height,
-            rate,
-        ):
+        shown = self.display
+        if shown is not None and (shown.width, shown.height, shown.rate) != (width, height, rate):
             await self._stop_screen()
         if self.display is None or not self.display.running:
             await self._stop_screen()

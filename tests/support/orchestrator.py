@@ -117,10 +117,10 @@ class HttpClient:
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
             raw = await resp.read()
-            try:
-                body: Any = await resp.json(content_type=None) if raw else None
-            except ValueError:
-                body = raw
+            body: Any = raw or None
+            if raw and resp.content_type == "application/json":
+                # Only what says it is JSON: one byte of media that happens to be a digit is not the number.
+                body = await resp.json()
             return Response(resp.status, body, dict(resp.headers))
 
     async def close(self) -> None:

@@ -39,7 +39,8 @@ class CaptureOptions:
     crf: int = 26
     threads: int = 1
     x264_params: str = "cabac=1:deblock=1"
-    screen_mode: bool = True
+    screen_mode: bool = False
+    grabber: str = "x11grab"
     flag_set: str = "ours"
     chromium_add: tuple[str, ...] = field(default_factory=tuple)
     chromium_drop: tuple[str, ...] = field(default_factory=tuple)
@@ -67,6 +68,7 @@ class CaptureOptions:
             threads=shipped.encoder_threads,
             x264_params=shipped.x264_params,
             screen_mode=shipped.screen_mode,
+            grabber=shipped.grabber,
         )
 
     @classmethod
@@ -85,6 +87,7 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--crf", type=int, default=None, help="libx264 CRF (default: the recorder's)")
     group.add_argument("--x264-params", default=None, help="libx264 options over the preset")
     group.add_argument("--screen-mode", choices=("on", "off"), default=None, help="the screen mode at the capture rate")
+    group.add_argument("--grabber", choices=("x11grab", "damage"), default=None, help="the screen grab")
     group.add_argument("--threads", type=int, default=None, help="encoder threads (default: the recorder's, 1)")
     group.add_argument("--flags", dest="flag_set", choices=sorted(FLAG_SETS), default="ours", help="Chromium flag set")
     group.add_argument("--chromium-add", action="append", default=[], metavar="FLAG", help="add a Chromium flag")
@@ -106,6 +109,7 @@ def capture_options(args: argparse.Namespace) -> CaptureOptions:
         threads=args.threads if args.threads is not None else shipped.threads,
         x264_params=args.x264_params if args.x264_params is not None else shipped.x264_params,
         screen_mode=shipped.screen_mode if args.screen_mode is None else args.screen_mode == "on",
+        grabber=args.grabber or shipped.grabber,
         flag_set=args.flag_set,
         chromium_add=tuple(args.chromium_add),
         chromium_drop=tuple(args.chromium_drop),

@@ -35,7 +35,8 @@ class Lever:
 
 LEVERS: tuple[Lever, ...] = (
     Lever("shipped", "the recorder's defaults"),
-    Lever("screen-60hz", "no screen mode: Chromium draws at its 60 Hz fallback", {"screen_mode": False}),
+    Lever("screen-30hz", "the screen mode: Chromium draws at the capture rate", {"screen_mode": True}),
+    Lever("damage-grab", "the grab paced by the page (RECORDER_GRABBER=damage)", {"grabber": "damage"}),
     Lever(
         "encoder-before",
         "the encoder shipped before: veryfast, CRF 23, no extra parameters",

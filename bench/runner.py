@@ -72,6 +72,7 @@ async def run(job: Job) -> int:
         encoder_threads=options.threads,
         x264_params=options.x264_params,
         screen_mode=options.screen_mode,
+        grabber=options.grabber,
         url_allowlist=[*RecorderSettings().url_allowlist, allowlist_entry(job.url)],
     )
     spec = RecordingSpec(

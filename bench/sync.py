@@ -1,13 +1,16 @@
 """Sync: the A/V offset of many single recordings, one after another, and how it spreads between them.
 
     python -m bench sync [--recordings 10] [--duration 10] [--cold] [--screen-mode on|off]
+                         [--grabber x11grab|damage] [--decompose]
 
 A file's offset has a part the machine always adds (what calibration removes) and a part of its own.
 First the recorder's self-calibration runs as a worker's would (it measures only when no calibration for
 this machine type and version is stored). Then this records the reference page N times (on one warm
 recorder, or with `--cold` a fresh recorder each time, as a new pod would) with the offset in force and
 reports, per recording, the mean offset, its spread within the file, p95, distinct fps and the longest
-repeat; and across recordings, the spread of the means and how many were within 15 ms.
+repeat; and across recordings, the spread of the means and how many were within 15 ms. With
+`--decompose`, each offset is also split at the moment the flash reached the screen
+(bench/screen_flashes.py): the recorder's video delay and the page's own part, with their spreads.
 Writes bench/results/sync-<date>.json.
 """
 
@@ -24,6 +27,7 @@ from typing import Any
 from bench import machine, page
 from bench.metrics import recording_figures
 from bench.results import write_result
+from bench.screen_flashes import ScreenFlashes, split_offset
 from contract.spec import RecordingSpec
 from recorder.attempt import AttemptFolder
 from recorder.calibrate import ensure_calibrated
@@ -35,28 +39,45 @@ WITHIN_MS = 15.0
 KEPT = ("av_mean_ms", "av_std_ms", "av_p95_abs_ms", "av_markers", "steady_fps", "longest_repeat_frames", "duration_s")
 
 
-async def _one(recorder: Recorder, url: str, duration: float, where: Path, index: int) -> dict[str, Any]:
-    result = await recorder.record(
-        RecordingSpec(url=url, duration=duration), folder=AttemptFolder.under(where, f"r{index}")
-    )
+async def _one(
+    recorder: Recorder, url: str, duration: float, where: Path, index: int, decompose: bool
+) -> dict[str, Any]:
+    spec = RecordingSpec(url=url, duration=duration)
+    watch = None
+    if decompose:
+        await recorder.prepare(spec.width, spec.height, spec.fps)
+        assert recorder.display is not None and recorder.display.name is not None
+        # The centre of the sync clip's tile, the grid's top-left quarter.
+        watch = ScreenFlashes(recorder.display.name, spec.width // 4, spec.height // 4)
+        watch.start()
+    try:
+        result = await recorder.record(spec, folder=AttemptFolder.under(where, f"r{index}"))
+    finally:
+        on_screen = watch.stop() if watch is not None else []
     sidecar = json.loads(result.sidecar.read_text()) if result.sidecar else {}
     row = recording_figures({"ok": result.error is None, "quality": sidecar.get("quality")}, None)
     applied = sidecar.get("av_offset_correction_ms")
-    return {"index": index, "av_offset_applied_ms": applied, **{key: row.get(key) for key in KEPT}}
+    figures = {"index": index, "av_offset_applied_ms": applied, **{key: row.get(key) for key in KEPT}}
+    first_frame = result.timings.first_frame if result.timings else None
+    if watch is not None and result.mp4 is not None and first_frame is not None:
+        figures |= split_offset(result.mp4, first_frame, on_screen)
+    return figures
 
 
-async def record_many(settings: RecorderSettings, url: str, count: int, duration: float, cold: bool) -> list[Any]:
+async def record_many(
+    settings: RecorderSettings, url: str, count: int, duration: float, cold: bool, decompose: bool = False
+) -> list[Any]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
         if cold:
             for index in range(count):
                 async with Recorder(settings) as recorder:
-                    rows.append(await _one(recorder, url, duration, Path(tmp), index))
+                    rows.append(await _one(recorder, url, duration, Path(tmp), index, decompose))
                 print(json.dumps(rows[-1]), flush=True)
         else:
             async with Recorder(settings) as recorder:
                 for index in range(count):
-                    rows.append(await _one(recorder, url, duration, Path(tmp), index))
+                    rows.append(await _one(recorder, url, duration, Path(tmp), index, decompose))
                     print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -74,6 +95,10 @@ def across(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "within_15_ms": sum(abs(m) <= WITHIN_MS for m in means),
         "p95_at_most_30_ms": sum((r["av_p95_abs_ms"] or 999) <= 30 for r in rows),
         "median_std_within_ms": statistics.median(r["av_std_ms"] for r in rows if r["av_std_ms"] is not None),
+    } | {
+        f"std_of_{key}": round(statistics.pstdev(values), 1)
+        for key in ("video_delay_ms", "beep_after_screen_ms")
+        if len(values := [r[key] for r in rows if r.get(key) is not None]) > 1
     }
 
 
@@ -83,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per recording (default 10)")
     parser.add_argument("--cold", action="store_true", help="a fresh recorder (Xvfb, Chromium) for every recording")
     parser.add_argument("--screen-mode", choices=("on", "off"), default=None, help="default: the recorder's")
+    parser.add_argument("--grabber", choices=("x11grab", "damage"), default=None, help="default: the recorder's")
+    parser.add_argument("--decompose", action="store_true", help="split each offset where the flash hit the screen")
     parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
     parser.add_argument("--no-write", action="store_true", help="print only; write no result file")
     args = parser.parse_args(argv)
@@ -93,9 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = RecorderSettings(url_allowlist=[*RecorderSettings().url_allowlist, page.allowlist_entry(url)])
         if args.screen_mode is not None:
             settings = settings.model_copy(update={"screen_mode": args.screen_mode == "on"})
+        if args.grabber is not None:
+            settings = settings.model_copy(update={"grabber": args.grabber})
         stored = asyncio.run(ensure_calibrated(settings))
         applied = calibration.av_offset_ms(settings)
-        rows = asyncio.run(record_many(settings, url, args.recordings, args.duration, args.cold))
+        rows = asyncio.run(record_many(settings, url, args.recordings, args.duration, args.cold, args.decompose))
     summary = across(rows)
     print(json.dumps({"av_offset_applied_ms": applied, **summary}))
     if not args.no_write:
@@ -112,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                 "duration_s": args.duration,
                 "cold": args.cold,
                 "screen_mode": settings.screen_mode,
+                "grabber": settings.grabber,
+                "decompose": args.decompose,
                 "quiet_check": quiet,
             },
             machine_info=info,

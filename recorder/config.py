@@ -41,9 +41,16 @@ class RecorderSettings(BaseSettings):
         description="extra libx264 options (key=value:key=value) on top of the preset; docs/benchmarks.md, encoder",
     )
     screen_mode: bool = Field(
-        default=True,
+        default=False,
         validation_alias=_env("RECORDER_SCREEN_MODE"),
-        description="give the virtual display a mode at the capture rate, so Chromium draws only frames that are kept",
+        description="give the virtual display a mode at the capture rate, so Chromium draws only frames that are kept;"
+        " cheaper on animated pages, but a 30 fps call then presents fewer pictures (docs/benchmarks.md)",
+    )
+    grabber: Literal["x11grab", "damage"] = Field(
+        default="x11grab",
+        validation_alias=_env("RECORDER_GRABBER"),
+        description="x11grab: FFmpeg grabs the screen on its own clock; damage: the recorder grabs when the screen"
+        " changes and feeds FFmpeg on a grid placed by the page's drawing (recorder/capture/grabber.py)",
     )
     self_calibrate: bool = Field(
         default=True,

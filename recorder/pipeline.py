@@ -397,6 +397,7 @@ class _CaptureRun:
                 crf=rec.settings.crf,
                 threads=rec.settings.encoder_threads,
                 x264_params=rec.settings.x264_params,
+                grabber=rec.settings.grabber,
                 av_offset_ms=self.av_offset_ms,
                 silence=stop_when.silence,
                 silence_db=stop_when.silence_db,

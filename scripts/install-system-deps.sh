@@ -11,6 +11,7 @@ PACKAGES=(
   chromium            # the browser Playwright drives (/usr/bin/chromium)
   xvfb                # virtual X display the browser renders into
   x11-xserver-utils   # xrandr: the display's mode at the capture rate (recorder/source/display.py)
+  libxcb1             # the grab paced by the page talks to the display through it (xcffib)
   pulseaudio          # per-recording null sinks
   pulseaudio-utils    # pactl, for operators debugging a worker
   ffmpeg              # capture, remux, probe, analysis

@@ -42,16 +42,18 @@ class Calibration(BaseModel):
 
 
 def calibration_key(settings: RecorderSettings) -> str:
-    """The machine's type and what on it moves the offset: the browser, FFmpeg and the screen's mode. Not the
-    host's name: machines of one type share a calibration when they share RECORDS_DIR."""
-    return _key(settings.chromium_path, settings.screen_mode)
+    """The machine's type and what on it moves the offset: the browser, FFmpeg, the screen's mode and the
+    grabber. Not the host's name: machines of one type share a calibration when they share RECORDS_DIR."""
+    return _key(settings.chromium_path, settings.screen_mode, settings.grabber)
 
 
 @cache
-def _key(chromium_path: str, screen_mode: bool) -> str:
+def _key(chromium_path: str, screen_mode: bool, grabber: str) -> str:
     screen = "screen-mode" if screen_mode else "screen-60hz"
     browser = f"chromium {chromium_version(chromium_path)}"
-    return "|".join((_machine_type(), browser, f"ffmpeg {ffmpeg_version()}", screen))
+    # The x11grab key keeps its old form, so calibrations stored before the grabber was a setting still count.
+    parts = [_machine_type(), browser, f"ffmpeg {ffmpeg_version()}", screen]
+    return "|".join(parts if grabber == "x11grab" else [*parts, grabber])
 
 
 def _machine_type() -> str:

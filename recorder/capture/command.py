@@ -33,6 +33,9 @@ class CaptureSettings:
     crf: int = 26
     threads: int = 1
     x264_params: str = "cabac=1:deblock=1"  # key=value:key=value on top of the preset (RECORDER_X264_PARAMS)
+    # x11grab: FFmpeg grabs the screen on its own clock. damage: recorder.capture.grabber writes the pictures
+    # into FFmpeg's standard input on a grid placed by the page's drawing (RECORDER_GRABBER).
+    grabber: str = "x11grab"
     audio_bitrate: str = "128k"
     # Positive: audio arrives this many ms late through the capture path and is moved earlier.
     av_offset_ms: float = 0.0
@@ -48,6 +51,9 @@ class CaptureSettings:
 
 
 VIDEO_QUEUE_FRAMES = 8
+# The paced grab keeps its own small ring of pictures and its slots keep their times however late they are
+# read, so FFmpeg's queue of raw frames needs only to ride out a hiccup.
+PIPE_QUEUE_FRAMES = 4
 FREEZE_NOISE = "-60dB"  # freezedetect's tolerance: an unchanged screen re-captured is identical to the bit
 
 
@@ -177,6 +183,12 @@ def _audio_chain(video: bool) -> str:
 
 
 def _video_input(s: CaptureSettings, origin: float) -> ffmpeg.nodes.FilterableStream:
+    if s.grabber == "damage":
+        # Each frame carries its slot's time on the grabber's grid, whose first slot is the origin.
+        video = ffmpeg.input(
+            "pipe:0", f="matroska", thread_queue_size=PIPE_QUEUE_FRAMES, probesize=32, analyzeduration=0
+        )["v"]
+        return _detecting(s, video)
     video = ffmpeg.input(
         f"{s.display}+0,0",
         f="x11grab",
@@ -193,6 +205,10 @@ def _video_input(s: CaptureSettings, origin: float) -> ffmpeg.nodes.FilterableSt
         analyzeduration=0,
         itsoffset=f"{-origin:.6f}",
     )["v"]
+    return _detecting(s, video)
+
+
+def _detecting(s: CaptureSettings, video: ffmpeg.nodes.FilterableStream) -> ffmpeg.nodes.FilterableStream:
     if s.frozen is not None:
         # In the encoder's own pixel format, so the conversion is not done twice.
         video = video.filter("format", "yuv420p").filter("freezedetect", n=FREEZE_NOISE, d=f"{s.frozen:g}")

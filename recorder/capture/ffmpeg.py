@@ -23,6 +23,7 @@ from contract.protocol import Progress
 from recorder import procs
 from recorder.capture.command import CaptureSettings, build_capture_command
 from recorder.capture.detect import Detection, LogReader
+from recorder.capture.grabber import GrabberError, ScreenGrabber
 from recorder.capture.pause import PauseSpan
 from recorder.capture.progress import ProgressTracker
 
@@ -43,6 +44,7 @@ class _Part:
         self.path = path
         self.origin = origin
         self.proc: asyncio.subprocess.Process | None = None
+        self.grabber: ScreenGrabber | None = None  # RECORDER_GRABBER=damage: what feeds FFmpeg its pictures
         self.readers: list[asyncio.Task[object]] = []
         self.log = LogReader()
         self.first_frame = asyncio.Event()
@@ -53,7 +55,11 @@ class _Part:
 
     async def stop(self, timeout: float) -> int | None:
         self.deliberate = True
+        if self.grabber is not None:
+            self.grabber.halt()  # a grab blocked on a full pipe ends when FFmpeg exits and closes it
         code = await procs.stop(self.proc, sig=signal.SIGINT, timeout=timeout, name="ffmpeg")
+        if self.grabber is not None:
+            await asyncio.to_thread(self.grabber.join, timeout)
         for task in self.readers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 2)
@@ -149,18 +155,37 @@ class Capture:
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.live_dir is not None:
             self.live_dir.mkdir(parents=True, exist_ok=True)
-        origin = time.time()
+        grabber, origin = await self._open_grabber()
         argv = build_capture_command(self.settings, path, origin=origin, live_dir=self.live_dir, part=number)
         log.debug("capture command", argv=argv)
         part = _Part(number, path, origin)
+        part.grabber = grabber
         if number == 1:
             self.started_at = origin
             self.tracker.started_at = origin
         else:
             self.tracker.next_part()
-        part.proc = await procs.spawn(
-            argv, stdout=asyncio.subprocess.PIPE, env={**os.environ, **self.env}, death_signal=signal.SIGKILL
-        )
+        stdin: int = asyncio.subprocess.DEVNULL
+        if grabber is not None:
+            stdin, feed = os.pipe()
+        try:
+            part.proc = await procs.spawn(
+                argv,
+                stdin=stdin,
+                stdout=asyncio.subprocess.PIPE,
+                env={**os.environ, **self.env},
+                death_signal=signal.SIGKILL,
+            )
+        except BaseException:
+            if grabber is not None:
+                os.close(feed)
+                grabber.close()
+            raise
+        finally:
+            if grabber is not None:
+                os.close(stdin)
+        if grabber is not None:
+            grabber.start(feed)
         self._parts.append(part)
         self._current = part
         part.readers = [
@@ -180,6 +205,18 @@ class Capture:
             self._current = None
             detail = " | ".join(part.log.tail[-3:]) or f"no frame within {FIRST_FRAME_TIMEOUT:g} s"
             raise RecorderError(ErrorCode.CAPTURE_FAILED, f"FFmpeg did not start capturing: {detail}")
+
+    async def _open_grabber(self) -> tuple[ScreenGrabber | None, float]:
+        """The grabber that feeds FFmpeg, when the settings ask for it, and the origin of the part's time."""
+        s = self.settings
+        if not (s.video and s.grabber == "damage"):
+            return None, time.time()
+        grabber = ScreenGrabber(s.display, s.width, s.height, s.fps)
+        try:
+            origin = await asyncio.to_thread(grabber.open)
+        except GrabberError as exc:
+            raise RecorderError(ErrorCode.CAPTURE_FAILED, f"the screen grab did not start: {exc}") from exc
+        return grabber, origin
 
     async def _read_progress(self, part: _Part) -> None:
         assert part.proc is not None and part.proc.stdout is not None
@@ -215,6 +252,9 @@ class Capture:
         encoder still had queued."""
         if part.proc is None or part.proc.returncode is not None:
             return
+        if part.grabber is not None:
+            part.deliberate = True  # FFmpeg ends by itself at the grabber's last slot; that is this stop
+            part.grabber.end_at(until)
         began = last_change = time.monotonic()
         written = self._media_seconds(part)
         target = until - (part.first_frame_at or part.origin) - 1.0 / self.settings.fps

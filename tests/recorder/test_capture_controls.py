@@ -83,6 +83,7 @@ class Rig:
             preset=self.settings.preset,
             crf=self.settings.crf,
             threads=self.settings.encoder_threads,
+            grabber=self.settings.grabber,
             av_offset_ms=calibration.av_offset_ms(self.settings),
             **overrides,
         )
@@ -283,7 +284,9 @@ async def record_with_a_pause(r: Rig, capture: Capture, page: Any, *, before: fl
 @pytest.mark.media
 @heavy
 @pytest.mark.parametrize("live", [False, True], ids=["ordinary", "live"])
-async def test_a_paused_span_is_absent_from_the_one_file(settings, test_page, live):
+@pytest.mark.parametrize("grabber", ["x11grab", "damage"])
+async def test_a_paused_span_is_absent_from_the_one_file(settings, test_page, live, grabber):
+    settings = settings.model_copy(update={"grabber": grabber})
     folder = folder_for(settings, f"paused-{'live' if live else 'ordinary'}")
     spec = RecordingSpec(url=test_page.url("/grid?tone=1000"), duration=60, live_upload=live)
     async with rig(settings, folder.recording_id) as r:

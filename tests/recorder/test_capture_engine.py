@@ -69,9 +69,13 @@ async def test_chromium_draws_at_the_capture_rate_only_with_the_screen_mode(tmp_
 
 @pytest.mark.media
 @pytest.mark.usefixtures("no_leaks")
-async def test_an_encoder_that_cannot_keep_up_still_gives_a_file_as_long_as_asked(tmp_path: Path, test_page):
+@pytest.mark.parametrize(("grabber", "av_bound_ms"), [("x11grab", 100), ("damage", 50)])
+async def test_an_encoder_that_cannot_keep_up_still_gives_a_file_as_long_as_asked(
+    tmp_path: Path, test_page, grabber: str, av_bound_ms: float
+):
     # x264's slowest presets encode 720p far below 30 frames a second on any machine: an overloaded capture.
-    settings = RecorderSettings(records_dir=tmp_path / "records", preset="veryslow")
+    # The paced grab stamps a picture by its slot, not by when FFmpeg took it in: its A/V holds closer.
+    settings = RecorderSettings(records_dir=tmp_path / "records", preset="veryslow", grabber=grabber)
     spec = RecordingSpec(url=test_page.url("/grid?tone=1000"), duration=8)
     async with Recorder(settings) as recorder:
         result = await recorder.record(spec, folder=AttemptFolder.under(settings.records_dir, "slow"))
@@ -84,7 +88,7 @@ async def test_an_encoder_that_cannot_keep_up_still_gives_a_file_as_long_as_aske
     assert report.video.repeated_frames > 30, "the encoder kept up: this machine did not overload the capture"
     assert abs(report.duration - 8) <= 0.5, (report.duration, sidecar[:400])
     assert report.sync is not None and report.sync.markers >= 4, report.sync
-    assert abs(report.sync.mean_ms) <= 100, report.sync
+    assert abs(report.sync.mean_ms) <= av_bound_ms, report.sync
 
 
 @pytest.mark.media
@@ -112,7 +116,7 @@ async def test_recorders_sharing_a_machine_calibrate_it_once_and_again_after_an_
     assert time.monotonic() - started < 5
 
     # What the offset depends on changed (here the screen's mode; likewise Chromium or FFmpeg): not current.
-    other = settings.model_copy(update={"screen_mode": False})
+    other = settings.model_copy(update={"screen_mode": not settings.screen_mode})
     assert calibration.current(other) is None
     assert calibration.av_offset_ms(other) == calibration.DEFAULT_AV_OFFSET_MS
     # An offset set by hand wins, and nothing is measured.

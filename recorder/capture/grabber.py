@@ -1,0 +1,465 @@
+"""The screen grab paced by the page (RECORDER_GRABBER=damage): pictures taken when the X server reports
+that the screen changed (DAMAGE), handed to FFmpeg at the capture rate on a grid placed between the page's
+draws.
+
+Why not x11grab: it takes the screen on a 30 Hz clock of its own, started whenever FFmpeg happened to
+open the display. Where that clock sits against Chromium's drawing is chance, and it decides two things
+per recording. Near a draw, one picture is taken twice and the next never (the cadence drop); anywhere,
+a picture is stamped up to a frame after it appeared, a different amount in every recording, which is
+half of the spread of A/V offsets between recordings (docs/benchmarks.md, "Where a recording's A/V
+offset comes from").
+
+Here the grid is set from the page: before FFmpeg starts, the times of the screen's changes give
+Chromium's drawing phase, and slot n is at t0 + n/fps with t0 half a frame after it. A slot holds the
+newest picture the screen showed before it; the picture is taken into shared memory as soon as the
+server reports the change, so a draw that lands anywhere between two slots goes to the next one. Slots
+go to FFmpeg as raw frames in a Matroska stream, each stamped with its slot's time, so however late a
+frame is read, nothing moves in time.
+
+While FFmpeg keeps up, every slot is sent. When it falls behind, a slot that would only repeat the last
+picture is not sent (FFmpeg's constant frame rate repeats it, as it does for x11grab), so an overloaded
+encoder is not also made to read and convert repeats, and the backlog cannot grow without end.
+
+Two threads keep the slots on time when FFmpeg reads late. One takes pictures and seals slots on the
+grid; a sealed slot is a reference to a picture in a small ring of shared-memory images. The other hands
+sealed slots to the pipe with vmsplice, which lends the image's pages to the pipe instead of copying
+them (a copy of every 720p frame cost 0.02 cores), so an image stays untouched until the pipe has passed
+it on. When FFmpeg falls so far behind that no image is free, the next picture waits for one: a slot
+never holds a picture newer than itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import math
+import os
+import select
+import threading
+import time
+from collections import deque
+
+import structlog
+import xcffib
+import xcffib.damage
+import xcffib.shm
+import xcffib.xproto
+
+log = structlog.get_logger(__name__)
+
+PHASE_WINDOW = 0.3  # seconds of the screen's changes to place the grid by
+PHASE_DRAWS = 4  # fewer changes than this (a still page): the grid is placed anywhere
+START_MARGIN = 0.25  # the first slot is this far ahead, so FFmpeg is reading when it comes
+PIPE_BYTES = 1 << 20  # Linux's default ceiling for an unprivileged pipe (fs.pipe-max-size)
+BEHIND_SLOTS = 2  # slots waiting for the pipe past which repeats are no longer sent
+
+_IPC_PRIVATE, _IPC_CREAT, _IPC_RMID = 0, 0o1000, 0
+_F_SETPIPE_SZ, _F_GETPIPE_SZ = 1031, 1032
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+_libc.shmget.argtypes = (ctypes.c_int, ctypes.c_size_t, ctypes.c_int)
+_libc.shmat.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
+_libc.shmat.restype = ctypes.c_void_p
+_libc.shmdt.argtypes = (ctypes.c_void_p,)
+_libc.shmctl.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = (("base", ctypes.c_void_p), ("length", ctypes.c_size_t))
+
+
+_libc.vmsplice.argtypes = (ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_size_t, ctypes.c_uint)
+_libc.vmsplice.restype = ctypes.c_ssize_t
+
+
+class GrabberError(RuntimeError):
+    pass
+
+
+# -- the stream FFmpeg reads: Matroska, raw frames, microsecond timestamps -----------------------------
+
+_UNKNOWN_SIZE = b"\x01\xff\xff\xff\xff\xff\xff\xff"  # a Segment or Cluster that ends with the stream
+
+
+def _size(length: int) -> bytes:
+    """An EBML element size: the shortest variable-length integer that holds it."""
+    for width in range(1, 9):
+        if length < (1 << (7 * width)) - 1:
+            return (length | (1 << (7 * width))).to_bytes(width, "big")
+    raise ValueError(f"{length} bytes is too long for one element")
+
+
+def _element(ident: bytes, payload: bytes) -> bytes:
+    return ident + _size(len(payload)) + payload
+
+
+def _uint(ident: bytes, value: int) -> bytes:
+    return _element(ident, value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+
+
+def stream_header(width: int, height: int) -> bytes:
+    """EBML header, an open Segment, Info (microsecond ticks) and one uncompressed video track of BGR0 (a
+    24-bit X screen in 32-bit pixels, little-endian)."""
+    ebml = _element(
+        b"\x1a\x45\xdf\xa3",
+        _uint(b"\x42\x86", 1)
+        + _uint(b"\x42\xf7", 1)
+        + _uint(b"\x42\xf2", 4)
+        + _uint(b"\x42\xf3", 8)
+        + _element(b"\x42\x82", b"matroska")
+        + _uint(b"\x42\x87", 4)
+        + _uint(b"\x42\x85", 2),
+    )
+    info = _element(b"\x15\x49\xa9\x66", _uint(b"\x2a\xd7\xb1", 1000) + _element(b"\x4d\x80", b"recorder"))
+    picture = _uint(b"\xb0", width) + _uint(b"\xba", height) + _element(b"\x2e\xb5\x24", b"BGR\x00")
+    track = _uint(b"\xd7", 1) + _uint(b"\x73\xc5", 1) + _uint(b"\x83", 1) + _element(b"\x86", b"V_UNCOMPRESSED")
+    tracks = _element(b"\x16\x54\xae\x6b", _element(b"\xae", track + _element(b"\xe0", picture)))
+    return ebml + b"\x18\x53\x80\x67" + _UNKNOWN_SIZE + info + tracks
+
+
+def frame_header(microseconds: int, frame_bytes: int) -> bytes:
+    """A Cluster at the frame's time and the head of its one SimpleBlock (track 1, keyframe); the frame's
+    bytes follow."""
+    block = b"\x81\x00\x00\x80"  # track 1, time relative to the cluster 0, keyframe
+    timecode = _uint(b"\xe7", microseconds)
+    return b"\x1f\x43\xb6\x75" + _UNKNOWN_SIZE + timecode + b"\xa3" + _size(len(block) + frame_bytes) + block
+
+
+class _SharedImage:
+    """One picture's worth of System V shared memory, which the X server writes the screen into.
+
+    Marked for removal as soon as both sides have it attached, so nothing is left behind by a crash."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.xid = 0  # the X server's name for it, once attached
+        self.queued = 0  # sealed slots that show it, not yet handed to the pipe
+        self.shmid = _libc.shmget(_IPC_PRIVATE, size, _IPC_CREAT | 0o600)
+        if self.shmid < 0:
+            raise GrabberError(f"shmget failed: {os.strerror(ctypes.get_errno())}")
+        address = _libc.shmat(self.shmid, None, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            _libc.shmctl(self.shmid, _IPC_RMID, None)
+            raise GrabberError(f"shmat failed: {os.strerror(ctypes.get_errno())}")
+        self.address: int | None = address
+
+    def release_id(self) -> None:
+        _libc.shmctl(self.shmid, _IPC_RMID, None)
+
+    def close(self) -> None:
+        self.release_id()
+        if self.address is not None:
+            _libc.shmdt(self.address)
+            self.address = None
+
+
+class ScreenGrabber:
+    """Grabs `display` at `fps` into a pipe; `open()` then `start(fd)` then `end_at()`/`halt()` + `join()`."""
+
+    def __init__(self, display: str, width: int, height: int, fps: int) -> None:
+        self.display = display
+        self.width, self.height, self.fps = width, height, fps
+        self.period = 1.0 / fps
+        self.frame_bytes = width * height * 4
+        self.t0: float | None = None  # the first slot, unix time
+        self.slots_written = 0
+        self.pictures = 0  # pictures taken (one per reported change at most)
+        self.waits = 0  # changes not taken at once because every image was still in use
+        self.skipped = 0  # repeats not sent while FFmpeg was behind
+        self.error: str | None = None
+        self._conn: xcffib.Connection | None = None
+        self._images: list[_SharedImage] = []
+        self._current: _SharedImage | None = None  # the newest picture
+        self._sealed: deque[tuple[int, _SharedImage]] = deque()  # (slot, picture) sealed, in order
+        self._lent: deque[_SharedImage] = deque()  # the last images handed to the pipe, maybe still in it
+        self._lend_depth = 1
+        self._state = threading.Condition()
+        self._sealing_done = False
+        self._damage = 0
+        self._root = 0
+        self._clock_offset = 0.0  # unix time minus monotonic time
+        self._t0_mono = 0.0
+        self._last_slot: int | None = None  # with end_at: the last slot to seal
+        self._halt = threading.Event()
+        self._grab: threading.Thread | None = None
+        self._feed: threading.Thread | None = None
+        self._fd: int | None = None
+        self._splice = True
+
+    # -- set-up, on the caller's thread ---------------------------------------------------------------
+
+    def open(self) -> float:
+        """Connect, take the first picture, place the grid by the page's drawing; returns t0 (unix time)."""
+        try:
+            self._connect()
+            self._take_picture()
+            draws = self._watch(PHASE_WINDOW)
+        except BaseException:
+            self._disconnect()
+            raise
+        self._clock_offset = time.time() - time.monotonic()
+        earliest = time.monotonic() + START_MARGIN
+        if len(draws) >= PHASE_DRAWS:
+            # The mean phase on the circle: draws at 33.3 ms steps around a jittering point.
+            angles = [2 * math.pi * (t % self.period) / self.period for t in draws]
+            phase = math.atan2(sum(map(math.sin, angles)), sum(map(math.cos, angles))) / (2 * math.pi) * self.period
+            anchor = phase + self.period / 2
+        else:
+            anchor = earliest
+        self._t0_mono = anchor + math.ceil((earliest - anchor) / self.period) * self.period
+        self.t0 = self._t0_mono + self._clock_offset
+        log.debug("grab grid placed", draws=len(draws), t0=self.t0)
+        return self.t0
+
+    def _connect(self) -> None:
+        try:
+            conn = xcffib.connect(display=self.display)
+        except Exception as exc:  # xcffib raises its own ConnectionException
+            raise GrabberError(f"cannot open display {self.display}: {exc}") from exc
+        self._conn = conn
+        screen = conn.get_setup().roots[0]
+        self._root = screen.root
+        if (screen.width_in_pixels, screen.height_in_pixels) < (self.width, self.height):
+            raise GrabberError(
+                f"display {self.display} is {screen.width_in_pixels}x{screen.height_in_pixels}, "
+                f"smaller than {self.width}x{self.height}"
+            )
+        shm = conn(xcffib.shm.key)
+        damage = conn(xcffib.damage.key)
+        shm.QueryVersion().reply()
+        damage.QueryVersion(1, 1).reply()
+        # The pipe may still hold the tail of the last images handed to it (up to PIPE_BYTES): those, the
+        # newest picture and one to take the next into must all be there at once.
+        self._lend_depth = math.ceil(PIPE_BYTES / self.frame_bytes) + 1
+        for _ in range(self._lend_depth + 2):
+            image = _SharedImage(self.frame_bytes)
+            self._images.append(image)
+            image.xid = conn.generate_id()
+            shm.Attach(image.xid, image.shmid, False, is_checked=True).check()
+            image.release_id()  # attached on both sides: gone when both let go
+        self._damage = conn.generate_id()
+        damage.Create(self._damage, self._root, xcffib.damage.ReportLevel.NonEmpty, is_checked=True).check()
+        conn.flush()
+
+    def _free_image(self) -> _SharedImage | None:
+        with self._state:
+            for image in self._images:
+                if image is not self._current and not image.queued and image not in self._lent:
+                    return image
+        return None
+
+    def _take_picture(self) -> None:
+        """The screen into a free image now, which becomes the newest picture; with none free (FFmpeg far
+        behind) the change waits, and is taken once an image comes back."""
+        assert self._conn is not None
+        image = self._free_image()
+        if image is None:
+            self.waits += 1
+            return
+        self._conn(xcffib.damage.key).Subtract(self._damage, 0, 0)
+        self._conn(xcffib.shm.key).GetImage(
+            self._root,
+            0,
+            0,
+            self.width,
+            self.height,
+            0xFFFFFFFF,
+            xcffib.xproto.ImageFormat.ZPixmap,
+            image.xid,
+            0,
+        ).reply()
+        with self._state:
+            self._current = image
+        self.pictures += 1
+
+    def _changes(self) -> bool:
+        """Whether the server reported a change since the last picture (events read, none waiting)."""
+        assert self._conn is not None
+        changed = False
+        while (event := self._conn.poll_for_event()) is not None:
+            if isinstance(event, xcffib.damage.NotifyEvent):
+                changed = True
+        return changed
+
+    def _watch(self, seconds: float) -> list[float]:
+        """Monotonic times at which the screen changed, over `seconds`, taking each picture as it comes."""
+        assert self._conn is not None
+        fd = self._conn.get_file_descriptor()
+        draws: list[float] = []
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            select.select([fd], [], [], left)
+            if self._changes():
+                draws.append(time.monotonic())
+                self._take_picture()
+        return draws
+
+    # -- the grab and the feed, on threads of their own ------------------------------------------------
+
+    def start(self, fd: int) -> None:
+        """Seal slots from t0 on and feed them to `fd` (the pipe FFmpeg reads), until `end_at` or `halt`."""
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_BYTES)
+        with contextlib.suppress(OSError):
+            if fcntl.fcntl(fd, _F_GETPIPE_SZ) > PIPE_BYTES:
+                self._splice = False  # an image could still be in the pipe when it is taken into again
+        self._fd = fd
+        self._feed = threading.Thread(target=self._run_feed, name="screen-feed", daemon=True)
+        self._grab = threading.Thread(target=self._run_grab, name="screen-grab", daemon=True)
+        self._feed.start()
+        self._grab.start()
+
+    def end_at(self, until: float) -> None:
+        """Seal the slots up to `until` (unix time), then close the pipe: FFmpeg ends its video there."""
+        assert self.t0 is not None
+        self._last_slot = max(0, math.ceil((until - self.t0) * self.fps - 1e-6) - 1)
+
+    def halt(self) -> None:
+        self._halt.set()
+        with self._state:
+            self._state.notify_all()
+
+    def join(self, timeout: float) -> None:
+        for thread in (self._grab, self._feed):
+            if thread is not None:
+                thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return any(thread is not None and thread.is_alive() for thread in (self._grab, self._feed))
+
+    def _run_grab(self) -> None:
+        assert self._conn is not None
+        xfd = self._conn.get_file_descriptor()
+        slot = 0
+        sealed_picture = -1  # the number (self.pictures) of the last picture sealed
+        try:
+            while not self._halt.is_set():
+                if self._last_slot is not None and slot > self._last_slot:
+                    break
+                wait = self._t0_mono + slot * self.period - time.monotonic()
+                if wait > 0:
+                    # Events may already sit in xcb's queue (read while waiting for a reply), unseen by select;
+                    # a change that waited for a free image is taken as soon as one is back.
+                    if self._changes() or (self.waits and self._current_is_stale()):
+                        self._take_picture()
+                    else:
+                        select.select([xfd], [], [], min(wait, 0.1))
+                    continue
+                # Due (or overdue, on a loaded machine): sealed with the picture it had, before any change seen
+                # now is taken, which may have come after the slot's time.
+                last = self._last_slot is not None and slot == self._last_slot
+                with self._state:
+                    assert self._current is not None
+                    fresh = self.pictures != sealed_picture
+                    if fresh or last or len(self._sealed) < BEHIND_SLOTS:
+                        self._current.queued += 1
+                        self._sealed.append((slot, self._current))
+                        sealed_picture = self.pictures
+                        self._state.notify_all()
+                    else:
+                        self.skipped += 1
+                slot += 1
+        except Exception as exc:  # the X server went away: FFmpeg sees its input end
+            self.error = self.error or repr(exc)
+            log.warning("screen grab failed", error=self.error)
+        finally:
+            with self._state:
+                self._sealing_done = True
+                self._state.notify_all()
+            if self._feed is not None:
+                self._feed.join()  # it lets go of the images; FFmpeg ending ends it
+            self._disconnect()
+
+    def _current_is_stale(self) -> bool:
+        """A change waited for an image: take the picture again once one is free."""
+        if self._free_image() is None:
+            return False
+        self.waits = 0
+        return True
+
+    def _run_feed(self) -> None:
+        assert self._fd is not None
+        try:
+            self._write_bytes(stream_header(self.width, self.height))
+            while True:
+                with self._state:
+                    while not self._sealed and not self._sealing_done and not self._halt.is_set():
+                        self._state.wait()
+                    if self._halt.is_set() or not self._sealed:
+                        break
+                    slot, image = self._sealed.popleft()
+                self._write_bytes(frame_header(round(slot * 1_000_000 / self.fps), image.size))
+                self._hand_over(image)
+                with self._state:
+                    image.queued -= 1
+                    self._lent.append(image)
+                    while len(self._lent) > self._lend_depth:
+                        self._lent.popleft()
+                self.slots_written += 1
+        except BrokenPipeError:
+            self.error = self.error or "FFmpeg stopped reading"
+        except Exception as exc:
+            self.error = self.error or repr(exc)
+            log.warning("screen feed failed", error=self.error)
+        finally:
+            self._halt.set()  # the grab has no one to seal for
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def _write_bytes(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._fd, view) :]
+            except InterruptedError:
+                continue
+
+    def _hand_over(self, image: _SharedImage) -> None:
+        """The image into the pipe: its pages lent (vmsplice), or copied where lending is not possible."""
+        assert self._fd is not None and image.address is not None
+        done = 0
+        while done < image.size:
+            if self._splice:
+                vector = _IoVec(image.address + done, image.size - done)
+                count = _libc.vmsplice(self._fd, ctypes.byref(vector), 1, 0)
+                if count >= 0:
+                    done += count
+                    continue
+                code = ctypes.get_errno()
+                if code == errno.EINTR:
+                    continue
+                if code == errno.EPIPE:
+                    raise BrokenPipeError(code, os.strerror(code))
+                if code in (errno.EINVAL, errno.ENOSYS, errno.EBADF) and done == 0:
+                    self._splice = False  # not a pipe, or no vmsplice: copy
+                    continue
+                raise OSError(code, os.strerror(code))
+            view = (ctypes.c_char * (image.size - done)).from_address(image.address + done)
+            try:
+                done += os.write(self._fd, memoryview(view).cast("B"))
+            except InterruptedError:
+                continue
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                # Detached before leaving, and a round trip, so the segments are gone when this returns.
+                for image in self._images:
+                    if image.xid:
+                        self._conn(xcffib.shm.key).Detach(image.xid)
+                self._conn.core.GetInputFocus().reply()
+            with contextlib.suppress(Exception):
+                self._conn.disconnect()
+            self._conn = None
+        for image in self._images:
+            image.close()
+        self._images = []
+
+    def close(self) -> None:
+        """For a grabber opened but never started."""
+        if self._grab is None:
+            self._disconnect()

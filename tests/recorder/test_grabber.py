@@ -1,0 +1,182 @@
+"""The screen grab paced by the page (recorder/capture/grabber.py), on a real Xvfb.
+
+A drawer paints the screen a new grey level every 1/30 s around a fixed phase, a few ms early or late, as
+Chromium draws. The grabber places its grid half a frame from the draws and each slot carries the next
+level: no picture twice, none skipped (a grid on the draws themselves fails this, half the draws landing
+after their slot). Slots come at the capture rate whatever the content, the pipe ends at the slot asked for, and
+nothing of the grabber (thread, shared memory, pipe) outlives it, even when its reader stops reading.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import xcffib
+import xcffib.xproto
+
+from recorder.capture.grabber import PHASE_WINDOW, START_MARGIN, ScreenGrabber, stream_header
+from recorder.source.display import Display
+
+WIDTH, HEIGHT, FPS = 320, 240, 30
+PERIOD = 1.0 / FPS
+FRAME = WIDTH * HEIGHT * 4
+
+
+@pytest.fixture
+async def display(no_leaks: None) -> AsyncIterator[str]:
+    screen = Display(WIDTH, HEIGHT)
+    name = await screen.start()
+    try:
+        yield name
+    finally:
+        await screen.stop()
+
+
+class Drawer:
+    """Fills the screen with grey level 1, 2, 3, ... one per period, `phase` seconds past each period give
+    or take `jitter`."""
+
+    def __init__(self, display: str, phase: float, jitter: float = 0.005) -> None:
+        self.conn = xcffib.connect(display=display)
+        screen = self.conn.get_setup().roots[0]
+        self.root = screen.root
+        self.gc = self.conn.generate_id()
+        self.conn.core.CreateGC(self.gc, self.root, 0, [])
+        self.phase = phase
+        self.jitter = jitter
+        self.random = random.Random(7)
+        self.level = 0
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def fill(self, level: int) -> None:
+        grey = level & 0xFF
+        self.conn.core.ChangeGC(self.gc, xcffib.xproto.GC.Foreground, [grey << 16 | grey << 8 | grey])
+        self.conn.core.PolyFillRectangle(
+            self.root, self.gc, 1, [xcffib.xproto.RECTANGLE.synthetic(0, 0, WIDTH, HEIGHT)]
+        )
+        self.conn.core.GetInputFocus().reply()  # a round trip: the fill is on the screen when this returns
+
+    def _run(self) -> None:
+        period = math.floor((time.monotonic() - self.phase) / PERIOD)
+        while not self.halt.is_set():
+            period += 1
+            due = period * PERIOD + self.phase + self.random.uniform(-self.jitter, self.jitter)
+            time.sleep(max(0.0, due - time.monotonic()))
+            self.level += 1
+            self.fill(self.level)
+
+    def __enter__(self) -> Drawer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.halt.set()
+        self.thread.join(2)
+        self.conn.disconnect()
+
+
+def read_frames(fd: int) -> Iterator[tuple[float, bytes]]:
+    """(seconds from the first slot, frame) from the grabber's Matroska stream until it ends: the stream
+    header, then per frame a Cluster (unknown size, its Timecode) and one SimpleBlock."""
+    with os.fdopen(fd, "rb") as pipe:
+        header = stream_header(WIDTH, HEIGHT)
+        assert pipe.read(len(header)) == header
+        while head := pipe.read(4 + 8 + 1):  # Cluster id, unknown size, Timecode id
+            assert head[:4] == b"\x1f\x43\xb6\x75" and head[12] == 0xE7, head
+            length = pipe.read(1)[0] & 0x7F
+            ticks = int.from_bytes(pipe.read(length), "big")
+            assert pipe.read(1) == b"\xa3"
+            first = pipe.read(1)[0]
+            width = 8 - first.bit_length() + 1  # the size's own length, from its leading bit
+            size = int.from_bytes(bytes([first & (0xFF >> width)]) + pipe.read(width - 1), "big")
+            assert size == 4 + FRAME and pipe.read(4) == b"\x81\x00\x00\x80"
+            frame = pipe.read(FRAME)
+            if len(frame) < FRAME:
+                return
+            yield ticks / 1e6, frame
+
+
+def on_the_grid(frames: list[tuple[float, bytes]]) -> list[int]:
+    """The slot each frame is stamped with, checking that the stamp is that slot's time to the microsecond."""
+    slots = [round(at * FPS) for at, _ in frames]
+    assert all(abs(at - slot / FPS) <= 1e-6 for (at, _), slot in zip(frames, slots, strict=True)), [at for at, _ in frames[:5]]
+    return slots
+
+
+def shm_segments() -> set[str]:
+    lines = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    return {line.split()[1] for line in lines}
+
+
+def circular_gap(a: float, b: float) -> float:
+    """The distance between two phases on the period's circle."""
+    d = (a - b) % PERIOD
+    return min(d, PERIOD - d)
+
+
+@pytest.mark.media
+async def test_each_slot_carries_the_next_picture_on_a_grid_between_the_draws(display: str):
+    segments_before = shm_segments()
+    draw_phase = 0.011
+    with Drawer(display, draw_phase):
+        grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
+        opened_at = time.time()
+        t0 = grabber.open()
+        assert opened_at + PHASE_WINDOW < t0 <= time.time() + START_MARGIN + PERIOD
+        # Half a frame from the draws (on the monotonic clock the drawer keeps), within a few ms of jitter.
+        t0_mono = t0 - (time.time() - time.monotonic())
+        assert circular_gap(t0_mono % PERIOD, (draw_phase + PERIOD / 2) % PERIOD) < 0.006
+
+        read_fd, write_fd = os.pipe()
+        grabber.start(write_fd)
+        seconds = 3.0
+        grabber.end_at(t0 + seconds)
+        frames = list(read_frames(read_fd))
+        grabber.join(5)
+
+    assert not grabber.running and grabber.error is None
+    # Every slot, each stamped with its place on the grid (the reader keeps up: no repeat is left out).
+    assert on_the_grid(frames) == list(range(round(seconds * FPS)))
+    levels = [frame[0] for _, frame in frames]  # the blue byte of the first pixel
+    steps = [(b - a) % 256 for a, b in itertools.pairwise(levels)]
+    off_beat = sum(step != 1 for step in steps)
+    # One picture per slot; a loaded machine may delay a draw past the half frame now and then.
+    assert off_beat <= len(steps) // 10, steps
+    assert shm_segments() <= segments_before
+
+
+@pytest.mark.media
+async def test_a_still_screen_still_gets_every_slot_and_a_stalled_reader_cannot_hold_the_grabber(display: str):
+    segments_before = shm_segments()
+    grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
+    t0 = grabber.open()  # nothing draws: the grid is placed anywhere
+    read_fd, write_fd = os.pipe()
+    grabber.start(write_fd)
+    frames = read_frames(read_fd)
+    first = [next(frames) for _ in range(15)]
+    assert time.time() >= t0 + 14 * PERIOD  # slots come at their time, not as fast as the reader takes them
+    assert on_the_grid(first) == list(range(15))
+    assert len({frame[:64] for _, frame in first}) == 1
+
+    # The reader stops reading and lets go: the grabber, blocked on a full pipe, ends.
+    grabber.halt()
+    frames.close()
+    grabber.join(5)
+    assert not grabber.running
+    assert shm_segments() <= segments_before
+
+
+@pytest.mark.media
+async def test_a_display_that_is_not_there_is_a_clear_error():
+    grabber = ScreenGrabber(":4242", WIDTH, HEIGHT, FPS)
+    with pytest.raises(Exception, match=":4242"):
+        grabber.open()

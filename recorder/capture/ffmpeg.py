@@ -155,7 +155,8 @@ class Capture:
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.live_dir is not None:
             self.live_dir.mkdir(parents=True, exist_ok=True)
-        grabber, origin = await self._open_grabber()
+        grabber = await self._open_grabber()
+        origin = time.time()
         argv = build_capture_command(self.settings, path, origin=origin, live_dir=self.live_dir, part=number)
         log.debug("capture command", argv=argv)
         part = _Part(number, path, origin)
@@ -185,7 +186,7 @@ class Capture:
             if grabber is not None:
                 os.close(stdin)
         if grabber is not None:
-            grabber.start(feed)
+            grabber.start(feed, origin)
         self._parts.append(part)
         self._current = part
         part.readers = [
@@ -206,17 +207,17 @@ class Capture:
             detail = " | ".join(part.log.tail[-3:]) or f"no frame within {FIRST_FRAME_TIMEOUT:g} s"
             raise RecorderError(ErrorCode.CAPTURE_FAILED, f"FFmpeg did not start capturing: {detail}")
 
-    async def _open_grabber(self) -> tuple[ScreenGrabber | None, float]:
-        """The grabber that feeds FFmpeg, when the settings ask for it, and the origin of the part's time."""
+    async def _open_grabber(self) -> ScreenGrabber | None:
+        """The grabber that feeds FFmpeg, when the settings ask for it."""
         s = self.settings
         if not (s.video and s.grabber == "damage"):
-            return None, time.time()
+            return None
         grabber = ScreenGrabber(s.display, s.width, s.height, s.fps)
         try:
-            origin = await asyncio.to_thread(grabber.open)
+            await asyncio.to_thread(grabber.open)
         except GrabberError as exc:
             raise RecorderError(ErrorCode.CAPTURE_FAILED, f"the screen grab did not start: {exc}") from exc
-        return grabber, origin
+        return grabber
 
     async def _read_progress(self, part: _Part) -> None:
         assert part.proc is not None and part.proc.stdout is not None

@@ -40,7 +40,7 @@ class CaptureOptions:
     threads: int = 1
     x264_params: str = "cabac=1:deblock=1"
     screen_mode: bool = False
-    grabber: str = "x11grab"
+    grabber: str = "damage"
     flag_set: str = "ours"
     chromium_add: tuple[str, ...] = field(default_factory=tuple)
     chromium_drop: tuple[str, ...] = field(default_factory=tuple)

@@ -36,7 +36,7 @@ class Lever:
 LEVERS: tuple[Lever, ...] = (
     Lever("shipped", "the recorder's defaults"),
     Lever("screen-30hz", "the screen mode: Chromium draws at the capture rate", {"screen_mode": True}),
-    Lever("damage-grab", "the grab paced by the page (RECORDER_GRABBER=damage)", {"grabber": "damage"}),
+    Lever("x11grab", "FFmpeg's own grab on its own clock (RECORDER_GRABBER=x11grab)", {"grabber": "x11grab"}),
     Lever(
         "encoder-before",
         "the encoder shipped before: veryfast, CRF 23, no extra parameters",

@@ -47,7 +47,7 @@ class RecorderSettings(BaseSettings):
         " cheaper on animated pages, but a 30 fps call then presents fewer pictures (docs/benchmarks.md)",
     )
     grabber: Literal["x11grab", "damage"] = Field(
-        default="x11grab",
+        default="damage",
         validation_alias=_env("RECORDER_GRABBER"),
         description="x11grab: FFmpeg grabs the screen on its own clock; damage: the recorder grabs when the screen"
         " changes and feeds FFmpeg on a grid placed by the page's drawing (recorder/capture/grabber.py)",

@@ -1,12 +1,13 @@
 """The FFmpeg capture command, built with ffmpeg-python.
 
-Both inputs (x11grab and the PulseAudio monitor) stamp their packets with the wall clock, so the command
-keeps those timestamps (`-copyts`) and subtracts one common origin from both (`-itsoffset`). A flash and
+Both inputs carry wall-clock times: the screen's frames (from recorder.capture.grabber, stamped from the
+origin, or from x11grab, stamped when grabbed) and the PulseAudio monitor's packets. The command keeps
+those timestamps (`-copyts`) and subtracts one common origin from the wall-clock ones (`-itsoffset`). A flash and
 its beep that happen at the same instant therefore land at the same time in the file, whatever the order
 and delay in which FFmpeg opened its two devices. The remaining, systematic latency of the path (Chromium's
 audio buffer, the sink) is measured by calibration and subtracted from the audio side.
 
-An audio-only capture (`video=False`) has no x11grab input and no video encode; its audio keeps the
+An audio-only capture (`video=False`) has no screen input and no video encode; its audio keeps the
 timestamp of its first packet (nothing to pad back to), so finalize can cut exactly where sound began.
 
 Live detection: when asked, `silencedetect` (in the audio chain, before the padding) and `freezedetect`
@@ -33,9 +34,9 @@ class CaptureSettings:
     crf: int = 26
     threads: int = 1
     x264_params: str = "cabac=1:deblock=1"  # key=value:key=value on top of the preset (RECORDER_X264_PARAMS)
-    # x11grab: FFmpeg grabs the screen on its own clock. damage: recorder.capture.grabber writes the pictures
-    # into FFmpeg's standard input on a grid placed by the page's drawing (RECORDER_GRABBER).
-    grabber: str = "x11grab"
+    # damage: recorder.capture.grabber writes the pictures into FFmpeg's standard input on a grid placed by
+    # the page's drawing. x11grab: FFmpeg grabs the screen on its own clock (RECORDER_GRABBER).
+    grabber: str = "damage"
     audio_bitrate: str = "128k"
     # Positive: audio arrives this many ms late through the capture path and is moved earlier.
     av_offset_ms: float = 0.0
@@ -184,7 +185,7 @@ def _audio_chain(video: bool) -> str:
 
 def _video_input(s: CaptureSettings, origin: float) -> ffmpeg.nodes.FilterableStream:
     if s.grabber == "damage":
-        # Each frame carries its slot's time on the grabber's grid, whose first slot is the origin.
+        # Each frame carries its slot's time from the origin, as x11grab's carry their grab's.
         video = ffmpeg.input(
             "pipe:0", f="matroska", thread_queue_size=PIPE_QUEUE_FRAMES, probesize=32, analyzeduration=0
         )["v"]

@@ -154,7 +154,8 @@ class _SharedImage:
 
 
 class ScreenGrabber:
-    """Grabs `display` at `fps` into a pipe; `open()` then `start(fd)` then `end_at()`/`halt()` + `join()`."""
+    """Grabs `display` at `fps` into a pipe: `open()`, `start(fd, origin)`, then `end_at()` or `halt()`, and
+    `join()`."""
 
     def __init__(self, display: str, width: int, height: int, fps: int) -> None:
         self.display = display
@@ -222,7 +223,7 @@ class ScreenGrabber:
         self._conn = conn
         screen = conn.get_setup().roots[0]
         self._root = screen.root
-        if (screen.width_in_pixels, screen.height_in_pixels) < (self.width, self.height):
+        if screen.width_in_pixels < self.width or screen.height_in_pixels < self.height:
             raise GrabberError(
                 f"display {self.display} is {screen.width_in_pixels}x{screen.height_in_pixels}, "
                 f"smaller than {self.width}x{self.height}"

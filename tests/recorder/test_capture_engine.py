@@ -69,12 +69,14 @@ async def test_chromium_draws_at_the_capture_rate_only_with_the_screen_mode(tmp_
 
 @pytest.mark.media
 @pytest.mark.usefixtures("no_leaks")
-@pytest.mark.parametrize(("grabber", "av_bound_ms"), [("x11grab", 100), ("damage", 50)])
+@pytest.mark.parametrize("grabber", ["x11grab", "damage"])
 async def test_an_encoder_that_cannot_keep_up_still_gives_a_file_as_long_as_asked(
-    tmp_path: Path, test_page, grabber: str, av_bound_ms: float
+    tmp_path: Path, test_page, grabber: str
 ):
     # x264's slowest presets encode 720p far below 30 frames a second on any machine: an overloaded capture.
-    # The paced grab stamps a picture by its slot, not by when FFmpeg took it in: its A/V holds closer.
+    # Either grab can take a picture only as often as the encoder takes one in (a few a second here), so a
+    # flash reaches the file with the first picture after it: late by up to the gap between pictures, which
+    # the longest run of repeated frames shows. Off by more than that, the timing itself would be wrong.
     settings = RecorderSettings(records_dir=tmp_path / "records", preset="veryslow", grabber=grabber)
     spec = RecordingSpec(url=test_page.url("/grid?tone=1000"), duration=8)
     async with Recorder(settings) as recorder:
@@ -88,7 +90,8 @@ async def test_an_encoder_that_cannot_keep_up_still_gives_a_file_as_long_as_aske
     assert report.video.repeated_frames > 30, "the encoder kept up: this machine did not overload the capture"
     assert abs(report.duration - 8) <= 0.5, (report.duration, sidecar[:400])
     assert report.sync is not None and report.sync.markers >= 4, report.sync
-    assert abs(report.sync.mean_ms) <= av_bound_ms, report.sync
+    gap_ms = 1000 * (report.video.longest_repeat + 1) / 30
+    assert abs(report.sync.mean_ms) <= gap_ms + 20, (report.sync, report.video.longest_repeat)
 
 
 @pytest.mark.media

@@ -23,7 +23,7 @@ from contract.protocol import Progress
 from recorder import procs
 from recorder.capture.command import CaptureSettings, build_capture_command
 from recorder.capture.detect import Detection, LogReader
-from recorder.capture.grabber import GrabberError, ScreenGrabber
+from recorder.capture.grabber import STOPPED_READING, GrabberError, ScreenGrabber
 from recorder.capture.pause import PauseSpan
 from recorder.capture.progress import ProgressTracker
 
@@ -307,6 +307,8 @@ class Capture:
         part = self._parts[-1] if self._parts else None
         code = part.proc.returncode if part and part.proc else None
         detail = " | ".join(part.log.tail[-3:]) if part and part.log.tail else "no message"
+        if part is not None and part.grabber is not None and part.grabber.error not in (None, STOPPED_READING):
+            detail += f" | the screen grab: {part.grabber.error}"
         return RecorderError(ErrorCode.CAPTURE_FAILED, f"FFmpeg stopped by itself (exit {code}): {detail}")
 
     async def stop(self, until: float | None = None) -> int | None:

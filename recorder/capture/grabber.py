@@ -52,6 +52,7 @@ log = structlog.get_logger(__name__)
 PHASE_WINDOW = 0.25  # seconds of the screen's changes to place the grid by (FFmpeg starts meanwhile)
 PHASE_DRAWS = 4  # fewer changes than this (a still page): the grid is placed anywhere
 PIPE_BYTES = 1 << 20  # Linux's default ceiling for an unprivileged pipe (fs.pipe-max-size)
+STOPPED_READING = "FFmpeg stopped reading"  # the pipe closed: how every capture ends, not a failure
 BEHIND_SLOTS = 2  # slots waiting for the pipe past which repeats are no longer sent
 
 _IPC_PRIVATE, _IPC_CREAT, _IPC_RMID = 0, 0o1000, 0
@@ -228,10 +229,14 @@ class ScreenGrabber:
                 f"display {self.display} is {screen.width_in_pixels}x{screen.height_in_pixels}, "
                 f"smaller than {self.width}x{self.height}"
             )
-        shm = conn(xcffib.shm.key)
-        damage = conn(xcffib.damage.key)
-        shm.QueryVersion().reply()
-        damage.QueryVersion(1, 1).reply()
+        without = "RECORDER_GRABBER=x11grab records without them"
+        try:
+            shm = conn(xcffib.shm.key)
+            damage = conn(xcffib.damage.key)
+            shm.QueryVersion().reply()
+            damage.QueryVersion(1, 1).reply()
+        except Exception as exc:
+            raise GrabberError(f"display {self.display} lacks MIT-SHM or DAMAGE ({exc!r}); {without}") from exc
         # The pipe may still hold the tail of the last images handed to it (up to PIPE_BYTES): those, the
         # newest picture and one to take the next into must all be there at once.
         self._lend_depth = math.ceil(PIPE_BYTES / self.frame_bytes) + 1
@@ -239,7 +244,10 @@ class ScreenGrabber:
             image = _SharedImage(self.frame_bytes)
             self._images.append(image)
             image.xid = conn.generate_id()
-            shm.Attach(image.xid, image.shmid, False, is_checked=True).check()
+            try:
+                shm.Attach(image.xid, image.shmid, False, is_checked=True).check()
+            except Exception as exc:  # an X server on another machine, or of another user
+                raise GrabberError(f"the X server could not attach shared memory ({exc!r}); {without}") from exc
             image.release_id()  # attached on both sides: gone when both let go
         self._damage = conn.generate_id()
         damage.Create(self._damage, self._root, xcffib.damage.ReportLevel.NonEmpty, is_checked=True).check()
@@ -323,7 +331,8 @@ class ScreenGrabber:
     def _last_slot(self) -> int | None:
         if self._until is None or self.t0 is None:
             return None
-        return max(0, math.ceil((self._until - self.t0) * self.fps - 1e-6) - 1)
+        # A slot within a thousandth of a slot of `until` counts as at it (times rounded to the microsecond).
+        return max(0, math.ceil((self._until - self.t0) * self.fps - 1e-3) - 1)
 
     def halt(self) -> None:
         self._halt.set()
@@ -412,7 +421,7 @@ class ScreenGrabber:
                         self._lent.popleft()
                 self.slots_written += 1
         except BrokenPipeError:
-            self.error = self.error or "FFmpeg stopped reading"
+            self.error = self.error or STOPPED_READING
         except Exception as exc:
             self.error = self.error or repr(exc)
             log.warning("screen feed failed", error=self.error)

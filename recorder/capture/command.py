@@ -185,7 +185,8 @@ def _audio_chain(video: bool) -> str:
 
 def _video_input(s: CaptureSettings, origin: float) -> ffmpeg.nodes.FilterableStream:
     if s.grabber == "damage":
-        # Each frame carries its slot's time from the origin, as x11grab's carry their grab's.
+        # Each frame carries its slot's time from the origin, which is the grabber's first slot: a multiple of
+        # the frame interval, so the constant-rate output keeps every frame where it was stamped.
         video = ffmpeg.input(
             "pipe:0", f="matroska", thread_queue_size=PIPE_QUEUE_FRAMES, probesize=32, analyzeduration=0
         )["v"]

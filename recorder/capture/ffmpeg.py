@@ -155,8 +155,7 @@ class Capture:
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.live_dir is not None:
             self.live_dir.mkdir(parents=True, exist_ok=True)
-        grabber = await self._open_grabber()
-        origin = time.time()
+        grabber, origin = await self._open_grabber()
         argv = build_capture_command(self.settings, path, origin=origin, live_dir=self.live_dir, part=number)
         log.debug("capture command", argv=argv)
         part = _Part(number, path, origin)
@@ -186,7 +185,7 @@ class Capture:
             if grabber is not None:
                 os.close(stdin)
         if grabber is not None:
-            grabber.start(feed, origin)
+            grabber.start(feed)
         self._parts.append(part)
         self._current = part
         part.readers = [
@@ -207,17 +206,17 @@ class Capture:
             detail = " | ".join(part.log.tail[-3:]) or f"no frame within {FIRST_FRAME_TIMEOUT:g} s"
             raise RecorderError(ErrorCode.CAPTURE_FAILED, f"FFmpeg did not start capturing: {detail}")
 
-    async def _open_grabber(self) -> ScreenGrabber | None:
-        """The grabber that feeds FFmpeg, when the settings ask for it."""
+    async def _open_grabber(self) -> tuple[ScreenGrabber | None, float]:
+        """The grabber that feeds FFmpeg, when the settings ask for it, and the origin of the part's time."""
         s = self.settings
         if not (s.video and s.grabber == "damage"):
-            return None
+            return None, time.time()
         grabber = ScreenGrabber(s.display, s.width, s.height, s.fps)
         try:
-            await asyncio.to_thread(grabber.open)
+            origin = await asyncio.to_thread(grabber.open)
         except GrabberError as exc:
             raise RecorderError(ErrorCode.CAPTURE_FAILED, f"the screen grab did not start: {exc}") from exc
-        return grabber
+        return grabber, origin
 
     async def _read_progress(self, part: _Part) -> None:
         assert part.proc is not None and part.proc.stdout is not None

@@ -9,7 +9,7 @@ a picture is stamped up to a frame after it appeared, a different amount in ever
 half of the spread of A/V offsets between recordings (docs/benchmarks.md, "Where a recording's A/V
 offset comes from").
 
-Here the grid is set from the page: while FFmpeg starts, the times of the screen's changes give
+Here the grid is set from the page: before FFmpeg starts, the times of the screen's changes give
 Chromium's drawing phase, and slot n is at t0 + n/fps with t0 half a frame after it. A slot holds the
 newest picture the screen showed before it; the picture is taken into shared memory as soon as the
 server reports the change, so a draw that lands anywhere between two slots goes to the next one. Slots
@@ -49,8 +49,9 @@ import xcffib.xproto
 
 log = structlog.get_logger(__name__)
 
-PHASE_WINDOW = 0.25  # seconds of the screen's changes to place the grid by (FFmpeg starts meanwhile)
+PHASE_WINDOW = 0.3  # seconds of the screen's changes to place the grid by
 PHASE_DRAWS = 4  # fewer changes than this (a still page): the grid is placed anywhere
+START_MARGIN = 0.25  # the first slot is this far ahead, so FFmpeg is reading when it comes
 PIPE_BYTES = 1 << 20  # Linux's default ceiling for an unprivileged pipe (fs.pipe-max-size)
 STOPPED_READING = "FFmpeg stopped reading"  # the pipe closed: how every capture ends, not a failure
 BEHIND_SLOTS = 2  # slots waiting for the pipe past which repeats are no longer sent
@@ -163,8 +164,7 @@ class ScreenGrabber:
         self.width, self.height, self.fps = width, height, fps
         self.period = 1.0 / fps
         self.frame_bytes = width * height * 4
-        self.origin = 0.0  # unix time of the stream's zero (the capture's origin)
-        self.t0: float | None = None  # the first slot, unix time, once the grid is placed
+        self.t0: float | None = None  # the first slot, unix time
         self.slots_written = 0
         self.pictures = 0  # pictures taken (one per reported change at most)
         self.waits = 0  # changes not taken at once because every image was still in use
@@ -173,7 +173,7 @@ class ScreenGrabber:
         self._conn: xcffib.Connection | None = None
         self._images: list[_SharedImage] = []
         self._current: _SharedImage | None = None  # the newest picture
-        self._sealed: deque[tuple[int, _SharedImage]] = deque()  # (µs from origin, picture), in order
+        self._sealed: deque[tuple[int, _SharedImage]] = deque()  # (slot, picture) sealed, in order
         self._lent: deque[_SharedImage] = deque()  # the last images handed to the pipe, maybe still in it
         self._lend_depth = 1
         self._state = threading.Condition()
@@ -182,7 +182,7 @@ class ScreenGrabber:
         self._root = 0
         self._clock_offset = 0.0  # unix time minus monotonic time
         self._t0_mono = 0.0
-        self._until: float | None = None  # with end_at: unix time the last slot comes before
+        self._last_slot: int | None = None  # with end_at: the last slot to seal
         self._halt = threading.Event()
         self._grab: threading.Thread | None = None
         self._feed: threading.Thread | None = None
@@ -191,20 +191,17 @@ class ScreenGrabber:
 
     # -- set-up, on the caller's thread ---------------------------------------------------------------
 
-    def open(self) -> None:
-        """Connect and take the first picture."""
+    def open(self) -> float:
+        """Connect, take the first picture, place the grid by the page's drawing; returns t0 (unix time)."""
         try:
             self._connect()
             self._take_picture()
+            draws = self._watch(PHASE_WINDOW)
         except BaseException:
             self._disconnect()
             raise
-
-    def _place_grid(self) -> None:
-        """Watch the page draw for a moment, then place the slots half a frame after its draws."""
-        draws = self._watch(PHASE_WINDOW)
         self._clock_offset = time.time() - time.monotonic()
-        earliest = time.monotonic()
+        earliest = time.monotonic() + START_MARGIN
         if len(draws) >= PHASE_DRAWS:
             # The mean phase on the circle: draws at 33.3 ms steps around a jittering point.
             angles = [2 * math.pi * (t % self.period) / self.period for t in draws]
@@ -214,7 +211,8 @@ class ScreenGrabber:
             anchor = earliest
         self._t0_mono = anchor + math.ceil((earliest - anchor) / self.period) * self.period
         self.t0 = self._t0_mono + self._clock_offset
-        log.debug("grab grid placed", draws=len(draws), t0=self.t0, after_origin=round(self.t0 - self.origin, 3))
+        log.debug("grab grid placed", draws=len(draws), t0=self.t0)
+        return self.t0
 
     def _connect(self) -> None:
         try:
@@ -299,7 +297,7 @@ class ScreenGrabber:
         fd = self._conn.get_file_descriptor()
         draws: list[float] = []
         end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0 and not self._halt.is_set() and self._until is None:
+        while (left := end - time.monotonic()) > 0:
             select.select([fd], [], [], left)
             if self._changes():
                 draws.append(time.monotonic())
@@ -308,10 +306,8 @@ class ScreenGrabber:
 
     # -- the grab and the feed, on threads of their own ------------------------------------------------
 
-    def start(self, fd: int, origin: float) -> None:
-        """Feed `fd` (the pipe FFmpeg reads) frames stamped from `origin` (unix time): place the grid, then
-        seal slots from t0 on, until `end_at` or `halt`."""
-        self.origin = origin
+    def start(self, fd: int) -> None:
+        """Seal slots from t0 on and feed them to `fd` (the pipe FFmpeg reads), until `end_at` or `halt`."""
         with contextlib.suppress(OSError):
             fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_BYTES)
         with contextlib.suppress(OSError):
@@ -324,15 +320,10 @@ class ScreenGrabber:
         self._grab.start()
 
     def end_at(self, until: float) -> None:
-        """Seal the slots before `until` (unix time; at least one), then close the pipe: FFmpeg ends its
-        video there."""
-        self._until = until
-
-    def _last_slot(self) -> int | None:
-        if self._until is None or self.t0 is None:
-            return None
+        """Seal the slots up to `until` (unix time), then close the pipe: FFmpeg ends its video there."""
+        assert self.t0 is not None
         # A slot within a thousandth of a slot of `until` counts as at it (times rounded to the microsecond).
-        return max(0, math.ceil((self._until - self.t0) * self.fps - 1e-3) - 1)
+        self._last_slot = max(0, math.ceil((until - self.t0) * self.fps - 1e-3) - 1)
 
     def halt(self) -> None:
         self._halt.set()
@@ -354,10 +345,8 @@ class ScreenGrabber:
         slot = 0
         sealed_picture = -1  # the number (self.pictures) of the last picture sealed
         try:
-            self._place_grid()
             while not self._halt.is_set():
-                last_slot = self._last_slot()
-                if last_slot is not None and slot > last_slot:
+                if self._last_slot is not None and slot > self._last_slot:
                     break
                 wait = self._t0_mono + slot * self.period - time.monotonic()
                 if wait > 0:
@@ -370,14 +359,13 @@ class ScreenGrabber:
                     continue
                 # Due (or overdue, on a loaded machine): sealed with the picture it had, before any change seen
                 # now is taken, which may have come after the slot's time.
-                last = slot == last_slot
+                last = self._last_slot is not None and slot == self._last_slot
                 with self._state:
                     assert self._current is not None
                     fresh = self.pictures != sealed_picture
                     if fresh or last or len(self._sealed) < BEHIND_SLOTS:
                         self._current.queued += 1
-                        at = self._t0_mono + slot * self.period + self._clock_offset - self.origin
-                        self._sealed.append((round(at * 1_000_000), self._current))
+                        self._sealed.append((slot, self._current))
                         sealed_picture = self.pictures
                         self._state.notify_all()
                     else:
@@ -411,8 +399,8 @@ class ScreenGrabber:
                         self._state.wait()
                     if self._halt.is_set() or not self._sealed:
                         break
-                    micros, image = self._sealed.popleft()
-                self._write_bytes(frame_header(micros, image.size))
+                    slot, image = self._sealed.popleft()
+                self._write_bytes(frame_header(round(slot * 1_000_000 / self.fps), image.size))
                 self._hand_over(image)
                 with self._state:
                     image.queued -= 1

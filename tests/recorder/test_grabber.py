@@ -22,7 +22,7 @@ import pytest
 import xcffib
 import xcffib.xproto
 
-from recorder.capture.grabber import PHASE_WINDOW, ScreenGrabber, stream_header
+from recorder.capture.grabber import PHASE_WINDOW, START_MARGIN, ScreenGrabber, stream_header
 from recorder.source.display import Display
 
 WIDTH, HEIGHT, FPS = 320, 240, 30
@@ -106,11 +106,9 @@ def read_frames(fd: int) -> Iterator[tuple[float, bytes]]:
 
 
 def on_the_grid(frames: list[tuple[float, bytes]]) -> list[int]:
-    """The slot each frame is stamped with, counted from the first, checking that each stamp is on the grid
-    to the microsecond."""
-    first = frames[0][0]
-    slots = [round((at - first) * FPS) for at, _ in frames]
-    on_grid = all(abs(at - first - slot / FPS) <= 2e-6 for (at, _), slot in zip(frames, slots, strict=True))
+    """The slot each frame is stamped with, checking that the stamp is that slot's time to the microsecond."""
+    slots = [round(at * FPS) for at, _ in frames]
+    on_grid = all(abs(at - slot / FPS) <= 1e-6 for (at, _), slot in zip(frames, slots, strict=True))
     assert on_grid, [at for at, _ in frames[:5]]
     return slots
 
@@ -132,22 +130,18 @@ async def test_each_slot_carries_the_next_picture_on_a_grid_between_the_draws(di
     draw_phase = 0.011
     with Drawer(display, draw_phase):
         grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
-        grabber.open()
-        read_fd, write_fd = os.pipe()
-        origin = time.time()
-        grabber.start(write_fd, origin)
-        stream = read_frames(read_fd)
-        frames = [next(stream)]
-        # The grid is placed after watching the page draw for a moment (while FFmpeg would be starting).
-        t0 = origin + frames[0][0]
-        assert origin + PHASE_WINDOW < t0 <= origin + PHASE_WINDOW + 2 * PERIOD + 0.05
-        assert grabber.t0 is not None and abs(grabber.t0 - t0) < 1e-5
+        opened_at = time.time()
+        t0 = grabber.open()
+        assert opened_at + PHASE_WINDOW < t0 <= time.time() + START_MARGIN + PERIOD
         # Half a frame from the draws (on the monotonic clock the drawer keeps), within a few ms of jitter.
         t0_mono = t0 - (time.time() - time.monotonic())
         assert circular_gap(t0_mono % PERIOD, (draw_phase + PERIOD / 2) % PERIOD) < 0.006
+
+        read_fd, write_fd = os.pipe()
+        grabber.start(write_fd)
         seconds = 3.0
         grabber.end_at(t0 + seconds)
-        frames += list(stream)
+        frames = list(read_frames(read_fd))
         grabber.join(5)
 
     assert not grabber.running and grabber.error is None
@@ -165,13 +159,11 @@ async def test_each_slot_carries_the_next_picture_on_a_grid_between_the_draws(di
 async def test_a_still_screen_still_gets_every_slot_and_a_stalled_reader_cannot_hold_the_grabber(display: str):
     segments_before = shm_segments()
     grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
-    grabber.open()  # nothing draws: the grid is placed anywhere
+    t0 = grabber.open()  # nothing draws: the grid is placed anywhere
     read_fd, write_fd = os.pipe()
-    origin = time.time()
-    grabber.start(write_fd, origin)
+    grabber.start(write_fd)
     frames = read_frames(read_fd)
     first = [next(frames) for _ in range(15)]
-    t0 = origin + first[0][0]
     assert time.time() >= t0 + 14 * PERIOD  # slots come at their time, not as fast as the reader takes them
     assert on_the_grid(first) == list(range(15))
     assert len({frame[:64] for _, frame in first}) == 1

@@ -298,10 +298,13 @@ class ScreenGrabber:
         draws: list[float] = []
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
-            select.select([fd], [], [], left)
-            if self._changes():
-                draws.append(time.monotonic())
-                self._take_picture()
+            # A change may already sit in xcb's queue, read with the last picture's reply, unseen by select.
+            if not self._changes():
+                select.select([fd], [], [], left)
+                if not self._changes():
+                    continue
+            draws.append(time.monotonic())
+            self._take_picture()
         return draws
 
     # -- the grab and the feed, on threads of their own ------------------------------------------------

@@ -384,6 +384,12 @@ class ScreenGrabber:
             if self._feed is not None:
                 self._feed.join()  # it lets go of the images; FFmpeg ending ends it
             self._disconnect()
+            log.debug(
+                "screen grab ended",
+                pictures=self.pictures,
+                frames_sent=self.slots_written,
+                repeats_left_out=self.skipped,
+            )
 
     def _current_is_stale(self) -> bool:
         """A change waited for an image: take the picture again once one is free."""

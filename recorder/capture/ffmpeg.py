@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import time
@@ -248,22 +249,24 @@ class Capture:
         return min(now, max(part.origin, estimate))
 
     async def _drain(self, part: _Part, until: float) -> None:
-        """Wait until the part's file reaches `until` (less a frame), so a stop loses nothing an overloaded
-        encoder still had queued."""
+        """Wait until the part's file reaches `until`, so a stop loses nothing an overloaded encoder still had
+        queued. The paced grab ends its stream at `until`, and FFmpeg ends by itself once it has written all
+        of it; x11grab's FFmpeg is stopped once its file is within a frame of `until`."""
         if part.proc is None or part.proc.returncode is not None:
             return
+        target = until - (part.first_frame_at or part.origin) - 1.0 / self.settings.fps
         if part.grabber is not None:
-            part.deliberate = True  # FFmpeg ends by itself at the grabber's last slot; that is this stop
+            part.deliberate = True  # FFmpeg ending by itself is this stop
             part.grabber.end_at(until)
+            target = math.inf
         began = last_change = time.monotonic()
         written = self._media_seconds(part)
-        target = until - (part.first_frame_at or part.origin) - 1.0 / self.settings.fps
         while self._media_seconds(part) < target and part.proc.returncode is None:
             now = time.monotonic()
             if self._media_seconds(part) != written:
                 written, last_change = self._media_seconds(part), now
             if now - last_change > DRAIN_STALL or now - began > DRAIN_LIMIT:
-                log.warning("capture not drained", behind_s=round(target - written, 2), waited_s=round(now - began, 1))
+                log.warning("capture not drained", written_s=round(written, 2), waited_s=round(now - began, 1))
                 return
             await asyncio.sleep(0.05)
         waited = time.monotonic() - began

@@ -346,10 +346,15 @@ class ScreenGrabber:
         assert self._conn is not None
         xfd = self._conn.get_file_descriptor()
         slot = 0
+        sealed_slot = -1  # the newest slot sealed
         sealed_picture = -1  # the number (self.pictures) of the last picture sealed
         try:
             while not self._halt.is_set():
                 if self._last_slot is not None and slot > self._last_slot:
+                    if sealed_slot < self._last_slot:
+                        # `end_at` came after its slot, whose repeat was left out while FFmpeg was behind: sent
+                        # now all the same, so the video reaches the end asked for.
+                        self._seal(self._last_slot)
                     break
                 wait = self._t0_mono + slot * self.period - time.monotonic()
                 if wait > 0:
@@ -364,15 +369,12 @@ class ScreenGrabber:
                 # now is taken, which may have come after the slot's time.
                 last = self._last_slot is not None and slot == self._last_slot
                 with self._state:
-                    assert self._current is not None
-                    fresh = self.pictures != sealed_picture
-                    if fresh or last or len(self._sealed) < BEHIND_SLOTS:
-                        self._current.queued += 1
-                        self._sealed.append((slot, self._current))
-                        sealed_picture = self.pictures
-                        self._state.notify_all()
-                    else:
-                        self.skipped += 1
+                    waiting = len(self._sealed)
+                if self.pictures != sealed_picture or last or waiting < BEHIND_SLOTS:
+                    self._seal(slot)
+                    sealed_slot, sealed_picture = slot, self.pictures
+                else:
+                    self.skipped += 1
                 slot += 1
         except Exception as exc:  # the X server went away: FFmpeg sees its input end
             self.error = self.error or repr(exc)
@@ -390,6 +392,14 @@ class ScreenGrabber:
                 frames_sent=self.slots_written,
                 repeats_left_out=self.skipped,
             )
+
+    def _seal(self, slot: int) -> None:
+        """The newest picture into `slot`, for the feed to send."""
+        with self._state:
+            assert self._current is not None
+            self._current.queued += 1
+            self._sealed.append((slot, self._current))
+            self._state.notify_all()
 
     def _current_is_stale(self) -> bool:
         """A change waited for an image: take the picture again once one is free."""

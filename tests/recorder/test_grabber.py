@@ -9,6 +9,7 @@ nothing of the grabber (thread, shared memory, pipe) outlives it, even when its 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import os
@@ -174,6 +175,28 @@ async def test_a_still_screen_still_gets_every_slot_and_a_stalled_reader_cannot_
     grabber.join(5)
     assert not grabber.running
     assert shm_segments() <= segments_before
+
+
+@pytest.mark.media
+async def test_an_end_asked_for_late_still_reaches_its_slot_when_repeats_were_left_out(display: str):
+    # FFmpeg behind (here: not reading at all) on a still screen: past two slots waiting, repeats are left out.
+    # The stop comes after the moment it asks for, as a drain's does; the stream must still end at that slot.
+    grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
+    t0 = grabber.open()
+    read_fd, write_fd = os.pipe()
+    grabber.start(write_fd)
+    await asyncio.sleep(max(0.0, t0 - time.time()) + 1.0)
+    until = time.time()
+    await asyncio.sleep(0.2)
+    grabber.end_at(until)
+    frames = list(read_frames(read_fd))
+    grabber.join(5)
+
+    assert not grabber.running and grabber.error is None
+    assert grabber.skipped > 10, "the reader kept up: no repeat was left out"
+    slots = on_the_grid(frames)
+    assert slots == sorted(set(slots)) and len(slots) < 10
+    assert slots[-1] == math.ceil((until - t0) * FPS) - 1  # the last slot before the end asked for
 
 
 @pytest.mark.media

@@ -270,16 +270,18 @@ class _CaptureRun:
                 denial_of = rec.guard.ledger.reason_for if rec.guard is not None else None
                 self.page_feed = PageEventFeed(self.timeline, denial_of=denial_of)
             sink = await rec.audio.take_sink(self.folder.recording_id)
+            self.capture = self._new_capture(sink.monitor)
+            await self.capture.prepare()  # the page's drawing is watched while it loads
             self.session = session = await self._open_page(rec.browser)
             if self.spec.start_from == "commit":
                 if await self._before_capture(session.navigate("commit")):
                     await self._watch_webrtc()
-                    await self._start_capture(sink.monitor)
+                    await self._start_capture()
                     self.stop_reason = await self._wait_for_end(loading=self._join_while_capturing())
             elif await self._before_capture(session.prepare(on_waiting=self._on_waiting)):
                 self.timings.ready = time.time()
                 await self._watch_webrtc()
-                await self._start_capture(sink.monitor)
+                await self._start_capture()
                 self.stop_reason = await self._wait_for_end()
         except RecorderError as exc:
             self.error = exc
@@ -381,11 +383,11 @@ class _CaptureRun:
         except Exception as exc:  # the timeline is never worth the recording
             self.log.warning("the WebRTC watcher did not start", error=str(exc)[:300])
 
-    async def _start_capture(self, audio_source: str) -> None:
+    def _new_capture(self, audio_source: str) -> Capture:
         rec = self.recorder
         assert rec.display is not None and rec.audio is not None
         stop_when = self.spec.stop_when
-        self.capture = Capture(
+        return Capture(
             CaptureSettings(
                 display=rec.display.name or "",
                 audio_source=audio_source,
@@ -410,6 +412,9 @@ class _CaptureRun:
             on_progress=self._on_capture_progress,
             stop_timeout=rec.settings.stop_timeout,
         )
+
+    async def _start_capture(self) -> None:
+        assert self.capture is not None
         await self.capture.start()
         self.timings.first_frame = self.capture.first_frame_at
         control_event(self.timeline, "recording", "recording started", at=self.capture.first_frame_at)

@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -29,6 +30,7 @@ from recorder.capture.pause import PauseSpan
 from recorder.capture.progress import ProgressTracker
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 FIRST_FRAME_TIMEOUT = 15.0
 # A stop first lets FFmpeg write what it had grabbed up to the stop's moment (Capture._drain): an overloaded
@@ -98,6 +100,7 @@ class Capture:
         self.paused = False
         self._parts: list[_Part] = []
         self._current: _Part | None = None
+        self._watching: ScreenGrabber | None = None  # the next part's grabber, watching the page's drawing
         self._failure: RecorderError | None = None
         self._stopping = False
         self._lock = asyncio.Lock()
@@ -110,6 +113,17 @@ class Capture:
     def files(self) -> list[Path]:
         """The capture parts in order, one per FFmpeg process started (the first is `output`)."""
         return [part.path for part in self._parts]
+
+    async def prepare(self) -> None:
+        """Begin watching the page's drawing for the paced grab's grid, so `start()` need not wait for it:
+        called as the page opens, it runs while the page loads. Does nothing for x11grab or audio alone,
+        and `stop()` ends it if the capture never starts."""
+        s = self.settings
+        if self._watching is not None or not (s.video and s.grabber == "damage"):
+            return
+        grabber = ScreenGrabber(s.display, s.width, s.height, s.fps)
+        await self._in_thread(grabber, grabber.open)
+        self._watching = grabber
 
     async def start(self) -> None:
         """Start FFmpeg and return once the first frame has been written."""
@@ -132,6 +146,8 @@ class Capture:
                 self.paused = True
                 self.pauses.append(PauseSpan(started_at=started, media_at=round(self._media_time(), 3)))
                 log.info("capture paused", part=part.number, media_at=self.pauses[-1].media_at)
+                with contextlib.suppress(RecorderError):  # the resume opens its own instead
+                    await self.prepare()  # the next part's grid is placed by the time it resumes
 
     async def resume(self) -> None:
         """Capture again, into the next part; returns once its first frame is written. A part that cannot
@@ -212,12 +228,26 @@ class Capture:
         s = self.settings
         if not (s.video and s.grabber == "damage"):
             return None, time.time()
-        grabber = ScreenGrabber(s.display, s.width, s.height, s.fps)
-        try:
-            origin = await asyncio.to_thread(grabber.open)
-        except GrabberError as exc:
-            raise RecorderError(ErrorCode.CAPTURE_FAILED, f"the screen grab did not start: {exc}") from exc
+        await self.prepare()
+        grabber, self._watching = self._watching, None
+        assert grabber is not None
+        origin = await self._in_thread(grabber, grabber.place_grid)
         return grabber, origin
+
+    @staticmethod
+    async def _in_thread(grabber: ScreenGrabber, step: Callable[[], _T]) -> _T:
+        """A blocking step of the grabber's set-up; when it fails or is cancelled, the grabber is closed once
+        the step is over, so nothing of it is left."""
+        running = asyncio.ensure_future(asyncio.to_thread(step))
+        try:
+            return await asyncio.shield(running)
+        except BaseException as exc:
+            with contextlib.suppress(BaseException):
+                await running
+            await asyncio.to_thread(grabber.close)
+            if isinstance(exc, GrabberError):
+                raise RecorderError(ErrorCode.CAPTURE_FAILED, f"the screen grab did not start: {exc}") from exc
+            raise
 
     async def _read_progress(self, part: _Part) -> None:
         assert part.proc is not None and part.proc.stdout is not None
@@ -319,6 +349,9 @@ class Capture:
         last pause ends here."""
         self._stopping = True
         async with self._lock:
+            if self._watching is not None:
+                await asyncio.to_thread(self._watching.close)
+                self._watching = None
             part, self._current = self._current, None
             code = None
             if part is not None:

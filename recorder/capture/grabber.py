@@ -9,8 +9,9 @@ a picture is stamped up to a frame after it appeared, a different amount in ever
 half of the spread of A/V offsets between recordings (docs/benchmarks.md, "Where a recording's A/V
 offset comes from").
 
-Here the grid is set from the page: before FFmpeg starts, the times of the screen's changes give
-Chromium's drawing phase, and slot n is at t0 + n/fps with t0 half a frame after it. A slot holds the
+Here the grid is set from the page: the times of the screen's changes in the last moments before FFmpeg
+starts give Chromium's drawing phase, and slot n is at t0 + n/fps with t0 half a frame after it. They
+are watched in the background from `open()` (while the page loads), so placing the grid costs no wait. A slot holds the
 newest picture the screen showed before it; the picture is taken into shared memory as soon as the
 server reports the change, so a draw that lands anywhere between two slots goes to the next one. Slots
 go to FFmpeg as raw frames in a Matroska stream, each stamped with its slot's time, so however late a
@@ -51,7 +52,10 @@ log = structlog.get_logger(__name__)
 
 PHASE_WINDOW = 0.3  # seconds of the screen's changes to place the grid by
 PHASE_DRAWS = 4  # fewer changes than this (a still page): the grid is placed anywhere
-START_MARGIN = 0.25  # the first slot is this far ahead, so FFmpeg is reading when it comes
+WATCH_KEEP = 256  # the newest changes kept while watching: far more than PHASE_WINDOW holds at 60 Hz
+# The first slot is this far ahead, so FFmpeg is reading when it comes (it reads within 0.1 s of its spawn
+# here); audio it has not yet opened is silence.
+START_MARGIN = 0.15
 PIPE_BYTES = 1 << 20  # Linux's default ceiling for an unprivileged pipe (fs.pipe-max-size)
 STOPPED_READING = "FFmpeg stopped reading"  # the pipe closed: how every capture ends, not a failure
 BEHIND_SLOTS = 2  # slots waiting for the pipe past which repeats are no longer sent
@@ -156,8 +160,8 @@ class _SharedImage:
 
 
 class ScreenGrabber:
-    """Grabs `display` at `fps` into a pipe: `open()`, `start(fd, origin)`, then `end_at()` or `halt()`, and
-    `join()`."""
+    """Grabs `display` at `fps` into a pipe: `open()`, `place_grid()`, `start(fd)`, then `end_at()` or
+    `halt()`, and `join()`; `close()` for one that never started."""
 
     def __init__(self, display: str, width: int, height: int, fps: int) -> None:
         self.display = display
@@ -184,6 +188,10 @@ class ScreenGrabber:
         self._t0_mono = 0.0
         self._last_slot: int | None = None  # with end_at: the last slot to seal
         self._halt = threading.Event()
+        self._draws: deque[float] = deque(maxlen=WATCH_KEEP)  # monotonic times of changes seen
+        self._watching_since = 0.0
+        self._watch_done = threading.Event()
+        self._watch: threading.Thread | None = None
         self._grab: threading.Thread | None = None
         self._feed: threading.Thread | None = None
         self._fd: int | None = None
@@ -191,17 +199,33 @@ class ScreenGrabber:
 
     # -- set-up, on the caller's thread ---------------------------------------------------------------
 
-    def open(self) -> float:
-        """Connect, take the first picture, place the grid by the page's drawing; returns t0 (unix time)."""
+    def open(self) -> None:
+        """Connect, and watch the screen's changes in the background until the grid is placed."""
         try:
             self._connect()
-            self._take_picture()
-            draws = self._watch(PHASE_WINDOW)
         except BaseException:
             self._disconnect()
             raise
+        self._watching_since = time.monotonic()
+        self._watch = threading.Thread(target=self._run_watch, name="screen-watch", daemon=True)
+        self._watch.start()
+
+    def place_grid(self) -> float:
+        """Place the grid by the page's drawing over the last PHASE_WINDOW (waiting for the rest of it if the
+        watch began less than that ago) and take the first picture; returns t0 (unix time)."""
+        try:
+            time.sleep(max(0.0, self._watching_since + PHASE_WINDOW - time.monotonic()))
+            self._stop_watching()
+            if self.error is not None:
+                raise GrabberError(f"watching display {self.display} failed: {self.error}")
+            self._take_picture()
+        except BaseException:
+            self._disconnect()
+            raise
+        now = time.monotonic()
+        draws = [at for at in self._draws if at >= now - PHASE_WINDOW]
         self._clock_offset = time.time() - time.monotonic()
-        earliest = time.monotonic() + START_MARGIN
+        earliest = now + START_MARGIN
         if len(draws) >= PHASE_DRAWS:
             # The mean phase on the circle: draws at 33.3 ms steps around a jittering point.
             angles = [2 * math.pi * (t % self.period) / self.period for t in draws]
@@ -291,21 +315,28 @@ class ScreenGrabber:
                 changed = True
         return changed
 
-    def _watch(self, seconds: float) -> list[float]:
-        """Monotonic times at which the screen changed, over `seconds`, taking each picture as it comes."""
+    def _run_watch(self) -> None:
+        """The times of the screen's changes, without taking pictures: each is only marked as seen, so the
+        server reports the next."""
         assert self._conn is not None
         fd = self._conn.get_file_descriptor()
-        draws: list[float] = []
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            # A change may already sit in xcb's queue, read with the last picture's reply, unseen by select.
-            if not self._changes():
-                select.select([fd], [], [], left)
+        damage = self._conn(xcffib.damage.key)
+        try:
+            while not self._watch_done.is_set():
                 if not self._changes():
+                    select.select([fd], [], [], 0.05)
                     continue
-            draws.append(time.monotonic())
-            self._take_picture()
-        return draws
+                self._draws.append(time.monotonic())
+                damage.Subtract(self._damage, 0, 0)
+                self._conn.flush()
+        except Exception as exc:  # the X server went away: place_grid says so
+            self.error = repr(exc)
+
+    def _stop_watching(self) -> None:
+        self._watch_done.set()
+        if self._watch is not None:
+            self._watch.join()
+            self._watch = None
 
     # -- the grab and the feed, on threads of their own ------------------------------------------------
 
@@ -491,4 +522,5 @@ class ScreenGrabber:
     def close(self) -> None:
         """For a grabber opened but never started."""
         if self._grab is None:
+            self._stop_watching()
             self._disconnect()

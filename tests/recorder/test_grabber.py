@@ -17,7 +17,6 @@ import random
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import xcffib
@@ -25,6 +24,7 @@ import xcffib.xproto
 
 from recorder.capture.grabber import PHASE_WINDOW, START_MARGIN, ScreenGrabber, stream_header
 from recorder.source.display import Display
+from tests.support.leaks import own_segments
 
 WIDTH, HEIGHT, FPS = 320, 240, 30
 PERIOD = 1.0 / FPS
@@ -114,11 +114,6 @@ def on_the_grid(frames: list[tuple[float, bytes]]) -> list[int]:
     return slots
 
 
-def shm_segments() -> set[str]:
-    lines = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
-    return {line.split()[1] for line in lines}
-
-
 def circular_gap(a: float, b: float) -> float:
     """The distance between two phases on the period's circle."""
     d = (a - b) % PERIOD
@@ -127,12 +122,13 @@ def circular_gap(a: float, b: float) -> float:
 
 @pytest.mark.media
 async def test_each_slot_carries_the_next_picture_on_a_grid_between_the_draws(display: str):
-    segments_before = shm_segments()
+    segments_before = own_segments()
     draw_phase = 0.011
     with Drawer(display, draw_phase):
         grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
         opened_at = time.time()
-        t0 = grabber.open()
+        grabber.open()
+        t0 = grabber.place_grid()  # right away: it waits for the rest of the phase window
         assert opened_at + PHASE_WINDOW < t0 <= time.time() + START_MARGIN + PERIOD
         # Half a frame from the draws (on the monotonic clock the drawer keeps), within a few ms of jitter.
         t0_mono = t0 - (time.time() - time.monotonic())
@@ -153,14 +149,37 @@ async def test_each_slot_carries_the_next_picture_on_a_grid_between_the_draws(di
     off_beat = sum(step != 1 for step in steps)
     # One picture per slot; a loaded machine may delay a draw past the half frame now and then.
     assert off_beat <= len(steps) // 10, steps
-    assert shm_segments() <= segments_before
+    assert own_segments() <= segments_before
+
+
+@pytest.mark.media
+async def test_the_page_watched_while_it_loads_places_the_grid_without_a_wait(display: str):
+    # The watch runs from open(); the grid is placed by the last PHASE_WINDOW of it, whatever came before.
+    grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
+    grabber.open()
+    try:
+        with Drawer(display, phase=0.004):
+            await asyncio.sleep(1.0)
+        draw_phase = 0.021  # the page's drawing changed phase: only the newest draws count
+        with Drawer(display, draw_phase):
+            await asyncio.sleep(PHASE_WINDOW + 0.2)
+            asked = time.time()
+            t0 = grabber.place_grid()
+            placed_in = time.time() - asked
+    finally:
+        grabber.close()
+    assert placed_in < PHASE_WINDOW - 0.05, placed_in  # no watch of its own, only the first picture's
+    assert asked + START_MARGIN <= t0 <= asked + START_MARGIN + PERIOD + 0.1
+    t0_mono = t0 - (time.time() - time.monotonic())
+    assert circular_gap(t0_mono % PERIOD, (draw_phase + PERIOD / 2) % PERIOD) < 0.006
 
 
 @pytest.mark.media
 async def test_a_still_screen_still_gets_every_slot_and_a_stalled_reader_cannot_hold_the_grabber(display: str):
-    segments_before = shm_segments()
+    segments_before = own_segments()
     grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
-    t0 = grabber.open()  # nothing draws: the grid is placed anywhere
+    grabber.open()
+    t0 = grabber.place_grid()  # nothing draws: the grid is placed anywhere
     read_fd, write_fd = os.pipe()
     grabber.start(write_fd)
     frames = read_frames(read_fd)
@@ -174,7 +193,7 @@ async def test_a_still_screen_still_gets_every_slot_and_a_stalled_reader_cannot_
     frames.close()
     grabber.join(5)
     assert not grabber.running
-    assert shm_segments() <= segments_before
+    assert own_segments() <= segments_before
 
 
 @pytest.mark.media
@@ -182,7 +201,8 @@ async def test_an_end_asked_for_late_still_reaches_its_slot_when_repeats_were_le
     # FFmpeg behind (here: not reading at all) on a still screen: past two slots waiting, repeats are left out.
     # The stop comes after the moment it asks for, as a drain's does; the stream must still end at that slot.
     grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
-    t0 = grabber.open()
+    grabber.open()
+    t0 = grabber.place_grid()
     read_fd, write_fd = os.pipe()
     grabber.start(write_fd)
     await asyncio.sleep(max(0.0, t0 - time.time()) + 1.0)

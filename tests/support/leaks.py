@@ -1,4 +1,5 @@
-"""Test fixtures: no helper process outlives the test that started it.
+"""Test fixtures: no helper process outlives the test that started it, nor a thread or shared-memory segment
+of the screen grab.
 
 Every process this test run starts inherits a tag in its environment (orphans keep it too), so the check
 sees this run's processes only, not those of another run sharing the machine.
@@ -7,9 +8,11 @@ sees this run's processes only, not those of another run sharing the machine.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -55,10 +58,31 @@ def leftovers(before: dict[int, str], grace: float = 10.0) -> dict[int, str]:
         time.sleep(0.2)
 
 
+def own_segments() -> set[str]:
+    """The System V shared-memory segments this process created (the screen grab's images)."""
+    rows = [line.split() for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
+    return {f"shm {row[1]}" for row in rows if row[4] == str(os.getpid())}  # shmid, by cpid (the creator)
+
+
+def grab_leftovers(segments_before: set[str], grace: float = 5.0) -> list[str]:
+    """The screen grab's threads (recorder/capture/grabber.py names them screen-*) and shared-memory
+    segments that appeared since `segments_before`, still there after `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        threads = [t.name for t in threading.enumerate() if t.name.startswith("screen-") and t.is_alive()]
+        left = threads + sorted(own_segments() - segments_before)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def no_leaks() -> Iterator[None]:
-    """Fails the test if it leaves an Xvfb, Chromium, FFmpeg or PulseAudio process behind."""
-    before = watched_processes()
+    """Fails the test if it leaves an Xvfb, Chromium, FFmpeg or PulseAudio process behind, or anything of
+    the screen grab."""
+    before, segments_before = watched_processes(), own_segments()
     yield
     extra = leftovers(before)
     assert not extra, f"processes left behind: {extra}"
+    grab = grab_leftovers(segments_before)
+    assert not grab, f"the screen grab left behind: {grab}"

@@ -11,7 +11,8 @@ offset comes from").
 
 Here the grid is set from the page: the times of the screen's changes in the last moments before FFmpeg
 starts give Chromium's drawing phase, and slot n is at t0 + n/fps with t0 half a frame after it. They
-are watched in the background from `open()` (while the page loads), so placing the grid costs no wait. A slot holds the
+are watched in the background from `open()` (while the page loads), so a page already drawing in a
+steady rhythm costs no wait; one that has just loaded is waited for until it settles (`place_grid`). A slot holds the
 newest picture the screen showed before it; the picture is taken into shared memory as soon as the
 server reports the change, so a draw that lands anywhere between two slots goes to the next one. Slots
 go to FFmpeg as raw frames in a Matroska stream, each stamped with its slot's time, so however late a
@@ -52,6 +53,8 @@ log = structlog.get_logger(__name__)
 
 PHASE_WINDOW = 0.3  # seconds of the screen's changes to place the grid by
 PHASE_DRAWS = 4  # fewer changes than this (a still page): the grid is placed anywhere
+PHASE_AGREEMENT = 0.85  # how tightly the changes must gather at one phase (1: exactly) to be the page's rhythm
+PHASE_SETTLE = 1.0  # the longest a start waits for the page's drawing to settle into a rhythm
 WATCH_KEEP = 256  # the newest changes kept while watching: far more than PHASE_WINDOW holds at 60 Hz
 # The first slot is this far ahead, so FFmpeg is reading when it comes (it reads within 0.1 s of its spawn
 # here); audio it has not yet opened is silence.
@@ -159,6 +162,34 @@ class _SharedImage:
             self.address = None
 
 
+def _phase(times: list[float], period: float) -> tuple[float, float]:
+    """The mean phase of `times` on a circle of `period`, and how tightly they gather there (the mean
+    resultant length: 1 all at one point, near 0 spread around)."""
+    angles = [2 * math.pi * (t % period) / period for t in times]
+    x, y = sum(map(math.cos, angles)) / len(angles), sum(map(math.sin, angles)) / len(angles)
+    return math.atan2(y, x) / (2 * math.pi) * period, math.hypot(x, y)
+
+
+def grid_anchor(draws: list[float], period: float) -> tuple[float | None, str | None]:
+    """A time the grid may pass through, half a frame from the page's draws, and the rhythm it was found
+    in; (a guess or None, None) when the draws keep none.
+
+    Drawing at the capture rate (a video): slots half a frame after the draws. Drawing at twice it (the
+    60 Hz screen, an animation): slots half a screen tick after them, so neither tick's draws race a slot.
+    """
+    if len(draws) < PHASE_DRAWS:
+        return None, None
+    phase, agreement = _phase(draws, period)
+    if agreement >= PHASE_AGREEMENT:
+        return phase + period / 2, "capture rate"
+    # At twice the rate only when it draws that often: a video whose draws move between the two ticks as it
+    # starts also gathers at one tick phase, and settles onto one of them soon after.
+    tick_phase, tick_agreement = _phase(draws, period / 2)
+    if tick_agreement >= PHASE_AGREEMENT and len(draws) >= 1.5 * PHASE_WINDOW / period:
+        return tick_phase + period / 4, "twice the capture rate"
+    return phase + period / 2, None
+
+
 class ScreenGrabber:
     """Grabs `display` at `fps` into a pipe: `open()`, `place_grid()`, `start(fd)`, then `end_at()` or
     `halt()`, and `join()`; `close()` for one that never started."""
@@ -211,10 +242,25 @@ class ScreenGrabber:
         self._watch.start()
 
     def place_grid(self) -> float:
-        """Place the grid by the page's drawing over the last PHASE_WINDOW (waiting for the rest of it if the
-        watch began less than that ago) and take the first picture; returns t0 (unix time)."""
+        """Place the grid by the page's drawing and take the first picture; returns t0 (unix time).
+
+        The page's last PHASE_WINDOW of drawing decides, once it has settled into a rhythm: a page playing
+        video draws at the capture rate, one phase; an animation draws at the screen's 60 Hz. A page that
+        has just loaded is in neither (layout, then the videos starting), and a grid placed by it races
+        the video's draws (3 of 7 cold recordings lost pictures), so the start waits, up to PHASE_SETTLE,
+        for the rhythm. A still page gives none, and waits one PHASE_WINDOW in case it starts."""
         try:
-            time.sleep(max(0.0, self._watching_since + PHASE_WINDOW - time.monotonic()))
+            asked = time.monotonic()
+            time.sleep(max(0.0, self._watching_since + PHASE_WINDOW - asked))
+            while True:
+                now = time.monotonic()
+                with self._state:
+                    draws = [at for at in self._draws if at >= now - PHASE_WINDOW]
+                anchor, rhythm = grid_anchor(draws, self.period)
+                still = len(draws) < PHASE_DRAWS and now >= asked + PHASE_WINDOW
+                if rhythm is not None or still or now >= asked + PHASE_SETTLE:
+                    break
+                time.sleep(0.02)
             self._stop_watching()
             if self.error is not None:
                 raise GrabberError(f"watching display {self.display} failed: {self.error}")
@@ -223,19 +269,14 @@ class ScreenGrabber:
             self._disconnect()
             raise
         now = time.monotonic()
-        draws = [at for at in self._draws if at >= now - PHASE_WINDOW]
-        self._clock_offset = time.time() - time.monotonic()
+        self._clock_offset = time.time() - now
         earliest = now + START_MARGIN
-        if len(draws) >= PHASE_DRAWS:
-            # The mean phase on the circle: draws at 33.3 ms steps around a jittering point.
-            angles = [2 * math.pi * (t % self.period) / self.period for t in draws]
-            phase = math.atan2(sum(map(math.sin, angles)), sum(map(math.cos, angles))) / (2 * math.pi) * self.period
-            anchor = phase + self.period / 2
-        else:
+        if anchor is None:
             anchor = earliest
         self._t0_mono = anchor + math.ceil((earliest - anchor) / self.period) * self.period
         self.t0 = self._t0_mono + self._clock_offset
-        log.debug("grab grid placed", draws=len(draws), t0=self.t0)
+        waited = round(now - asked, 3)
+        log.debug("grab grid placed", draws=len(draws), rhythm=rhythm or "none", waited_s=waited, t0=self.t0)
         return self.t0
 
     def _connect(self) -> None:
@@ -315,18 +356,27 @@ class ScreenGrabber:
                 changed = True
         return changed
 
+    def _readable(self) -> select.poll:
+        """Waits for the X connection to have something to read (poll: select fails on a descriptor past 1023,
+        which a busy worker process can reach)."""
+        assert self._conn is not None
+        readable = select.poll()
+        readable.register(self._conn.get_file_descriptor(), select.POLLIN)
+        return readable
+
     def _run_watch(self) -> None:
         """The times of the screen's changes, without taking pictures: each is only marked as seen, so the
         server reports the next."""
         assert self._conn is not None
-        fd = self._conn.get_file_descriptor()
+        readable = self._readable()
         damage = self._conn(xcffib.damage.key)
         try:
             while not self._watch_done.is_set():
                 if not self._changes():
-                    select.select([fd], [], [], 0.05)
+                    readable.poll(50)
                     continue
-                self._draws.append(time.monotonic())
+                with self._state:
+                    self._draws.append(time.monotonic())
                 damage.Subtract(self._damage, 0, 0)
                 self._conn.flush()
         except Exception as exc:  # the X server went away: place_grid says so
@@ -374,8 +424,7 @@ class ScreenGrabber:
         return any(thread is not None and thread.is_alive() for thread in (self._grab, self._feed))
 
     def _run_grab(self) -> None:
-        assert self._conn is not None
-        xfd = self._conn.get_file_descriptor()
+        readable = self._readable()
         slot = 0
         sealed_slot = -1  # the newest slot sealed
         sealed_picture = -1  # the number (self.pictures) of the last picture sealed
@@ -389,12 +438,12 @@ class ScreenGrabber:
                     break
                 wait = self._t0_mono + slot * self.period - time.monotonic()
                 if wait > 0:
-                    # Events may already sit in xcb's queue (read while waiting for a reply), unseen by select;
+                    # Events may already sit in xcb's queue (read while waiting for a reply), unseen by poll;
                     # a change that waited for a free image is taken as soon as one is back.
                     if self._changes() or (self.waits and self._current_is_stale()):
                         self._take_picture()
                     else:
-                        select.select([xfd], [], [], min(wait, 0.1))
+                        readable.poll(min(wait, 0.1) * 1000)
                     continue
                 # Due (or overdue, on a loaded machine): sealed with the picture it had, before any change seen
                 # now is taken, which may have come after the slot's time.

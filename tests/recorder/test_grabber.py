@@ -22,7 +22,7 @@ import pytest
 import xcffib
 import xcffib.xproto
 
-from recorder.capture.grabber import PHASE_WINDOW, START_MARGIN, ScreenGrabber, stream_header
+from recorder.capture.grabber import PHASE_SETTLE, PHASE_WINDOW, START_MARGIN, ScreenGrabber, stream_header
 from recorder.source.display import Display
 from tests.support.leaks import own_segments
 
@@ -42,16 +42,25 @@ async def display(no_leaks: None) -> AsyncIterator[str]:
 
 
 class Drawer:
-    """Fills the screen with grey level 1, 2, 3, ... one per period, `phase` seconds past each period give
-    or take `jitter`."""
+    """Fills the screen with grey level 1, 2, 3, ... one per `period`, `phase` seconds past each period give
+    or take `jitter` (or, with `phases`, at each of them in turn)."""
 
-    def __init__(self, display: str, phase: float, jitter: float = 0.005) -> None:
+    def __init__(
+        self,
+        display: str,
+        phase: float,
+        jitter: float = 0.004,
+        *,
+        period: float = PERIOD,
+        phases: tuple[float, ...] = (),
+    ) -> None:
         self.conn = xcffib.connect(display=display)
         screen = self.conn.get_setup().roots[0]
         self.root = screen.root
         self.gc = self.conn.generate_id()
         self.conn.core.CreateGC(self.gc, self.root, 0, [])
-        self.phase = phase
+        self.phases = phases or (phase,)
+        self.period = period
         self.jitter = jitter
         self.random = random.Random(7)
         self.level = 0
@@ -67,10 +76,11 @@ class Drawer:
         self.conn.core.GetInputFocus().reply()  # a round trip: the fill is on the screen when this returns
 
     def _run(self) -> None:
-        period = math.floor((time.monotonic() - self.phase) / PERIOD)
+        period = math.floor(time.monotonic() / self.period)
         while not self.halt.is_set():
             period += 1
-            due = period * PERIOD + self.phase + self.random.uniform(-self.jitter, self.jitter)
+            phase = self.phases[period % len(self.phases)]
+            due = period * self.period + phase + self.random.uniform(-self.jitter, self.jitter)
             time.sleep(max(0.0, due - time.monotonic()))
             self.level += 1
             self.fill(self.level)
@@ -152,8 +162,17 @@ async def test_each_slot_carries_the_next_picture_on_a_grid_between_the_draws(di
     assert own_segments() <= segments_before
 
 
+def placed(grabber: ScreenGrabber) -> tuple[float, float]:
+    """The grid's phase on the monotonic clock the drawers keep, and how long placing it took."""
+    asked = time.time()
+    t0 = grabber.place_grid()
+    took = time.time() - asked
+    assert asked + START_MARGIN <= t0 <= asked + took + START_MARGIN + PERIOD
+    return (t0 - (time.time() - time.monotonic())) % PERIOD, took
+
+
 @pytest.mark.media
-async def test_the_page_watched_while_it_loads_places_the_grid_without_a_wait(display: str):
+async def test_a_page_drawing_steadily_while_it_loaded_gets_its_grid_without_a_wait(display: str):
     # The watch runs from open(); the grid is placed by the last PHASE_WINDOW of it, whatever came before.
     grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
     grabber.open()
@@ -163,15 +182,48 @@ async def test_the_page_watched_while_it_loads_places_the_grid_without_a_wait(di
         draw_phase = 0.021  # the page's drawing changed phase: only the newest draws count
         with Drawer(display, draw_phase):
             await asyncio.sleep(PHASE_WINDOW + 0.2)
-            asked = time.time()
-            t0 = grabber.place_grid()
-            placed_in = time.time() - asked
+            phase, took = placed(grabber)
     finally:
         grabber.close()
-    assert placed_in < PHASE_WINDOW - 0.05, placed_in  # no watch of its own, only the first picture's
-    assert asked + START_MARGIN <= t0 <= asked + START_MARGIN + PERIOD + 0.1
-    t0_mono = t0 - (time.time() - time.monotonic())
-    assert circular_gap(t0_mono % PERIOD, (draw_phase + PERIOD / 2) % PERIOD) < 0.006
+    assert took < PHASE_WINDOW - 0.05, took  # no watch of its own, only the first picture's round trip
+    assert circular_gap(phase, draw_phase + PERIOD / 2) < 0.006
+
+
+@pytest.mark.media
+async def test_a_page_that_has_just_loaded_is_waited_for_until_its_drawing_settles(display: str):
+    # Loading draws in no rhythm (here half of them half a frame from where the video will draw, so a grid
+    # placed by them would sit on the video's draws); the video then starts as the capture is asked for.
+    draw_phase = 0.009
+    opposite = draw_phase + PERIOD / 2
+    loading = (opposite, opposite, opposite + PERIOD / 3, opposite + 2 * PERIOD / 3)
+    grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
+    grabber.open()
+    try:
+        with Drawer(display, 0.0, phases=loading):
+            await asyncio.sleep(0.6)
+        with Drawer(display, draw_phase):
+            phase, took = placed(grabber)
+    finally:
+        grabber.close()
+    assert PHASE_WINDOW / 2 <= took < PHASE_SETTLE, took
+    assert circular_gap(phase, draw_phase + PERIOD / 2) < 0.006
+
+
+@pytest.mark.media
+async def test_a_page_animating_at_60_hz_gets_slots_half_a_tick_from_its_draws(display: str):
+    tick = PERIOD / 2
+    draw_phase = 0.003
+    grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
+    grabber.open()
+    try:
+        with Drawer(display, draw_phase, jitter=0.002, period=tick):
+            await asyncio.sleep(PHASE_WINDOW + 0.2)
+            phase, took = placed(grabber)
+    finally:
+        grabber.close()
+    assert took < PHASE_WINDOW - 0.05, took
+    gap = (phase - draw_phase) % tick
+    assert abs(gap - tick / 2) < 0.003, gap  # a slot never sits on either tick's draws
 
 
 @pytest.mark.media

@@ -400,6 +400,7 @@ class _CaptureRun:
                 threads=rec.settings.encoder_threads,
                 x264_params=rec.settings.x264_params,
                 grabber=rec.settings.grabber,
+                loading=self.spec.start_from == "commit",
                 av_offset_ms=self.av_offset_ms,
                 silence=stop_when.silence,
                 silence_db=stop_when.silence_db,

@@ -37,6 +37,9 @@ class CaptureSettings:
     # damage: recorder.capture.grabber writes the pictures into FFmpeg's standard input on a grid placed by
     # the page's drawing. x11grab: FFmpeg grabs the screen on its own clock (RECORDER_GRABBER).
     grabber: str = "damage"
+    # The page is still loading when the capture starts (`from: commit`): the paced grab places its grid
+    # after a short watch instead of waiting for the page's drawing to settle.
+    loading: bool = False
     audio_bitrate: str = "128k"
     # Positive: audio arrives this many ms late through the capture path and is moved earlier.
     av_offset_ms: float = 0.0

@@ -25,7 +25,7 @@ from contract.protocol import Progress
 from recorder import procs
 from recorder.capture.command import CaptureSettings, build_capture_command
 from recorder.capture.detect import Detection, LogReader
-from recorder.capture.grabber import STOPPED_READING, GrabberError, ScreenGrabber
+from recorder.capture.grabber import PHASE_SETTLE, PHASE_WINDOW, STOPPED_READING, GrabberError, ScreenGrabber
 from recorder.capture.pause import PauseSpan
 from recorder.capture.progress import ProgressTracker
 
@@ -121,7 +121,8 @@ class Capture:
         s = self.settings
         if self._watching is not None or not (s.video and s.grabber == "damage"):
             return
-        grabber = ScreenGrabber(s.display, s.width, s.height, s.fps)
+        settle = PHASE_WINDOW if s.loading else PHASE_SETTLE  # a loading page has no rhythm to wait for
+        grabber = ScreenGrabber(s.display, s.width, s.height, s.fps, settle=settle)
         await self._in_thread(grabber, grabber.open)
         self._watching = grabber
 

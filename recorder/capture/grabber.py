@@ -12,10 +12,10 @@ offset comes from").
 Here the grid is set from the page: the times of the screen's changes in the last moments before FFmpeg
 starts give Chromium's drawing phase, and slot n is at t0 + n/fps with t0 half a frame after it. They
 are watched in the background from `open()` (while the page loads), so a page already drawing in a
-steady rhythm costs no wait; one that has just loaded is waited for until it settles (`place_grid`). A slot holds the
-newest picture the screen showed before it; the picture is taken into shared memory as soon as the
-server reports the change, so a draw that lands anywhere between two slots goes to the next one. Slots
-go to FFmpeg as raw frames in a Matroska stream, each stamped with its slot's time, so however late a
+steady rhythm costs no wait; one that has just loaded is waited for until it settles (`place_grid`).
+A slot holds the newest picture the screen showed before it; the picture is taken into shared memory as
+soon as the server reports the change, so a draw that lands anywhere between two slots goes to the next
+one. Slots go to FFmpeg as raw frames in a Matroska stream, each stamped with its slot's time, so however late a
 frame is read, nothing moves in time.
 
 While FFmpeg keeps up, every slot is sent. When it falls behind, a slot that would only repeat the last
@@ -194,9 +194,11 @@ class ScreenGrabber:
     """Grabs `display` at `fps` into a pipe: `open()`, `place_grid()`, `start(fd)`, then `end_at()` or
     `halt()`, and `join()`; `close()` for one that never started."""
 
-    def __init__(self, display: str, width: int, height: int, fps: int) -> None:
+    def __init__(self, display: str, width: int, height: int, fps: int, *, settle: float = PHASE_SETTLE) -> None:
+        """`settle`: the longest `place_grid` waits for the page's drawing to settle into a rhythm."""
         self.display = display
         self.width, self.height, self.fps = width, height, fps
+        self.settle = settle
         self.period = 1.0 / fps
         self.frame_bytes = width * height * 4
         self.t0: float | None = None  # the first slot, unix time
@@ -247,8 +249,8 @@ class ScreenGrabber:
         The page's last PHASE_WINDOW of drawing decides, once it has settled into a rhythm: a page playing
         video draws at the capture rate, one phase; an animation draws at the screen's 60 Hz. A page that
         has just loaded is in neither (layout, then the videos starting), and a grid placed by it races
-        the video's draws (3 of 7 cold recordings lost pictures), so the start waits, up to PHASE_SETTLE,
-        for the rhythm. A still page gives none, and waits one PHASE_WINDOW in case it starts."""
+        the video's draws (3 of 7 cold recordings lost pictures), so the start waits, up to `settle`, for
+        the rhythm. A still page gives none, and waits one PHASE_WINDOW in case it starts."""
         try:
             asked = time.monotonic()
             time.sleep(max(0.0, self._watching_since + PHASE_WINDOW - asked))
@@ -258,7 +260,7 @@ class ScreenGrabber:
                     draws = [at for at in self._draws if at >= now - PHASE_WINDOW]
                 anchor, rhythm = grid_anchor(draws, self.period)
                 still = len(draws) < PHASE_DRAWS and now >= asked + PHASE_WINDOW
-                if rhythm is not None or still or now >= asked + PHASE_SETTLE:
+                if rhythm is not None or still or now >= asked + self.settle:
                     break
                 time.sleep(0.02)
             self._stop_watching()

@@ -65,6 +65,9 @@ class Recorder:
         self.audio: AudioServer | None = None
         self.browser: Browser | None = None
         self.guard: EgressGuard | None = None
+        # Capture rate -> where Chromium was last seen presenting video on this display (the paced grab's
+        # grid is placed by it at once): it holds from one page load to the next.
+        self.presentation_phase: dict[int, float] = {}
 
     async def __aenter__(self) -> Recorder:
         await self.start()
@@ -401,6 +404,7 @@ class _CaptureRun:
                 x264_params=rec.settings.x264_params,
                 grabber=rec.settings.grabber,
                 loading=self.spec.start_from == "commit",
+                presentation_phase=rec.presentation_phase.get(self.spec.fps),
                 av_offset_ms=self.av_offset_ms,
                 silence=stop_when.silence,
                 silence_db=stop_when.silence_db,
@@ -550,6 +554,8 @@ class _CaptureRun:
                 self.log.warning("the WebRTC watcher did not stop cleanly", error=str(exc)[:300])
         if self.capture is not None:
             await self.capture.stop(until=self._file_ends_at)
+            if self.capture.presentation_phase is not None:
+                rec.presentation_phase[self.spec.fps] = self.capture.presentation_phase
         if self.progress_timeline is not None:
             self.progress_timeline.flush()
         self.control.paused = False

@@ -110,6 +110,15 @@ class Capture:
         return self.tracker.progress
 
     @property
+    def presentation_phase(self) -> float | None:
+        """Where the browser was last seen presenting video (the paced grab's phase, for the next part's grid
+        and the next recording's): the newest part's grab knows best, once it has ended."""
+        for part in reversed(self._parts):
+            if part.grabber is not None and part.grabber.presentation_phase is not None:
+                return part.grabber.presentation_phase
+        return self.settings.presentation_phase
+
+    @property
     def files(self) -> list[Path]:
         """The capture parts in order, one per FFmpeg process started (the first is `output`)."""
         return [part.path for part in self._parts]
@@ -232,6 +241,7 @@ class Capture:
         await self.prepare()
         grabber, self._watching = self._watching, None
         assert grabber is not None
+        grabber.presentation_phase = self.presentation_phase  # as of now: the part before may have taught it
         origin = await self._in_thread(grabber, grabber.place_grid)
         return grabber, origin
 

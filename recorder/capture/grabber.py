@@ -56,9 +56,9 @@ PHASE_DRAWS = 4  # fewer changes than this (a still page): the grid is placed an
 PHASE_AGREEMENT = 0.85  # how tightly the changes must gather at one phase (1: exactly) to be the page's rhythm
 PHASE_SETTLE = 1.0  # the longest a start waits for the page's drawing to settle into a rhythm
 WATCH_KEEP = 256  # the newest changes kept while watching: far more than PHASE_WINDOW holds at 60 Hz
-# The first slot is this far ahead, so FFmpeg is reading when it comes (it reads within 0.1 s of its spawn
-# here); audio it has not yet opened is silence.
-START_MARGIN = 0.15
+# The first slot is this far ahead, so FFmpeg is reading when it comes (it read 0.04-0.09 s after its
+# spawn here); frames wait in the ring if it is late, and audio it has not yet opened is silence.
+START_MARGIN = 0.1
 PIPE_BYTES = 1 << 20  # Linux's default ceiling for an unprivileged pipe (fs.pipe-max-size)
 STOPPED_READING = "FFmpeg stopped reading"  # the pipe closed: how every capture ends, not a failure
 BEHIND_SLOTS = 2  # slots waiting for the pipe past which repeats are no longer sent
@@ -194,11 +194,23 @@ class ScreenGrabber:
     """Grabs `display` at `fps` into a pipe: `open()`, `place_grid()`, `start(fd)`, then `end_at()` or
     `halt()`, and `join()`; `close()` for one that never started."""
 
-    def __init__(self, display: str, width: int, height: int, fps: int, *, settle: float = PHASE_SETTLE) -> None:
-        """`settle`: the longest `place_grid` waits for the page's drawing to settle into a rhythm."""
+    def __init__(
+        self,
+        display: str,
+        width: int,
+        height: int,
+        fps: int,
+        *,
+        settle: float = PHASE_SETTLE,
+        presentation_phase: float | None = None,
+    ) -> None:
+        """`settle`: the longest `place_grid` waits for the page's drawing to settle into a rhythm.
+        `presentation_phase`: where this display's browser was last seen presenting video at this rate
+        (monotonic seconds modulo the frame interval), to place by at once while the page has no rhythm."""
         self.display = display
         self.width, self.height, self.fps = width, height, fps
         self.settle = settle
+        self.presentation_phase = presentation_phase  # updated by a page seen drawing at the capture rate
         self.period = 1.0 / fps
         self.frame_bytes = width * height * 4
         self.t0: float | None = None  # the first slot, unix time
@@ -249,8 +261,10 @@ class ScreenGrabber:
         The page's last PHASE_WINDOW of drawing decides, once it has settled into a rhythm: a page playing
         video draws at the capture rate, one phase; an animation draws at the screen's 60 Hz. A page that
         has just loaded is in neither (layout, then the videos starting), and a grid placed by it races
-        the video's draws (3 of 7 cold recordings lost pictures), so the start waits, up to `settle`, for
-        the rhythm. A still page gives none, and waits one PHASE_WINDOW in case it starts."""
+        the video's draws (3 of 8 cold recordings lost pictures). Chromium presents video at the same
+        phase of the monotonic clock from one page load to the next (12 of 12 loads, cold and warm), so
+        the phase seen last places the grid at once. Without one, the start waits up to `settle` for the
+        rhythm, and a still page one PHASE_WINDOW in case it starts."""
         try:
             asked = time.monotonic()
             time.sleep(max(0.0, self._watching_since + PHASE_WINDOW - asked))
@@ -259,10 +273,16 @@ class ScreenGrabber:
                 with self._state:
                     draws = [at for at in self._draws if at >= now - PHASE_WINDOW]
                 anchor, rhythm = grid_anchor(draws, self.period)
+                if rhythm is None and self.presentation_phase is not None:
+                    anchor, rhythm = self.presentation_phase + self.period / 2, "the last video's"
                 still = len(draws) < PHASE_DRAWS and now >= asked + PHASE_WINDOW
                 if rhythm is not None or still or now >= asked + self.settle:
                     break
                 time.sleep(0.02)
+            if rhythm == "capture rate":
+                assert anchor is not None
+                self.presentation_phase = (anchor - self.period / 2) % self.period
+            self._draws.clear()  # from here on, the draws of what is recorded
             self._stop_watching()
             if self.error is not None:
                 raise GrabberError(f"watching display {self.display} failed: {self.error}")
@@ -442,7 +462,10 @@ class ScreenGrabber:
                 if wait > 0:
                     # Events may already sit in xcb's queue (read while waiting for a reply), unseen by poll;
                     # a change that waited for a free image is taken as soon as one is back.
-                    if self._changes() or (self.waits and self._current_is_stale()):
+                    if self._changes():
+                        self._draws.append(time.monotonic())  # the watch is over: this thread alone
+                        self._take_picture()
+                    elif self.waits and self._current_is_stale():
                         self._take_picture()
                     else:
                         readable.poll(min(wait, 0.1) * 1000)
@@ -468,12 +491,21 @@ class ScreenGrabber:
             if self._feed is not None:
                 self._feed.join()  # it lets go of the images; FFmpeg ending ends it
             self._disconnect()
+            self._learn_presentation()
             log.debug(
                 "screen grab ended",
                 pictures=self.pictures,
                 frames_sent=self.slots_written,
                 repeats_left_out=self.skipped,
             )
+
+    def _learn_presentation(self) -> None:
+        """The phase the page presented video at over its last changes, for the grids that come after."""
+        draws = list(self._draws)
+        if len(draws) >= PHASE_DRAWS:
+            phase, agreement = _phase(draws, self.period)
+            if agreement >= PHASE_AGREEMENT:
+                self.presentation_phase = phase % self.period
 
     def _seal(self, slot: int) -> None:
         """The newest picture into `slot`, for the feed to send."""

@@ -210,6 +210,39 @@ async def test_a_page_that_has_just_loaded_is_waited_for_until_its_drawing_settl
 
 
 @pytest.mark.media
+async def test_the_phase_video_was_last_presented_at_places_a_new_page_at_once_and_is_learnt_again(
+    display: str,
+):
+    # Chromium presents video at one phase of the monotonic clock across page loads: known from the recording
+    # before, it places the grid of a page still loading without waiting, and each recording learns it.
+    presented = 0.013
+    loading = (0.0, 0.0, PERIOD / 3, 2 * PERIOD / 3)
+    grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS, presentation_phase=presented)
+    grabber.open()
+    try:
+        with Drawer(display, 0.0, phases=loading):
+            await asyncio.sleep(PHASE_WINDOW + 0.1)
+            phase, took = placed(grabber)
+        assert took < PHASE_WINDOW - 0.05, took
+        assert circular_gap(phase, presented + PERIOD / 2) < 0.002
+
+        read_fd, write_fd = os.pipe()
+        grabber.start(write_fd)
+        now_presented = 0.027  # another machine, or the browser changed its mind: the recording teaches it
+        with Drawer(display, now_presented):
+            await asyncio.sleep(1.2)
+            grabber.end_at(time.time())
+            frames = list(read_frames(read_fd))
+    finally:
+        grabber.halt()
+        grabber.join(5)
+        grabber.close()
+    assert not grabber.running and frames  # (read after the end: repeats were left out meanwhile)
+    assert grabber.presentation_phase is not None
+    assert circular_gap(grabber.presentation_phase, now_presented) < 0.004
+
+
+@pytest.mark.media
 async def test_a_page_animating_at_60_hz_gets_slots_half_a_tick_from_its_draws(display: str):
     tick = PERIOD / 2
     draw_phase = 0.003

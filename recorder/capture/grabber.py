@@ -190,6 +190,15 @@ def grid_anchor(draws: list[float], period: float) -> tuple[float | None, str | 
     return phase + period / 2, None
 
 
+def still_anchor(draws: list[float], period: float) -> float | None:
+    """For a still page: half a tick from the screen's ticks, which the draws seen while it loaded keep
+    (Chromium draws on them); None (anywhere) when they keep none."""
+    if len(draws) < PHASE_DRAWS:
+        return None
+    tick_phase, agreement = _phase(draws, period / 2)
+    return tick_phase + period / 4 if agreement >= PHASE_AGREEMENT else None
+
+
 class ScreenGrabber:
     """Grabs `display` at `fps` into a pipe: `open()`, `place_grid()`, `start(fd)`, then `end_at()` or
     `halt()`, and `join()`; `close()` for one that never started."""
@@ -262,28 +271,31 @@ class ScreenGrabber:
         video draws at the capture rate, one phase; an animation draws at the screen's 60 Hz. A page that
         has just loaded is in neither (layout, then the videos starting), and a grid placed by it races
         the video's draws (3 of 8 cold recordings lost pictures). Chromium presents video at the same
-        phase of the monotonic clock from one page load to the next (12 of 12 loads, cold and warm), so
-        the phase seen last places the grid at once. Without one, the start waits up to `settle` for the
-        rhythm, and a still page one PHASE_WINDOW in case it starts."""
+        phase of the clock from one page load to the next (12 of 12 loads), so the phase seen last places
+        the grid at once. Without one, a page that draws is waited for, up to `settle`, and a still page
+        is placed at once half a tick from the screen's ticks, so whichever tick its drawing takes when it
+        starts, no slot races it."""
         try:
             asked = time.monotonic()
             time.sleep(max(0.0, self._watching_since + PHASE_WINDOW - asked))
             while True:
                 now = time.monotonic()
                 with self._state:
-                    draws = [at for at in self._draws if at >= now - PHASE_WINDOW]
+                    kept = list(self._draws)
+                draws = [at for at in kept if at >= now - PHASE_WINDOW]
                 anchor, rhythm = grid_anchor(draws, self.period)
                 if rhythm is None and self.presentation_phase is not None:
                     anchor, rhythm = self.presentation_phase + self.period / 2, "the last video's"
-                still = len(draws) < PHASE_DRAWS and now >= asked + PHASE_WINDOW
-                if rhythm is not None or still or now >= asked + self.settle:
+                if rhythm is None and len(draws) < PHASE_DRAWS:
+                    anchor, rhythm = still_anchor(kept, self.period), "still"
+                if rhythm is not None or now >= asked + self.settle:
                     break
                 time.sleep(0.02)
             if rhythm == "capture rate":
                 assert anchor is not None
                 self.presentation_phase = (anchor - self.period / 2) % self.period
-            self._draws.clear()  # from here on, the draws of what is recorded
             self._stop_watching()
+            self._draws.clear()  # from here on, the draws of what is recorded
             if self.error is not None:
                 raise GrabberError(f"watching display {self.display} failed: {self.error}")
             self._take_picture()

@@ -244,6 +244,24 @@ async def test_the_phase_video_was_last_presented_at_places_a_new_page_at_once_a
 
 
 @pytest.mark.media
+async def test_a_still_page_gets_its_grid_at_once_half_a_tick_from_the_ticks_it_loaded_on(display: str):
+    tick = PERIOD / 2
+    loaded_on = 0.005
+    grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
+    grabber.open()
+    try:
+        with Drawer(display, loaded_on, jitter=0.002, period=tick):
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(PHASE_WINDOW + 0.1)  # loaded, and still since
+        phase, took = placed(grabber)
+    finally:
+        grabber.close()
+    assert took < 0.1, took
+    gap = (phase - loaded_on) % tick
+    assert abs(gap - tick / 2) < 0.003, gap
+
+
+@pytest.mark.media
 async def test_a_page_animating_at_60_hz_gets_slots_half_a_tick_from_its_draws(display: str):
     tick = PERIOD / 2
     draw_phase = 0.003

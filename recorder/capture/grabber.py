@@ -54,7 +54,9 @@ log = structlog.get_logger(__name__)
 PHASE_WINDOW = 0.3  # seconds of the screen's changes to place the grid by
 PHASE_DRAWS = 4  # fewer changes than this (a still page): the grid is placed anywhere
 PHASE_AGREEMENT = 0.85  # how tightly the changes must gather at one phase (1: exactly) to be the page's rhythm
-PHASE_SETTLE = 1.0  # the longest a start waits for the page's drawing to settle into a rhythm
+# The longest a start waits for the page's drawing to settle into a rhythm (a loaded page's videos took
+# 0.4-0.57 s from the capture's start, in five cold starts).
+PHASE_SETTLE = 0.6
 WATCH_KEEP = 256  # the newest changes kept while watching: far more than PHASE_WINDOW holds at 60 Hz
 # The first slot is this far ahead, so FFmpeg is reading when it comes (it read 0.04-0.09 s after its
 # spawn here); frames wait in the ring if it is late, and audio it has not yet opened is silence.
@@ -191,8 +193,8 @@ def grid_anchor(draws: list[float], period: float) -> tuple[float | None, str | 
 
 
 def still_anchor(draws: list[float], period: float) -> float | None:
-    """For a still page: half a tick from the screen's ticks, which the draws seen while it loaded keep
-    (Chromium draws on them); None (anywhere) when they keep none."""
+    """For a page without a rhythm: half a tick from the screen's ticks, which the draws seen while it
+    loaded keep (Chromium draws on them); None (anywhere) when they keep none."""
     if len(draws) < PHASE_DRAWS:
         return None
     tick_phase, agreement = _phase(draws, period / 2)
@@ -273,8 +275,8 @@ class ScreenGrabber:
         the video's draws (3 of 8 cold recordings lost pictures). Chromium presents video at the same
         phase of the clock from one page load to the next (12 of 12 loads), so the phase seen last places
         the grid at once. Without one, a page that draws is waited for, up to `settle`, and a still page
-        is placed at once half a tick from the screen's ticks, so whichever tick its drawing takes when it
-        starts, no slot races it."""
+        (or one still without a rhythm after `settle`) is placed half a tick from the screen's ticks, so
+        whichever tick its drawing takes, no slot races it."""
         try:
             asked = time.monotonic()
             time.sleep(max(0.0, self._watching_since + PHASE_WINDOW - asked))
@@ -291,6 +293,9 @@ class ScreenGrabber:
                 if rhythm is not None or now >= asked + self.settle:
                     break
                 time.sleep(0.02)
+            if rhythm is None:  # none within `settle`: half a tick from the ticks races neither tick's draws
+                ticks = still_anchor(kept, self.period)
+                anchor, rhythm = (anchor, "none") if ticks is None else (ticks, "the screen's ticks")
             if rhythm == "capture rate":
                 assert anchor is not None
                 self.presentation_phase = (anchor - self.period / 2) % self.period

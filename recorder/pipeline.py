@@ -65,8 +65,8 @@ class Recorder:
         self.audio: AudioServer | None = None
         self.browser: Browser | None = None
         self.guard: EgressGuard | None = None
-        # Capture rate -> where Chromium was last seen presenting video on this display (the paced grab's
-        # grid is placed by it at once): it holds from one page load to the next.
+        # Capture rate -> where this browser was last seen presenting video (the paced grab's grid is placed
+        # by it at once): it held from one page load to the next, and is forgotten with the browser.
         self.presentation_phase: dict[int, float] = {}
 
     async def __aenter__(self) -> Recorder:
@@ -107,6 +107,7 @@ class Recorder:
         if self.browser is None or not self.browser.connected:
             if self.browser is not None:
                 await self.browser.close()
+            self.presentation_phase.clear()  # a new browser (or display) is learnt afresh
             assert self.audio is not None and self.display.name is not None
             guard = await self._ensure_guard()
             self.browser = Browser(

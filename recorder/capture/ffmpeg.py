@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -157,7 +158,7 @@ class Capture:
                 self.pauses.append(PauseSpan(started_at=started, media_at=round(self._media_time(), 3)))
                 log.info("capture paused", part=part.number, media_at=self.pauses[-1].media_at)
                 with contextlib.suppress(RecorderError):  # the resume opens its own instead
-                    await self.prepare()  # the next part's grid is placed by the time it resumes
+                    await self.prepare()  # the page is watched through the pause, for the next part's grid
 
     async def resume(self) -> None:
         """Capture again, into the next part; returns once its first frame is written. A part that cannot
@@ -183,20 +184,16 @@ class Capture:
         if self.live_dir is not None:
             self.live_dir.mkdir(parents=True, exist_ok=True)
         grabber, origin = await self._open_grabber()
-        argv = build_capture_command(self.settings, path, origin=origin, live_dir=self.live_dir, part=number)
-        log.debug("capture command", argv=argv)
-        part = _Part(number, path, origin)
-        part.grabber = grabber
-        if number == 1:
-            self.started_at = origin
-            self.tracker.started_at = origin
-        else:
-            self.tracker.next_part()
         stdin: int = asyncio.subprocess.DEVNULL
-        if grabber is not None:
-            stdin, feed = os.pipe()
+        feed: int | None = None
         try:
-            part.proc = await procs.spawn(
+            argv = build_capture_command(
+                self._part_settings(grabber), path, origin=origin, live_dir=self.live_dir, part=number
+            )
+            log.debug("capture command", argv=argv)
+            if grabber is not None:
+                stdin, feed = os.pipe()
+            proc = await procs.spawn(
                 argv,
                 stdin=stdin,
                 stdout=asyncio.subprocess.PIPE,
@@ -204,15 +201,25 @@ class Capture:
                 death_signal=signal.SIGKILL,
             )
         except BaseException:
-            if grabber is not None:
+            if feed is not None:
                 os.close(feed)
-                grabber.close()
+            if grabber is not None:
+                await asyncio.to_thread(grabber.close)
             raise
         finally:
-            if grabber is not None:
+            if feed is not None:
                 os.close(stdin)
         if grabber is not None:
+            assert feed is not None
             grabber.start(feed)
+        part = _Part(number, path, origin)
+        part.grabber = grabber
+        part.proc = proc
+        if number == 1:
+            self.started_at = origin
+            self.tracker.started_at = origin
+        else:
+            self.tracker.next_part()
         self._parts.append(part)
         self._current = part
         part.readers = [
@@ -245,17 +252,28 @@ class Capture:
         origin = await self._in_thread(grabber, grabber.place_grid)
         return grabber, origin
 
+    def _part_settings(self, grabber: ScreenGrabber | None) -> CaptureSettings:
+        """The settings a part's FFmpeg runs with. A grid placed by a known video phase stamps a picture a
+        known time after the page drew it; the calibrated A/V offset holds for half a frame (the grid placed
+        by the page's rhythm), so another delay moves the audio by the difference."""
+        s = self.settings
+        if grabber is None or grabber.stamp_delay is None:
+            return s
+        shift_ms = (grabber.period / 2 - grabber.stamp_delay) * 1000.0
+        return dataclasses.replace(s, av_offset_ms=s.av_offset_ms + shift_ms) if shift_ms else s
+
     @staticmethod
     async def _in_thread(grabber: ScreenGrabber, step: Callable[[], _T]) -> _T:
         """A blocking step of the grabber's set-up; when it fails or is cancelled, the grabber is closed once
-        the step is over, so nothing of it is left."""
+        the step is over (however often the wait for it is cancelled), so nothing of it is left."""
         running = asyncio.ensure_future(asyncio.to_thread(step))
         try:
             return await asyncio.shield(running)
         except BaseException as exc:
-            with contextlib.suppress(BaseException):
-                await running
-            await asyncio.to_thread(grabber.close)
+            while not running.done():
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(running)
+            await asyncio.shield(asyncio.to_thread(grabber.close))
             if isinstance(exc, GrabberError):
                 raise RecorderError(ErrorCode.CAPTURE_FAILED, f"the screen grab did not start: {exc}") from exc
             raise

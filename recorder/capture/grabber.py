@@ -10,7 +10,8 @@ half of the spread of A/V offsets between recordings (docs/benchmarks.md, "Where
 offset comes from").
 
 Here the grid is set from the page: the times of the screen's changes in the last moments before FFmpeg
-starts give Chromium's drawing phase, and slot n is at t0 + n/fps with t0 half a frame after it. They
+starts give Chromium's drawing phase, and slot n is at t0 + n/fps with t0 half a frame after it (half a
+screen tick, where the page draws at 60 Hz or the phase is the one remembered; `place_grid`). They
 are watched in the background from `open()` (while the page loads), so a page already drawing in a
 steady rhythm costs no wait; one that has just loaded is waited for until it settles (`place_grid`).
 A slot holds the newest picture the screen showed before it; the picture is taken into shared memory as
@@ -57,9 +58,11 @@ PHASE_AGREEMENT = 0.85  # how tightly the changes must gather at one phase (1: e
 # The longest a start waits for the page's drawing to settle into a rhythm (a loaded page's videos took
 # 0.4-0.57 s from the capture's start, in five cold starts).
 PHASE_SETTLE = 0.6
+WATCH_JOIN = 5.0  # seconds for the watch to stop; longer, its X server has stopped answering
 WATCH_KEEP = 256  # the newest changes kept while watching: far more than PHASE_WINDOW holds at 60 Hz
-# The first slot is this far ahead, so FFmpeg is reading when it comes (it read 0.04-0.09 s after its
-# spawn here); frames wait in the ring if it is late, and audio it has not yet opened is silence.
+# The first slot is this far after the grid is placed, which is just before FFmpeg's spawn, so FFmpeg is
+# reading when it comes (it read 0.04-0.09 s after its spawn here). If it is late, the first few pictures
+# wait in the ring and later ones repeat, and audio it has not yet opened is silence.
 START_MARGIN = 0.1
 PIPE_BYTES = 1 << 20  # Linux's default ceiling for an unprivileged pipe (fs.pipe-max-size)
 STOPPED_READING = "FFmpeg stopped reading"  # the pipe closed: how every capture ends, not a failure
@@ -222,6 +225,9 @@ class ScreenGrabber:
         self.width, self.height, self.fps = width, height, fps
         self.settle = settle
         self.presentation_phase = presentation_phase  # updated by a page seen drawing at the capture rate
+        # How late a slot comes after the video's draws, where the grid was placed by a known video phase
+        # (half a frame by the page's rhythm, a quarter by the remembered phase); None: not known.
+        self.stamp_delay: float | None = None
         self.period = 1.0 / fps
         self.frame_bytes = width * height * 4
         self.t0: float | None = None  # the first slot, unix time
@@ -274,9 +280,10 @@ class ScreenGrabber:
         has just loaded is in neither (layout, then the videos starting), and a grid placed by it races
         the video's draws (3 of 8 cold recordings lost pictures). Chromium presents video at the same
         phase of the clock from one page load to the next (12 of 12 loads), so the phase seen last places
-        the grid at once. Without one, a page that draws is waited for, up to `settle`, and a still page
-        (or one still without a rhythm after `settle`) is placed half a tick from the screen's ticks, so
-        whichever tick its drawing takes, no slot races it."""
+        the grid at once: half a tick after it, so that a video taking the other tick is not raced either,
+        and with the audio moved by the known difference (`stamp_delay`). Without one, a page that draws
+        is waited for, up to `settle`, and a still page (or one still without a rhythm after `settle`) is
+        placed half a tick from the screen's ticks, so whichever tick its drawing takes, no slot races it."""
         try:
             asked = time.monotonic()
             time.sleep(max(0.0, self._watching_since + PHASE_WINDOW - asked))
@@ -287,7 +294,9 @@ class ScreenGrabber:
                 draws = [at for at in kept if at >= now - PHASE_WINDOW]
                 anchor, rhythm = grid_anchor(draws, self.period)
                 if rhythm is None and self.presentation_phase is not None:
-                    anchor, rhythm = self.presentation_phase + self.period / 2, "the last video's"
+                    # Half a tick after it, not half a frame: should this page's video take the other tick,
+                    # its draws are still half a tick from the slots, not on them.
+                    anchor, rhythm = self.presentation_phase + self.period / 4, "the last video's"
                 if rhythm is None and len(draws) < PHASE_DRAWS:
                     anchor, rhythm = still_anchor(kept, self.period), "still"
                 if rhythm is not None or now >= asked + self.settle:
@@ -299,13 +308,24 @@ class ScreenGrabber:
             if rhythm == "capture rate":
                 assert anchor is not None
                 self.presentation_phase = (anchor - self.period / 2) % self.period
+                self.stamp_delay = self.period / 2
+            elif rhythm == "the last video's":
+                self.stamp_delay = self.period / 4
             self._stop_watching()
             self._draws.clear()  # from here on, the draws of what is recorded
             if self.error is not None:
                 raise GrabberError(f"watching display {self.display} failed: {self.error}")
-            self._take_picture()
+            try:
+                self._take_picture()
+            except Exception as exc:  # the X server went away meanwhile
+                raise GrabberError(f"the first picture of {self.display} failed: {exc!r}") from exc
         except BaseException:
-            self._disconnect()
+            try:
+                self._stop_watching()
+            except GrabberError:
+                pass  # a watch still running keeps its connection
+            else:
+                self._disconnect()
             raise
         now = time.monotonic()
         self._clock_offset = time.time() - now
@@ -423,8 +443,10 @@ class ScreenGrabber:
 
     def _stop_watching(self) -> None:
         self._watch_done.set()
-        if self._watch is not None:
-            self._watch.join()
+        if self._watch is not None and self._watch is not threading.current_thread():
+            self._watch.join(WATCH_JOIN)
+            if self._watch.is_alive():  # blocked on an X server that stopped reading: left to it
+                raise GrabberError(f"the watch of display {self.display} did not stop")
             self._watch = None
 
     # -- the grab and the feed, on threads of their own ------------------------------------------------
@@ -443,7 +465,9 @@ class ScreenGrabber:
         self._grab.start()
 
     def end_at(self, until: float) -> None:
-        """Seal the slots up to `until` (unix time), then close the pipe: FFmpeg ends its video there."""
+        """Seal the slots up to `until` (unix time), then close the pipe: FFmpeg ends its video there. Called
+        after `until` (a stop's drain comes later), slots already sealed past it are not sent, and a last
+        slot left out meanwhile is sent with the newest picture, which may be a little newer than it."""
         assert self.t0 is not None
         # A slot within a thousandth of a slot of `until` counts as at it (times rounded to the microsecond).
         self._last_slot = max(0, math.ceil((until - self.t0) * self.fps - 1e-3) - 1)
@@ -550,6 +574,9 @@ class ScreenGrabber:
                     if self._halt.is_set() or not self._sealed:
                         break
                     slot, image = self._sealed.popleft()
+                    if self._last_slot is not None and slot > self._last_slot:
+                        image.queued -= 1
+                        break  # sealed before the end came, past it: the video ends at the end asked for
                 self._write_bytes(frame_header(round(slot * 1_000_000 / self.fps), image.size))
                 self._hand_over(image)
                 with self._state:
@@ -622,5 +649,9 @@ class ScreenGrabber:
     def close(self) -> None:
         """For a grabber opened but never started."""
         if self._grab is None:
-            self._stop_watching()
+            try:
+                self._stop_watching()
+            except GrabberError as exc:  # the connection stays with the thread that still uses it
+                log.warning("screen watch left running", error=str(exc))
+                return
             self._disconnect()

@@ -17,11 +17,14 @@ import random
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import xcffib
 import xcffib.xproto
 
+from recorder.capture.command import CaptureSettings
+from recorder.capture.ffmpeg import Capture
 from recorder.capture.grabber import PHASE_SETTLE, PHASE_WINDOW, START_MARGIN, ScreenGrabber, stream_header
 from recorder.source.display import Display
 from tests.support.leaks import own_segments
@@ -224,7 +227,9 @@ async def test_the_phase_video_was_last_presented_at_places_a_new_page_at_once_a
             await asyncio.sleep(PHASE_WINDOW + 0.1)
             phase, took = placed(grabber)
         assert took < PHASE_WINDOW - 0.05, took
-        assert circular_gap(phase, presented + PERIOD / 2) < 0.002
+        # Half a tick after it: should this page's video take the other tick, it is half a tick off too.
+        assert circular_gap(phase, presented + PERIOD / 4) < 0.002
+        assert grabber.stamp_delay == pytest.approx(PERIOD / 4)
 
         read_fd, write_fd = os.pipe()
         grabber.start(write_fd)
@@ -301,26 +306,36 @@ async def test_a_still_screen_still_gets_every_slot_and_a_stalled_reader_cannot_
 
 
 @pytest.mark.media
-async def test_an_end_asked_for_late_still_reaches_its_slot_when_repeats_were_left_out(display: str):
-    # FFmpeg behind (here: not reading at all) on a still screen: past two slots waiting, repeats are left out.
-    # The stop comes after the moment it asks for, as a drain's does; the stream must still end at that slot.
+@pytest.mark.parametrize("reader", ["stalled", "keeping up"])
+async def test_an_end_asked_for_late_ends_the_stream_at_its_slot(display: str, reader: str):
+    # The stop comes after the moment it asks for, as a drain's does. FFmpeg behind (here: not reading at all)
+    # on a still screen: past two slots waiting, repeats were left out, and the last one must still come.
+    # FFmpeg keeping up: what it was sent meanwhile stays (finalize cuts a file at its end), and nothing
+    # more is sent.
     grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
     grabber.open()
     t0 = grabber.place_grid()
     read_fd, write_fd = os.pipe()
     grabber.start(write_fd)
+    read_all = asyncio.to_thread(lambda: list(read_frames(read_fd)))
+    reading = asyncio.ensure_future(read_all) if reader == "keeping up" else None
     await asyncio.sleep(max(0.0, t0 - time.time()) + 1.0)
     until = time.time()
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.3)
     grabber.end_at(until)
-    frames = list(read_frames(read_fd))
+    asked = time.time()
+    frames = await (reading or read_all)
     grabber.join(5)
 
     assert not grabber.running and grabber.error is None
-    assert grabber.skipped > 10, "the reader kept up: no repeat was left out"
     slots = on_the_grid(frames)
-    assert slots == sorted(set(slots)) and len(slots) < 10
-    assert slots[-1] == math.ceil((until - t0) * FPS) - 1  # the last slot before the end asked for
+    assert slots == sorted(set(slots))
+    if reader == "stalled":
+        assert grabber.skipped > 10 and len(slots) < 10, "the reader kept up: no repeat was left out"
+        assert slots[-1] == math.ceil((until - t0) * FPS) - 1  # the last slot before the end asked for
+    else:
+        assert slots == list(range(len(slots)))
+        assert math.ceil((until - t0) * FPS) - 1 <= slots[-1] <= (asked - t0) * FPS + 1
 
 
 @pytest.mark.media
@@ -328,3 +343,48 @@ async def test_a_display_that_is_not_there_is_a_clear_error():
     grabber = ScreenGrabber(":4242", WIDTH, HEIGHT, FPS)
     with pytest.raises(Exception, match=":4242"):
         grabber.open()
+
+
+# -- how the capture uses the grab (recorder/capture/ffmpeg.py) -----------------------------------------
+
+
+class StubGrab:
+    """What Capture reads of a grabber, and a blocking set-up step that counts."""
+
+    def __init__(self, stamp_delay: float | None = None) -> None:
+        self.period = PERIOD
+        self.stamp_delay = stamp_delay
+        self.closed_after_step = False
+        self.step_done = threading.Event()
+
+    def step(self) -> float:
+        time.sleep(0.3)
+        self.step_done.set()
+        return 1.0
+
+    def close(self) -> None:
+        self.closed_after_step = self.step_done.is_set()
+
+
+@pytest.mark.parametrize(("stamp_delay", "shift_ms"), [(None, 0.0), (PERIOD / 2, 0.0), (PERIOD / 4, 1000 * PERIOD / 4)])
+def test_a_grid_with_a_known_stamp_delay_moves_the_audio_by_its_difference_from_half_a_frame(
+    tmp_path: Path, stamp_delay: float | None, shift_ms: float
+):
+    # The calibrated offset holds for slots half a frame after the draws: a quarter frame stamps the video a
+    # quarter frame earlier, so the audio is moved that much earlier too (a positive offset moves it earlier).
+    settings = CaptureSettings(display=":1", audio_source="s", width=WIDTH, height=HEIGHT, fps=FPS, av_offset_ms=12.0)
+    capture = Capture(settings, tmp_path / "capture.mkv")
+    used = capture._part_settings(StubGrab(stamp_delay))  # type: ignore[arg-type]
+    assert used.av_offset_ms == pytest.approx(12.0 + shift_ms)
+
+
+async def test_a_grab_set_up_cancelled_twice_is_closed_only_once_its_step_is_over():
+    grab = StubGrab()
+    task = asyncio.ensure_future(Capture._in_thread(grab, grab.step))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    task.cancel()  # a second cancel while it waits for the step
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert grab.step_done.is_set() and grab.closed_after_step

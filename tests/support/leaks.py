@@ -58,18 +58,29 @@ def leftovers(before: dict[int, str], grace: float = 10.0) -> dict[int, str]:
         time.sleep(0.2)
 
 
+SHM_TABLE = Path("/proc/sysvipc/shm")
+
+
 def own_segments() -> set[str]:
     """The System V shared-memory segments this process created (the screen grab's images)."""
-    rows = [line.split() for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
+    if not SHM_TABLE.exists():  # a kernel without System V IPC in /proc: nothing to see
+        return set()
+    rows = [line.split() for line in SHM_TABLE.read_text().splitlines()[1:]]
     return {f"shm {row[1]}" for row in rows if row[4] == str(os.getpid())}  # shmid, by cpid (the creator)
 
 
-def grab_leftovers(segments_before: set[str], grace: float = 5.0) -> list[str]:
-    """The screen grab's threads (recorder/capture/grabber.py names them screen-*) and shared-memory
-    segments that appeared since `segments_before`, still there after `grace` seconds."""
+def grab_threads() -> set[threading.Thread]:
+    """The screen grab's threads (recorder/capture/grabber.py names them screen-*)."""
+    return {t for t in threading.enumerate() if t.name.startswith("screen-") and t.is_alive()}
+
+
+def grab_leftovers(before: tuple[set[threading.Thread], set[str]], grace: float = 5.0) -> list[str]:
+    """The screen grab's threads and shared-memory segments that appeared since `before`, still there
+    after `grace` seconds."""
+    threads_before, segments_before = before
     deadline = time.monotonic() + grace
     while True:
-        threads = [t.name for t in threading.enumerate() if t.name.startswith("screen-") and t.is_alive()]
+        threads = sorted(t.name for t in grab_threads() - threads_before)
         left = threads + sorted(own_segments() - segments_before)
         if not left or time.monotonic() > deadline:
             return left
@@ -80,9 +91,9 @@ def grab_leftovers(segments_before: set[str], grace: float = 5.0) -> list[str]:
 def no_leaks() -> Iterator[None]:
     """Fails the test if it leaves an Xvfb, Chromium, FFmpeg or PulseAudio process behind, or anything of
     the screen grab."""
-    before, segments_before = watched_processes(), own_segments()
+    before, grab_before = watched_processes(), (grab_threads(), own_segments())
     yield
     extra = leftovers(before)
     assert not extra, f"processes left behind: {extra}"
-    grab = grab_leftovers(segments_before)
+    grab = grab_leftovers(grab_before)
     assert not grab, f"the screen grab left behind: {grab}"

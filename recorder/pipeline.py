@@ -555,8 +555,10 @@ class _CaptureRun:
                 self.log.warning("the WebRTC watcher did not stop cleanly", error=str(exc)[:300])
         if self.capture is not None:
             await self.capture.stop(until=self._file_ends_at)
-            if self.capture.presentation_phase is not None:
-                rec.presentation_phase[self.spec.fps] = self.capture.presentation_phase
+            if (phase := self.capture.presentation_phase) is not None:
+                rec.presentation_phase[self.spec.fps] = phase
+            else:
+                rec.presentation_phase.pop(self.spec.fps, None)
         if self.progress_timeline is not None:
             self.progress_timeline.flush()
         self.control.paused = False

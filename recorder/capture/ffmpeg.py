@@ -113,10 +113,10 @@ class Capture:
     @property
     def presentation_phase(self) -> float | None:
         """Where the browser was last seen presenting video (the paced grab's phase, for the next part's grid
-        and the next recording's): the newest part's grab knows best, once it has ended."""
-        for part in reversed(self._parts):
-            if part.grabber is not None and part.grabber.presentation_phase is not None:
-                return part.grabber.presentation_phase
+        and the next recording's): the newest part's grab knows best, once it has ended; None once a page
+        showed none."""
+        if self._parts and self._parts[-1].grabber is not None:
+            return self._parts[-1].grabber.presentation_phase
         return self.settings.presentation_phase
 
     @property

@@ -541,12 +541,14 @@ class ScreenGrabber:
             )
 
     def _learn_presentation(self) -> None:
-        """The phase the page presented video at over its last changes, for the grids that come after."""
+        """The phase the page presented video at over its last changes, for the grids that come after. A
+        page that drew often in no one phase (a call's videos arrive when they arrive) unlearns it: the
+        next grid would be placed, and its audio moved, for a phase the pages no longer keep."""
         draws = list(self._draws)
-        if len(draws) >= PHASE_DRAWS:
-            phase, agreement = _phase(draws, self.period)
-            if agreement >= PHASE_AGREEMENT:
-                self.presentation_phase = phase % self.period
+        if len(draws) < 2 * PHASE_DRAWS:
+            return
+        phase, agreement = _phase(draws, self.period)
+        self.presentation_phase = phase % self.period if agreement >= PHASE_AGREEMENT else None
 
     def _seal(self, slot: int) -> None:
         """The newest picture into `slot`, for the feed to send."""

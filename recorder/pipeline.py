@@ -585,7 +585,7 @@ class _CaptureRun:
             error=self.error,
             blocked=rec.guard.ledger.summary() if rec.guard is not None else None,
             versions=tool_versions(rec.browser.version if rec.browser else None),
-            av_offset_correction_ms=self.av_offset_ms,
+            av_offset_correction_ms=self.capture.av_offset_ms if self.capture else self.av_offset_ms,
             behind_real_time=bool(self.capture and self.capture.tracker.ever_behind),
             screenshot=self.screenshot,
             capture_files=self.capture.files if self.capture else [],

@@ -55,6 +55,7 @@ class _Part:
         self.first_frame_at: float | None = None
         self.first_media_time: float | None = None  # its first output timestamp, from its origin
         self.media_seconds = 0.0  # how much of the file it wrote, once stopped
+        self.av_offset_ms: float | None = None  # the A/V correction its FFmpeg applied
         self.deliberate = False  # stopped by pause or stop, not by itself
 
     async def stop(self, timeout: float) -> int | None:
@@ -187,9 +188,8 @@ class Capture:
         stdin: int = asyncio.subprocess.DEVNULL
         feed: int | None = None
         try:
-            argv = build_capture_command(
-                self._part_settings(grabber), path, origin=origin, live_dir=self.live_dir, part=number
-            )
+            settings = self._part_settings(grabber)
+            argv = build_capture_command(settings, path, origin=origin, live_dir=self.live_dir, part=number)
             log.debug("capture command", argv=argv)
             if grabber is not None:
                 stdin, feed = os.pipe()
@@ -215,6 +215,7 @@ class Capture:
         part = _Part(number, path, origin)
         part.grabber = grabber
         part.proc = proc
+        part.av_offset_ms = settings.av_offset_ms
         if number == 1:
             self.started_at = origin
             self.tracker.started_at = origin
@@ -260,7 +261,14 @@ class Capture:
         if grabber is None or grabber.stamp_delay is None:
             return s
         shift_ms = (grabber.period / 2 - grabber.stamp_delay) * 1000.0
-        return dataclasses.replace(s, av_offset_ms=s.av_offset_ms + shift_ms) if shift_ms else s
+        return dataclasses.replace(s, av_offset_ms=round(s.av_offset_ms + shift_ms, 3)) if shift_ms else s
+
+    @property
+    def av_offset_ms(self) -> float:
+        """The A/V correction the first part applied: the calibrated one, moved by its grid's stamp delay."""
+        if self._parts and self._parts[0].av_offset_ms is not None:
+            return self._parts[0].av_offset_ms
+        return self.settings.av_offset_ms
 
     @staticmethod
     async def _in_thread(grabber: ScreenGrabber, step: Callable[[], _T]) -> _T:

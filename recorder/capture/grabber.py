@@ -58,12 +58,14 @@ PHASE_AGREEMENT = 0.85  # how tightly the changes must gather at one phase (1: e
 # The longest a start waits for the page's drawing to settle into a rhythm (a loaded page's videos took
 # 0.4-0.57 s from the capture's start, in five cold starts).
 PHASE_SETTLE = 0.6
+LEARN_WINDOW = 1.0  # seconds at the end of a recording its video phase is learnt from
 WATCH_JOIN = 5.0  # seconds for the watch to stop; longer, its X server has stopped answering
 WATCH_KEEP = 256  # the newest changes kept while watching: far more than PHASE_WINDOW holds at 60 Hz
 # The first slot is this far after the grid is placed, which is just before FFmpeg's spawn, so FFmpeg is
-# reading when it comes (it read 0.04-0.09 s after its spawn here). If it is late, the first few pictures
-# wait in the ring and later ones repeat, and audio it has not yet opened is silence.
-START_MARGIN = 0.1
+# reading when it comes. Alone, it read 0.04-0.09 s after its spawn, but four at once on two cores with
+# 0.1 s lost pictures all through (23.95-29.05 distinct fps, repeats of up to 13 frames, in 4 runs of 4)
+# where 0.25 s did not (29.5-29.7): a grab that starts behind stays behind, its few images all waiting.
+START_MARGIN = 0.25
 PIPE_BYTES = 1 << 20  # Linux's default ceiling for an unprivileged pipe (fs.pipe-max-size)
 STOPPED_READING = "FFmpeg stopped reading"  # the pipe closed: how every capture ends, not a failure
 BEHIND_SLOTS = 2  # slots waiting for the pipe past which repeats are no longer sent
@@ -286,18 +288,19 @@ class ScreenGrabber:
         placed half a tick from the screen's ticks, so whichever tick its drawing takes, no slot races it."""
         try:
             asked = time.monotonic()
-            time.sleep(max(0.0, self._watching_since + PHASE_WINDOW - asked))
             while True:
                 now = time.monotonic()
                 with self._state:
                     kept = list(self._draws)
                 draws = [at for at in kept if at >= now - PHASE_WINDOW]
-                anchor, rhythm = grid_anchor(draws, self.period)
+                # A rhythm, or stillness, needs a whole window watched.
+                whole = now >= self._watching_since + PHASE_WINDOW
+                anchor, rhythm = grid_anchor(draws, self.period) if whole else (None, None)
                 if rhythm is None and self.presentation_phase is not None:
                     # Half a tick after it, not half a frame: should this page's video take the other tick,
                     # its draws are still half a tick from the slots, not on them.
                     anchor, rhythm = self.presentation_phase + self.period / 4, "the last video's"
-                if rhythm is None and len(draws) < PHASE_DRAWS:
+                if rhythm is None and whole and len(draws) < PHASE_DRAWS:
                     anchor, rhythm = still_anchor(kept, self.period), "still"
                 if rhythm is not None or now >= asked + self.settle:
                     break
@@ -544,7 +547,10 @@ class ScreenGrabber:
         """The phase the page presented video at over its last changes, for the grids that come after. A
         page that drew often in no one phase (a call's videos arrive when they arrive) unlearns it: the
         next grid would be placed, and its audio moved, for a phase the pages no longer keep."""
-        draws = list(self._draws)
+        if not self._draws:
+            return
+        # The last second: a recording that began as the page loaded has settled by its end.
+        draws = [at for at in self._draws if at >= self._draws[-1] - LEARN_WINDOW]
         if len(draws) < 2 * PHASE_DRAWS:
             return
         phase, agreement = _phase(draws, self.period)

@@ -11,12 +11,12 @@ offset comes from").
 
 Here the grid is set from the page: the times of the screen's changes in the last moments before FFmpeg
 starts give Chromium's drawing phase, and slot n is at t0 + n/fps with t0 half a frame after it (half a
-screen tick, where the page draws at 60 Hz or the phase is the one remembered; `place_grid`). They
-are watched in the background from `open()` (while the page loads), so a page already drawing in a
-steady rhythm costs no wait; one that has just loaded is waited for until it settles (`place_grid`).
-A slot holds the newest picture the screen showed before it; the picture is taken into shared memory as
-soon as the server reports the change, so a draw that lands anywhere between two slots goes to the next
-one. Slots go to FFmpeg as raw frames in a Matroska stream, each stamped with its slot's time, so however late a
+screen tick where the page draws at 60 Hz, or the phase is the one remembered; `place_grid`). The
+changes are watched in the background from `open()` (while the page loads), so a page already drawing
+in a steady rhythm costs no wait; one that has just loaded is waited for until it settles. A slot holds
+the newest picture the screen showed before it; the picture is taken into shared memory as soon as the
+server reports the change, so a draw that lands anywhere between two slots goes to the next one. Slots
+go to FFmpeg as raw frames in a Matroska stream, each stamped with its slot's time, so however late a
 frame is read, nothing moves in time.
 
 While FFmpeg keeps up, every slot is sent. When it falls behind, a slot that would only repeat the last
@@ -63,8 +63,8 @@ WATCH_JOIN = 5.0  # seconds for the watch to stop; longer, its X server has stop
 WATCH_KEEP = 256  # the newest changes kept while watching: far more than PHASE_WINDOW holds at 60 Hz
 # The first slot is this far after the grid is placed, which is just before FFmpeg's spawn, so FFmpeg is
 # reading when it comes. Alone, it read 0.04-0.09 s after its spawn, but four at once on two cores with
-# 0.1 s lost pictures all through (23.95-29.05 distinct fps, repeats of up to 13 frames, in 4 runs of 4)
-# where 0.25 s did not (29.5-29.7): a grab that starts behind stays behind, its few images all waiting.
+# 0.1 s lost pictures all through (18 of 20 files in five runs) where a 0.25 s run between them did not:
+# a grab that starts behind seems to stay behind, its few images all waiting (docs/benchmarks.md).
 START_MARGIN = 0.25
 PIPE_BYTES = 1 << 20  # Linux's default ceiling for an unprivileged pipe (fs.pipe-max-size)
 STOPPED_READING = "FFmpeg stopped reading"  # the pipe closed: how every capture ends, not a failure

@@ -191,15 +191,16 @@ def grid_anchor(draws: list[float], period: float) -> tuple[float | None, str | 
         return phase + period / 2, "capture rate"
     # At twice the rate only when it draws that often: a video whose draws move between the two ticks as it
     # starts also gathers at one tick phase, and settles onto one of them soon after.
-    tick_phase, tick_agreement = _phase(draws, period / 2)
-    if tick_agreement >= PHASE_AGREEMENT and len(draws) >= 1.5 * PHASE_WINDOW / period:
-        return tick_phase + period / 4, "twice the capture rate"
+    ticks = tick_anchor(draws, period)
+    if ticks is not None and len(draws) >= 1.5 * PHASE_WINDOW / period:
+        return ticks, "twice the capture rate"
     return phase + period / 2, None
 
 
-def still_anchor(draws: list[float], period: float) -> float | None:
-    """For a page without a rhythm: half a tick from the screen's ticks, which the draws seen while it
-    loaded keep (Chromium draws on them); None (anywhere) when they keep none."""
+def tick_anchor(draws: list[float], period: float) -> float | None:
+    """Half a tick from the screen's 60 Hz ticks, which the draws keep when they gather at one tick phase
+    (Chromium draws on them): an animation's grid, and that of a page without a rhythm, by the draws seen
+    while it loaded. None (anywhere) when they keep none."""
     if len(draws) < PHASE_DRAWS:
         return None
     tick_phase, agreement = _phase(draws, period / 2)
@@ -301,12 +302,12 @@ class ScreenGrabber:
                     # its draws are still half a tick from the slots, not on them.
                     anchor, rhythm = self.presentation_phase + self.period / 4, "the last video's"
                 if rhythm is None and whole and len(draws) < PHASE_DRAWS:
-                    anchor, rhythm = still_anchor(kept, self.period), "still"
+                    anchor, rhythm = tick_anchor(kept, self.period), "still"
                 if rhythm is not None or now >= asked + self.settle:
                     break
                 time.sleep(0.02)
             if rhythm is None:  # none within `settle`: half a tick from the ticks races neither tick's draws
-                ticks = still_anchor(kept, self.period)
+                ticks = tick_anchor(kept, self.period)
                 anchor, rhythm = (anchor, "none") if ticks is None else (ticks, "the screen's ticks")
             if rhythm == "capture rate":
                 assert anchor is not None

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -49,8 +50,18 @@ from recorder.versions import tool_versions
 log = structlog.get_logger(__name__)
 
 PAGE_BOUND_GRACE = 10.0  # on top of the page's own bounds (loading, join script, waiting room)
+# How long a learnt video phase places the next grid: it drifts 1.2 ms in that time, and a video moves to
+# its other tick within it about one time in fourteen.
+PHASE_HOLDS = 30.0
 
 ProgressCallback = Callable[[WorkerState, Progress], None]
+
+
+def phase_key(spec: RecordingSpec) -> tuple[int, str]:
+    """What a learnt video phase is kept under: the capture rate and the page without its query (where a
+    room or a token goes), since the tick a video takes belongs to how the page plays it."""
+    url = urlsplit(spec.url)
+    return spec.fps, f"{url.scheme}://{url.netloc}{url.path}"
 
 
 class Recorder:
@@ -65,9 +76,9 @@ class Recorder:
         self.audio: AudioServer | None = None
         self.browser: Browser | None = None
         self.guard: EgressGuard | None = None
-        # Capture rate -> where this browser was last seen presenting video (the paced grab's grid is placed
-        # by it at once): it held from one page load to the next, and is forgotten with the browser.
-        self.presentation_phase: dict[int, float] = {}
+        # (capture rate, page) -> where this browser last presented that page's video, and when (monotonic):
+        # the paced grab's grid is placed by it at once. See `known_phase` for how long it holds.
+        self._presentation: dict[tuple[int, str], tuple[float, float]] = {}
 
     async def __aenter__(self) -> Recorder:
         await self.start()
@@ -107,7 +118,7 @@ class Recorder:
         if self.browser is None or not self.browser.connected:
             if self.browser is not None:
                 await self.browser.close()
-            self.presentation_phase.clear()  # a new browser (or display) is learnt afresh
+            self._presentation.clear()  # a new browser (or display) is learnt afresh
             assert self.audio is not None and self.display.name is not None
             guard = await self._ensure_guard()
             self.browser = Browser(
@@ -123,6 +134,24 @@ class Recorder:
                 allow_evaluate=self.settings.allow_evaluate,
             )
             await self.browser.start()
+
+    def known_phase(self, key: tuple[int, str]) -> float | None:
+        """The video phase last learnt for this rate and page, while it still holds. Chromium draws on ticks
+        of its own, 16.666 ms apart, which drift 0.04 ms a second against a true 30 Hz grid, and a video
+        moves to its other tick about every 7 minutes (bench/phase.py); another page's video may take the
+        other tick from the start. So a phase serves the same page, for PHASE_HOLDS seconds."""
+        learnt = self._presentation.get(key)
+        if learnt is None or time.monotonic() - learnt[1] > PHASE_HOLDS:
+            return None
+        return learnt[0]
+
+    def learn_phase(self, key: tuple[int, str], phase: float | None, seen_at: float) -> None:
+        """What a recording saw its page's video presented at, at `seen_at` (monotonic); None (no one
+        phase) forgets it."""
+        if phase is None:
+            self._presentation.pop(key, None)
+        else:
+            self._presentation[key] = (phase, seen_at)
 
     async def _ensure_guard(self) -> EgressGuard | None:
         """The egress guard every connection of the browser goes through; started before the browser."""
@@ -405,7 +434,7 @@ class _CaptureRun:
                 x264_params=rec.settings.x264_params,
                 grabber=rec.settings.grabber,
                 loading=self.spec.start_from == "commit",
-                presentation_phase=rec.presentation_phase.get(self.spec.fps),
+                presentation_phase=rec.known_phase(phase_key(self.spec)),
                 av_offset_ms=self.av_offset_ms,
                 silence=stop_when.silence,
                 silence_db=stop_when.silence_db,
@@ -555,10 +584,8 @@ class _CaptureRun:
                 self.log.warning("the WebRTC watcher did not stop cleanly", error=str(exc)[:300])
         if self.capture is not None:
             await self.capture.stop(until=self._file_ends_at)
-            if (phase := self.capture.presentation_phase) is not None:
-                rec.presentation_phase[self.spec.fps] = phase
-            else:
-                rec.presentation_phase.pop(self.spec.fps, None)
+            if (seen := self.capture.presentation_seen_at) is not None:
+                rec.learn_phase(phase_key(self.spec), self.capture.presentation_phase, seen)
         if self.progress_timeline is not None:
             self.progress_timeline.flush()
         self.control.paused = False

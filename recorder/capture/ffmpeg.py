@@ -121,6 +121,13 @@ class Capture:
         return self.settings.presentation_phase
 
     @property
+    def presentation_seen_at(self) -> float | None:
+        """When a part's grab last saw the page's video phase, or saw it keep none (monotonic); None: this
+        capture saw nothing to go by, and `presentation_phase` is only what it was given."""
+        seen = [part.grabber.phase_seen_at for part in self._parts if part.grabber is not None]
+        return max((at for at in seen if at is not None), default=None)
+
+    @property
     def files(self) -> list[Path]:
         """The capture parts in order, one per FFmpeg process started (the first is `output`)."""
         return [part.path for part in self._parts]

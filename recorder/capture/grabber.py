@@ -19,6 +19,13 @@ server reports the change, so a draw that lands anywhere between two slots goes 
 go to FFmpeg as raw frames in a Matroska stream, each stamped with its slot's time, so however late a
 frame is read, nothing moves in time.
 
+Chromium draws on ticks of its own, 1/60 s in whole microseconds apart from the monotonic clock's zero,
+so its drawing drifts 0.04 ms a second against any true 30 Hz grid (bench/phase.py). A grid that stood
+still would have a video's draws on its slots after about seven minutes, and take pictures twice and
+skip others for minutes around that, as x11grab does wherever its clock happens to meet the draws. So
+while recording, the time each picture is taken follows the draws (`_follow_draws`); the stamps stay on
+the grid.
+
 While FFmpeg keeps up, every slot is sent. When it falls behind, a slot that would only repeat the last
 picture is not sent (FFmpeg's constant frame rate repeats it, as it does for x11grab), so an overloaded
 encoder is not also made to read and convert repeats, and the backlog cannot grow without end.
@@ -69,6 +76,20 @@ START_MARGIN = 0.25
 PIPE_BYTES = 1 << 20  # Linux's default ceiling for an unprivileged pipe (fs.pipe-max-size)
 STOPPED_READING = "FFmpeg stopped reading"  # the pipe closed: how every capture ends, not a failure
 BEHIND_SLOTS = 2  # slots waiting for the pipe past which repeats are no longer sent
+# Following the draws while recording (`_follow_draws`): every FOLLOW_SLOTS slots, by the last
+# FOLLOW_WINDOW seconds of changes; a move under FOLLOW_DEADBAND is not made. Chromium's ticks drift
+# 0.04 ms a second against the grid, so a move is due about every 25 s, or at once when a video moves to
+# its other tick.
+FOLLOW_SLOTS = 2
+FOLLOW_WINDOW = 0.5
+FOLLOW_DEADBAND = 0.001
+# How tightly a window's draws must gather on the ticks to be followed there: looser than for placing the
+# grid, as a mean over many draws is close even where some are late. (A video's draws must gather as for
+# placing: a call drawing mostly on one tick would otherwise have the pictures on its other draws.)
+FOLLOW_AGREEMENT = 0.7
+FOLLOW_FLIP = 0.004  # draws this close to the pictures' times, half a frame from where they were: a jump
+FOLLOW_SLACK = 0.3  # a video's rhythm lost this long past a window's length: the page no longer plays it
+FOLLOW_JUMP_DRAWS = 3  # a video's newest draws that, all on the pictures' times, tell it moved to its other tick
 
 _IPC_PRIVATE, _IPC_CREAT, _IPC_RMID = 0, 0o1000, 0
 _F_SETPIPE_SZ, _F_GETPIPE_SZ = 1031, 1032
@@ -177,6 +198,24 @@ def _phase(times: list[float], period: float) -> tuple[float, float]:
     return math.atan2(y, x) / (2 * math.pi) * period, math.hypot(x, y)
 
 
+def _nearest_turn(offset: float, period: float) -> float:
+    """`offset` moved by whole periods into [-period/2, period/2)."""
+    return (offset + period / 2) % period - period / 2
+
+
+def video_phase(draws: list[float], period: float) -> tuple[float, float] | None:
+    """The phase (seconds modulo `period`) the last LEARN_WINDOW of `draws` gathered at, and how tightly;
+    None for too few draws to say."""
+    if not draws:
+        return None
+    # The last second: a recording that began as the page loaded has settled by its end.
+    recent = [at for at in draws if at >= draws[-1] - LEARN_WINDOW]
+    if len(recent) < 2 * PHASE_DRAWS:
+        return None
+    phase, agreement = _phase(recent, period)
+    return phase % period, agreement
+
+
 def grid_anchor(draws: list[float], period: float) -> tuple[float | None, str | None]:
     """A time the grid may pass through, half a frame from the page's draws, and the rhythm it was found
     in; (a guess or None, None) when the draws keep none.
@@ -228,6 +267,7 @@ class ScreenGrabber:
         self.width, self.height, self.fps = width, height, fps
         self.settle = settle
         self.presentation_phase = presentation_phase  # updated by a page seen drawing at the capture rate
+        self.phase_seen_at: float | None = None  # when this grab last saw it (or saw none), monotonic
         # How late a slot comes after the video's draws, where the grid was placed by a known video phase
         # (half a frame by the page's rhythm, a quarter by the remembered phase); None: not known.
         self.stamp_delay: float | None = None
@@ -251,6 +291,12 @@ class ScreenGrabber:
         self._root = 0
         self._clock_offset = 0.0  # unix time minus monotonic time
         self._t0_mono = 0.0
+        # How far after its slot's time each picture is taken (seconds): moved with the page's draws while
+        # recording, so the pictures stay half way between them; the stamps stay on the grid.
+        self._lead = 0.0
+        self.moves = 0  # moves of the pictures' times made while recording
+        self._video_seen_at = -math.inf  # when a video's rhythm was last found while recording
+        self._jumped_at = 0.0  # when the pictures last followed a video to its other tick
         self._last_slot: int | None = None  # with end_at: the last slot to seal
         self._halt = threading.Event()
         self._draws: deque[float] = deque(maxlen=WATCH_KEEP)  # monotonic times of changes seen
@@ -275,16 +321,22 @@ class ScreenGrabber:
         self._watch = threading.Thread(target=self._run_watch, name="screen-watch", daemon=True)
         self._watch.start()
 
+    def seen(self) -> list[float]:
+        """The monotonic times of the changes watched so far (the newest WATCH_KEEP)."""
+        with self._state:
+            return list(self._draws)
+
     def place_grid(self) -> float:
         """Place the grid by the page's drawing and take the first picture; returns t0 (unix time).
 
         The page's last PHASE_WINDOW of drawing decides, once it has settled into a rhythm: a page playing
         video draws at the capture rate, one phase; an animation draws at the screen's 60 Hz. A page that
         has just loaded is in neither (layout, then the videos starting), and a grid placed by it races
-        the video's draws (3 of 8 cold recordings lost pictures). Chromium presents video at the same
-        phase of the clock from one page load to the next (12 of 12 loads), so the phase seen last places
-        the grid at once: half a tick after it, so that a video taking the other tick is not raced either,
-        and with the audio moved by the known difference (`stamp_delay`). Without one, a page that draws
+        the video's draws (3 of 8 cold recordings lost pictures). Chromium's ticks are the same from one
+        page load to the next, and a page's video took the same one of them in 12 of 12 loads, so the
+        phase its last recording saw places the grid at once (the recorder gives it for the same page,
+        while it holds): half a tick after it, so that a video taking the other tick is not raced
+        either, and with the audio moved by the known difference (`stamp_delay`). Without one, a page that draws
         is waited for, up to `settle`, and a still page (or one still without a rhythm after `settle`) is
         placed half a tick from the screen's ticks, so whichever tick its drawing takes, no slot races it."""
         try:
@@ -312,6 +364,7 @@ class ScreenGrabber:
             if rhythm == "capture rate":
                 assert anchor is not None
                 self.presentation_phase = (anchor - self.period / 2) % self.period
+                self.phase_seen_at = now
                 self.stamp_delay = self.period / 2
             elif rhythm == "the last video's":
                 self.stamp_delay = self.period / 4
@@ -503,7 +556,7 @@ class ScreenGrabber:
                         # now all the same, so the video reaches the end asked for.
                         self._seal(self._last_slot)
                     break
-                wait = self._t0_mono + slot * self.period - time.monotonic()
+                wait = self._t0_mono + slot * self.period + self._lead - time.monotonic()
                 if wait > 0:
                     # Events may already sit in xcb's queue (read while waiting for a reply), unseen by poll;
                     # a change that waited for a free image is taken as soon as one is back.
@@ -526,6 +579,8 @@ class ScreenGrabber:
                 else:
                     self.skipped += 1
                 slot += 1
+                if slot % FOLLOW_SLOTS == 0:
+                    self._follow_draws(time.monotonic())
         except Exception as exc:  # the X server went away: FFmpeg sees its input end
             self.error = self.error or repr(exc)
             log.warning("screen grab failed", error=self.error)
@@ -542,20 +597,80 @@ class ScreenGrabber:
                 pictures=self.pictures,
                 frames_sent=self.slots_written,
                 repeats_left_out=self.skipped,
+                moves=self.moves,
+                lead_ms=round(self._lead * 1000, 2),
             )
+
+    def _follow_draws(self, now: float) -> None:
+        """Keep the pictures half way between the page's draws while Chromium's ticks drift against the grid.
+
+        Chromium draws on ticks of its own, 16.666 ms apart (1/60 s in whole microseconds), which move 0.04
+        ms a second against a true 30 Hz grid: a grid placed half a frame from a video's draws would have
+        them on its slots within minutes, and from then on take pictures twice and skip others, as x11grab
+        does by chance. So the time each picture is taken (`_lead` after its slot) follows the draws, while
+        the stamps stay on the grid: every slot keeps the video frame it held, and nothing moves in time.
+
+        A video whose frames are due at the true rate moves to its other tick now and then (about every 7
+        minutes): its draws jump half a frame, onto the pictures' times. The pictures then move the way
+        that brings them back towards their slots, which is the way the draws jumped, as the drift took
+        them the other way. Drawing at the screen's 60 Hz (an animation, a call's videos), the pictures
+        stay half a tick from the ticks, and move a whole tick back once they have followed the drift half
+        a tick from their slots."""
+        taken = self._t0_mono + self._lead  # where pictures are taken, on the monotonic clock
+        if now - self._video_seen_at < FOLLOW_WINDOW + FOLLOW_SLACK and self._follow_jump(now, taken):
+            return
+        draws = [at for at in self._draws if at >= max(now - FOLLOW_WINDOW, self._jumped_at)]
+        if len(draws) < 2 * PHASE_DRAWS:
+            return
+        phase, agreement = _phase(draws, self.period)
+        if agreement >= PHASE_AGREEMENT:  # a video: half a frame after its draws
+            self._video_seen_at = now
+            unit = self.period
+            move = _nearest_turn(phase + self.period / 2 - taken, self.period)
+            if abs(move) > self.period / 2 - FOLLOW_FLIP:
+                return  # on the pictures' times: which way they jumped is `_follow_jump`'s to say
+        elif now - self._video_seen_at < FOLLOW_WINDOW + FOLLOW_SLACK:
+            return  # a video moving to its other tick draws on both for a moment: not an animation
+        else:
+            unit = self.period / 2  # a tick
+            phase, agreement = _phase(draws, unit)
+            if agreement < FOLLOW_AGREEMENT:
+                return  # no rhythm to follow (a call's videos drawn when they arrive, a page loading)
+            move = _nearest_turn(phase + unit / 2 - taken, unit)
+        if abs(self._lead + move) > unit / 2:
+            # Followed half a frame (a tick) from the slots: the pictures go a whole one back towards them. A
+            # video drawn faster than the grid skips a frame here, as it must; one drawn slower repeats
+            # one when `_follow_jump` takes the pictures back.
+            move -= math.copysign(unit, self._lead + move)
+        if abs(move) >= FOLLOW_DEADBAND:
+            self._lead += move
+            self.moves += 1
+
+    def _follow_jump(self, now: float, taken: float) -> bool:
+        """A video's newest draws all on the pictures' times: it moved to its other tick, and the pictures
+        follow it at once, the way that brings them back towards their slots."""
+        fresh = now - FOLLOW_JUMP_DRAWS * self.period * 1.5
+        newest = [at for at in list(self._draws)[-FOLLOW_JUMP_DRAWS:] if at > max(fresh, self._jumped_at)]
+        if len(newest) < FOLLOW_JUMP_DRAWS:
+            return False
+        phase, agreement = _phase(newest, self.period)
+        move = _nearest_turn(phase + self.period / 2 - taken, self.period)
+        if agreement < PHASE_AGREEMENT or abs(move) <= self.period / 2 - FOLLOW_FLIP:
+            return False
+        other_way = move - math.copysign(self.period, move)
+        self._lead += min(move, other_way, key=lambda m: (abs(self._lead + m), -m))
+        self.moves += 1
+        self._jumped_at = now  # the draws before the jump no longer say where the video draws
+        return True
 
     def _learn_presentation(self) -> None:
         """The phase the page presented video at over its last changes, for the grids that come after. A
         page that drew often in no one phase (a call's videos arrive when they arrive) unlearns it: the
         next grid would be placed, and its audio moved, for a phase the pages no longer keep."""
-        if not self._draws:
-            return
-        # The last second: a recording that began as the page loaded has settled by its end.
-        draws = [at for at in self._draws if at >= self._draws[-1] - LEARN_WINDOW]
-        if len(draws) < 2 * PHASE_DRAWS:
-            return
-        phase, agreement = _phase(draws, self.period)
-        self.presentation_phase = phase % self.period if agreement >= PHASE_AGREEMENT else None
+        if (seen := video_phase(list(self._draws), self.period)) is not None:
+            phase, agreement = seen
+            self.presentation_phase = phase if agreement >= PHASE_AGREEMENT else None
+            self.phase_seen_at = self._draws[-1]
 
     def _seal(self, slot: int) -> None:
         """The newest picture into `slot`, for the feed to send."""

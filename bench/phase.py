@@ -26,7 +26,7 @@ from typing import Any
 from bench import machine, page
 from bench.results import write_result
 from contract.spec import RecordingSpec
-from recorder.capture.grabber import PHASE_AGREEMENT, ScreenGrabber, video_phase
+from recorder.capture.grabber import FOLLOW_AGREEMENT, PHASE_AGREEMENT, ScreenGrabber, video_phase
 from recorder.config import RecorderSettings
 from recorder.pipeline import Recorder
 from recorder.reference.page import ReferencePage
@@ -139,11 +139,14 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
             drift = _drift([r["at_s"] for r in kept], phases, period)
             entry |= {"phase_ms": round(mean, 1), "widest_gap_ms": round(widest, 1), "drift_ms_per_min": drift}
         per_page[name] = entry
-    ticked = [r["tick_phase_ms"] for r in rows if (r["tick_agreement"] or 0) >= PHASE_AGREEMENT]
-    on_ticks: dict[str, Any] = {"loads": len(ticked)}
-    if ticked:
-        mean, widest = _circular(ticked, TICK * 1000)
-        on_ticks |= {"phase_ms": round(mean, 1), "widest_gap_ms": round(widest, 1)}
+    on_ticks: dict[str, Any] = {}
+    for name in per_page:
+        ticked = [
+            r["tick_phase_ms"] for r in rows if r["page"] == name and (r["tick_agreement"] or 0) >= FOLLOW_AGREEMENT
+        ]
+        if ticked:
+            mean, widest = _circular(ticked, TICK * 1000)
+            on_ticks[name] = {"loads": len(ticked), "phase_ms": round(mean, 1), "widest_gap_ms": round(widest, 1)}
     placed = {name: e["phase_ms"] for name, e in per_page.items() if "phase_ms" in e}
     between = {
         f"{a} / {b}": round(_gap(placed[a], placed[b], period), 1)
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             notes="phase_ms: where the last second of the screen's changes gathered, monotonic time modulo "
             "the 30 fps frame interval; agreement: their mean resultant length; tick_phase_ms: the same "
             f"modulo Chromium's {TICK * 1000:g} ms tick; at_s: monotonic time of the load's last change. A "
-            f"page's phase counts its loads with agreement >= {PHASE_AGREEMENT}.",
+            f"page's phase counts its loads with agreement >= {PHASE_AGREEMENT}, its place on the ticks those "
+            f"with tick_agreement >= {FOLLOW_AGREEMENT}.",
         )
         print(f"wrote {path}")
     return 0

@@ -89,6 +89,7 @@ FOLLOW_DEADBAND = 0.001
 FOLLOW_AGREEMENT = 0.7
 FOLLOW_FLIP = 0.004  # draws this close to the pictures' times, half a frame from where they were: a jump
 FOLLOW_SLACK = 0.3  # a video's rhythm lost this long past a window's length: the page no longer plays it
+FOLLOW_SLACK_BACK = 0.003  # how far past half a frame (tick) the pictures follow before going a whole one back
 FOLLOW_JUMP_DRAWS = 3  # a video's newest draws that, all on the pictures' times, tell it moved to its other tick
 
 _IPC_PRIVATE, _IPC_CREAT, _IPC_RMID = 0, 0o1000, 0
@@ -637,10 +638,11 @@ class ScreenGrabber:
             if agreement < FOLLOW_AGREEMENT:
                 return  # no rhythm to follow (a call's videos drawn when they arrive, a page loading)
             move = _nearest_turn(phase + unit / 2 - taken, unit)
-        if abs(self._lead + move) > unit / 2:
-            # Followed half a frame (a tick) from the slots: the pictures go a whole one back towards them. A
-            # video drawn faster than the grid skips a frame here, as it must; one drawn slower repeats
-            # one when `_follow_jump` takes the pictures back.
+        if abs(self._lead + move) > unit / 2 + FOLLOW_SLACK_BACK:
+            # Followed past half a frame (a tick) from the slots: the pictures go a whole one back towards
+            # them, to as far on the other side, so the window's noise does not take them back and forth
+            # (each way a frame skipped or taken twice). A video drawn faster than the grid skips a frame
+            # here, as it must; one drawn slower repeats one when `_follow_jump` takes the pictures back.
             move -= math.copysign(unit, self._lead + move)
         if abs(move) >= FOLLOW_DEADBAND:
             self._lead += move

@@ -491,3 +491,25 @@ async def test_pictures_stay_half_a_tick_from_drifting_60_hz_draws(display: str)
     off = [step for step in steps if step != 2]
     assert len(off) <= 6 and set(off) <= {1, 3}, "".join(map(str, steps))
     assert grabber.moves >= 5
+
+
+def test_pictures_go_a_whole_frame_back_once_however_the_draws_jitter_about_half_a_frame_from_their_slots():
+    # The grab's following alone, on made-up draws (no display): a video drifting against the grid by
+    # 0.04 ms a check, its window's phase off by up to 1 ms from check to check. Past half a frame from
+    # the slots the pictures go a whole frame back, once: going back and forth would take a frame twice
+    # and skip one each time (a 10-minute recording did so for 90 s around its seventh minute).
+    grabber = ScreenGrabber(":99", WIDTH, HEIGHT, FPS)
+    jitter = random.Random(3)
+    draw_phase, now, lead_seen = 0.0, 1000.0, []
+    grabber._t0_mono = 1000.0 + PERIOD / 2 - 0.012  # so the pictures begin 12 ms after their slots
+    grabber._lead = 0.012
+    for _ in range(1200):
+        now += 2 * PERIOD
+        draw_phase -= 0.00004
+        noise = jitter.uniform(-0.001, 0.001)
+        grabber._draws.extend(now - k * PERIOD + draw_phase + noise for k in range(15, 0, -1))
+        grabber._follow_draws(now)
+        lead_seen.append(grabber._lead)
+    back = sum(abs(b - a) > PERIOD / 2 for a, b in itertools.pairwise(lead_seen))
+    assert back == 1, back
+    assert min(lead_seen) > -PERIOD / 2 - 0.004 and max(lead_seen) < PERIOD / 2 + 0.004

@@ -32,6 +32,7 @@ from recorder.capture import calibration
 from recorder.capture.captured import Captured
 from recorder.capture.command import CaptureSettings
 from recorder.capture.ffmpeg import Capture
+from recorder.capture.grabber import PHASE_HOLDS
 from recorder.capture.progress import ProgressTimeline
 from recorder.config import RecorderSettings
 from recorder.control import CaptureControl
@@ -50,18 +51,16 @@ from recorder.versions import tool_versions
 log = structlog.get_logger(__name__)
 
 PAGE_BOUND_GRACE = 10.0  # on top of the page's own bounds (loading, join script, waiting room)
-# How long a learnt video phase places the next grid: it drifts 1.2 ms in that time, and a video moves to
-# its other tick within it about one time in fourteen.
-PHASE_HOLDS = 30.0
 
 ProgressCallback = Callable[[WorkerState, Progress], None]
 
 
 def phase_key(spec: RecordingSpec) -> tuple[int, str]:
     """What a learnt video phase is kept under: the capture rate and the page without its query (where a
-    room or a token goes), since the tick a video takes belongs to how the page plays it."""
+    room or a token goes) or credentials, since the tick a video takes belongs to how the page plays it."""
     url = urlsplit(spec.url)
-    return spec.fps, f"{url.scheme}://{url.netloc}{url.path}"
+    port = f":{url.port}" if url.port is not None else ""
+    return spec.fps, f"{url.scheme}://{url.hostname or ''}{port}{url.path}"
 
 
 class Recorder:
@@ -135,23 +134,22 @@ class Recorder:
             )
             await self.browser.start()
 
-    def known_phase(self, key: tuple[int, str]) -> float | None:
-        """The video phase last learnt for this rate and page, while it still holds. Chromium draws on ticks
-        of its own, 16.666 ms apart, which drift 0.04 ms a second against a true 30 Hz grid, and a video
-        moves to its other tick about every 7 minutes (bench/phase.py); another page's video may take the
-        other tick from the start. So a phase serves the same page, for PHASE_HOLDS seconds."""
-        learnt = self._presentation.get(key)
-        if learnt is None or time.monotonic() - learnt[1] > PHASE_HOLDS:
-            return None
-        return learnt[0]
+    def known_phase(self, key: tuple[int, str]) -> tuple[float, float] | None:
+        """The video phase last learnt for this rate and page, and when it was seen (monotonic). Another
+        page's video may take the other one of Chromium's ticks (bench/phase.py), so it serves the same
+        page only; the grab judges at its start whether it is still fresh (PHASE_HOLDS)."""
+        return self._presentation.get(key)
 
     def learn_phase(self, key: tuple[int, str], phase: float | None, seen_at: float) -> None:
         """What a recording saw its page's video presented at, at `seen_at` (monotonic); None (no one
-        phase) forgets it."""
+        phase) forgets it. Phases too old to serve are let go."""
         if phase is None:
             self._presentation.pop(key, None)
         else:
             self._presentation[key] = (phase, seen_at)
+        stale = time.monotonic() - PHASE_HOLDS
+        for old in [k for k, (_, at) in self._presentation.items() if at < stale]:
+            del self._presentation[old]
 
     async def _ensure_guard(self) -> EgressGuard | None:
         """The egress guard every connection of the browser goes through; started before the browser."""
@@ -420,6 +418,7 @@ class _CaptureRun:
         rec = self.recorder
         assert rec.display is not None and rec.audio is not None
         stop_when = self.spec.stop_when
+        phase, seen_at = rec.known_phase(phase_key(self.spec)) or (None, None)
         return Capture(
             CaptureSettings(
                 display=rec.display.name or "",
@@ -434,7 +433,8 @@ class _CaptureRun:
                 x264_params=rec.settings.x264_params,
                 grabber=rec.settings.grabber,
                 loading=self.spec.start_from == "commit",
-                presentation_phase=rec.known_phase(phase_key(self.spec)),
+                presentation_phase=phase,
+                presentation_seen_at=seen_at,
                 av_offset_ms=self.av_offset_ms,
                 silence=stop_when.silence,
                 silence_db=stop_when.silence_db,

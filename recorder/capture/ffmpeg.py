@@ -122,10 +122,10 @@ class Capture:
 
     @property
     def presentation_seen_at(self) -> float | None:
-        """When a part's grab last saw the page's video phase, or saw it keep none (monotonic); None: this
-        capture saw nothing to go by, and `presentation_phase` is only what it was given."""
-        seen = [part.grabber.phase_seen_at for part in self._parts if part.grabber is not None]
-        return max((at for at in seen if at is not None), default=None)
+        """When `presentation_phase` was seen (monotonic): by a part's grab, or before this capture."""
+        if self._parts and self._parts[-1].grabber is not None:
+            return self._parts[-1].grabber.phase_seen_at
+        return self.settings.presentation_seen_at
 
     @property
     def files(self) -> list[Path]:
@@ -256,7 +256,8 @@ class Capture:
         await self.prepare()
         grabber, self._watching = self._watching, None
         assert grabber is not None
-        grabber.presentation_phase = self.presentation_phase  # as of now: the part before may have taught it
+        # As of now, the part before may have taught it; `place_grid` judges whether it is still fresh.
+        grabber.presentation_phase, grabber.phase_seen_at = self.presentation_phase, self.presentation_seen_at
         origin = await self._in_thread(grabber, grabber.place_grid)
         return grabber, origin
 

@@ -35,7 +35,7 @@ grid; a sealed slot is a reference to a picture in a small ring of shared-memory
 sealed slots to the pipe with vmsplice, which lends the image's pages to the pipe instead of copying
 them (a copy of every 720p frame cost 0.02 cores), so an image stays untouched until the pipe has passed
 it on. When FFmpeg falls so far behind that no image is free, the next picture waits for one: a slot
-never holds a picture newer than itself.
+never holds a picture taken after its own time to take one.
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ PHASE_AGREEMENT = 0.85  # how tightly the changes must gather at one phase (1: e
 # 0.4-0.57 s from the capture's start, in five cold starts).
 PHASE_SETTLE = 0.6
 LEARN_WINDOW = 1.0  # seconds at the end of a recording its video phase is learnt from
+# How long a learnt video phase places a grid: Chromium's ticks drift 1.2 ms against the grid in that time.
+PHASE_HOLDS = 30.0
 WATCH_JOIN = 5.0  # seconds for the watch to stop; longer, its X server has stopped answering
 WATCH_KEEP = 256  # the newest changes kept while watching: far more than PHASE_WINDOW holds at 60 Hz
 # The first slot is this far after the grid is placed, which is just before FFmpeg's spawn, so FFmpeg is
@@ -260,17 +262,20 @@ class ScreenGrabber:
         *,
         settle: float = PHASE_SETTLE,
         presentation_phase: float | None = None,
+        phase_seen_at: float | None = None,
     ) -> None:
         """`settle`: the longest `place_grid` waits for the page's drawing to settle into a rhythm.
-        `presentation_phase`: where this display's browser was last seen presenting video at this rate
-        (monotonic seconds modulo the frame interval), to place by at once while the page has no rhythm."""
+        `presentation_phase`: where this display's browser was last seen presenting this page's video at
+        this rate (monotonic seconds modulo the frame interval), at `phase_seen_at` (monotonic): placed by
+        at once while the page has no rhythm, if seen within PHASE_HOLDS."""
         self.display = display
         self.width, self.height, self.fps = width, height, fps
         self.settle = settle
         self.presentation_phase = presentation_phase  # updated by a page seen drawing at the capture rate
-        self.phase_seen_at: float | None = None  # when this grab last saw it (or saw none), monotonic
-        # How late a slot comes after the video's draws, where the grid was placed by a known video phase
-        # (half a frame by the page's rhythm, a quarter by the remembered phase); None: not known.
+        self.phase_seen_at = phase_seen_at  # when it was seen (or that there was none), monotonic
+        # At placement, how late the slots come after the video's draws, where the grid was placed by a known
+        # video phase (half a frame by the page's rhythm, a quarter by the remembered phase): the audio is
+        # moved for it. None: not known.
         self.stamp_delay: float | None = None
         self.period = 1.0 / fps
         self.frame_bytes = width * height * 4
@@ -296,6 +301,7 @@ class ScreenGrabber:
         # recording, so the pictures stay half way between them; the stamps stay on the grid.
         self._lead = 0.0
         self.moves = 0  # moves of the pictures' times made while recording
+        self.widest_lead = 0.0  # the farthest a picture was taken from its slot's time, seconds
         self._video_seen_at = -math.inf  # when a video's rhythm was last found while recording
         self._jumped_at = 0.0  # when the pictures last followed a video to its other tick
         self._last_slot: int | None = None  # with end_at: the last slot to seal
@@ -322,8 +328,14 @@ class ScreenGrabber:
         self._watch = threading.Thread(target=self._run_watch, name="screen-watch", daemon=True)
         self._watch.start()
 
+    def _fresh_phase(self, now: float) -> bool:
+        """A presentation phase to place by: seen, and recently enough that the ticks have not drifted off."""
+        seen_at = self.phase_seen_at
+        return self.presentation_phase is not None and seen_at is not None and now - seen_at <= PHASE_HOLDS
+
     def seen(self) -> list[float]:
-        """The monotonic times of the changes watched so far (the newest WATCH_KEEP)."""
+        """The monotonic times of the changes watched so far (the newest WATCH_KEEP), while watching: the
+        grab thread keeps them without the lock once it runs."""
         with self._state:
             return list(self._draws)
 
@@ -350,7 +362,7 @@ class ScreenGrabber:
                 # A rhythm, or stillness, needs a whole window watched.
                 whole = now >= self._watching_since + PHASE_WINDOW
                 anchor, rhythm = grid_anchor(draws, self.period) if whole else (None, None)
-                if rhythm is None and self.presentation_phase is not None:
+                if rhythm is None and self._fresh_phase(now):
                     # Half a tick after it, not half a frame: should this page's video take the other tick,
                     # its draws are still half a tick from the slots, not on them.
                     anchor, rhythm = self.presentation_phase + self.period / 4, "the last video's"
@@ -366,6 +378,7 @@ class ScreenGrabber:
                 assert anchor is not None
                 self.presentation_phase = (anchor - self.period / 2) % self.period
                 self.phase_seen_at = now
+                self._video_seen_at = now  # a jump to the other tick is watched for from the first slot
                 self.stamp_delay = self.period / 2
             elif rhythm == "the last video's":
                 self.stamp_delay = self.period / 4
@@ -580,8 +593,9 @@ class ScreenGrabber:
                 else:
                     self.skipped += 1
                 slot += 1
-                if slot % FOLLOW_SLOTS == 0:
-                    self._follow_draws(time.monotonic())
+                now = time.monotonic()
+                if not self._follow_jump(now) and slot % FOLLOW_SLOTS == 0:
+                    self._follow_draws(now)
         except Exception as exc:  # the X server went away: FFmpeg sees its input end
             self.error = self.error or repr(exc)
             log.warning("screen grab failed", error=self.error)
@@ -600,6 +614,7 @@ class ScreenGrabber:
                 repeats_left_out=self.skipped,
                 moves=self.moves,
                 lead_ms=round(self._lead * 1000, 2),
+                widest_lead_ms=round(self.widest_lead * 1000, 2),
             )
 
     def _follow_draws(self, now: float) -> None:
@@ -611,15 +626,12 @@ class ScreenGrabber:
         does by chance. So the time each picture is taken (`_lead` after its slot) follows the draws, while
         the stamps stay on the grid: every slot keeps the video frame it held, and nothing moves in time.
 
-        A video whose frames are due at the true rate moves to its other tick now and then (about every 7
-        minutes): its draws jump half a frame, onto the pictures' times. The pictures then move the way
-        that brings them back towards their slots, which is the way the draws jumped, as the drift took
-        them the other way. Drawing at the screen's 60 Hz (an animation, a call's videos), the pictures
-        stay half a tick from the ticks, and move a whole tick back once they have followed the drift half
-        a tick from their slots."""
+        A video whose frames are due at another rate moves to its next tick now and then (a 29.97 fps video
+        every 17 s): its draws jump half a frame, onto the pictures' times (`_follow_jump`). Drawing at the
+        screen's 60 Hz (an animation, a call's videos), the pictures stay half a tick from the ticks. Once
+        they have followed the drift FOLLOW_SLACK_BACK past half a frame (tick) from their slots, they go a
+        whole one back."""
         taken = self._t0_mono + self._lead  # where pictures are taken, on the monotonic clock
-        if now - self._video_seen_at < FOLLOW_WINDOW + FOLLOW_SLACK and self._follow_jump(now, taken):
-            return
         draws = [at for at in self._draws if at >= max(now - FOLLOW_WINDOW, self._jumped_at)]
         if len(draws) < 2 * PHASE_DRAWS:
             return
@@ -645,25 +657,35 @@ class ScreenGrabber:
             # here, as it must; one drawn slower repeats one when `_follow_jump` takes the pictures back.
             move -= math.copysign(unit, self._lead + move)
         if abs(move) >= FOLLOW_DEADBAND:
-            self._lead += move
-            self.moves += 1
+            self._move(move)
 
-    def _follow_jump(self, now: float, taken: float) -> bool:
-        """A video's newest draws all on the pictures' times: it moved to its other tick, and the pictures
-        follow it at once, the way that brings them back towards their slots."""
+    def _follow_jump(self, now: float) -> bool:
+        """A video's newest draws all on the pictures' times: it moved to its next tick, and the pictures
+        move half a frame at once, whichever way brings them back towards their slots (the later way
+        unless the other is clearly nearer: Chromium's ticks run fast, so its videos jump later). Each
+        slot then keeps its frame; a video slower than the grid goes back at every other jump, which
+        repeats the frame it is short of. Checked at every slot, as the pictures race the draws till then."""
+        if now - self._video_seen_at >= FOLLOW_WINDOW + FOLLOW_SLACK:
+            return False  # no video lately
         fresh = now - FOLLOW_JUMP_DRAWS * self.period * 1.5
         newest = [at for at in list(self._draws)[-FOLLOW_JUMP_DRAWS:] if at > max(fresh, self._jumped_at)]
-        if len(newest) < FOLLOW_JUMP_DRAWS:
+        # As many frames: one draw reported in pieces is not a jump.
+        if len(newest) < FOLLOW_JUMP_DRAWS or newest[-1] - newest[0] < (FOLLOW_JUMP_DRAWS - 1) * self.period / 2:
             return False
         phase, agreement = _phase(newest, self.period)
-        move = _nearest_turn(phase + self.period / 2 - taken, self.period)
+        move = _nearest_turn(phase + self.period / 2 - self._t0_mono - self._lead, self.period)
         if agreement < PHASE_AGREEMENT or abs(move) <= self.period / 2 - FOLLOW_FLIP:
             return False
         other_way = move - math.copysign(self.period, move)
-        self._lead += min(move, other_way, key=lambda m: (abs(self._lead + m), -m))
-        self.moves += 1
+        later_bias = FOLLOW_SLACK_BACK
+        self._move(min(move, other_way, key=lambda m: abs(self._lead + m) - (later_bias if m > 0 else 0.0)))
         self._jumped_at = now  # the draws before the jump no longer say where the video draws
         return True
+
+    def _move(self, by: float) -> None:
+        self._lead += by
+        self.moves += 1
+        self.widest_lead = max(self.widest_lead, abs(self._lead))
 
     def _learn_presentation(self) -> None:
         """The phase the page presented video at over its last changes, for the grids that come after. A

@@ -33,18 +33,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, duration: float) -> No
     )
     parser.add_argument("--workdir", type=Path, default=None, help="where recordings go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the recordings")
-    parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
-    parser.add_argument("--no-write", action="store_true", help="print only; write no result file")
+    machine.add_quiet_arguments(parser)
     add_capture_arguments(parser)
-
-
-def check_quiet(args: argparse.Namespace) -> str:
-    if args.require_quiet:
-        return machine.wait_until_quiet()
-    ok, why = machine.quiet()
-    if not ok:
-        print(f"warning: the machine is not quiet ({why}); figures are for development only", flush=True)
-    return why
 
 
 async def run_n(
@@ -104,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     add_run_arguments(parser, duration=60.0)
     args = parser.parse_args(argv)
     options = capture_options(args)
-    quiet = check_quiet(args)
+    quiet = machine.check_quiet(args)
     info = machine.describe()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-density-"))
     results = []

@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench import machine, page
-from bench.density import check_quiet
 from bench.results import write_result
 from recorder.capture.command import CaptureSettings, video_encode_options
 from recorder.procs import preexec_die_with_parent
@@ -278,13 +277,10 @@ async def grab_clip(seconds: float, url: str, out: Path, records_dir: Path) -> N
     """`seconds` of the page on the recorder's warm display, without loss; every process stopped after."""
     from contract.spec import RecordingSpec
     from recorder import procs
-    from recorder.config import RecorderSettings
     from recorder.pipeline import Recorder
 
     # The page is the benchmark's own, on loopback: the egress guard may reach it, and only for this.
-    settings = RecorderSettings(
-        records_dir=records_dir, url_allowlist=[*RecorderSettings().url_allowlist, page.allowlist_entry(url)]
-    )
+    settings = page.recorder_settings(url, records_dir=records_dir)
     recorder = Recorder(settings, width=WIDTH, height=HEIGHT)
     try:
         await recorder.start()
@@ -462,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         candidates = select(args.candidates)
     except ValueError as exc:
         parser.error(str(exc))
-    quiet = check_quiet(args)
+    quiet = machine.check_quiet(args)
     info = machine.describe()
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shutil
@@ -146,3 +147,19 @@ def wait_until_quiet(max_load: float = 0.7, timeout: float = 1200.0, poll: float
             raise TimeoutError(f"the machine stayed busy: {why}")
         print(f"waiting for a quiet machine: {why}", flush=True)
         time.sleep(poll)
+
+
+def add_quiet_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--require-quiet` and `--no-write`, which every timing benchmark takes."""
+    parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
+    parser.add_argument("--no-write", action="store_true", help="print only; write no result file")
+
+
+def check_quiet(args: argparse.Namespace) -> str:
+    """Wait for a quiet machine if asked to; otherwise say when it is not, as the figures then mean less."""
+    if args.require_quiet:
+        return wait_until_quiet()
+    ok, why = quiet()
+    if not ok:
+        print(f"warning: the machine is not quiet ({why}); figures are for development only", flush=True)
+    return why

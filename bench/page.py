@@ -13,7 +13,9 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+from recorder.config import RecorderSettings
 from recorder.reference.media import CLIP_FPS, CLIP_SECONDS, TILE_SIZE, ReferenceMedia, make_reference_media
 from recorder.reference.page import ReferencePage
 
@@ -50,6 +52,12 @@ def allowlist_entry(url: str) -> str:
 
     page = canonical_url(url)
     return f"{page.host}:{page.port}"
+
+
+def recorder_settings(url: str, **fields: Any) -> RecorderSettings:
+    """The recorder's settings (from the environment, with `fields` over them) that may open `url`."""
+    allowlist = [*RecorderSettings().url_allowlist, allowlist_entry(url)]
+    return RecorderSettings(**{"url_allowlist": allowlist, **fields})
 
 
 def grid_url(page: ReferencePage, tone: int = 1000) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 from bench import machine, page
 from bench.capture_options import add_capture_arguments, capture_options
-from bench.density import check_quiet, run_n
+from bench.density import run_n
 from bench.peer_commands import PEERS
 from bench.results import write_result
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(PEERS[p].kind == "gstreamer" for p in args.peers) and shutil.which("gst-launch-1.0") is None:
         parser.error("GStreamer is not installed: run bench/install-peer-tools.sh")
     options = capture_options(args)
-    quiet = check_quiet(args)
+    quiet = machine.check_quiet(args)
     info = machine.describe()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-peers-"))
     runs: list[dict[str, Any]] = []

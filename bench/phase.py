@@ -163,16 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="a fresh recorder (Xvfb, Chromium) for every round")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds after the page is ready (default 1)")
     parser.add_argument("--watch", type=float, default=1.2, help="seconds of changes watched (default 1.2)")
-    parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
-    parser.add_argument("--no-write", action="store_true", help="print only; write no result file")
+    machine.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
-    quiet = machine.wait_until_quiet() if args.require_quiet else machine.quiet()[1]
+    quiet = machine.check_quiet(args)
     info = machine.describe()
     with page.serve() as test_page:
         url = page.grid_url(test_page)
-        settings = RecorderSettings(
-            url_allowlist=[*RecorderSettings().url_allowlist, page.allowlist_entry(url)], self_calibrate=False
-        )
+        settings = page.recorder_settings(url, self_calibrate=False)
         rows = asyncio.run(run(settings, test_page, args))
     summary = summarize(rows)
     print(json.dumps(summary))

@@ -24,7 +24,6 @@ import numpy as np
 from bench import machine, page
 from bench.capture_options import add_capture_arguments, capture_options
 from bench.concurrent import record_concurrently
-from bench.density import check_quiet
 from bench.metrics import recording_figures
 from bench.procstats import TreeSampler
 from bench.results import write_result
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     add_capture_arguments(parser)
     args = parser.parse_args(argv)
     options = capture_options(args)
-    quiet = check_quiet(args)
+    quiet = machine.check_quiet(args)
     info = machine.describe()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-soak-"))
     sampler = TreeSampler(interval=args.interval, pss_every=1)

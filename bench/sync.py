@@ -110,14 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screen-mode", choices=("on", "off"), default=None, help="default: the recorder's")
     parser.add_argument("--grabber", choices=("x11grab", "damage"), default=None, help="default: the recorder's")
     parser.add_argument("--decompose", action="store_true", help="split each offset where the flash hit the screen")
-    parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
-    parser.add_argument("--no-write", action="store_true", help="print only; write no result file")
+    machine.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
-    quiet = machine.wait_until_quiet() if args.require_quiet else machine.quiet()[1]
+    quiet = machine.check_quiet(args)
     info = machine.describe()
     with page.serve() as test_page:
         url = page.grid_url(test_page)
-        settings = RecorderSettings(url_allowlist=[*RecorderSettings().url_allowlist, page.allowlist_entry(url)])
+        settings = page.recorder_settings(url)
         if args.screen_mode is not None:
             settings = settings.model_copy(update={"screen_mode": args.screen_mode == "on"})
         if args.grabber is not None:

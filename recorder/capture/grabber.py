@@ -650,12 +650,15 @@ class ScreenGrabber:
             if agreement < FOLLOW_AGREEMENT:
                 return  # no rhythm to follow (a call's videos drawn when they arrive, a page loading)
             move = _nearest_turn(phase + unit / 2 - taken, unit)
-        if abs(self._lead + move) > unit / 2 + FOLLOW_SLACK_BACK:
+        # A page that played video steps a whole frame even while its draws keep only the ticks (a loaded
+        # machine's), so as not to put a video's draw between a slot and its picture.
+        step = self.period if self._video_seen_at > -math.inf else unit
+        if abs(self._lead + move) > step / 2 + FOLLOW_SLACK_BACK:
             # Followed past half a frame (a tick) from the slots: the pictures go a whole one back towards
             # them, to as far on the other side, so the window's noise does not take them back and forth
             # (each way a frame skipped or taken twice). A video drawn faster than the grid skips a frame
             # here, as it must; one drawn slower repeats one when `_follow_jump` takes the pictures back.
-            move -= math.copysign(unit, self._lead + move)
+            move -= math.copysign(step, self._lead + move)
         if abs(move) >= FOLLOW_DEADBAND:
             self._move(move)
 

@@ -542,3 +542,21 @@ def test_pictures_go_a_whole_frame_back_once_however_the_draws_jitter_about_half
     back = sum(abs(b - a) > PERIOD / 2 for a, b in itertools.pairwise(lead_seen))
     assert back == 1, back
     assert max(map(abs, lead_seen)) <= PERIOD / 2 + FOLLOW_SLACK_BACK + 0.001
+
+
+def test_a_page_that_played_video_steps_a_whole_frame_even_while_drawing_on_both_ticks():
+    # A loaded machine can blur a video's draws onto both ticks for a while: the pictures then follow the
+    # ticks, but a step of one tick would put a video draw between a slot and its picture (a frame early
+    # for good). They step a whole frame, as for the video.
+    grabber = ScreenGrabber(":99", WIDTH, HEIGHT, FPS)
+    grabber._video_seen_at = 0.0  # a video, earlier in the recording
+    grabber._t0_mono = 1000.0
+    lead_seen = []
+    for tick in range(1, 6000):
+        draw = 1000.0 + 0.004 + tick * (PERIOD / 2 - 0.00001)  # 0.6 ms a second fast
+        grabber._draws.append(draw)
+        if tick % 4 == 0:
+            grabber._follow_draws(draw + 0.001)
+            lead_seen.append(grabber._lead)
+    steps = [b - a for a, b in itertools.pairwise(lead_seen) if abs(b - a) > PERIOD / 4]
+    assert steps and all(abs(abs(step) - PERIOD) < 0.002 for step in steps), steps

@@ -59,7 +59,10 @@ def phase_key(spec: RecordingSpec) -> tuple[int, str]:
     """What a learnt video phase is kept under: the capture rate and the page without its query (where a
     room or a token goes) or credentials, since the tick a video takes belongs to how the page plays it."""
     url = urlsplit(spec.url)
-    port = f":{url.port}" if url.port is not None else ""
+    try:
+        port = f":{url.port}" if url.port is not None else ""
+    except ValueError:  # not a port: the page is refused later, with the reason
+        port = ":?"
     return spec.fps, f"{url.scheme}://{url.hostname or ''}{port}{url.path}"
 
 

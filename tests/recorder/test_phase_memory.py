@@ -25,6 +25,8 @@ def test_a_phase_is_kept_per_page_and_rate_whatever_the_query_or_credentials():
     assert room != phase_key(spec("https://other.example.com/room/a"))
     assert room != phase_key(spec("https://meet.example.com:8443/room/a"))
     assert room != phase_key(spec("https://meet.example.com/room/a", fps=25))
+    # A URL the spec lets through with a port that is none has a key too; the recording is refused later.
+    assert phase_key(spec("https://meet.example.com:abc/room/a"))[1] == "https://meet.example.com:?/room/a"
 
 
 def test_a_learnt_phase_serves_its_page_until_unlearnt_and_old_ones_are_let_go(tmp_path):

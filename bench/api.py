@@ -154,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "--db", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite"], help="the stores to measure"
     )
     parser.add_argument("--workdir", type=Path, default=None, help="store location (default: a temp dir)")
-    parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
-    parser.add_argument("--no-write", action="store_true")
+    machine.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
     quiet = machine.wait_until_quiet() if args.require_quiet else machine.quiet()[1]
     info = machine.describe()

@@ -451,8 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", type=Path, default=None, help="the run's directory goes under it (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the clip and the outputs")
-    parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
-    parser.add_argument("--no-write", action="store_true", help="print only; write no result file")
+    machine.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
     try:
         candidates = select(args.candidates)

@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screen-mode", choices=("on", "off"), help="the display's mode at the capture rate")
     parser.add_argument("--workdir", type=Path, default=None, help="where recordings go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the recordings")
-    parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
-    parser.add_argument("--no-write", action="store_true", help="print only; write no result file")
+    machine.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
 
     env = dict(os.environ)

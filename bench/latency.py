@@ -149,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pages", nargs="+", choices=sorted(PAGES), default=["empty", "tiles"])
     parser.add_argument("--duration", type=float, default=2.0, help="max_duration of each recording (s)")
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
-    parser.add_argument("--no-write", action="store_true")
+    machine.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
     quiet = machine.wait_until_quiet() if args.require_quiet else machine.quiet()[1]
     info = machine.describe()

@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levers", nargs="+", choices=sorted(BY_NAME), default=[lever.name for lever in LEVERS])
     parser.add_argument("--page", choices=sorted(page.PAGES), default="grid", help="the page recorded")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds of rest between runs")
-    parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
-    parser.add_argument("--no-write", action="store_true", help="print only; write no result file")
+    machine.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
     chosen = [BY_NAME[name] for name in dict.fromkeys(["shipped", *args.levers])]
     quiet = machine.wait_until_quiet() if args.require_quiet else machine.quiet()[1]

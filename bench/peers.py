@@ -72,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds of rest between runs")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--require-quiet", action="store_true", help="wait (up to 20 min) for a quiet machine first")
-    parser.add_argument("--no-write", action="store_true")
+    machine.add_quiet_arguments(parser)
     add_capture_arguments(parser)
     args = parser.parse_args(argv)
     if any(PEERS[p].kind == "gstreamer" for p in args.peers) and shutil.which("gst-launch-1.0") is None:

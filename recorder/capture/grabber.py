@@ -671,7 +671,9 @@ class ScreenGrabber:
         if now - self._video_seen_at >= FOLLOW_WINDOW + FOLLOW_SLACK:
             return False  # no video lately
         fresh = now - FOLLOW_JUMP_DRAWS * self.period * 1.5
-        newest = [at for at in list(self._draws)[-FOLLOW_JUMP_DRAWS:] if at > max(fresh, self._jumped_at)]
+        draws = self._draws  # the ends of a deque, without copying it at every slot
+        newest = [draws[i] for i in range(-min(FOLLOW_JUMP_DRAWS, len(draws)), 0)]
+        newest = [at for at in newest if at > max(fresh, self._jumped_at)]
         # As many frames: one draw reported in pieces is not a jump.
         if len(newest) < FOLLOW_JUMP_DRAWS or newest[-1] - newest[0] < (FOLLOW_JUMP_DRAWS - 1) * self.period / 2:
             return False

@@ -23,6 +23,7 @@ BENCHMARKS = {
     "sync": "the A/V offset of many single recordings one after another (warm or cold): its spread between files",
     "timeline": "the timeline's cost: CPU per recording with it against without it, and timeline.json's size",
     "phase": "where Chromium presents each page's video on the clock, load after load, page after page",
+    "sinkclock": "samples a recording's sink delivers per second of the clock, by the keeper's latency",
     "encoder": "x264 settings on one lossless capture of the 2x2 page: CPU cores, SSIM/PSNR and size per candidate",
 }
 

@@ -7,9 +7,16 @@ A new null sink renders in blocks of up to two seconds until a low-latency reade
 reader of a fresh sink can wait that long for its first sample. Each sink therefore gets a small
 low-latency "keeper" (a loopback from its monitor into a discard sink), is suspended and resumed so its
 clock restarts at that latency at once, and is prepared ahead of time, so a recording's audio starts as
-fast as its video and Chromium meets a sink whose latency no longer changes under it. Because every
-recorder has its own server, two recordings on one machine can never hear each other; because every
-recording has its own sink, nothing from the previous page bleeds into the next file.
+fast as its video and Chromium meets a sink whose latency no longer changes under it.
+
+The keeper's latency also sets the sink's clock. PulseAudio gives the sink blocks of a third of it, and
+blocks that are not a whole number of microseconds were measured to make the sink render faster than
+real time: the keeper's old 20 ms gave 6,666 us blocks, and the monitor delivered 125 ppm more samples
+than the clock (75 ms of A/V drift over ten minutes, the page's own clip playing fast with it); 13,333 us
+gave 38 ppm. 30 ms gives 10 ms blocks and the clock's rate (docs/benchmarks.md, "The sink's clock").
+
+Because every recorder has its own server, two recordings on one machine can never hear each other;
+because every recording has its own sink, nothing from the previous page bleeds into the next file.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ SAMPLE_RATE = 48000
 
 
 DISCARD_SINK = "discard"
+# The keeper asks for this; PulseAudio then gives the recording's sink blocks of a third of it (10 ms).
+KEEPER_LATENCY_MS = 30
+# A block lasts a whole number of microseconds when its length is a multiple of 125 us (6 frames at 48 kHz).
+WHOLE_BLOCK_US = 125
 
 
 @dataclass(frozen=True)
@@ -142,7 +153,7 @@ class AudioServer:
                 )
                 keeper = pulse.module_load(
                     "module-loopback",
-                    f"source={name}.monitor sink={DISCARD_SINK} latency_msec=20 "
+                    f"source={name}.monitor sink={DISCARD_SINK} latency_msec={KEEPER_LATENCY_MS} "
                     "source_dont_move=true sink_dont_move=true",
                 )
                 # Suspending and resuming restarts the sink's clock at the keeper's low latency now,
@@ -151,8 +162,15 @@ class AudioServer:
                 index_of_sink = pulse.get_sink_by_name(name).index
                 pulse.sink_suspend(index_of_sink, 1)
                 pulse.sink_suspend(index_of_sink, 0)
+                block_us = pulse.sink_info(index_of_sink).configured_latency
         except pulsectl.PulseError as exc:
             raise RecorderError(ErrorCode.AUDIO_FAILED, f"could not create sink {name}: {exc}") from exc
+        if block_us % WHOLE_BLOCK_US:
+            # Another PulseAudio may split the keeper's latency otherwise: say so rather than drift unseen.
+            log.warning(
+                "audio sink's blocks are not whole microseconds: its clock may run fast, and A/V drift",
+                sink=name, block_us=block_us, keeper_latency_ms=KEEPER_LATENCY_MS,
+            )
         return Sink(name=name, module_index=index, keeper_index=keeper, created_at=time.monotonic())
 
     def _route_to(self, sink: Sink) -> None:

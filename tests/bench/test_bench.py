@@ -8,10 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import __main__ as bench_main
-from bench import machine, results
+from bench import machine, results, sinkclock
 from bench.capture_options import FLAG_SETS, CaptureOptions
 from bench.latency import percentile
 from bench.metrics import holds, recording_figures
@@ -154,3 +155,11 @@ def test_arms_alternate_their_order_every_round() -> None:
 
     assert list(alternating(["on", "off"], 3)) == [(0, "on"), (0, "off"), (1, "off"), (1, "on"), (2, "on"), (2, "off")]
     assert list(alternating(["a"], 0)) == []
+
+
+def test_sink_clock_rate_is_read_in_ppm_whatever_the_start() -> None:
+    times = np.linspace(100.0, 130.0, 1500)
+    fast = 48000 * 1.000125 * (times - times[0]) + 123_456  # a sink 125 ppm fast, counted from any sample
+    assert sinkclock.rate_ppm(times, fast) == pytest.approx(125.0, abs=0.01)
+    jitter = np.random.default_rng(1).normal(0, 0.002, times.size)  # reads up to a few ms late
+    assert sinkclock.rate_ppm(times + jitter, 48000 * (times - times[0])) == pytest.approx(0.0, abs=20)

@@ -1,0 +1,132 @@
+"""Sink clock: how many samples a recording's sink delivers per second of the clock, by the keeper's latency.
+
+    python -m bench sinkclock [--seconds 60] [--keepers 20,30,40,60,100] [--player-ms 10]
+
+The capture counts the audio by its samples and stamps the pictures by the clock, and the page's media is
+timed by the same sink, so a sink that renders fast plays the page fast and drifts the sound from the
+picture for as long as the recording lasts. For each keeper latency this starts a recorder's PulseAudio,
+makes a recording's sink as the recorder does, reads its monitor with FFmpeg as the capture does, and
+fits samples against the monotonic clock. With `--player-ms`, a player also writes silence into the sink
+at that latency, as Chromium does. Writes bench/results/sinkclock-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import time
+from typing import Any
+
+import numpy as np
+import pulsectl
+
+from bench import machine
+from bench.results import write_result
+from recorder.source import audio
+
+SETTLE_S = 3.0
+FRAME_BYTES = 4  # s16le, two channels
+
+
+def samples_against_clock(server: audio.AudioServer, source: str, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """(monotonic seconds, samples so far) at each read of `source` by FFmpeg, reading as the capture does."""
+    reader = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+         "-f", "pulse", "-sample_rate", str(audio.SAMPLE_RATE), "-channels", "2", "-fragment_size", "3840",
+         "-i", source, "-f", "s16le", "pipe:1"],
+        stdout=subprocess.PIPE,
+        env={**os.environ, **server.client_env()},
+    )  # fmt: skip
+    assert reader.stdout is not None
+    times: list[float] = []
+    counts: list[int] = []
+    total = 0
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < SETTLE_S + seconds:
+            chunk = reader.stdout.read1(3840)
+            if not chunk:
+                raise RuntimeError(f"FFmpeg stopped reading {source}")
+            total += len(chunk) // FRAME_BYTES
+            if time.monotonic() - start >= SETTLE_S:
+                times.append(time.monotonic())
+                counts.append(total)
+    finally:
+        reader.kill()
+        reader.wait()
+    return np.asarray(times), np.asarray(counts, dtype=float)
+
+
+def rate_ppm(times: np.ndarray, counts: np.ndarray) -> float:
+    """How far the samples delivered run from SAMPLE_RATE per second of the clock, in parts per million."""
+    rate = float(np.polyfit(times - times[0], counts, 1)[0])
+    return (rate / audio.SAMPLE_RATE - 1) * 1e6
+
+
+async def measure(keeper_ms: int, seconds: float, player_ms: int | None) -> dict[str, Any]:
+    audio.KEEPER_LATENCY_MS = keeper_ms
+    server = audio.AudioServer()
+    await server.start()
+    player = None
+    try:
+        sink = await server.take_sink(f"keeper-{keeper_ms}")
+        if player_ms is not None:
+            player = await asyncio.create_subprocess_exec(
+                "pacat", "-d", sink.name, "--raw", f"--rate={audio.SAMPLE_RATE}", "--channels=2",
+                "--format=s16le", f"--latency-msec={player_ms}", "/dev/zero",
+                env={**os.environ, **server.client_env()},
+            )  # fmt: skip
+        times, counts = await asyncio.to_thread(samples_against_clock, server, f"{sink.name}.monitor", seconds)
+        with pulsectl.Pulse("bench", server=server.server) as pulse:
+            block_us = pulse.get_sink_by_name(sink.name).configured_latency
+    finally:
+        if player is not None:
+            player.kill()
+            await player.wait()
+        await server.stop()
+    ppm = rate_ppm(times, counts)
+    half = len(times) // 2
+    halves = [rate_ppm(times[:half], counts[:half]), rate_ppm(times[half:], counts[half:])]
+    return {
+        "keeper_ms": keeper_ms,
+        "player_ms": player_ms,
+        "sink_block_us": block_us,
+        "seconds": round(float(times[-1] - times[0]), 1),
+        "ppm": round(ppm, 1),
+        "ppm_halves": [round(x, 1) for x in halves],
+        "ms_per_10_min": round(ppm * 600 / 1000, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench sinkclock", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per keeper latency")
+    parser.add_argument("--keepers", default="20,30,40,60,100", help="keeper latencies to try, in ms")
+    parser.add_argument("--player-ms", type=int, default=None, help="also play silence into the sink at this latency")
+    machine.add_quiet_arguments(parser)
+    args = parser.parse_args(argv)
+    quiet = machine.check_quiet(args)
+    shipped = audio.KEEPER_LATENCY_MS
+    rows = []
+    for keeper_ms in (int(x) for x in args.keepers.split(",")):
+        row = asyncio.run(measure(keeper_ms, args.seconds, args.player_ms))
+        row["shipped"] = keeper_ms == shipped
+        print(
+            f"keeper {keeper_ms:4d} ms: sink blocks {row['sink_block_us']} us, {row['ppm']:+7.1f} ppm "
+            f"(halves {row['ppm_halves'][0]:+.1f} / {row['ppm_halves'][1]:+.1f}), "
+            f"{row['ms_per_10_min']:+.1f} ms in 10 min",
+            flush=True,
+        )
+        rows.append(row)
+    if not args.no_write:
+        path = write_result(
+            "sinkclock",
+            {"rows": rows},
+            options=vars(args) | {"quiet_at_start": quiet, "shipped_keeper_ms": shipped},
+            notes="ppm: samples the recording sink's monitor delivered per second of the monotonic clock, "
+            "against 48000, by a least-squares fit over the run; positive = the sink renders fast",
+        )
+        print(f"wrote {path}")
+    return 0

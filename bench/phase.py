@@ -2,14 +2,16 @@
 
     python -m bench phase [--loads 4] [--fresh] [--settle 1.0] [--watch 1.2]
 
-The paced grab places its grid half a frame from the page's video draws, and a recorder remembers the
-phase a page's video was presented at so that the next recording of it is placed at once. This loads
-each page in turn, `--loads` times, in one recorder (or with `--fresh` a new one per round), waits
+The paced grab places its grid half a frame from the page's video draws, and a part of a recording after
+a pause is placed by the phase the part before saw (a phase carried from one page load to the next was
+tried and dropped: docs/benchmarks.md, "The learnt phase, dropped; calibration by a trimmed mean"). This
+loads each page in turn, `--loads` times, in one recorder (or with `--fresh` a new one per round), waits
 `--settle` seconds for its drawing to settle, watches the screen's changes for `--watch` seconds and
 reports the phase of the capture rate they gathered at and how tightly (mean resultant length, 1: all at
 one phase), and their phase on Chromium's own 16.666 ms ticks. Whether a phase holds from one load of a
-page to the next, whether it carries from page to page, and how fast it drifts, decide what a remembered
-phase may be used for. Writes bench/results/phase-<date>.json.
+page to the next, whether it carries from page to page, and how fast it drifts, decide what a known
+phase may be used for.
+Writes bench/results/phase-<date>.json.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 
@@ -32,7 +31,6 @@ from recorder.capture import calibration
 from recorder.capture.captured import Captured
 from recorder.capture.command import CaptureSettings
 from recorder.capture.ffmpeg import Capture
-from recorder.capture.grabber import PHASE_HOLDS
 from recorder.capture.progress import ProgressTimeline
 from recorder.config import RecorderSettings
 from recorder.control import CaptureControl
@@ -55,17 +53,6 @@ PAGE_BOUND_GRACE = 10.0  # on top of the page's own bounds (loading, join script
 ProgressCallback = Callable[[WorkerState, Progress], None]
 
 
-def phase_key(spec: RecordingSpec) -> tuple[int, str]:
-    """What a learnt video phase is kept under: the capture rate and the page without its query (where a
-    room or a token goes) or credentials, since the tick a video takes belongs to how the page plays it."""
-    url = urlsplit(spec.url)
-    try:
-        port = f":{url.port}" if url.port is not None else ""
-    except ValueError:  # not a port: the page is refused later, with the reason
-        port = ":?"
-    return spec.fps, f"{url.scheme}://{url.hostname or ''}{port}{url.path}"
-
-
 class Recorder:
     """Warm resources for one recorder, reused across recordings."""
 
@@ -78,9 +65,6 @@ class Recorder:
         self.audio: AudioServer | None = None
         self.browser: Browser | None = None
         self.guard: EgressGuard | None = None
-        # (capture rate, page) -> where this browser last presented that page's video, and when (monotonic):
-        # the paced grab's grid is placed by it at once. See `known_phase` for how long it holds.
-        self._presentation: dict[tuple[int, str], tuple[float, float]] = {}
 
     async def __aenter__(self) -> Recorder:
         await self.start()
@@ -120,7 +104,6 @@ class Recorder:
         if self.browser is None or not self.browser.connected:
             if self.browser is not None:
                 await self.browser.close()
-            self._presentation.clear()  # a new browser (or display) is learnt afresh
             assert self.audio is not None and self.display.name is not None
             guard = await self._ensure_guard()
             self.browser = Browser(
@@ -136,23 +119,6 @@ class Recorder:
                 allow_evaluate=self.settings.allow_evaluate,
             )
             await self.browser.start()
-
-    def known_phase(self, key: tuple[int, str]) -> tuple[float, float] | None:
-        """The video phase last learnt for this rate and page, and when it was seen (monotonic). Another
-        page's video may take the other one of Chromium's ticks (bench/phase.py), so it serves the same
-        page only; the grab judges at its start whether it is still fresh (PHASE_HOLDS)."""
-        return self._presentation.get(key)
-
-    def learn_phase(self, key: tuple[int, str], phase: float | None, seen_at: float) -> None:
-        """What a recording saw its page's video presented at, at `seen_at` (monotonic); None (no one
-        phase) forgets it. Phases too old to serve are let go."""
-        if phase is None:
-            self._presentation.pop(key, None)
-        else:
-            self._presentation[key] = (phase, seen_at)
-        stale = time.monotonic() - PHASE_HOLDS
-        for old in [k for k, (_, at) in self._presentation.items() if at < stale]:
-            del self._presentation[old]
 
     async def _ensure_guard(self) -> EgressGuard | None:
         """The egress guard every connection of the browser goes through; started before the browser."""
@@ -421,7 +387,6 @@ class _CaptureRun:
         rec = self.recorder
         assert rec.display is not None and rec.audio is not None
         stop_when = self.spec.stop_when
-        phase, seen_at = rec.known_phase(phase_key(self.spec)) or (None, None)
         return Capture(
             CaptureSettings(
                 display=rec.display.name or "",
@@ -436,8 +401,6 @@ class _CaptureRun:
                 x264_params=rec.settings.x264_params,
                 grabber=rec.settings.grabber,
                 loading=self.spec.start_from == "commit",
-                presentation_phase=phase,
-                presentation_seen_at=seen_at,
                 av_offset_ms=self.av_offset_ms,
                 silence=stop_when.silence,
                 silence_db=stop_when.silence_db,
@@ -587,8 +550,6 @@ class _CaptureRun:
                 self.log.warning("the WebRTC watcher did not stop cleanly", error=str(exc)[:300])
         if self.capture is not None:
             await self.capture.stop(until=self._file_ends_at)
-            if (seen := self.capture.presentation_seen_at) is not None:
-                rec.learn_phase(phase_key(self.spec), self.capture.presentation_phase, seen)
         if self.progress_timeline is not None:
             self.progress_timeline.flush()
         self.control.paused = False

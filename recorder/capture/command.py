@@ -40,11 +40,6 @@ class CaptureSettings:
     # The page is still loading when the capture starts (`from: commit`): the paced grab places its grid
     # after a short watch instead of waiting for the page's drawing to settle.
     loading: bool = False
-    # Where the browser on this display was last seen presenting this page's video at this rate (monotonic
-    # seconds modulo the frame interval; recorder.capture.grabber), and when (monotonic): the paced grab
-    # places its grid by it at once, while it is fresh.
-    presentation_phase: float | None = None
-    presentation_seen_at: float | None = None
     audio_bitrate: str = "128k"
     # Positive: audio arrives this many ms late through the capture path and is moved earlier.
     av_offset_ms: float = 0.0

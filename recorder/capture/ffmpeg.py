@@ -112,22 +112,6 @@ class Capture:
         return self.tracker.progress
 
     @property
-    def presentation_phase(self) -> float | None:
-        """Where the browser was last seen presenting video (the paced grab's phase, for the next part's grid
-        and the next recording's): the newest part's grab knows best, once it has ended; None once a page
-        showed none."""
-        if self._parts and self._parts[-1].grabber is not None:
-            return self._parts[-1].grabber.presentation_phase
-        return self.settings.presentation_phase
-
-    @property
-    def presentation_seen_at(self) -> float | None:
-        """When `presentation_phase` was seen (monotonic): by a part's grab, or before this capture."""
-        if self._parts and self._parts[-1].grabber is not None:
-            return self._parts[-1].grabber.phase_seen_at
-        return self.settings.presentation_seen_at
-
-    @property
     def files(self) -> list[Path]:
         """The capture parts in order, one per FFmpeg process started (the first is `output`)."""
         return [part.path for part in self._parts]
@@ -256,8 +240,11 @@ class Capture:
         await self.prepare()
         grabber, self._watching = self._watching, None
         assert grabber is not None
-        # As of now, the part before may have taught it; `place_grid` judges whether it is still fresh.
-        grabber.presentation_phase, grabber.phase_seen_at = self.presentation_phase, self.presentation_seen_at
+        # The part before saw this page's video presented (its grab learnt the phase as it ended; None once the
+        # page showed none): that places this grid at once, and `place_grid` judges whether it is still fresh.
+        before = self._parts[-1].grabber if self._parts else None
+        if before is not None:
+            grabber.presentation_phase, grabber.phase_seen_at = before.presentation_phase, before.phase_seen_at
         origin = await self._in_thread(grabber, grabber.place_grid)
         return grabber, origin
 

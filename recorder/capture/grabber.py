@@ -11,7 +11,7 @@ offset comes from").
 
 Here the grid is set from the page: the times of the screen's changes in the last moments before FFmpeg
 starts give Chromium's drawing phase, and slot n is at t0 + n/fps with t0 half a frame after it (half a
-screen tick where the page draws at 60 Hz, or the phase is the one remembered; `place_grid`). The
+screen tick where the page draws at 60 Hz, or the phase the part before saw; `place_grid`). The
 changes are watched in the background from `open()` (while the page loads), so a page already drawing
 in a steady rhythm costs no wait; one that has just loaded is waited for until it settles. A slot holds
 the newest picture the screen showed before it; the picture is taken into shared memory as soon as the
@@ -65,7 +65,7 @@ PHASE_AGREEMENT = 0.85  # how tightly the changes must gather at one phase (1: e
 # The longest a start waits for the page's drawing to settle into a rhythm (a loaded page's videos took
 # 0.4-0.57 s from the capture's start, in five cold starts).
 PHASE_SETTLE = 0.6
-LEARN_WINDOW = 1.0  # seconds at the end of a recording its video phase is learnt from
+LEARN_WINDOW = 1.0  # seconds at the end of a part its video phase is learnt from
 # How long a learnt video phase places a grid: Chromium's ticks drift 1.2 ms against the grid in that time.
 PHASE_HOLDS = 30.0
 WATCH_JOIN = 5.0  # seconds for the watch to stop; longer, its X server has stopped answering
@@ -265,16 +265,16 @@ class ScreenGrabber:
         phase_seen_at: float | None = None,
     ) -> None:
         """`settle`: the longest `place_grid` waits for the page's drawing to settle into a rhythm.
-        `presentation_phase`: where this display's browser was last seen presenting this page's video at
-        this rate (monotonic seconds modulo the frame interval), at `phase_seen_at` (monotonic): placed by
-        at once while the page has no rhythm, if seen within PHASE_HOLDS."""
+        `presentation_phase`: where this display's browser was seen presenting this page's video at this
+        rate by the part before (monotonic seconds modulo the frame interval), at `phase_seen_at`
+        (monotonic): placed by at once while the page has no rhythm, if seen within PHASE_HOLDS."""
         self.display = display
         self.width, self.height, self.fps = width, height, fps
         self.settle = settle
         self.presentation_phase = presentation_phase  # updated by a page seen drawing at the capture rate
         self.phase_seen_at = phase_seen_at  # when it was seen (or that there was none), monotonic
         # At placement, how late the slots come after the video's draws, where the grid was placed by a known
-        # video phase (half a frame by the page's rhythm, a quarter by the remembered phase): the audio is
+        # video phase (half a frame by the page's rhythm, a quarter by the part before's phase): the audio is
         # moved for it. None: not known.
         self.stamp_delay: float | None = None
         self.period = 1.0 / fps
@@ -345,11 +345,12 @@ class ScreenGrabber:
         The page's last PHASE_WINDOW of drawing decides, once it has settled into a rhythm: a page playing
         video draws at the capture rate, one phase; an animation draws at the screen's 60 Hz. A page that
         has just loaded is in neither (layout, then the videos starting), and a grid placed by it races
-        the video's draws (3 of 8 cold recordings lost pictures). Chromium's ticks are the same from one
-        page load to the next, and a page's video took the same one of them in 12 of 12 loads, so the
-        phase its last recording saw places the grid at once (the recorder gives it for the same page,
-        while it holds): half a tick after it, so that a video taking the other tick is not raced
-        either, and with the audio moved by the known difference (`stamp_delay`). Without one, a page that draws
+        the video's draws (3 of 8 cold recordings lost pictures). A part after the first has the phase the
+        part before it saw on the same page (`presentation_phase`), and is placed by it at once while it
+        holds: half a tick after it, so that a video taking the other tick is not raced either, and with
+        the audio moved by the known difference (`stamp_delay`). A new page is never placed by another
+        page load's phase: on the reference page, warm recordings placed by the last load's lost pictures
+        or spread within the file far more often (docs/benchmarks.md). Without a phase, a page that draws
         is waited for, up to `settle`, and a still page (or one still without a rhythm after `settle`) is
         placed half a tick from the screen's ticks, so whichever tick its drawing takes, no slot races it."""
         try:

@@ -4,7 +4,8 @@ or by every recorder itself at warm-up when no current calibration exists (`ensu
 Records the reference page (the sync clip in a 2x2 grid of moving tiles) with the offset currently in
 force, measures what is left between flashes and beeps, and stores the sum, so the next recordings land
 flash and beep together. Each recording is a new FFmpeg and a new page, so the phases that differ between
-recordings (docs/recorder.md) average out over the runs instead of entering the stored offset.
+recordings (docs/recorder.md) average out over the runs instead of entering the stored offset, and the
+highest and the lowest run are left out, so that one far off does not move it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -32,17 +34,40 @@ from recorder.reference.page import ReferencePage
 log = structlog.get_logger(__name__)
 
 MIN_MARKERS = 4
-# At warm-up: three recordings of 8 s (about 21 markers), some 30 s once per machine and version.
-SELF_RUNS = 3
-SELF_DURATION = 8.0
+# At warm-up: six recordings of 5 s (about 27 markers), some 60 s once per machine and version. A file's
+# offset holds to 0.1 ms within it and moves by about 10 ms (one standard deviation) from file to file,
+# so many short runs measure it better than a few long ones.
+SELF_RUNS = 6
+SELF_DURATION = 5.0
 SELF_TIMEOUT = 120.0
 LOCK_WAIT = 150.0  # another recorder's calibration, then on with the default
 RETRY_AFTER = 3600.0  # a failed calibration is not tried again for this long
 
 
-async def measure_offset(settings: RecorderSettings, *, duration: float, runs: int) -> tuple[float, int]:
-    """Residual offset (ms, audio minus video) over `runs` recordings, weighted by markers found."""
-    total, markers = 0.0, 0
+@dataclass(frozen=True)
+class Run:
+    """One calibration recording: the residual offset over its sync markers (ms, audio minus video)."""
+
+    mean_ms: float
+    markers: int
+
+
+def trimmed_offset(runs: list[Run]) -> tuple[float, int]:
+    """The marker-weighted mean residual of the runs, and their markers, leaving out the highest and the
+    lowest run where there are four or more: one run far off (a fresh recorder's first page read +51 and
+    +39 ms where the next ones read +10 to +22) moves it little, and a sound one is not wasted."""
+    if not runs:
+        raise ValueError("no calibration runs")
+    kept = sorted(runs, key=lambda run: run.mean_ms)
+    if len(kept) >= 4:
+        kept = kept[1:-1]
+    markers = sum(run.markers for run in kept)
+    return sum(run.mean_ms * run.markers for run in kept) / markers, markers
+
+
+async def measure_runs(settings: RecorderSettings, *, duration: float, runs: int) -> list[Run]:
+    """`runs` recordings of the reference page, each with the residual offset it read."""
+    measured: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="recorder-calibrate-") as tmp:
         media = await asyncio.to_thread(make_reference_media, Path(tmp) / "media")
         page = ReferencePage(media)
@@ -52,25 +77,24 @@ async def measure_offset(settings: RecorderSettings, *, duration: float, runs: i
             allow = [*settings.url_allowlist, f"127.0.0.1:{page.port}"]
             own_page = settings.model_copy(update={"url_allowlist": allow, "self_calibrate": False})
             async with Recorder(own_page) as recorder:
-                for run in range(runs):
+                for index in range(runs):
                     spec = RecordingSpec(url=page.url("/grid?tone=1000"), duration=duration)
-                    folder = AttemptFolder.under(Path(tmp), f"calibration-{run}")
+                    folder = AttemptFolder.under(Path(tmp), f"calibration-{index}")
                     result = await recorder.record(spec, folder=folder)
                     sync = (result.quality or {}).get("sync") or {}
                     if result.error is not None or not sync.get("markers"):
-                        raise RuntimeError(f"calibration recording {run + 1} gave no sync markers: {result.error}")
-                    total += sync["mean_ms"] * sync["markers"]
-                    markers += sync["markers"]
-                    log.info("calibration run", run=run + 1, mean_ms=sync["mean_ms"], markers=sync["markers"])
+                        raise RuntimeError(f"calibration recording {index + 1} gave no sync markers: {result.error}")
+                    measured.append(Run(mean_ms=sync["mean_ms"], markers=sync["markers"]))
+                    log.info("calibration run", run=index + 1, mean_ms=sync["mean_ms"], markers=sync["markers"])
         finally:
             page.stop()
-    return total / markers, markers
+    return measured
 
 
 def store(
-    settings: RecorderSettings, applied: float, residual: float, markers: int, how: str
+    settings: RecorderSettings, applied: float, residual: float, markers: int, runs: list[Run], how: str
 ) -> calibration.Calibration:
-    """The offset in force plus what is left of it, under this machine's key."""
+    """The offset in force plus what is left of it, under this machine's key, with every run's residual."""
     return calibration.save(
         calibration.calibration_path(settings),
         applied + residual,
@@ -78,20 +102,24 @@ def store(
         fps=30,
         note=f"{how}: {residual:+.1f} ms with {applied:+.1f} ms applied",
         key=calibration.calibration_key(settings),
+        runs=[round(run.mean_ms, 1) for run in runs],
     )
 
 
-async def run_calibration(settings: RecorderSettings, *, duration: float = 20.0, runs: int = 2) -> int:
+async def run_calibration(
+    settings: RecorderSettings, *, duration: float = SELF_DURATION, runs: int = SELF_RUNS
+) -> int:
     applied = calibration.av_offset_ms(settings)
     try:
-        residual, markers = await measure_offset(settings, duration=duration, runs=runs)
+        measured = await measure_runs(settings, duration=duration, runs=runs)
     except RuntimeError as exc:
         print(f"calibration failed: {exc}", file=sys.stderr)
         return 1
+    residual, markers = trimmed_offset(measured)
     if markers < MIN_MARKERS:
         print(f"calibration failed: only {markers} sync markers; record longer (--duration)", file=sys.stderr)
         return 1
-    saved = store(settings, applied, residual, markers, "measured by hand")
+    saved = store(settings, applied, residual, markers, measured, "measured by hand")
     if settings.av_offset_ms is not None:
         print("note: RECORDER_AV_OFFSET_MS is set and overrides the stored calibration", file=sys.stderr)
     print(json.dumps({"file": str(calibration.calibration_path(settings)), **saved.model_dump()}, indent=2))
@@ -101,12 +129,16 @@ async def run_calibration(settings: RecorderSettings, *, duration: float = 20.0,
 async def ensure_calibrated(settings: RecorderSettings) -> calibration.Calibration | None:
     """Calibrate before the first recording unless the offset is set or a current calibration is stored.
     Recorders sharing RECORDS_DIR take turns (a file lock, waited for LOCK_WAIT at most): the first measures,
-    the others find its result. A failure is logged, remembered for RETRY_AFTER (so the next recorder does
-    not spend its start on it again) and leaves the default in force; it never stops the recorder."""
+    the others find its result; one that waited in vain goes on with the default and remembers nothing. A
+    failure is logged, remembered for RETRY_AFTER (so the next recorder does not spend its start on it
+    again) and leaves the default in force; it never stops the recorder."""
     if not settings.self_calibrate or settings.av_offset_ms is not None:
         return None
     try:
         return await _calibrate_once(settings)
+    except CalibrationBusy as exc:  # not a failure: the next recorder looks again
+        log.warning("another recorder is still calibrating; the default offset stays in force", error=str(exc))
+        return None
     except Exception as exc:  # a calibration is never worth a recorder
         log.warning("A/V calibration failed; the default offset stays in force", error=str(exc)[:300])
         with contextlib.suppress(OSError):
@@ -127,12 +159,11 @@ async def _calibrate_once(settings: RecorderSettings) -> calibration.Calibration
         started = time.monotonic()
         log.info("calibrating A/V sync on this machine (once per machine type and version)", runs=SELF_RUNS)
         applied = calibration.av_offset_ms(settings)
-        residual, markers = await asyncio.wait_for(
-            measure_offset(settings, duration=SELF_DURATION, runs=SELF_RUNS), SELF_TIMEOUT
-        )
+        measured = await asyncio.wait_for(measure_runs(settings, duration=SELF_DURATION, runs=SELF_RUNS), SELF_TIMEOUT)
+        residual, markers = trimmed_offset(measured)
         if markers < MIN_MARKERS:
             raise RuntimeError(f"only {markers} sync markers")
-        saved = store(settings, applied, residual, markers, "measured at warm-up")
+        saved = store(settings, applied, residual, markers, measured, "measured at warm-up")
         took = round(time.monotonic() - started, 1)
         log.info("A/V calibration stored", av_offset_ms=saved.av_offset_ms, markers=markers, took_s=took)
         return saved
@@ -149,9 +180,13 @@ def _failed_lately(settings: RecorderSettings) -> bool:
         return False
 
 
+class CalibrationBusy(Exception):
+    """Another recorder held the calibration's lock for LOCK_WAIT."""
+
+
 @contextlib.asynccontextmanager
 async def _turn(lock_path: Path) -> AsyncIterator[None]:
-    """The calibration's lock, or TimeoutError after LOCK_WAIT (another recorder is still measuring)."""
+    """The calibration's lock, or CalibrationBusy after LOCK_WAIT (another recorder is still measuring)."""
     with lock_path.open("a") as handle:
         deadline = time.monotonic() + LOCK_WAIT
         while True:
@@ -160,7 +195,7 @@ async def _turn(lock_path: Path) -> AsyncIterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"another recorder held {lock_path} for {LOCK_WAIT:g} s") from None
+                    raise CalibrationBusy(f"another recorder held {lock_path} for {LOCK_WAIT:g} s") from None
                 await asyncio.sleep(0.5)
         try:
             yield

@@ -38,6 +38,13 @@ if TYPE_CHECKING:
     from recorder.storage import StoredResult
 
 
+def _at_least_one(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{count} recordings measure nothing; give 1 or more (6 by default)")
+    return count
+
+
 def _record_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("record", help="record one page to an MP4")
     p.add_argument("url")
@@ -328,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--fps", type=float, default=None, help="expected frame rate (default: from the file)")
     a.add_argument("--tone", type=float, default=1000.0, help="sync beep frequency in Hz (default 1000)")
     c = sub.add_parser("calibrate", help="measure this machine's A/V offset with the sync clip and store it")
-    c.add_argument("--duration", type=float, default=20.0, help="seconds per calibration recording")
-    c.add_argument("--runs", type=int, default=2, help="recordings to average")
+    c.add_argument("--duration", type=float, default=5.0, help="seconds per calibration recording (default 5)")
+    drops = "from 4 on, the highest and the lowest are left out"
+    c.add_argument("--runs", type=_at_least_one, default=6, help=f"recordings (default 6); {drops}")
     _common_recorder_flags(c)
     w = sub.add_parser("worker", help="run as a farm worker: lease jobs from the orchestrator")
     from recorder.worker.cli import add_worker_arguments

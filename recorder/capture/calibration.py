@@ -24,12 +24,16 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from recorder.config import RecorderSettings
+from recorder.source.audio import KEEPER_LATENCY_MS
 from recorder.versions import chromium_version, ffmpeg_version
 
 # Mean offset (audio minus video, ms) of the capture path on the reference 2-core machine (docs/benchmarks.md).
 # Each recording also has its own constant error of up to about a frame, from the phases between the page's
 # video, Chromium's compositor and the capture clock, which no constant can remove.
 DEFAULT_AV_OFFSET_MS = 10.0
+# How the offset is measured: another way of measuring means the stored ones are measured again. Six short
+# runs without the highest and the lowest replaced the mean of three long ones, which one far-off run moved.
+METHOD = "trimmed mean of runs"
 
 
 class Calibration(BaseModel):
@@ -39,11 +43,13 @@ class Calibration(BaseModel):
     fps: int
     note: str = ""
     key: str = ""  # what the offset was measured with (calibration_key); another key means measure again
+    runs: list[float] = []  # each calibration recording's residual (ms), the ones left out too
 
 
 def calibration_key(settings: RecorderSettings) -> str:
-    """The machine's type and what on it moves the offset: the browser, FFmpeg, the screen's mode and the
-    grabber. Not the host's name: machines of one type share a calibration when they share RECORDS_DIR."""
+    """The machine's type and what on it moves the offset: the browser, FFmpeg, the screen's mode, the
+    grabber and the audio sink's latency; and how it was measured. Not the host's name: machines of one
+    type share a calibration when they share RECORDS_DIR."""
     return _key(settings.chromium_path, settings.screen_mode, settings.grabber)
 
 
@@ -51,9 +57,9 @@ def calibration_key(settings: RecorderSettings) -> str:
 def _key(chromium_path: str, screen_mode: bool, grabber: str) -> str:
     screen = "screen-mode" if screen_mode else "screen-60hz"
     browser = f"chromium {chromium_version(chromium_path)}"
-    # The x11grab key keeps its old form, so calibrations stored before the grabber was a setting still count.
-    parts = [_machine_type(), browser, f"ffmpeg {ffmpeg_version()}", screen]
-    return "|".join(parts if grabber == "x11grab" else [*parts, grabber])
+    sink = f"keeper {KEEPER_LATENCY_MS} ms"
+    parts = [_machine_type(), browser, f"ffmpeg {ffmpeg_version()}", screen, grabber, sink, METHOD]
+    return "|".join(parts)
 
 
 def _machine_type() -> str:
@@ -94,9 +100,24 @@ def load(path: Path) -> Calibration | None:
         return None
 
 
-def save(path: Path, offset_ms: float, *, samples: int, fps: int, note: str = "", key: str = "") -> Calibration:
+def save(
+    path: Path,
+    offset_ms: float,
+    *,
+    samples: int,
+    fps: int,
+    note: str = "",
+    key: str = "",
+    runs: list[float] | None = None,
+) -> Calibration:
     cal = Calibration(
-        av_offset_ms=round(offset_ms, 2), samples=samples, measured_at=time.time(), fps=fps, note=note, key=key
+        av_offset_ms=round(offset_ms, 2),
+        samples=samples,
+        measured_at=time.time(),
+        fps=fps,
+        note=note,
+        key=key,
+        runs=runs or [],
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")

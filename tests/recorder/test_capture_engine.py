@@ -67,27 +67,36 @@ async def test_chromium_draws_at_the_capture_rate_only_with_the_screen_mode(tmp_
     assert await _animation_frame_rate(without, url) >= 45  # Chromium's 60 Hz fallback: what the mode removes
 
 
+OVERLOADING_PRESETS = ("slower", "veryslow")
+
+
 @pytest.mark.media
 @pytest.mark.usefixtures("no_leaks")
 @pytest.mark.parametrize("grabber", ["x11grab", "damage"])
 async def test_an_encoder_that_cannot_keep_up_still_gives_a_file_as_long_as_asked(
     tmp_path: Path, test_page, grabber: str
 ):
-    # x264's slowest presets encode 720p far below 30 frames a second on any machine: an overloaded capture.
-    # Either grab can take a picture only as often as the encoder takes one in (a few a second here), so a
-    # flash reaches the file with the first picture after it: late by up to the gap between pictures, which
-    # the longest run of repeated frames shows. Off by more than that, the timing itself would be wrong.
-    settings = RecorderSettings(records_dir=tmp_path / "records", preset="veryslow", grabber=grabber)
-    spec = RecordingSpec(url=test_page.url("/grid?tone=1000"), duration=8)
-    async with Recorder(settings) as recorder:
-        result = await recorder.record(spec, folder=AttemptFolder.under(settings.records_dir, "slow"))
+    # x264's slow presets encode 720p below 30 frames a second: an overloaded capture. Either grab can take a
+    # picture only as often as the encoder takes one in, so a flash (100 ms on screen) reaches the file with
+    # the first picture after it: late by up to the gap between pictures, which the longest run of repeated
+    # frames shows. Off by more than that, the timing itself would be wrong. The overload must be moderate
+    # for the flashes to be seen at all: at veryslow a slower machine took 6.6 pictures a second and caught
+    # 3 of 8 flashes. So "slower" first, which overloads most machines, and veryslow where it kept up.
+    for preset in OVERLOADING_PRESETS:
+        settings = RecorderSettings(records_dir=tmp_path / preset, preset=preset, grabber=grabber)
+        spec = RecordingSpec(url=test_page.url("/grid?tone=1000"), duration=8)
+        async with Recorder(settings) as recorder:
+            result = await recorder.record(spec, folder=AttemptFolder.under(settings.records_dir, "slow"))
+        report = analyze_file(result.mp4, expected_fps=30) if result.mp4 is not None else None
+        if result.error is not None or report is None or report.video is None or report.video.repeated_frames > 30:
+            break  # a failure is asserted on below, not passed over for the next preset
+    else:
+        pytest.fail(f"the encoder kept up even at {preset}: this machine did not overload the capture")
 
     assert result.error is None, result.error
-    assert result.mp4 is not None
+    assert result.mp4 is not None and report is not None
     sidecar = result.sidecar.read_text() if result.sidecar else ""
-    report = analyze_file(result.mp4, expected_fps=30)
     assert report.video is not None and report.duration is not None
-    assert report.video.repeated_frames > 30, "the encoder kept up: this machine did not overload the capture"
     assert abs(report.duration - 8) <= 0.5, (report.duration, sidecar[:400])
     assert report.sync is not None and report.sync.markers >= 4, report.sync
     gap_ms = 1000 * (report.video.longest_repeat + 1) / 30
@@ -159,7 +168,9 @@ async def test_a_calibration_that_fails_leaves_the_default_and_is_not_tried_agai
         attempts.append(duration)
         raise RecorderError(ErrorCode.BROWSER_CRASHED, "Chromium did not start")
 
-    monkeypatch.setattr(calibrate, "measure_offset", broken)
+    monkeypatch.setattr(calibrate, "measure_runs", broken)
+    # The key names Chromium's version, which asks the binary: not this test's business (nor the quick run's).
+    monkeypatch.setattr(calibration, "calibration_key", lambda settings: "machine|chromium|ffmpeg")
     settings = RecorderSettings(records_dir=tmp_path / "records", self_calibrate=True)
     assert await calibrate.ensure_calibrated(settings) is None  # never raises into the worker
     assert await calibrate.ensure_calibrated(settings) is None
@@ -167,9 +178,11 @@ async def test_a_calibration_that_fails_leaves_the_default_and_is_not_tried_agai
     assert calibration.av_offset_ms(settings) == calibration.DEFAULT_AV_OFFSET_MS
 
 
-async def test_a_records_dir_that_cannot_hold_a_calibration_does_not_stop_the_recorder(tmp_path):
+async def test_a_records_dir_that_cannot_hold_a_calibration_does_not_stop_the_recorder(tmp_path, monkeypatch):
     from recorder import calibrate
+    from recorder.capture import calibration
 
+    monkeypatch.setattr(calibration, "calibration_key", lambda settings: "machine|chromium|ffmpeg")
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("")
     settings = RecorderSettings(records_dir=blocked, self_calibrate=True)
@@ -184,3 +197,90 @@ def test_the_screen_runs_at_the_capture_rate_and_never_below_24(fps, rate):
 
     assert screen_rate(fps) == rate
     assert rate % fps == 0  # the capture keeps every n-th frame of the screen's
+
+
+def test_a_calibration_leaves_out_its_highest_and_lowest_run_from_four_on():
+    from recorder.calibrate import Run, trimmed_offset
+
+    # A fresh recorder's first page read +51 ms where the next ones read +10 to +22.
+    runs = [Run(50.8, 4), Run(21.7, 5), Run(10.0, 5), Run(12.0, 4), Run(-3.0, 5)]
+    assert trimmed_offset(runs) == (pytest.approx((21.7 * 5 + 10.0 * 5 + 12.0 * 4) / 14), 14)
+    # Fewer than four: none is known to be the far one, so all count, by their markers.
+    assert trimmed_offset([Run(12.0, 8), Run(14.0, 4)]) == (pytest.approx(12 + 2 * 4 / 12), 12)
+    assert trimmed_offset([Run(7.0, 8)]) == (7.0, 8)
+    with pytest.raises(ValueError):
+        trimmed_offset([])
+
+
+async def test_a_calibration_records_every_run_it_is_asked_for_and_stores_them_all(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from recorder import calibrate
+    from recorder.capture import calibration
+
+    readings = [60.0, 20.0, -20.0, 15.0, 18.0, 9.0]
+
+    class Page:  # the reference page's server: nothing to serve here
+        port = 1
+
+        def __init__(self, media):
+            pass
+
+        def start(self):
+            pass
+
+        def stop(self):
+            pass
+
+        def url(self, path):
+            return f"http://127.0.0.1:1{path}"
+
+    class FakeRecorder:  # every recording reads the next residual off `readings`
+        recorded = 0
+
+        def __init__(self, settings):
+            pass
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return None
+
+        async def record(self, spec, folder):
+            mean = readings[FakeRecorder.recorded]
+            FakeRecorder.recorded += 1
+            return SimpleNamespace(error=None, quality={"sync": {"mean_ms": mean, "markers": 5}})
+
+    monkeypatch.setattr(calibrate, "make_reference_media", lambda root: None)
+    monkeypatch.setattr(calibrate, "ReferencePage", Page)
+    monkeypatch.setattr(calibrate, "Recorder", FakeRecorder)
+    monkeypatch.setattr(calibration, "calibration_key", lambda settings: "machine|chromium|ffmpeg")
+    settings = RecorderSettings(records_dir=tmp_path / "records", self_calibrate=True)
+
+    saved = await calibrate.ensure_calibrated(settings)
+    assert saved is not None and FakeRecorder.recorded == calibrate.SELF_RUNS == 6
+    assert saved.runs == readings, "every run is stored, the ones left out too"
+    # +60 and -20 left out: the mean of +20, +15, +18 and +9, on top of the default in force.
+    assert saved.av_offset_ms == pytest.approx(calibration.DEFAULT_AV_OFFSET_MS + 15.5) and saved.samples == 20
+    assert calibration.av_offset_ms(settings) == saved.av_offset_ms
+
+
+async def test_a_calibration_another_recorder_holds_too_long_is_waited_out_not_remembered_as_failed(
+    tmp_path, monkeypatch
+):
+    import fcntl
+
+    from recorder import calibrate
+    from recorder.capture import calibration
+
+    monkeypatch.setattr(calibration, "calibration_key", lambda settings: "machine|chromium|ffmpeg")
+    monkeypatch.setattr(calibrate, "LOCK_WAIT", 0.5)
+    settings = RecorderSettings(records_dir=tmp_path / "records", self_calibrate=True)
+    lock = calibration.calibration_path(settings).with_suffix(".lock")
+    lock.parent.mkdir(parents=True)
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another recorder, still measuring
+        assert await calibrate.ensure_calibrated(settings) is None
+    assert not calibrate._failed_lately(settings), "a busy lock is no failure: the next recorder looks again"
+    assert calibration.av_offset_ms(settings) == calibration.DEFAULT_AV_OFFSET_MS

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="store location (default: a temp dir)")
     machine.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
-    quiet = machine.wait_until_quiet() if args.require_quiet else machine.quiet()[1]
+    quiet = machine.check_quiet(args)
     info = machine.describe()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-api-", dir=os.environ.get("BENCH_API_DIR")))
     url = "http://127.0.0.1:9/page"  # never recorded: there is no pool

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         with page.serve() as test_page:
             url = page.grid_url(test_page)
             env.setdefault("URL_ALLOWLIST", page.allowlist_entry(url))
-            quiet = machine.wait_until_quiet() if args.require_quiet else machine.quiet()[1]
+            quiet = machine.check_quiet(args)
             info = machine.describe()
             for i in range(args.repeat):
                 figures = record_once(url, args.duration, workdir / f"run{i}" / "rec.mp4", env)

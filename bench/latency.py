@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None)
     machine.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
-    quiet = machine.wait_until_quiet() if args.require_quiet else machine.quiet()[1]
+    quiet = machine.check_quiet(args)
     info = machine.describe()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-latency-"))
     results = []

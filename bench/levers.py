@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     machine.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
     chosen = [BY_NAME[name] for name in dict.fromkeys(["shipped", *args.levers])]
-    quiet = machine.wait_until_quiet() if args.require_quiet else machine.quiet()[1]
+    quiet = machine.check_quiet(args)
     info = machine.describe()
     workdir = Path(tempfile.mkdtemp(prefix="bench-levers-"))
     runs: dict[str, list[dict[str, Any]]] = {lever.name: [] for lever in chosen}

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with page.serve() as test_page:
             env.setdefault("URL_ALLOWLIST", page.allowlist_entry(test_page.base))
-            quiet = machine.wait_until_quiet() if args.require_quiet else machine.quiet()[1]
+            quiet = machine.check_quiet(args)
             info = machine.describe()
             results = {
                 "audio_only": audio_against_video(page.grid_url(test_page), args.duration, args.repeat, workdir, env),

@@ -28,6 +28,8 @@ from recorder.source import audio
 
 SETTLE_S = 3.0
 FRAME_BYTES = 4  # s16le, two channels
+READ_BYTES = 1 << 16  # a pipe's whole buffer
+ENVELOPE_S = 1.0  # the least-late read of each such window is fitted
 
 
 def samples_against_clock(server: audio.AudioServer, source: str, seconds: float) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +48,7 @@ def samples_against_clock(server: audio.AudioServer, source: str, seconds: float
     start = time.monotonic()
     try:
         while time.monotonic() - start < SETTLE_S + seconds:
-            chunk = reader.stdout.read1(3840)
+            chunk = reader.stdout.read1(READ_BYTES)  # all that waits: a backlog would read as a slow sink
             if not chunk:
                 raise RuntimeError(f"FFmpeg stopped reading {source}")
             total += len(chunk) // FRAME_BYTES
@@ -60,8 +62,18 @@ def samples_against_clock(server: audio.AudioServer, source: str, seconds: float
 
 
 def rate_ppm(times: np.ndarray, counts: np.ndarray) -> float:
-    """How far the samples delivered run from SAMPLE_RATE per second of the clock, in parts per million."""
-    rate = float(np.polyfit(times - times[0], counts, 1)[0])
+    """How far the samples delivered run from SAMPLE_RATE per second of the clock, in parts per million.
+
+    A read can only be late: the reader stamps it after the samples arrived, and a busy machine delays
+    the stamp (on a loaded machine a fit through every read measured -84 ppm for a sink at the clock's
+    rate). So the fit goes through each ENVELOPE_S window's least-late read: the one with the most
+    samples for its time."""
+    elapsed = times - times[0]
+    ahead = counts - audio.SAMPLE_RATE * elapsed  # larger for a read stamped closer to its samples
+    window = np.floor(elapsed / ENVELOPE_S)
+    whole = np.unique(window[window < window[-1]])  # the last window, cut short, may hold only a late read
+    best = [int(np.flatnonzero(window == w)[np.argmax(ahead[window == w])]) for w in whole]
+    rate = float(np.polyfit(elapsed[best], counts[best], 1)[0])
     return (rate / audio.SAMPLE_RATE - 1) * 1e6
 
 
@@ -126,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             {"rows": rows},
             options=vars(args) | {"quiet_at_start": quiet, "shipped_keeper_ms": shipped},
             notes="ppm: samples the recording sink's monitor delivered per second of the monotonic clock, "
-            "against 48000, by a least-squares fit over the run; positive = the sink renders fast",
+            "against 48000, by a least-squares fit through each second's least-late read; "
+            "positive = the sink renders fast",
         )
         print(f"wrote {path}")
     return 0

@@ -161,5 +161,12 @@ def test_sink_clock_rate_is_read_in_ppm_whatever_the_start() -> None:
     times = np.linspace(100.0, 130.0, 1500)
     fast = 48000 * 1.000125 * (times - times[0]) + 123_456  # a sink 125 ppm fast, counted from any sample
     assert sinkclock.rate_ppm(times, fast) == pytest.approx(125.0, abs=0.01)
-    jitter = np.random.default_rng(1).normal(0, 0.002, times.size)  # reads up to a few ms late
-    assert sinkclock.rate_ppm(times + jitter, 48000 * (times - times[0])) == pytest.approx(0.0, abs=20)
+    rng = np.random.default_rng(1)
+    true = 48000 * (times - times[0])
+    late = rng.exponential(0.002, times.size)  # a read is stamped after its samples came, never before
+    assert sinkclock.rate_ppm(times + late, true) == pytest.approx(0.0, abs=20)
+    # A machine that grows busier: reads later and later, up to 20 ms, but a few each second on time.
+    busier = rng.uniform(0, 0.020 * (times - times[0]) / 30)
+    busier[::10] = 0.0
+    assert abs(np.polyfit(times + busier - times[0], true, 1)[0] / 48000 - 1) * 1e6 > 100, "a fit through all"
+    assert sinkclock.rate_ppm(times + busier, true) == pytest.approx(0.0, abs=5)

@@ -18,9 +18,12 @@ from recorder.source import audio
 from recorder.source.audio import AudioServer
 
 MEASURE_S = 30.0
-# The fit over 30 s holds to a few ppm on a quiet machine and to ~10 on a busy one; the fault it catches
-# is 124 ppm (measured with the keeper at 20 ms: the test then fails).
+# The fit over 30 s holds to a few ppm on a quiet machine and to ~10 under three busy loops; the fault it
+# catches is 124 ppm (measured with the keeper at 20 ms: the test then fails).
 MAX_PPM = 50.0
+# A fast sink is fast in every measurement; a disturbance of one (once, -84 ppm in a loaded full suite, with
+# a fit through every read) is not repeated in the next. So a measurement off the mark is taken again.
+MEASUREMENTS = 2
 
 
 @pytest.mark.media
@@ -28,15 +31,17 @@ MAX_PPM = 50.0
 async def test_a_recordings_sink_delivers_samples_at_the_clocks_rate():
     server = AudioServer()
     await server.start()
+    rates: list[float] = []
     try:
         await server.prepare()
         sink = await server.take_sink("clock")
-        times, counts = await asyncio.to_thread(samples_against_clock, server, f"{sink.name}.monitor", MEASURE_S)
+        while len(rates) < MEASUREMENTS and not any(abs(ppm) <= MAX_PPM for ppm in rates):
+            reads = await asyncio.to_thread(samples_against_clock, server, f"{sink.name}.monitor", MEASURE_S)
+            rates.append(rate_ppm(*reads))
     finally:
         await server.stop()
 
-    ppm = rate_ppm(times, counts)
-    assert abs(ppm) <= MAX_PPM, f"the sink's monitor runs {ppm:+.1f} ppm against the clock"
+    assert min(map(abs, rates)) <= MAX_PPM, f"the sink's monitor runs {rates} ppm against the clock"
 
 
 @pytest.mark.media

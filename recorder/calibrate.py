@@ -34,13 +34,14 @@ from recorder.reference.page import ReferencePage
 log = structlog.get_logger(__name__)
 
 MIN_MARKERS = 4
-# At warm-up: six recordings of 5 s (about 27 markers), some 60 s once per machine and version. A file's
-# offset holds to 0.1 ms within it and moves by about 10 ms (one standard deviation) from file to file,
-# so many short runs measure it better than a few long ones.
-SELF_RUNS = 6
-SELF_DURATION = 5.0
-SELF_TIMEOUT = 120.0
-LOCK_WAIT = 150.0  # another recorder's calibration, then on with the default
+# At warm-up, the measurement recorder/capture/calibration.py describes: some 60 s once per machine and
+# version.
+SELF_RUNS = calibration.RUNS
+SELF_DURATION = calibration.RUN_SECONDS
+# Each run also loads the page, finalizes and analyses its file (about 3 s on a quiet 2-core machine; far
+# more is allowed for a busy one); another recorder's calibration is waited for as long, and a bit.
+SELF_TIMEOUT = SELF_RUNS * (SELF_DURATION + 20.0)
+LOCK_WAIT = SELF_TIMEOUT + 30.0  # another recorder's calibration, then on with the default
 RETRY_AFTER = 3600.0  # a failed calibration is not tried again for this long
 
 
@@ -54,14 +55,14 @@ class Run:
 
 def trimmed_offset(runs: list[Run]) -> tuple[float, int]:
     """The marker-weighted mean residual of the runs, and their markers, leaving out the highest and the
-    lowest run where there are four or more: one run far off (a fresh recorder's first page read +51 and
+    lowest run from calibration.TRIM_FROM runs on: one run far off (a fresh recorder's first page read +51 and
     +39 ms where the next ones read +10 to +22) moves it little, and a sound one is not wasted."""
-    if not runs:
-        raise ValueError("no calibration runs")
     kept = sorted(runs, key=lambda run: run.mean_ms)
-    if len(kept) >= 4:
+    if len(kept) >= calibration.TRIM_FROM:
         kept = kept[1:-1]
     markers = sum(run.markers for run in kept)
+    if not markers:
+        raise ValueError("no calibration run with sync markers")
     return sum(run.mean_ms * run.markers for run in kept) / markers, markers
 
 
@@ -112,10 +113,10 @@ async def run_calibration(
     applied = calibration.av_offset_ms(settings)
     try:
         measured = await measure_runs(settings, duration=duration, runs=runs)
-    except RuntimeError as exc:
+        residual, markers = trimmed_offset(measured)
+    except (RuntimeError, ValueError) as exc:
         print(f"calibration failed: {exc}", file=sys.stderr)
         return 1
-    residual, markers = trimmed_offset(measured)
     if markers < MIN_MARKERS:
         print(f"calibration failed: only {markers} sync markers; record longer (--duration)", file=sys.stderr)
         return 1

@@ -38,11 +38,24 @@ if TYPE_CHECKING:
     from recorder.storage import StoredResult
 
 
-def _at_least_one(text: str) -> int:
-    count = int(text)
+def _runs(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of recordings") from None
     if count < 1:
-        raise argparse.ArgumentTypeError(f"{count} recordings measure nothing; give 1 or more (6 by default)")
+        raise argparse.ArgumentTypeError(f"{count} recordings measure nothing; give 1 or more")
     return count
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text} s records nothing; give a length above 0")
+    return seconds
 
 
 def _record_parser(sub: argparse._SubParsersAction) -> None:
@@ -335,9 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--fps", type=float, default=None, help="expected frame rate (default: from the file)")
     a.add_argument("--tone", type=float, default=1000.0, help="sync beep frequency in Hz (default 1000)")
     c = sub.add_parser("calibrate", help="measure this machine's A/V offset with the sync clip and store it")
-    c.add_argument("--duration", type=float, default=5.0, help="seconds per calibration recording (default 5)")
-    drops = "from 4 on, the highest and the lowest are left out"
-    c.add_argument("--runs", type=_at_least_one, default=6, help=f"recordings (default 6); {drops}")
+    from recorder.capture.calibration import RUN_SECONDS, RUNS, TRIM_FROM
+
+    c.add_argument(
+        "--duration", type=_seconds, default=RUN_SECONDS, help=f"seconds per recording (default {RUN_SECONDS:g})"
+    )
+    drops = f"from {TRIM_FROM} on, the highest and the lowest are left out"
+    c.add_argument("--runs", type=_runs, default=RUNS, help=f"recordings (default {RUNS}); {drops}")
     _common_recorder_flags(c)
     w = sub.add_parser("worker", help="run as a farm worker: lease jobs from the orchestrator")
     from recorder.worker.cli import add_worker_arguments

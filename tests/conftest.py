@@ -37,7 +37,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Every test's RECORDS_DIR is new, so every recorder would calibrate itself at warm-up (some 30 s each);
+    # Every test's RECORDS_DIR is new, so every recorder would calibrate itself at warm-up (some 60 s each);
     # the self-calibration has tests of its own, which turn it on (tests/recorder/test_capture_engine.py).
     os.environ.setdefault("RECORDER_SELF_CALIBRATE", "false")
     if config.getoption("quick"):

@@ -24,7 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from recorder.config import RecorderSettings
-from recorder.source.audio import KEEPER_LATENCY_MS
+from recorder.source import audio
 from recorder.versions import chromium_version, ffmpeg_version
 
 # Mean offset (audio minus video, ms) of the capture path on the reference 2-core machine (docs/benchmarks.md).
@@ -34,6 +34,12 @@ DEFAULT_AV_OFFSET_MS = 10.0
 # How the offset is measured: another way of measuring means the stored ones are measured again. Six short
 # runs without the highest and the lowest replaced the mean of three long ones, which one far-off run moved.
 METHOD = "trimmed mean of runs"
+# The measurement: RUNS recordings of RUN_SECONDS each (about 27 markers); from TRIM_FROM runs on, the
+# highest and the lowest are left out. A file's offset holds to 0.1 ms within it and moves by about 10 ms
+# (one standard deviation) from file to file, so many short runs measure it better than a few long ones.
+RUNS = 6
+RUN_SECONDS = 5.0
+TRIM_FROM = 4
 
 
 class Calibration(BaseModel):
@@ -57,7 +63,7 @@ def calibration_key(settings: RecorderSettings) -> str:
 def _key(chromium_path: str, screen_mode: bool, grabber: str) -> str:
     screen = "screen-mode" if screen_mode else "screen-60hz"
     browser = f"chromium {chromium_version(chromium_path)}"
-    sink = f"keeper {KEEPER_LATENCY_MS} ms"
+    sink = f"keeper {audio.KEEPER_LATENCY_MS} ms"
     parts = [_machine_type(), browser, f"ffmpeg {ffmpeg_version()}", screen, grabber, sink, METHOD]
     return "|".join(parts)
 

@@ -284,3 +284,28 @@ async def test_a_calibration_another_recorder_holds_too_long_is_waited_out_not_r
         assert await calibrate.ensure_calibrated(settings) is None
     assert not calibrate._failed_lately(settings), "a busy lock is no failure: the next recorder looks again"
     assert calibration.av_offset_ms(settings) == calibration.DEFAULT_AV_OFFSET_MS
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--runs", "0"], "0 recordings measure nothing"),
+        (["--runs", "six"], "'six' is not a number of recordings"),
+        (["--duration", "0"], "0 s records nothing"),
+        (["--duration", "-5"], "-5 s records nothing"),
+    ],
+)
+def test_recorder_calibrate_refuses_what_would_measure_nothing_and_says_why(capsys, argv: list[str], says: str):
+    from recorder.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["calibrate", *argv])
+    assert says in capsys.readouterr().err
+
+
+def test_recorder_calibrate_measures_as_the_warm_up_does_by_default():
+    from recorder import calibrate
+    from recorder.cli import build_parser
+
+    args = build_parser().parse_args(["calibrate"])
+    assert (args.runs, args.duration) == (calibrate.SELF_RUNS, calibrate.SELF_DURATION) == (6, 5.0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import select
 import subprocess
 import time
 from typing import Any
@@ -29,6 +30,8 @@ from recorder.source import audio
 SETTLE_S = 3.0
 FRAME_BYTES = 4  # s16le, two channels
 READ_BYTES = 1 << 16  # a pipe's whole buffer
+READ_TIMEOUT_S = 5.0  # FFmpeg delivers every 20 ms; this long without a sample, it has stalled
+MIN_SECONDS = 4.0  # a rate, and one for each half, needs a few whole windows
 ENVELOPE_S = 1.0  # the least-late read of each such window is fitted
 
 
@@ -42,19 +45,22 @@ def samples_against_clock(server: audio.AudioServer, source: str, seconds: float
         env={**os.environ, **server.client_env()},
     )  # fmt: skip
     assert reader.stdout is not None
+    pipe = reader.stdout.fileno()
     times: list[float] = []
     counts: list[int] = []
-    total = 0
+    received = 0
     start = time.monotonic()
     try:
         while time.monotonic() - start < SETTLE_S + seconds:
-            chunk = reader.stdout.read1(READ_BYTES)  # all that waits: a backlog would read as a slow sink
+            if not select.select([pipe], [], [], READ_TIMEOUT_S)[0]:
+                raise RuntimeError(f"FFmpeg gave no sample of {source} for {READ_TIMEOUT_S:g} s")
+            chunk = os.read(pipe, READ_BYTES)  # all that waits: a backlog would read as a slow sink
             if not chunk:
                 raise RuntimeError(f"FFmpeg stopped reading {source}")
-            total += len(chunk) // FRAME_BYTES
+            received += len(chunk)
             if time.monotonic() - start >= SETTLE_S:
                 times.append(time.monotonic())
-                counts.append(total)
+                counts.append(received // FRAME_BYTES)
     finally:
         reader.kill()
         reader.wait()
@@ -68,17 +74,21 @@ def rate_ppm(times: np.ndarray, counts: np.ndarray) -> float:
     the stamp (on a loaded machine a fit through every read measured -84 ppm for a sink at the clock's
     rate). So the fit goes through each ENVELOPE_S window's least-late read: the one with the most
     samples for its time."""
+    if not times.size:
+        raise ValueError("no reads: a rate needs at least two whole windows")
     elapsed = times - times[0]
     ahead = counts - audio.SAMPLE_RATE * elapsed  # larger for a read stamped closer to its samples
     window = np.floor(elapsed / ENVELOPE_S)
     whole = np.unique(window[window < window[-1]])  # the last window, cut short, may hold only a late read
     best = [int(np.flatnonzero(window == w)[np.argmax(ahead[window == w])]) for w in whole]
+    if len(best) < 2:
+        raise ValueError(f"{elapsed[-1]:.1f} s of reads: a rate needs at least two whole windows")
     rate = float(np.polyfit(elapsed[best], counts[best], 1)[0])
     return (rate / audio.SAMPLE_RATE - 1) * 1e6
 
 
 async def measure(keeper_ms: int, seconds: float, player_ms: int | None) -> dict[str, Any]:
-    audio.KEEPER_LATENCY_MS = keeper_ms
+    shipped, audio.KEEPER_LATENCY_MS = audio.KEEPER_LATENCY_MS, keeper_ms
     server = audio.AudioServer()
     await server.start()
     player = None
@@ -98,6 +108,7 @@ async def measure(keeper_ms: int, seconds: float, player_ms: int | None) -> dict
             player.kill()
             await player.wait()
         await server.stop()
+        audio.KEEPER_LATENCY_MS = shipped
     ppm = rate_ppm(times, counts)
     half = len(times) // 2
     halves = [rate_ppm(times[:half], counts[:half]), rate_ppm(times[half:], counts[half:])]
@@ -114,11 +125,15 @@ async def measure(keeper_ms: int, seconds: float, player_ms: int | None) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench sinkclock", description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per keeper latency")
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help=f"measured seconds per keeper latency (at least {MIN_SECONDS:g})"
+    )
     parser.add_argument("--keepers", default="20,30,40,60,100", help="keeper latencies to try, in ms")
     parser.add_argument("--player-ms", type=int, default=None, help="also play silence into the sink at this latency")
     machine.add_quiet_arguments(parser)
     args = parser.parse_args(argv)
+    if args.seconds < MIN_SECONDS:
+        parser.error(f"--seconds {args.seconds:g}: give at least {MIN_SECONDS:g}, so each half has whole windows")
     quiet = machine.check_quiet(args)
     shipped = audio.KEEPER_LATENCY_MS
     rows = []

@@ -366,7 +366,7 @@ class ScreenGrabber:
                 if rhythm is None and self._fresh_phase(now):
                     # Half a tick after it, not half a frame: should this page's video take the other tick,
                     # its draws are still half a tick from the slots, not on them.
-                    anchor, rhythm = self.presentation_phase + self.period / 4, "the last video's"
+                    anchor, rhythm = self.presentation_phase + self.period / 4, "the part before's"
                 if rhythm is None and whole and len(draws) < PHASE_DRAWS:
                     anchor, rhythm = tick_anchor(kept, self.period), "still"
                 if rhythm is not None or now >= asked + self.settle:
@@ -381,7 +381,7 @@ class ScreenGrabber:
                 self.phase_seen_at = now
                 self._video_seen_at = now  # a jump to the other tick is watched for from the first slot
                 self.stamp_delay = self.period / 2
-            elif rhythm == "the last video's":
+            elif rhythm == "the part before's":
                 self.stamp_delay = self.period / 4
             self._stop_watching()
             self._draws.clear()  # from here on, the draws of what is recorded

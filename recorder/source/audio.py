@@ -69,6 +69,7 @@ class AudioServer:
         self._proc: asyncio.subprocess.Process | None = None
         self._next: Sink | None = None
         self._count = 0
+        self._warned_blocks = False  # the sink's blocks are the same for every sink: said once
 
     @property
     def server(self) -> str:
@@ -165,7 +166,8 @@ class AudioServer:
                 block_us = pulse.sink_info(index_of_sink).configured_latency
         except pulsectl.PulseError as exc:
             raise RecorderError(ErrorCode.AUDIO_FAILED, f"could not create sink {name}: {exc}") from exc
-        if block_us % WHOLE_BLOCK_US:
+        if block_us % WHOLE_BLOCK_US and not self._warned_blocks:
+            self._warned_blocks = True
             # Another PulseAudio may split the keeper's latency otherwise: say so rather than drift unseen.
             log.warning(
                 "audio sink's blocks are not whole microseconds: its clock may run fast, and A/V drift",

@@ -170,3 +170,5 @@ def test_sink_clock_rate_is_read_in_ppm_whatever_the_start() -> None:
     busier[::10] = 0.0
     assert abs(np.polyfit(times + busier - times[0], true, 1)[0] / 48000 - 1) * 1e6 > 100, "a fit through all"
     assert sinkclock.rate_ppm(times + busier, true) == pytest.approx(0.0, abs=5)
+    with pytest.raises(ValueError, match="two whole windows"):
+        sinkclock.rate_ppm(times[:60], true[:60])  # 1.2 s: one whole window

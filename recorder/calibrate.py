@@ -107,20 +107,33 @@ def store(
     )
 
 
+class TooFewMarkers(RuntimeError):
+    """The runs, trimmed, kept fewer than MIN_MARKERS sync markers."""
+
+
+async def measure_and_store(
+    settings: RecorderSettings, *, duration: float, runs: int, how: str
+) -> calibration.Calibration:
+    """Measure with the offset in force, trim the runs and store the result: by hand and at warm-up alike."""
+    applied = calibration.av_offset_ms(settings)
+    measured = await measure_runs(settings, duration=duration, runs=runs)
+    residual, markers = trimmed_offset(measured)
+    if markers < MIN_MARKERS:
+        raise TooFewMarkers(f"only {markers} sync markers")
+    return store(settings, applied, residual, markers, measured, how)
+
+
 async def run_calibration(
     settings: RecorderSettings, *, duration: float = SELF_DURATION, runs: int = SELF_RUNS
 ) -> int:
-    applied = calibration.av_offset_ms(settings)
     try:
-        measured = await measure_runs(settings, duration=duration, runs=runs)
-        residual, markers = trimmed_offset(measured)
+        saved = await measure_and_store(settings, duration=duration, runs=runs, how="measured by hand")
+    except TooFewMarkers as exc:
+        print(f"calibration failed: {exc}; record longer (--duration)", file=sys.stderr)
+        return 1
     except (RuntimeError, ValueError) as exc:
         print(f"calibration failed: {exc}", file=sys.stderr)
         return 1
-    if markers < MIN_MARKERS:
-        print(f"calibration failed: only {markers} sync markers; record longer (--duration)", file=sys.stderr)
-        return 1
-    saved = store(settings, applied, residual, markers, measured, "measured by hand")
     if settings.av_offset_ms is not None:
         print("note: RECORDER_AV_OFFSET_MS is set and overrides the stored calibration", file=sys.stderr)
     print(json.dumps({"file": str(calibration.calibration_path(settings)), **saved.model_dump()}, indent=2))
@@ -159,14 +172,10 @@ async def _calibrate_once(settings: RecorderSettings) -> calibration.Calibration
             return found
         started = time.monotonic()
         log.info("calibrating A/V sync on this machine (once per machine type and version)", runs=SELF_RUNS)
-        applied = calibration.av_offset_ms(settings)
-        measured = await asyncio.wait_for(measure_runs(settings, duration=SELF_DURATION, runs=SELF_RUNS), SELF_TIMEOUT)
-        residual, markers = trimmed_offset(measured)
-        if markers < MIN_MARKERS:
-            raise RuntimeError(f"only {markers} sync markers")
-        saved = store(settings, applied, residual, markers, measured, "measured at warm-up")
+        measuring = measure_and_store(settings, duration=SELF_DURATION, runs=SELF_RUNS, how="measured at warm-up")
+        saved = await asyncio.wait_for(measuring, SELF_TIMEOUT)
         took = round(time.monotonic() - started, 1)
-        log.info("A/V calibration stored", av_offset_ms=saved.av_offset_ms, markers=markers, took_s=took)
+        log.info("A/V calibration stored", av_offset_ms=saved.av_offset_ms, markers=saved.samples, took_s=took)
         return saved
 
 

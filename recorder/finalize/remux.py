@@ -17,15 +17,20 @@ from contract.errors import ErrorCode, RecorderError
 from recorder.quality.probe import probe
 
 
-def remux_to_mp4(capture: Path, mp4: Path, *, length: float | None = None, timeout: float = 600.0) -> Path:
+def remux_to_mp4(
+    capture: Path, mp4: Path, *, length: float | None = None, audio_shift_ms: float = 0.0, timeout: float = 600.0
+) -> Path:
     """Remux `capture` to `mp4` with +faststart; the old file is replaced only by a complete new one.
     `length` (seconds) cuts what an overloaded capture wrote past the end asked for: a stop drains the
-    encoder up to its moment, and its last input frames can fill a few frames beyond it."""
+    encoder up to its moment, and its last input frames can fill a few frames beyond it. `audio_shift_ms`
+    moves the sound that much earlier against the picture (later when negative)."""
     if not capture.is_file() or capture.stat().st_size == 0:
         raise RecorderError(ErrorCode.FINALIZE_FAILED, f"nothing was captured: {capture} is missing or empty")
     partial = mp4.with_name(mp4.name + ".part")
     limit = {"t": f"{length:.3f}"} if length else {}
-    _trimmed_copy(capture, partial, f="mp4", movflags="+faststart", timeout=timeout, **limit)
+    _trimmed_copy(
+        capture, partial, f="mp4", movflags="+faststart", audio_shift_ms=audio_shift_ms, timeout=timeout, **limit
+    )
     os.replace(partial, mp4)
     return mp4
 
@@ -74,25 +79,41 @@ def _length(part: Path) -> float:
     return (first.duration if first and first.duration else None) or facts.duration or 0.0
 
 
-def _trimmed_copy(capture: Path, out: Path, *, timeout: float, **options: str) -> None:
+def _trimmed_copy(capture: Path, out: Path, *, timeout: float, audio_shift_ms: float = 0.0, **options: str) -> None:
     """Stream copy of `capture` from its first frame (the first sound for audio alone) to `out`.
 
-    The silence padded before the first frame is dropped, and the copy's timestamps start at zero."""
+    The silence padded before the first frame is dropped, and the copy's timestamps start at zero. A sound
+    moved against the picture is first copied on its own with its timestamps moved and what falls before
+    the first frame dropped; the picture is then copied beside it untouched."""
     facts = probe(capture)
     first = facts.video or facts.audio
     start = first.start_time if first and first.start_time else 0.0
-    argv = (
-        ffmpeg.input(str(capture), ss=f"{start:.3f}")
-        .output(str(out), c="copy", map="0", avoid_negative_ts="make_zero", **options)
-        .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
-        .overwrite_output()
-        .compile()
-    )
+    copy = {"c": "copy", "avoid_negative_ts": "make_zero", **options}
+    sound = out.with_name(out.name + ".sound.mka")
     try:
-        _run(argv, f"remux of {capture}", timeout)
+        if audio_shift_ms and facts.video and facts.audio:
+            shifted = ffmpeg.input(str(capture), itsoffset=f"{-start - audio_shift_ms / 1000.0:.6f}")["a"]
+            alone = ffmpeg.output(shifted, str(sound), c="copy", ss=0, f="matroska")
+            _run(_compiled(alone), f"moving the sound of {capture}", timeout)
+            # Each input's timeline starts at its first packet; the moved sound's starts after zero (a packet
+            # holds 21 ms), and keeps its place only when given back what that would take from it.
+            moved = probe(sound).audio
+            moved_start = moved.start_time if moved and moved.start_time else 0.0
+            picture = ffmpeg.input(str(capture), ss=f"{start:.6f}")["v"]
+            sound_input = ffmpeg.input(str(sound), itsoffset=f"{moved_start:.6f}")["a"]
+            output = ffmpeg.output(picture, sound_input, str(out), **copy)
+        else:
+            output = ffmpeg.input(str(capture), ss=f"{start:.3f}").output(str(out), map="0", **copy)
+        _run(_compiled(output), f"remux of {capture}", timeout)
     except RecorderError:
         out.unlink(missing_ok=True)
         raise
+    finally:
+        sound.unlink(missing_ok=True)
+
+
+def _compiled(output: ffmpeg.nodes.OutputStream) -> list[str]:
+    return output.global_args("-hide_banner", "-nostdin", "-loglevel", "error").overwrite_output().compile()
 
 
 def _run(argv: list[str], what: str, timeout: float) -> None:

@@ -6,6 +6,11 @@ force, measures what is left between flashes and beeps, and stores the sum, so t
 flash and beep together. Each recording is a new FFmpeg and a new page, so the phases that differ between
 recordings (docs/recorder.md) average out over the runs instead of entering the stored offset, and the
 highest and the lowest run are left out, so that one far off does not move it.
+
+Each run also reads how late its page load presented the clip (recorder.source.presentation). What a file
+needed plus that lateness is nearly the same for every load, so its median is stored too
+(`on_time_offset_ms`): a recording whose page plays a video is then corrected for its own load, not by the
+mean of many.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import structlog
@@ -47,23 +53,43 @@ RETRY_AFTER = 3600.0  # a failed calibration is not tried again for this long
 
 @dataclass(frozen=True)
 class Run:
-    """One calibration recording: the residual offset over its sync markers (ms, audio minus video)."""
+    """One calibration recording: the correction its file needed (the one applied plus the residual over
+    its sync markers; ms, audio minus video), its markers, and how late its page presented the clip."""
 
-    mean_ms: float
+    needed_ms: float
     markers: int
+    lateness_ms: float | None = None
+
+    @property
+    def on_time_ms(self) -> float | None:
+        """What the file would have needed had its page presented the clip when due."""
+        return None if self.lateness_ms is None else self.needed_ms + self.lateness_ms
 
 
 def trimmed_offset(runs: list[Run]) -> tuple[float, int]:
-    """The marker-weighted mean residual of the runs, and their markers, leaving out the highest and the
+    """The marker-weighted mean of what the runs needed, and their markers, leaving out the highest and the
     lowest run from calibration.TRIM_FROM runs on: one run far off (a fresh recorder's first page read +51 and
     +39 ms where the next ones read +10 to +22) moves it little, and a sound one is not wasted."""
-    kept = sorted(runs, key=lambda run: run.mean_ms)
+    return _trimmed([(run.needed_ms, run.markers) for run in runs])
+
+
+def median_on_time(runs: list[Run]) -> float | None:
+    """The median of what the runs would have needed on time; None unless at least calibration.TRIM_FROM
+    runs saw their page's presentation. Most loads' sums sit within a few ms of each other, and a few are
+    a frame or more above (a file that lost pictures, or stepped): the median keeps two such runs of six
+    out where a mean without the highest and the lowest would keep one (docs/benchmarks.md)."""
+    seen = [run.on_time_ms for run in runs if run.on_time_ms is not None]
+    return statistics.median(seen) if len(seen) >= calibration.TRIM_FROM else None
+
+
+def _trimmed(values: list[tuple[float, int]]) -> tuple[float, int]:
+    kept = sorted(values)
     if len(kept) >= calibration.TRIM_FROM:
         kept = kept[1:-1]
-    markers = sum(run.markers for run in kept)
+    markers = sum(count for _, count in kept)
     if not markers:
         raise ValueError("no calibration run with sync markers")
-    return sum(run.mean_ms * run.markers for run in kept) / markers, markers
+    return sum(value * count for value, count in kept) / markers, markers
 
 
 async def measure_runs(settings: RecorderSettings, *, duration: float, runs: int) -> list[Run]:
@@ -85,25 +111,32 @@ async def measure_runs(settings: RecorderSettings, *, duration: float, runs: int
                     sync = (result.quality or {}).get("sync") or {}
                     if result.error is not None or not sync.get("markers"):
                         raise RuntimeError(f"calibration recording {index + 1} gave no sync markers: {result.error}")
-                    measured.append(Run(mean_ms=sync["mean_ms"], markers=sync["markers"]))
-                    log.info("calibration run", run=index + 1, mean_ms=sync["mean_ms"], markers=sync["markers"])
+                    sidecar = json.loads(result.sidecar.read_text()) if result.sidecar else {}
+                    applied = sidecar.get("av_offset_correction_ms", calibration.av_offset_ms(settings))
+                    run = Run(applied + sync["mean_ms"], sync["markers"], sidecar.get("presentation_lateness_ms"))
+                    measured.append(run)
+                    log.info("calibration run", run=index + 1, residual_ms=sync["mean_ms"], **asdict(run))
         finally:
             page.stop()
     return measured
 
 
-def store(
-    settings: RecorderSettings, applied: float, residual: float, markers: int, runs: list[Run], how: str
-) -> calibration.Calibration:
-    """The offset in force plus what is left of it, under this machine's key, with every run's residual."""
+def store(settings: RecorderSettings, applied: float, runs: list[Run], how: str) -> calibration.Calibration:
+    """What the runs needed, trimmed, under this machine's key, with every run's figures."""
+    needed, markers = trimmed_offset(runs)
+    if markers < MIN_MARKERS:
+        raise TooFewMarkers(f"only {markers} sync markers")
+    on_time = median_on_time(runs)
     return calibration.save(
         calibration.calibration_path(settings),
-        applied + residual,
+        needed,
         samples=markers,
         fps=30,
-        note=f"{how}: {residual:+.1f} ms with {applied:+.1f} ms applied",
+        note=f"{how}: {needed - applied:+.1f} ms with {applied:+.1f} ms applied",
         key=calibration.calibration_key(settings),
-        runs=[round(run.mean_ms, 1) for run in runs],
+        runs=[round(run.needed_ms, 1) for run in runs],
+        latenesses=[run.lateness_ms for run in runs],
+        on_time_offset_ms=None if on_time is None else round(on_time, 2),
     )
 
 
@@ -117,10 +150,7 @@ async def measure_and_store(
     """Measure with the offset in force, trim the runs and store the result: by hand and at warm-up alike."""
     applied = calibration.av_offset_ms(settings)
     measured = await measure_runs(settings, duration=duration, runs=runs)
-    residual, markers = trimmed_offset(measured)
-    if markers < MIN_MARKERS:
-        raise TooFewMarkers(f"only {markers} sync markers")
-    return store(settings, applied, residual, markers, measured, how)
+    return store(settings, applied, measured, how)
 
 
 async def run_calibration(

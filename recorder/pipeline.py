@@ -37,6 +37,7 @@ from recorder.control import CaptureControl
 from recorder.egress import EgressGuard
 from recorder.finalize import Finished
 from recorder.finalize import finalize as finalize_capture
+from recorder.source import presentation
 from recorder.source.audio import AudioServer
 from recorder.source.browser import Browser, PageSession, loading_timeout
 from recorder.source.display import Display, screen_rate
@@ -226,6 +227,7 @@ class _CaptureRun:
         self.stop_reason: StopReason = "error"
         self.screenshot: Path | None = None
         self.av_offset_ms = calibration.av_offset_ms(recorder.settings)
+        self.lateness_ms: float | None = None  # how late the page presented its audible video while recorded
         self.log = log.bind(recording_id=folder.recording_id)
         # The timeline (RECORDER_TIMELINE): collected from the page's creation to the capture's stop.
         self.timeline = TimelineCollector() if recorder.settings.timeline else None
@@ -364,6 +366,11 @@ class _CaptureRun:
                     ErrorCode.URL_NOT_ALLOWED, f"{self.spec.url} cannot be recorded: {verdict.explain()}"
                 )
         session = await browser.open(self.spec, observer=self.page_feed)
+        try:
+            await presentation.install_probe(session.context)  # before the first navigation
+        except BaseException:
+            await session.close()
+            raise
         if self.timeline is not None:
             try:
                 await install_webrtc_wrapper(session.context)  # before the first navigation
@@ -417,6 +424,9 @@ class _CaptureRun:
     async def _start_capture(self) -> None:
         assert self.capture is not None
         await self.capture.start()
+        if self.spec.start_from != "commit" and self.session is not None and self.session.page is not None:
+            # The page's presentation, counted from the first frame (a page still loading counts from its start).
+            await presentation.restart(self.session.page)
         self.timings.first_frame = self.capture.first_frame_at
         control_event(self.timeline, "recording", "recording started", at=self.capture.first_frame_at)
         self.log.info("recording", url=self.spec.url, start_latency=round(time.time() - self.timings.started, 3))
@@ -550,6 +560,10 @@ class _CaptureRun:
                 self.log.warning("the WebRTC watcher did not stop cleanly", error=str(exc)[:300])
         if self.capture is not None:
             await self.capture.stop(until=self._file_ends_at)
+            if self.session is not None and self.session.page is not None:
+                presented = await presentation.read(self.session.page)
+                self.lateness_ms = presented.mean_ms
+                self.log.debug("page presentation", frames=presented.count, lateness_ms=presented.mean_ms)
         if self.progress_timeline is not None:
             self.progress_timeline.flush()
         self.control.paused = False
@@ -564,6 +578,15 @@ class _CaptureRun:
             with contextlib.suppress(RecorderError):
                 await rec.audio.prepare()
 
+    def _audio_shift_ms(self) -> float:
+        """How much more finalize moves the sound, for this page load's presentation of its video: the
+        correction for its lateness less the machine's mean one the capture was built with. A live upload's
+        file is final as written, so it keeps the mean."""
+        if self.lateness_ms is None or self.spec.live_upload or not self.spec.video:
+            return 0.0
+        by_load = calibration.av_offset_ms(self.recorder.settings, lateness_ms=self.lateness_ms)
+        return round(by_load - self.av_offset_ms, 2)
+
     def _captured(self) -> Captured:
         rec = self.recorder
         return Captured(
@@ -577,6 +600,8 @@ class _CaptureRun:
             blocked=rec.guard.ledger.summary() if rec.guard is not None else None,
             versions=tool_versions(rec.browser.version if rec.browser else None),
             av_offset_correction_ms=self.capture.av_offset_ms if self.capture else self.av_offset_ms,
+            presentation_lateness_ms=self.lateness_ms,
+            audio_shift_ms=self._audio_shift_ms(),
             behind_real_time=bool(self.capture and self.capture.tracker.ever_behind),
             screenshot=self.screenshot,
             capture_files=self.capture.files if self.capture else [],

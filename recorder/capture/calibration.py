@@ -28,12 +28,14 @@ from recorder.source import audio
 from recorder.versions import chromium_version, ffmpeg_version
 
 # Mean offset (audio minus video, ms) of the capture path on the reference 2-core machine (docs/benchmarks.md).
-# Each recording also has its own constant error of up to about a frame, from the phases between the page's
-# video, Chromium's compositor and the capture clock, which no constant can remove.
+# Each recording also has its own constant error of up to about a frame, which no constant can remove; most
+# of it is how late Chromium presents the page's video, which a page that plays one reports, so finalize
+# corrects such a recording by its own load (`on_time_offset_ms`, recorder.source.presentation).
 DEFAULT_AV_OFFSET_MS = 10.0
 # How the offset is measured: another way of measuring means the stored ones are measured again. Six short
-# runs without the highest and the lowest replaced the mean of three long ones, which one far-off run moved.
-METHOD = "trimmed mean of runs"
+# runs without the highest and the lowest replaced the mean of three long ones, which one far-off run moved;
+# the median of the runs by their page's presentation came with the correction by it.
+METHOD = "trimmed mean of runs, and the median by their presentation"
 # The measurement: RUNS recordings of RUN_SECONDS each (about 27 markers); from TRIM_FROM runs on, the
 # highest and the lowest are left out. A file's offset holds to 0.1 ms within it and moves by about 10 ms
 # (one standard deviation) from file to file, so many short runs measure it better than a few long ones.
@@ -49,7 +51,11 @@ class Calibration(BaseModel):
     fps: int
     note: str = ""
     key: str = ""  # what the offset was measured with (calibration_key); another key means measure again
-    runs: list[float] = []  # each calibration recording's residual (ms), the ones left out too
+    runs: list[float] = []  # the correction each calibration recording needed (ms), the ones left out too
+    latenesses: list[float | None] = []  # how late each one's page presented the clip (ms; None: not seen)
+    # The offset for a page load that presents its video exactly when due; one whose video is L ms late
+    # needs L ms less. None when the runs did not see the presentation.
+    on_time_offset_ms: float | None = None
 
 
 def calibration_key(settings: RecorderSettings) -> str:
@@ -83,11 +89,17 @@ def calibration_path(settings: RecorderSettings) -> Path:
     return settings.records_dir / ".calibration" / f"{digest}.json"
 
 
-def av_offset_ms(settings: RecorderSettings) -> float:
+def av_offset_ms(settings: RecorderSettings, *, lateness_ms: float | None = None) -> float:
+    """The A/V correction for a recording. `lateness_ms` is how late this page load's video is presented
+    (recorder.source.presentation), when the page plays one: each ms of it needs one ms less correction."""
     if settings.av_offset_ms is not None:
         return settings.av_offset_ms
     saved = current(settings)
-    return saved.av_offset_ms if saved else DEFAULT_AV_OFFSET_MS
+    if saved is None:
+        return DEFAULT_AV_OFFSET_MS
+    if lateness_ms is not None and saved.on_time_offset_ms is not None:
+        return round(saved.on_time_offset_ms - lateness_ms, 2)
+    return saved.av_offset_ms
 
 
 def current(settings: RecorderSettings) -> Calibration | None:
@@ -115,6 +127,8 @@ def save(
     note: str = "",
     key: str = "",
     runs: list[float] | None = None,
+    latenesses: list[float | None] | None = None,
+    on_time_offset_ms: float | None = None,
 ) -> Calibration:
     cal = Calibration(
         av_offset_ms=round(offset_ms, 2),
@@ -124,6 +138,8 @@ def save(
         note=note,
         key=key,
         runs=runs or [],
+        latenesses=latenesses or [],
+        on_time_offset_ms=on_time_offset_ms,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")

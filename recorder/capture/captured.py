@@ -32,6 +32,8 @@ class Captured:
     blocked: BlockedSummary | None  # None when the egress guard is off
     versions: dict[str, str]
     av_offset_correction_ms: float
+    presentation_lateness_ms: float | None = None  # recorder.source.presentation, over the capture
+    audio_shift_ms: float = 0.0  # finalize moves the sound this much earlier still (its lateness's share)
     behind_real_time: bool = False
     screenshot: Path | None = None  # failure.png: the page when the recording failed
     # Capture.files: one file per FFmpeg process, the first being capture_file; more after each resume.

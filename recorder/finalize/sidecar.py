@@ -42,6 +42,11 @@ class Sidecar(BaseModel):
     )
     behind_real_time: bool = False
     av_offset_correction_ms: float
+    presentation_lateness_ms: float | None = Field(
+        default=None,
+        description="how late Chromium presented the page's audible video against its clock as the capture started"
+        " (ms); the correction took it into account",
+    )
     versions: dict[str, str]
     quality: QualityReport | None = None
     error: ErrorInfo | None = None

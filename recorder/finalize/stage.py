@@ -45,6 +45,9 @@ async def finalize(captured: Captured) -> Finished:
     pauses = captured.pauses
     media = captured.folder.media
     parts = [part for part in captured.parts if part.is_file() and part.stat().st_size > 0]
+    # The sound's move for the page's presentation: made by the remux of a single capture part; parts
+    # joined after a pause, and a live upload's file, keep the correction their capture applied.
+    shift_ms = 0.0
     if captured.has_media:
         try:
             if len(parts) > 1:
@@ -54,7 +57,14 @@ async def finalize(captured: Captured) -> Finished:
             elif captured.spec.live_upload:
                 media = captured.capture_file
             else:
-                await asyncio.to_thread(remux_to_mp4, captured.capture_file, media, length=_length_asked(captured))
+                await asyncio.to_thread(
+                    remux_to_mp4,
+                    captured.capture_file,
+                    media,
+                    length=_length_asked(captured),
+                    audio_shift_ms=captured.audio_shift_ms,
+                )
+                shift_ms = captured.audio_shift_ms
             mp4 = media
             for part in captured.parts:
                 if part != media:
@@ -71,7 +81,7 @@ async def finalize(captured: Captured) -> Finished:
     finished = Finished(
         folder=captured.folder,
         mp4=mp4,
-        metadata=_metadata(captured, mp4, timings, error, pauses),
+        metadata=_metadata(captured, mp4, timings, error, pauses, shift_ms),
         error=error,
         stop_reason=captured.stop_reason,
         progress=captured.progress,
@@ -100,7 +110,8 @@ def _placed(pauses: list[PauseSpan], lengths: list[float]) -> list[PauseSpan]:
 
 
 def _metadata(
-    captured: Captured, mp4: Path | None, timings: Timings, error: RecorderError | None, pauses: list[PauseSpan]
+    captured: Captured, mp4: Path | None, timings: Timings, error: RecorderError | None, pauses: list[PauseSpan],
+    shift_ms: float,
 ) -> Sidecar:
     spec = captured.spec
     return Sidecar(
@@ -115,7 +126,8 @@ def _metadata(
         capture=captured.progress,
         pauses=pauses,
         behind_real_time=captured.behind_real_time,
-        av_offset_correction_ms=captured.av_offset_correction_ms,
+        av_offset_correction_ms=round(captured.av_offset_correction_ms + shift_ms, 2),
+        presentation_lateness_ms=captured.presentation_lateness_ms,
         versions=captured.versions,
         error=ErrorInfo(**error.as_dict()) if error else None,
         blocked=captured.blocked,

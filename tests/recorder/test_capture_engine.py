@@ -4,6 +4,8 @@ capture that cannot keep up still giving a file as long as asked."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -158,6 +160,28 @@ def test_the_remux_cuts_what_a_capture_wrote_past_the_length_asked(tmp_path: Pat
     assert cut.audio is not None and abs((cut.audio.duration or 0) - 2.0) < 0.05
 
 
+@pytest.mark.parametrize("shift_ms", [37.0, -23.0])
+def test_finalize_moves_the_sound_against_the_picture_without_cutting_the_picture(tmp_path, shift_ms: float):
+    from recorder.finalize.remux import remux_to_mp4
+    from recorder.quality import analyze_file
+    from recorder.quality.probe import probe
+    from recorder.reference.media import make_sync_file
+
+    clip = make_sync_file(tmp_path / "clip.mp4", 5.0)  # beeps on their flashes
+    capture = tmp_path / "capture.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip), "-c", "copy", str(capture)], check=True)
+    unmoved_file = remux_to_mp4(capture, tmp_path / "unmoved.mp4")
+    unmoved, unmoved_picture = analyze_file(unmoved_file).sync, probe(unmoved_file).video
+    assert unmoved is not None and unmoved.markers >= 4, unmoved
+    moved_file = remux_to_mp4(capture, tmp_path / "moved.mp4", audio_shift_ms=shift_ms)
+    report = analyze_file(moved_file)
+    assert report.sync is not None and report.sync.markers >= 4, report.sync
+    assert report.sync.mean_ms - unmoved.mean_ms == pytest.approx(-shift_ms, abs=1.0), "moved earlier by the shift"
+    picture = probe(moved_file).video
+    assert picture is not None and unmoved_picture is not None
+    assert (picture.start_time, picture.duration) == (unmoved_picture.start_time, unmoved_picture.duration)
+
+
 async def test_a_calibration_that_fails_leaves_the_default_and_is_not_tried_again_for_an_hour(tmp_path, monkeypatch):
     from recorder import calibrate
     from recorder.capture import calibration
@@ -212,6 +236,19 @@ def test_a_calibration_leaves_out_its_highest_and_lowest_run_from_four_on():
         trimmed_offset([])
 
 
+def test_a_calibration_by_presentation_takes_the_median_of_four_or_more_runs_that_saw_it():
+    from recorder.calibrate import Run, median_on_time
+
+    # What the files needed moved with their page's lateness; needed + lateness is nearly one value, but
+    # for two runs far above it (a file that lost pictures, one that stepped by a frame).
+    runs = [Run(30.0, 5, -10.7), Run(31.5, 5, -6.4), Run(11.6, 5, 5.5), Run(60.0, 5, 5.8), Run(13.0, 5, 10.8)]
+    runs.append(Run(40.0, 4, 9.0))
+    # Sums 19.3, 25.1, 17.1, 65.8, 23.8, 49.0: the two far ones do not move it past the middle two.
+    assert median_on_time(runs) == pytest.approx((23.8 + 25.1) / 2)
+    unseen = [Run(30.0, 5, None), *runs[1:4]]
+    assert median_on_time(unseen) is None, "three runs that saw it are too few"
+
+
 async def test_a_calibration_records_every_run_it_is_asked_for_and_stores_them_all(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
@@ -219,6 +256,7 @@ async def test_a_calibration_records_every_run_it_is_asked_for_and_stores_them_a
     from recorder.capture import calibration
 
     readings = [60.0, 20.0, -20.0, 15.0, 18.0, 9.0]
+    latenesses = [-40.0, 0.0, 40.0, 5.0, 2.0, None]  # the last page played no video the probe could follow
 
     class Page:  # the reference page's server: nothing to serve here
         port = 1
@@ -248,9 +286,12 @@ async def test_a_calibration_records_every_run_it_is_asked_for_and_stores_them_a
             return None
 
         async def record(self, spec, folder):
-            mean = readings[FakeRecorder.recorded]
+            mean, lateness = readings[FakeRecorder.recorded], latenesses[FakeRecorder.recorded]
             FakeRecorder.recorded += 1
-            return SimpleNamespace(error=None, quality={"sync": {"mean_ms": mean, "markers": 5}})
+            sidecar = tmp_path / f"rec-{FakeRecorder.recorded}.json"
+            applied = calibration.DEFAULT_AV_OFFSET_MS
+            sidecar.write_text(json.dumps({"av_offset_correction_ms": applied, "presentation_lateness_ms": lateness}))
+            return SimpleNamespace(error=None, quality={"sync": {"mean_ms": mean, "markers": 5}}, sidecar=sidecar)
 
     monkeypatch.setattr(calibrate, "make_reference_media", lambda root: None)
     monkeypatch.setattr(calibrate, "ReferencePage", Page)
@@ -260,10 +301,19 @@ async def test_a_calibration_records_every_run_it_is_asked_for_and_stores_them_a
 
     saved = await calibrate.ensure_calibrated(settings)
     assert saved is not None and FakeRecorder.recorded == calibrate.SELF_RUNS == 6
-    assert saved.runs == readings, "every run is stored, the ones left out too"
+    default = calibration.DEFAULT_AV_OFFSET_MS
+    assert saved.runs == [default + r for r in readings], "every run is stored, the ones left out too"
+    assert saved.latenesses == latenesses
     # +60 and -20 left out: the mean of +20, +15, +18 and +9, on top of the default in force.
-    assert saved.av_offset_ms == pytest.approx(calibration.DEFAULT_AV_OFFSET_MS + 15.5) and saved.samples == 20
+    assert saved.av_offset_ms == pytest.approx(default + 15.5) and saved.samples == 20
     assert calibration.av_offset_ms(settings) == saved.av_offset_ms
+    # By presentation, five runs saw it: sums 20, 20, 20, 20, 20 on top of the default.
+    assert saved.on_time_offset_ms == pytest.approx(default + 20.0)
+    # A recording whose page presents its video 7 ms late needs 7 ms less than on time.
+    assert calibration.av_offset_ms(settings, lateness_ms=7.0) == pytest.approx(default + 13.0)
+    assert calibration.av_offset_ms(settings, lateness_ms=None) == saved.av_offset_ms
+    pinned = settings.model_copy(update={"av_offset_ms": 4.0})
+    assert calibration.av_offset_ms(pinned, lateness_ms=7.0) == 4.0, "an offset set by hand is taken as it is"
 
 
 async def test_a_calibration_another_recorder_holds_too_long_is_waited_out_not_remembered_as_failed(

@@ -349,3 +349,71 @@ async def test_calibrate_measures_and_stores_the_offset(tmp_path):
     assert saved is not None and saved.samples >= 4
     assert abs(saved.av_offset_ms) < 200, saved
     assert calibration.av_offset_ms(settings) == saved.av_offset_ms
+
+
+def _calibrated(settings: RecorderSettings, *, mean_ms: float, on_time_ms: float) -> None:
+    """A stored calibration for this machine's key, as a warm-up would leave it."""
+    from recorder.capture import calibration
+
+    calibration.save(
+        calibration.calibration_path(settings),
+        mean_ms,
+        samples=30,
+        fps=30,
+        key=calibration.calibration_key(settings),
+        on_time_offset_ms=on_time_ms,
+    )
+
+
+async def test_a_page_playing_video_is_corrected_by_its_own_presentation_in_the_file(settings, test_page):
+    # On time, the page would need 250 ms more than the mean: the file's sound must come out that much
+    # earlier, less the load's lateness, which no capture's noise (tens of ms) can pass for.
+    _calibrated(settings, mean_ms=0.0, on_time_ms=250.0)
+    result = await record(settings, RecordingSpec(url=test_page.url("/grid?tone=1000"), duration=6))
+
+    assert result.error is None, result.error
+    assert result.sidecar is not None and result.mp4 is not None
+    sidecar = json.loads(result.sidecar.read_text())
+    lateness = sidecar["presentation_lateness_ms"]
+    assert isinstance(lateness, float) and abs(lateness) <= 50, sidecar
+    assert sidecar["av_offset_correction_ms"] == pytest.approx(250.0 - lateness, abs=0.02)
+    report = analyze_file(result.mp4)
+    assert report.sync is not None and report.sync.markers >= 4, report.sync
+    # Without the correction the markers sit within about a frame of 0 ms.
+    assert -(250.0 - lateness) - 60 < report.sync.mean_ms < -(250.0 - lateness) + 60, report.sync
+    assert report.duration is not None and abs(report.duration - 6) <= 0.5
+
+
+# The page forges the frames' presentation times (a second late each) and tries to replace the probe's
+# reader with one that reports 45 ms: neither may move the file's correction.
+FORGED_PRESENTATION = """
+const real = HTMLVideoElement.prototype.requestVideoFrameCallback;
+HTMLVideoElement.prototype.requestVideoFrameCallback = function (callback) {
+  const late = (now, frame) => callback(now, { ...frame, expectedDisplayTime: frame.expectedDisplayTime + 1000 });
+  return real.call(this, late);
+};
+for (const name of Object.getOwnPropertyNames(window).filter((n) => n.startsWith('__presented_'))) {
+  try { window[name] = () => [1000, 45000]; } catch (e) {}
+  try { Object.defineProperty(window, name, { value: () => [1000, 45000] }); } catch (e) {}
+  try { delete window[name]; } catch (e) {}
+}
+"""
+
+
+async def test_a_page_that_forges_its_presentation_cannot_move_its_correction(tmp_path, test_page):
+    settings = RecorderSettings(records_dir=tmp_path / "records", allow_evaluate=True)
+    _calibrated(settings, mean_ms=12.0, on_time_ms=250.0)
+    spec = RecordingSpec(
+        url=test_page.url("/grid?tone=1000"),
+        duration=5,
+        actions=[{"do": "evaluate", "script": FORGED_PRESENTATION}],
+    )
+    result = await record(settings, spec)
+
+    assert result.error is None, result.error
+    assert result.sidecar is not None and result.mp4 is not None
+    sidecar = json.loads(result.sidecar.read_text())
+    assert sidecar["presentation_lateness_ms"] is None, "frames a second late are no presentation"
+    assert sidecar["av_offset_correction_ms"] == 12.0, "the machine's mean correction, untouched"
+    report = analyze_file(result.mp4)
+    assert report.sync is not None and report.sync.markers >= 3 and abs(report.sync.mean_ms) <= 100, report.sync

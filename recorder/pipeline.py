@@ -227,6 +227,7 @@ class _CaptureRun:
         self.stop_reason: StopReason = "error"
         self.screenshot: Path | None = None
         self.av_offset_ms = calibration.av_offset_ms(recorder.settings)
+        self.on_time_offset_ms = calibration.on_time_offset_ms(recorder.settings)
         self.lateness_ms: float | None = None  # how late the page presented its audible video while recorded
         self.log = log.bind(recording_id=folder.recording_id)
         # The timeline (RECORDER_TIMELINE): collected from the page's creation to the capture's stop.
@@ -366,11 +367,14 @@ class _CaptureRun:
                     ErrorCode.URL_NOT_ALLOWED, f"{self.spec.url} cannot be recorded: {verdict.explain()}"
                 )
         session = await browser.open(self.spec, observer=self.page_feed)
-        try:
-            await presentation.install_probe(session.context)  # before the first navigation
-        except BaseException:
-            await session.close()
-            raise
+        if self.spec.video:
+            try:
+                await presentation.install_probe(session.context)  # before the first navigation
+            except Exception as exc:  # the correction by it is never worth the recording
+                self.log.warning("the presentation probe could not be installed", error=str(exc)[:300])
+            except BaseException:
+                await session.close()
+                raise
         if self.timeline is not None:
             try:
                 await install_webrtc_wrapper(session.context)  # before the first navigation
@@ -424,13 +428,14 @@ class _CaptureRun:
     async def _start_capture(self) -> None:
         assert self.capture is not None
         await self.capture.start()
-        if self.spec.start_from != "commit" and self.session is not None and self.session.page is not None:
-            # The page's presentation, counted from the first frame (a page still loading counts from its start).
-            await presentation.restart(self.session.page)
         self.timings.first_frame = self.capture.first_frame_at
         control_event(self.timeline, "recording", "recording started", at=self.capture.first_frame_at)
         self.log.info("recording", url=self.spec.url, start_latency=round(time.time() - self.timings.started, 3))
         self._report("recording")
+        if self.spec.video and self.spec.start_from != "commit" and self.session and self.session.page:
+            # The page's presentation, counted from about the first frame (a page still loading counts from its
+            # start). A few frames more or less do not move a mean over the recording.
+            await presentation.restart(self.session.page)
 
     async def _wait_for_end(self, loading: Coroutine[Any, Any, None] | None = None) -> StopReason:
         """Until a stop condition holds, following the caller's pause and resume meanwhile; with `loading`
@@ -560,10 +565,13 @@ class _CaptureRun:
                 self.log.warning("the WebRTC watcher did not stop cleanly", error=str(exc)[:300])
         if self.capture is not None:
             await self.capture.stop(until=self._file_ends_at)
-            if self.session is not None and self.session.page is not None:
-                presented = await presentation.read(self.session.page)
-                self.lateness_ms = presented.mean_ms
-                self.log.debug("page presentation", frames=presented.count, lateness_ms=presented.mean_ms)
+            if self.spec.video and self.session is not None and self.session.page is not None:
+                try:
+                    presented = await presentation.read(self.session.page)
+                    self.lateness_ms = presented.mean_ms
+                    self.log.debug("page presentation", frames=presented.count, lateness_ms=self.lateness_ms)
+                except Exception as exc:  # what a page reports is never worth the recording's cleanup
+                    self.log.warning("the page's presentation could not be read", error=str(exc)[:300])
         if self.progress_timeline is not None:
             self.progress_timeline.flush()
         self.control.paused = False
@@ -579,13 +587,12 @@ class _CaptureRun:
                 await rec.audio.prepare()
 
     def _audio_shift_ms(self) -> float:
-        """How much more finalize moves the sound, for this page load's presentation of its video: the
-        correction for its lateness less the machine's mean one the capture was built with. A live upload's
-        file is final as written, so it keeps the mean."""
-        if self.lateness_ms is None or self.spec.live_upload or not self.spec.video:
+        """How much more finalize is to move the sound for this page load's presentation of its video: the
+        correction for its lateness less the machine's mean the capture was built with (both as read when
+        the recording began). Finalize makes it where it remuxes a single part (recorder/finalize/stage.py)."""
+        if self.lateness_ms is None or self.on_time_offset_ms is None:
             return 0.0
-        by_load = calibration.av_offset_ms(self.recorder.settings, lateness_ms=self.lateness_ms)
-        return round(by_load - self.av_offset_ms, 2)
+        return round(self.on_time_offset_ms - self.lateness_ms - self.av_offset_ms, 2)
 
     def _captured(self) -> Captured:
         rec = self.recorder

@@ -89,17 +89,22 @@ def calibration_path(settings: RecorderSettings) -> Path:
     return settings.records_dir / ".calibration" / f"{digest}.json"
 
 
-def av_offset_ms(settings: RecorderSettings, *, lateness_ms: float | None = None) -> float:
-    """The A/V correction for a recording. `lateness_ms` is how late this page load's video is presented
-    (recorder.source.presentation), when the page plays one: each ms of it needs one ms less correction."""
+def av_offset_ms(settings: RecorderSettings) -> float:
+    """The A/V correction the capture applies: set by hand, else this machine's calibrated mean."""
     if settings.av_offset_ms is not None:
         return settings.av_offset_ms
     saved = current(settings)
-    if saved is None:
-        return DEFAULT_AV_OFFSET_MS
-    if lateness_ms is not None and saved.on_time_offset_ms is not None:
-        return round(saved.on_time_offset_ms - lateness_ms, 2)
-    return saved.av_offset_ms
+    return saved.av_offset_ms if saved else DEFAULT_AV_OFFSET_MS
+
+
+def on_time_offset_ms(settings: RecorderSettings) -> float | None:
+    """The correction for a page load that presents its video exactly when due: one whose video is L ms late
+    (recorder.source.presentation) needs L ms less. None where no correction by the presentation applies:
+    an offset set by hand, or no calibration that measured it."""
+    if settings.av_offset_ms is not None:
+        return None
+    saved = current(settings)
+    return saved.on_time_offset_ms if saved else None
 
 
 def current(settings: RecorderSettings) -> Calibration | None:

@@ -7,8 +7,10 @@ so the file's timeline runs on across every cut.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import ffmpeg
@@ -57,14 +59,10 @@ def join_parts(parts: list[Path], mp4: Path, *, timeout: float = 600.0) -> list[
         for cut, length in zip(trimmed, lengths, strict=True):
             lines += [f"file '{_quoted(cut)}'", f"outpoint {length:.6f}"]
         listing.write_text("\n".join(lines) + "\n")
-        argv = (
-            ffmpeg.input(str(listing), f="concat", safe=0)
-            .output(str(partial), c="copy", map="0", f="mp4", movflags="+faststart")
-            .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
-            .overwrite_output()
-            .compile()
+        joined = ffmpeg.input(str(listing), f="concat", safe=0).output(
+            str(partial), c="copy", map="0", f="mp4", movflags="+faststart"
         )
-        _run(argv, f"joining {len(parts)} capture parts", timeout)
+        _run(_compiled(joined), f"joining {len(parts)} capture parts", timeout)
         os.replace(partial, mp4)
     finally:
         for leftover in (*trimmed, listing, partial):
@@ -87,27 +85,34 @@ def _trimmed_copy(capture: Path, out: Path, *, timeout: float, audio_shift_ms: f
     the first frame dropped; the picture is then copied beside it untouched."""
     facts = probe(capture)
     first = facts.video or facts.audio
-    start = first.start_time if first and first.start_time else 0.0
+    start = f"{first.start_time if first and first.start_time else 0.0:.6f}"
     copy = {"c": "copy", "avoid_negative_ts": "make_zero", **options}
-    sound = out.with_name(out.name + ".sound.mka")
     try:
         if audio_shift_ms and facts.video and facts.audio:
-            shifted = ffmpeg.input(str(capture), itsoffset=f"{-start - audio_shift_ms / 1000.0:.6f}")["a"]
-            alone = ffmpeg.output(shifted, str(sound), c="copy", ss=0, f="matroska")
-            _run(_compiled(alone), f"moving the sound of {capture}", timeout)
-            # Each input's timeline starts at its first packet; the moved sound's starts after zero (a packet
-            # holds 21 ms), and keeps its place only when given back what that would take from it.
-            moved = probe(sound).audio
-            moved_start = moved.start_time if moved and moved.start_time else 0.0
-            picture = ffmpeg.input(str(capture), ss=f"{start:.6f}")["v"]
-            sound_input = ffmpeg.input(str(sound), itsoffset=f"{moved_start:.6f}")["a"]
-            output = ffmpeg.output(picture, sound_input, str(out), **copy)
+            with _moved_sound(capture, out, float(start) + audio_shift_ms / 1000.0, timeout) as sound:
+                picture = ffmpeg.input(str(capture), ss=start)["v"]
+                _run(_compiled(ffmpeg.output(picture, sound, str(out), **copy)), f"remux of {capture}", timeout)
         else:
-            output = ffmpeg.input(str(capture), ss=f"{start:.3f}").output(str(out), map="0", **copy)
-        _run(_compiled(output), f"remux of {capture}", timeout)
+            whole = ffmpeg.input(str(capture), ss=start).output(str(out), map="0", **copy)
+            _run(_compiled(whole), f"remux of {capture}", timeout)
     except RecorderError:
         out.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def _moved_sound(capture: Path, out: Path, by: float, timeout: float) -> Iterator[ffmpeg.nodes.FilterableStream]:
+    """The capture's sound `by` seconds earlier, copied alone beside `out` (a hidden file, gone afterwards),
+    as an input stream. Each input's timeline starts at its first packet; the moved sound's starts after
+    zero (a packet holds 21 ms), and keeps its place only when given back what that would take from it."""
+    sound = out.with_name(f".{out.name}.sound.mka")
+    try:
+        shifted = ffmpeg.input(str(capture), itsoffset=f"{-by:.6f}")["a"]
+        alone = ffmpeg.output(shifted, str(sound), c="copy", ss=0, f="matroska")
+        _run(_compiled(alone), f"moving the sound of {capture}", timeout)
+        moved = probe(sound).audio
+        moved_start = moved.start_time if moved and moved.start_time else 0.0
+        yield ffmpeg.input(str(sound), itsoffset=f"{moved_start:.6f}")["a"]
     finally:
         sound.unlink(missing_ok=True)
 

@@ -44,8 +44,14 @@ class Sidecar(BaseModel):
     av_offset_correction_ms: float
     presentation_lateness_ms: float | None = Field(
         default=None,
-        description="how late Chromium presented the page's audible video against its clock as the capture started"
-        " (ms); the correction took it into account",
+        description="how late Chromium presented the page's audible video against the video's own clock, the mean"
+        " over the capture (ms); None without such a video, or with too few of its frames",
+    )
+    presentation_shift_ms: float = Field(
+        default=0.0,
+        description="how much earlier the remux moved the sound for that lateness (ms); part of"
+        " av_offset_correction_ms. 0 where no correction by it applies (a paused recording, a live upload,"
+        " an offset set by hand, a calibration without it)",
     )
     versions: dict[str, str]
     quality: QualityReport | None = None

@@ -57,14 +57,7 @@ async def finalize(captured: Captured) -> Finished:
             elif captured.spec.live_upload:
                 media = captured.capture_file
             else:
-                await asyncio.to_thread(
-                    remux_to_mp4,
-                    captured.capture_file,
-                    media,
-                    length=_length_asked(captured),
-                    audio_shift_ms=captured.audio_shift_ms,
-                )
-                shift_ms = captured.audio_shift_ms
+                shift_ms = await _remux(captured, media, bound)
             mp4 = media
             for part in captured.parts:
                 if part != media:
@@ -100,6 +93,22 @@ async def finalize(captured: Captured) -> Finished:
     return finished
 
 
+async def _remux(captured: Captured, media: Path, bound: structlog.stdlib.BoundLogger) -> float:
+    """rec.mp4 from the single capture part, with the sound moved for the page's presentation where the
+    recorder asked for it; returns the move made. A move that fails is not worth the file: it is remuxed
+    as captured, with the capture's own correction."""
+    length = _length_asked(captured)
+    if captured.audio_shift_ms:
+        try:
+            shift = captured.audio_shift_ms
+            await asyncio.to_thread(remux_to_mp4, captured.capture_file, media, length=length, audio_shift_ms=shift)
+            return shift
+        except RecorderError as exc:
+            bound.warning("the sound could not be moved for the page's presentation", error=str(exc))
+    await asyncio.to_thread(remux_to_mp4, captured.capture_file, media, length=length)
+    return 0.0
+
+
 def _placed(pauses: list[PauseSpan], lengths: list[float]) -> list[PauseSpan]:
     """Each pause's cut where the join put it: after the parts before it (the capture only estimated it)."""
     placed = []
@@ -128,6 +137,7 @@ def _metadata(
         behind_real_time=captured.behind_real_time,
         av_offset_correction_ms=round(captured.av_offset_correction_ms + shift_ms, 2),
         presentation_lateness_ms=captured.presentation_lateness_ms,
+        presentation_shift_ms=shift_ms,
         versions=captured.versions,
         error=ErrorInfo(**error.as_dict()) if error else None,
         blocked=captured.blocked,

@@ -6,7 +6,7 @@
 (() => {
   const name = '__NAME__';
   if (Object.prototype.hasOwnProperty.call(window, name)) return;
-  const FAR_MS = 100; // a frame's lateness beyond this is no presentation (a seek, a stall): left out
+  const FAR_MS = __FAR_MS__; // a frame's lateness beyond this is no presentation (a seek, a stall): left out
   let count = 0;
   let total = 0;
   const followed = new WeakSet();

@@ -2,7 +2,7 @@
 
 Each page load draws its own A/V offset: Chromium shows a `<video>`'s frames some time after the element's
 clock reaches them, and that time (the presentation's lateness, L) takes a new value with each load, from
-about -15 to +26 ms on one machine, and can step by a frame within it. The recorded A/V offset moves with
+about -15 to +27 ms on one machine, and can step by a frame within it. The recorded A/V offset moves with
 it, ms for ms (docs/benchmarks.md, "A correction by the page's presentation"). `presentation.js` sums L
 over the frames of every audible `<video>` with a media clock (`requestVideoFrameCallback`); the recorder
 restarts the sums as its capture starts (`restart`) and reads them as it stops (`read`), so finalize can
@@ -26,13 +26,21 @@ from typing import Any
 from playwright.async_api import BrowserContext, Frame, Page
 
 NAME = "__presented_" + secrets.token_hex(8)
-_SCRIPT = Path(__file__).with_name("presentation.js").read_text().replace("__NAME__", NAME)
-_CALL = f"(restart) => typeof window['{NAME}'] === 'function' ? window['{NAME}'](restart) : []"
+# What the page answers is cut to two numbers in the page: a forged reader's answer of any size costs nothing.
+_CALL = (
+    f"(restart) => {{ try {{ const r = window['{NAME}'](restart); return [+r[0], +r[1]]; }}"
+    " catch (e) { return []; } }"
+)
 
 MIN_FRAMES = 30  # a second of a 30 fps video
+MAX_COUNT = 10**7  # video frames in one document: days of 60 fps; more is forged
+FAR_MS = 100.0  # presentation.js leaves out a frame later or earlier than this
 MAX_LATENESS_MS = 50.0
-MAX_FRAMES = 16  # frames (documents) of a page asked, at most
-READ_TIMEOUT = 1.5  # all of a page's frames together; one that does not answer in time gives nothing
+MAX_DOCUMENTS = 16  # a page's frames (documents) asked, at most
+READ_TIMEOUT = 1.5  # a document that does not answer within this gives nothing; the others count
+
+_SCRIPT = Path(__file__).with_name("presentation.js").read_text()
+_SCRIPT = _SCRIPT.replace("__NAME__", NAME).replace("__FAR_MS__", f"{FAR_MS:g}")
 
 
 @dataclass(frozen=True)
@@ -65,14 +73,15 @@ async def restart(page: Page) -> None:
 
 
 async def read(page: Page, *, restart: bool = False) -> Presented:
-    """What the page's frames counted since the last restart (nothing from a page that does not answer
-    within READ_TIMEOUT)."""
-    frames = page.frames[:MAX_FRAMES]
-    try:
-        got = await asyncio.wait_for(asyncio.gather(*(_ask(f, restart) for f in frames)), READ_TIMEOUT)
-    except TimeoutError:
+    """What the page's documents counted since the last restart; one that does not answer within
+    READ_TIMEOUT (a hung frame) gives nothing, and is not waited for longer."""
+    asks = [asyncio.ensure_future(_ask(frame, restart)) for frame in page.frames[:MAX_DOCUMENTS]]
+    if not asks:
         return Presented()
-    return sum(got, Presented())
+    done, late = await asyncio.wait(asks, timeout=READ_TIMEOUT)
+    for ask in late:
+        ask.cancel()
+    return sum((ask.result() for ask in done), Presented())
 
 
 async def _ask(frame: Frame, restart: bool) -> Presented:
@@ -86,10 +95,11 @@ def _number(value: Any) -> bool:
 
 
 def parse(got: Any) -> Presented:
-    """A frame's [count, total] as plain numbers; anything else counts nothing."""
+    """A document's [count, total] as plain numbers; anything else, or what no probe could have summed
+    (more than MAX_COUNT frames, a total beyond FAR_MS a frame), counts nothing."""
     if not (isinstance(got, list) and len(got) == 2 and all(_number(v) for v in got)):
         return Presented()
     count, total = got
-    if count < 1 or count != int(count):
+    if not (1 <= count <= MAX_COUNT and count == int(count) and abs(total) <= FAR_MS * count):
         return Presented()
     return Presented(int(count), float(total))

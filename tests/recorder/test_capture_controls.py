@@ -119,8 +119,11 @@ def folder_for(settings: RecorderSettings, name: str, *, video: bool = True) -> 
     return AttemptFolder.under(settings.records_dir, name, media_name=media_name(video)).create()
 
 
-async def finalized(capture: Capture, folder: AttemptFolder, spec: RecordingSpec) -> Finished:
-    """What the pipeline does once the capture is stopped: Captured, then finalize."""
+async def finalized(
+    capture: Capture, folder: AttemptFolder, spec: RecordingSpec, *, audio_shift_ms: float = 0.0
+) -> Finished:
+    """What the pipeline does once the capture is stopped: Captured, then finalize. `audio_shift_ms` is the
+    move the pipeline would ask for a page's presentation."""
     captured = Captured(
         folder=folder,
         spec=spec,
@@ -132,6 +135,7 @@ async def finalized(capture: Capture, folder: AttemptFolder, spec: RecordingSpec
         blocked=None,
         versions={},
         av_offset_correction_ms=capture.settings.av_offset_ms,
+        audio_shift_ms=audio_shift_ms,
         capture_files=capture.files,
         pauses=list(capture.pauses),
     )
@@ -296,10 +300,13 @@ async def test_a_paused_span_is_absent_from_the_one_file(settings, test_page, li
         first, recorded = await record_with_a_pause(r, capture, page, before=5, pause=5, after=5)
         assert not capture.failed_unexpectedly, capture.failure()
     assert len(capture.files) == 2 and capture.files[1] == folder.capture_part(2, live=live)
-    finished = await finalized(capture, folder, spec)
+    # Asked to move the sound for the page's presentation: joined parts keep their capture's correction.
+    finished = await finalized(capture, folder, spec, audio_shift_ms=40.0)
 
     assert finished.error is None, finished.error
     assert finished.mp4 == folder.media
+    assert finished.metadata.presentation_shift_ms == 0.0
+    assert finished.metadata.av_offset_correction_ms == capture.settings.av_offset_ms
     assert decode_errors(finished.mp4) == ""
     boxes = top_level_boxes(finished.mp4)
     assert boxes.index("moov") < boxes.index("mdat"), "rebuilt with moov first, also in live mode"

@@ -180,6 +180,49 @@ def test_finalize_moves_the_sound_against_the_picture_without_cutting_the_pictur
     picture = probe(moved_file).video
     assert picture is not None and unmoved_picture is not None
     assert (picture.start_time, picture.duration) == (unmoved_picture.start_time, unmoved_picture.duration)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["capture.mkv", "clip.mp4", "moved.mp4", "unmoved.mp4"]
+
+
+async def test_a_sound_that_cannot_be_moved_leaves_the_file_as_captured(tmp_path, monkeypatch):
+    from contract.protocol import Progress
+    from contract.spec import RecordingSpec
+    from recorder.attempt import AttemptFolder
+    from recorder.capture.captured import Captured
+    from recorder.finalize import stage
+    from recorder.timings import Timings
+
+    folder = AttemptFolder.under(tmp_path, "rec").create()
+    capture = folder.capture(live=False)
+    await asyncio.to_thread(
+        subprocess.run,
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=d=3:r=30", "-f", "lavfi", "-i", "sine=d=3",
+         "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(capture)],
+        check=True,
+    )  # fmt: skip
+    remux = stage.remux_to_mp4
+
+    def no_sound_to_move(capture, mp4, *, length=None, audio_shift_ms=0.0):
+        if audio_shift_ms:
+            raise RecorderError(ErrorCode.FINALIZE_FAILED, "moving the sound failed")
+        return remux(capture, mp4, length=length)
+
+    monkeypatch.setattr(stage, "remux_to_mp4", no_sound_to_move)
+    captured = Captured(
+        folder=folder,
+        spec=RecordingSpec(url="https://example.com/", duration=3),
+        capture_file=capture,
+        progress=Progress(),
+        timings=Timings(started=time.time()),
+        stop_reason="duration",
+        error=None,
+        blocked=None,
+        versions={},
+        av_offset_correction_ms=12.0,
+        audio_shift_ms=30.0,
+    )
+    finished = await stage.finalize(captured)
+    assert finished.error is None and finished.mp4 == folder.media and folder.media.is_file()
+    assert (finished.metadata.presentation_shift_ms, finished.metadata.av_offset_correction_ms) == (0.0, 12.0)
 
 
 async def test_a_calibration_that_fails_leaves_the_default_and_is_not_tried_again_for_an_hour(tmp_path, monkeypatch):
@@ -289,7 +332,8 @@ async def test_a_calibration_records_every_run_it_is_asked_for_and_stores_them_a
             mean, lateness = readings[FakeRecorder.recorded], latenesses[FakeRecorder.recorded]
             FakeRecorder.recorded += 1
             sidecar = tmp_path / f"rec-{FakeRecorder.recorded}.json"
-            applied = calibration.DEFAULT_AV_OFFSET_MS
+            # Each run's file was corrected by its own load's presentation: 3 ms more for every run after.
+            applied = calibration.DEFAULT_AV_OFFSET_MS + 3.0 * (FakeRecorder.recorded - 1)
             sidecar.write_text(json.dumps({"av_offset_correction_ms": applied, "presentation_lateness_ms": lateness}))
             return SimpleNamespace(error=None, quality={"sync": {"mean_ms": mean, "markers": 5}}, sidecar=sidecar)
 
@@ -302,18 +346,17 @@ async def test_a_calibration_records_every_run_it_is_asked_for_and_stores_them_a
     saved = await calibrate.ensure_calibrated(settings)
     assert saved is not None and FakeRecorder.recorded == calibrate.SELF_RUNS == 6
     default = calibration.DEFAULT_AV_OFFSET_MS
-    assert saved.runs == [default + r for r in readings], "every run is stored, the ones left out too"
+    needed = [default + 3.0 * n + r for n, r in enumerate(readings)]  # 70, 33, -4, 34, 40, 34
+    assert saved.runs == needed, "what every run needed is stored, the ones left out too"
     assert saved.latenesses == latenesses
-    # +60 and -20 left out: the mean of +20, +15, +18 and +9, on top of the default in force.
-    assert saved.av_offset_ms == pytest.approx(default + 15.5) and saved.samples == 20
+    # 70 and -4 left out: the mean of 33, 34, 40 and 34.
+    assert saved.av_offset_ms == pytest.approx(35.25) and saved.samples == 20
     assert calibration.av_offset_ms(settings) == saved.av_offset_ms
-    # By presentation, five runs saw it: sums 20, 20, 20, 20, 20 on top of the default.
-    assert saved.on_time_offset_ms == pytest.approx(default + 20.0)
-    # A recording whose page presents its video 7 ms late needs 7 ms less than on time.
-    assert calibration.av_offset_ms(settings, lateness_ms=7.0) == pytest.approx(default + 13.0)
-    assert calibration.av_offset_ms(settings, lateness_ms=None) == saved.av_offset_ms
+    # By presentation, five runs saw it: needed + lateness 30, 33, 36, 39 and 42; their median.
+    assert saved.on_time_offset_ms == pytest.approx(36.0)
+    assert calibration.on_time_offset_ms(settings) == saved.on_time_offset_ms
     pinned = settings.model_copy(update={"av_offset_ms": 4.0})
-    assert calibration.av_offset_ms(pinned, lateness_ms=7.0) == 4.0, "an offset set by hand is taken as it is"
+    assert calibration.on_time_offset_ms(pinned) is None, "an offset set by hand is taken as it is"
 
 
 async def test_a_calibration_another_recorder_holds_too_long_is_waited_out_not_remembered_as_failed(

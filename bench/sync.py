@@ -30,7 +30,7 @@ from bench.results import write_result
 from bench.screen_flashes import ScreenFlashes, split_offset
 from contract.spec import RecordingSpec
 from recorder.attempt import AttemptFolder
-from recorder.calibrate import ensure_calibrated
+from recorder.calibrate import Run, ensure_calibrated
 from recorder.capture import calibration
 from recorder.config import RecorderSettings
 from recorder.pipeline import Recorder
@@ -57,7 +57,19 @@ async def _one(
     sidecar = json.loads(result.sidecar.read_text()) if result.sidecar else {}
     row = recording_figures({"ok": result.error is None, "quality": sidecar.get("quality")}, None)
     applied = sidecar.get("av_offset_correction_ms")
-    figures = {"index": index, "av_offset_applied_ms": applied, **{key: row.get(key) for key in KEPT}}
+    lateness = sidecar.get("presentation_lateness_ms")
+    figures = {
+        "index": index,
+        "av_offset_applied_ms": applied,
+        "presentation_lateness_ms": lateness,
+        **{key: row.get(key) for key in KEPT},
+    }
+    if applied is not None and figures["av_mean_ms"] is not None:
+        # What the file needed, and that plus the page load's lateness, as a calibration run counts them.
+        run = Run(applied + figures["av_mean_ms"], figures["av_markers"] or 0, lateness)
+        figures["needed_ms"] = round(run.needed_ms, 1)
+        if run.on_time_ms is not None:
+            figures["needed_plus_lateness_ms"] = round(run.on_time_ms, 1)
     first_frame = result.timings.first_frame if result.timings else None
     if watch is not None and result.mp4 is not None and first_frame is not None:
         figures |= split_offset(result.mp4, first_frame, on_screen)
@@ -95,9 +107,10 @@ def across(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "within_15_ms": sum(abs(m) <= WITHIN_MS for m in means),
         "p95_at_most_30_ms": sum((r["av_p95_abs_ms"] or 999) <= 30 for r in rows),
         "median_std_within_ms": statistics.median(r["av_std_ms"] for r in rows if r["av_std_ms"] is not None),
+        "with_lateness": sum(r.get("presentation_lateness_ms") is not None for r in rows),
     } | {
         f"std_of_{key}": round(statistics.pstdev(values), 1)
-        for key in ("video_delay_ms", "beep_after_screen_ms")
+        for key in ("video_delay_ms", "beep_after_screen_ms", "needed_ms", "needed_plus_lateness_ms")
         if len(values := [r[key] for r in rows if r.get(key) is not None]) > 1
     }
 
@@ -146,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             },
             machine_info=info,
             notes="av_mean_ms is audio minus video over the file's sync markers, with the stored calibration "
-            "(or the default) applied; av_std_ms is the spread within one file.",
+            "(or the default) applied, corrected by the load's presentation_lateness_ms where known; av_std_ms is "
+            "the spread within one file; needed_ms is the correction applied plus av_mean_ms, and "
+            "needed_plus_lateness_ms adds the lateness.",
         )
         print(f"wrote {path}")
     return 0

@@ -305,7 +305,10 @@ def test_a_recorded_page_s_errors_requests_and_freeze_are_on_the_timeline(tmp_pa
     start = _near(events, "signal", 0.0, margin=10.0)["t"]  # START_RECORDING, before the first frame
     assert start < 0.5
     _near(events, "recording", 0.0, margin=0.01)
-    assert _near(events, "console", start + SCHEDULE["console"])["level"] == "error"
+    # Two errors and a warning, logged at one instant: which of them lies nearest the schedule is chance.
+    _near(events, "console", start + SCHEDULE["console"])
+    logged = [e["level"] for e in events if e["kind"] == "console" and abs(e["t"] - start - SCHEDULE["console"]) <= 1]
+    assert sorted(logged) == ["error", "error", "warning"], logged
     assert sum(e["kind"] == "console" and e["level"] == "warning" for e in events) == 1
     # Chromium's own "Failed to load resource" lines are the request events already: not counted twice.
     assert sum(e["kind"] == "console" and e["level"] == "error" for e in events) == 2

@@ -124,6 +124,30 @@ def busy_processes() -> list[str]:
     return media_processes()[0]
 
 
+# A virtual machine's CPUs lent to the host's other guests, as a share of its CPU time: above this, the
+# figures are the neighbours' as much as ours: 5.6 % stolen, read during two sync runs that lost pictures in 11
+# of 16 files (docs/benchmarks.md).
+MAX_STEAL = 0.02
+STEAL_WINDOW = 2.0  # seconds over which the steal is measured
+
+
+def cpu_steal(seconds: float = STEAL_WINDOW) -> float:
+    """The share of this machine's CPU time the hypervisor gave to other guests over `seconds` (/proc/stat's
+    steal; 0 on bare metal, or where it cannot be read)."""
+
+    def totals() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return sum(fields), fields[7] if len(fields) > 7 else 0
+
+    try:
+        total, stolen = totals()
+        time.sleep(seconds)
+        total_after, stolen_after = totals()
+    except (OSError, ValueError):
+        return 0.0
+    return (stolen_after - stolen) / max(1, total_after - total)
+
+
 def quiet(max_load: float = 0.7) -> tuple[bool, str]:
     """Whether the machine is quiet enough for figures worth publishing, and why not."""
     load = load_average()[0]
@@ -132,8 +156,11 @@ def quiet(max_load: float = 0.7) -> tuple[bool, str]:
     busy, idle = media_processes()
     if busy:
         return False, "other media processes busy: " + ", ".join(busy[:6])
+    steal = cpu_steal()
+    if steal >= MAX_STEAL:
+        return False, f"CPU steal {steal:.1%} >= {MAX_STEAL:.0%} (the host's other guests)"
     note = f"; idle media processes present: {', '.join(idle[:8])}" if idle else ""
-    return True, f"1-minute load {load:.2f}, no other media process busy{note}"
+    return True, f"1-minute load {load:.2f}, CPU steal {steal:.1%}, no other media process busy{note}"
 
 
 def wait_until_quiet(max_load: float = 0.7, timeout: float = 1200.0, poll: float = 30.0) -> str:

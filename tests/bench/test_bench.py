@@ -110,11 +110,20 @@ def test_result_files_carry_the_machine(tmp_path: Path) -> None:
     assert len(document["load_at_end"]) == 3
 
 
-def test_quiet_check_says_why() -> None:
-    ok, why = machine.quiet(max_load=1e9)
-    assert isinstance(ok, bool) and why
+def test_quiet_check_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     ok, why = machine.quiet(max_load=-1.0)
     assert not ok and "load" in why
+    monkeypatch.setattr(machine, "media_processes", lambda: ([], []))
+    monkeypatch.setattr(machine, "cpu_steal", lambda: 0.056)  # a busy neighbour on the host
+    ok, why = machine.quiet(max_load=1e9)
+    assert not ok and "steal 5.6%" in why
+    monkeypatch.setattr(machine, "cpu_steal", lambda: 0.001)
+    ok, why = machine.quiet(max_load=1e9)
+    assert ok and "steal 0.1%" in why
+
+
+def test_cpu_steal_is_a_share_of_this_machines_cpu_time() -> None:
+    assert 0.0 <= machine.cpu_steal(0.2) <= 1.0
 
 
 def test_dispatch_lists_and_rejects(capsys: pytest.CaptureFixture[str]) -> None:

@@ -102,9 +102,10 @@ def _trimmed_copy(capture: Path, out: Path, *, timeout: float, audio_shift_ms: f
 
 @contextlib.contextmanager
 def _moved_sound(capture: Path, out: Path, by: float, timeout: float) -> Iterator[ffmpeg.nodes.FilterableStream]:
-    """The capture's sound `by` seconds earlier, copied alone beside `out` (a hidden file, gone afterwards),
-    as an input stream. Each input's timeline starts at its first packet; the moved sound's starts after
-    zero (a packet holds 21 ms), and keeps its place only when given back what that would take from it."""
+    """The capture's sound with its time `by` (seconds: the first frame's, plus the move) at zero, copied
+    alone beside `out` (a hidden file, gone afterwards), as an input stream. Each input's timeline starts at
+    its first packet; the moved sound's starts after zero (a packet holds 21 ms), and keeps its place only
+    when given back what that would take from it."""
     sound = out.with_name(f".{out.name}.sound.mka")
     try:
         shifted = ffmpeg.input(str(capture), itsoffset=f"{-by:.6f}")["a"]

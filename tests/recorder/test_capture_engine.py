@@ -160,6 +160,7 @@ def test_the_remux_cuts_what_a_capture_wrote_past_the_length_asked(tmp_path: Pat
     assert cut.audio is not None and abs((cut.audio.duration or 0) - 2.0) < 0.05
 
 
+@pytest.mark.ffmpeg
 @pytest.mark.parametrize("shift_ms", [37.0, -23.0])
 def test_finalize_moves_the_sound_against_the_picture_without_cutting_the_picture(tmp_path, shift_ms: float):
     from recorder.finalize.remux import remux_to_mp4
@@ -183,6 +184,7 @@ def test_finalize_moves_the_sound_against_the_picture_without_cutting_the_pictur
     assert sorted(path.name for path in tmp_path.iterdir()) == ["capture.mkv", "clip.mp4", "moved.mp4", "unmoved.mp4"]
 
 
+@pytest.mark.ffmpeg
 async def test_a_sound_that_cannot_be_moved_leaves_the_file_as_captured(tmp_path, monkeypatch):
     from contract.protocol import Progress
     from contract.spec import RecordingSpec

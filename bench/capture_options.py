@@ -1,7 +1,9 @@
 """Capture settings a benchmark run can override, so settings can be compared on the same page and machine.
 
 The encoder settings map onto the recorder's own settings (RECORDER_PRESET, RECORDER_CRF,
-RECORDER_ENCODER_THREADS). Chromium's flags come as a named set, adjusted with --chromium-add/--chromium-drop:
+RECORDER_ENCODER_THREADS). `xvfb_glx` puts back the GL extension the recorder's Xvfb leaves out
+(recorder.source.display.EXTENSIONS). Chromium's flags come as a named set, adjusted with
+--chromium-add/--chromium-drop:
 
 - `ours`: the recorder's flags as shipped (recorder.source.browser.CHROMIUM_ARGS);
 - `naive`: only what a faithful capture needs (kiosk at 0,0, autoplay, media prompts accepted), every other
@@ -41,6 +43,7 @@ class CaptureOptions:
     x264_params: str = "cabac=1:deblock=1"
     screen_mode: bool = False
     grabber: str = "damage"
+    xvfb_glx: bool = False
     flag_set: str = "ours"
     chromium_add: tuple[str, ...] = field(default_factory=tuple)
     chromium_drop: tuple[str, ...] = field(default_factory=tuple)
@@ -88,6 +91,7 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--x264-params", default=None, help="libx264 options over the preset")
     group.add_argument("--screen-mode", choices=("on", "off"), default=None, help="the screen mode at the capture rate")
     group.add_argument("--grabber", choices=("x11grab", "damage"), default=None, help="the screen grab")
+    group.add_argument("--xvfb-glx", action="store_true", help="Xvfb with its GL extension, as before")
     group.add_argument("--threads", type=int, default=None, help="encoder threads (default: the recorder's, 1)")
     group.add_argument("--flags", dest="flag_set", choices=sorted(FLAG_SETS), default="ours", help="Chromium flag set")
     group.add_argument("--chromium-add", action="append", default=[], metavar="FLAG", help="add a Chromium flag")
@@ -110,6 +114,7 @@ def capture_options(args: argparse.Namespace) -> CaptureOptions:
         x264_params=args.x264_params if args.x264_params is not None else shipped.x264_params,
         screen_mode=shipped.screen_mode if args.screen_mode is None else args.screen_mode == "on",
         grabber=args.grabber or shipped.grabber,
+        xvfb_glx=args.xvfb_glx,
         flag_set=args.flag_set,
         chromium_add=tuple(args.chromium_add),
         chromium_drop=tuple(args.chromium_drop),

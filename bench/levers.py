@@ -24,6 +24,7 @@ from bench import machine, page
 from bench.capture_options import CaptureOptions
 from bench.density import run_n
 from bench.results import write_result
+from recorder.source.browser import CHROMIUM_ARGS
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,14 @@ class Lever:
     changes: dict[str, Any] = field(default_factory=dict)  # CaptureOptions fields to change
 
 
+def _features_back(*names: str) -> dict[str, Any]:
+    """The shipped flags with `names` no longer in --disable-features: Chromium's defaults for them."""
+    flag = next(arg for arg in CHROMIUM_ARGS if arg.startswith("--disable-features="))
+    kept = [name for name in flag.split("=", 1)[1].split(",") if name not in names]
+    return {"chromium_drop": ("--disable-features",), "chromium_add": (f"--disable-features={','.join(kept)}",)}
+
+
+OMNIBOX_PAGES = _features_back("WebUIOmniboxPopup", "WebUIOmniboxAimPopup")
 LEVERS: tuple[Lever, ...] = (
     Lever("shipped", "the recorder's defaults"),
     Lever("screen-30hz", "the screen mode: Chromium draws at the capture rate", {"screen_mode": True}),
@@ -54,6 +63,9 @@ LEVERS: tuple[Lever, ...] = (
         {"chromium_add": ("--enable-low-end-device-mode", "--in-process-gpu")},
     ),
     Lever("renderer-limit-1", "Chromium --renderer-process-limit=1", {"chromium_add": ("--renderer-process-limit=1",)}),
+    Lever("xvfb-glx", "Xvfb with its GL extension (Mesa loaded), as before", {"xvfb_glx": True}),
+    Lever("omnibox-pages", "Chromium's omnibox dropdown pages kept loaded, as before", OMNIBOX_PAGES),
+    Lever("memory-before", "both of the above: the memory as shipped before", {"xvfb_glx": True, **OMNIBOX_PAGES}),
 )
 BY_NAME = {lever.name: lever for lever in LEVERS}
 FIGURES = ("steady_fps", "longest_repeat_frames", "av_mean_ms", "av_p95_abs_ms", "capture_cores", "capture_peak_pss_mb")

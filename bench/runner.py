@@ -45,10 +45,13 @@ def emit(event: str, **data: Any) -> None:
     sys.stdout.flush()
 
 
-def _apply_chromium_flags(options: CaptureOptions) -> None:
-    from recorder.source import browser
+def _apply_process_flags(options: CaptureOptions) -> None:
+    """Chromium's flags and Xvfb's extensions are the modules' own lists, not settings."""
+    from recorder.source import browser, display
 
     browser.CHROMIUM_ARGS = options.chromium_flags()
+    if options.xvfb_glx:
+        display.EXTENSIONS = tuple(arg for arg in display.EXTENSIONS if arg != "GLX" and arg != "-extension")
 
 
 async def _wait_for_go() -> bool:
@@ -63,7 +66,7 @@ async def run(job: Job) -> int:
     from recorder.pipeline import Recorder
 
     options = CaptureOptions.from_dict(job.options)
-    _apply_chromium_flags(options)
+    _apply_process_flags(options)
     from bench.page import allowlist_entry
 
     settings = RecorderSettings(

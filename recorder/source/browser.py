@@ -84,7 +84,10 @@ CHROMIUM_ARGS = [
     "--hide-scrollbars",
     "--password-store=basic",
     "--disable-features=Translate,MediaRouter,OptimizationHints,CalculateNativeWinOcclusion,"
-    "AutofillServerCommunication,InterestFeedContentSuggestions,GlobalMediaControls",
+    "AutofillServerCommunication,InterestFeedContentSuggestions,GlobalMediaControls,"
+    # The omnibox's dropdowns are web pages Chromium keeps loaded in a renderer of their own, 45 MB PSS
+    # for a bar a kiosk window never shows.
+    "WebUIOmniboxPopup,WebUIOmniboxAimPopup",
 ]
 
 

@@ -5,7 +5,10 @@ Records the reference page (the sync clip in a 2x2 grid of moving tiles) with th
 force, measures what is left between flashes and beeps, and stores the sum, so the next recordings land
 flash and beep together. Each recording is a new FFmpeg and a new page, so the phases that differ between
 recordings (docs/recorder.md) average out over the runs instead of entering the stored offset, and the
-highest and the lowest run are left out, so that one far off does not move it.
+highest and the lowest run are left out, so that one far off does not move it. A run whose markers did not
+hold one offset (the file stepped by a frame between them) measured neither of its two: it is recorded and
+stored, but counted only when too few runs held (`STEADY_STD_MS`), and another run is made in its place, up
+to twice the runs asked for.
 
 Each run also reads how late its page load presented the clip (recorder.source.presentation). What a file
 needed plus that lateness is nearly the same for every load, so its median is stored too
@@ -44,9 +47,12 @@ MIN_MARKERS = 4
 # version.
 SELF_RUNS = calibration.RUNS
 SELF_DURATION = calibration.RUN_SECONDS
+# A file that held one offset has its markers within a few ms of each other (a standard deviation of 0.1
+# to 3.1 ms in the reference machine's sync runs); one that stepped by a frame between them, 13 to 16 ms.
+STEADY_STD_MS = 5.0
 # Each run also loads the page, finalizes and analyses its file (about 3 s on a quiet 2-core machine; far
 # more is allowed for a busy one); another recorder's calibration is waited for as long, and a bit.
-SELF_TIMEOUT = SELF_RUNS * (SELF_DURATION + 20.0)
+SELF_TIMEOUT = 2 * SELF_RUNS * (SELF_DURATION + 20.0)
 LOCK_WAIT = SELF_TIMEOUT + 30.0  # another recorder's calibration, then on with the default
 RETRY_AFTER = 3600.0  # a failed calibration is not tried again for this long
 
@@ -54,11 +60,18 @@ RETRY_AFTER = 3600.0  # a failed calibration is not tried again for this long
 @dataclass(frozen=True)
 class Run:
     """One calibration recording: the correction its file needed (the one applied plus the residual over
-    its sync markers; ms, audio minus video), its markers, and how late its page presented the clip."""
+    its sync markers; ms, audio minus video), its markers, how late its page presented the clip, and how
+    far its markers spread (their standard deviation, ms)."""
 
     needed_ms: float
     markers: int
     lateness_ms: float | None = None
+    spread_ms: float | None = None
+
+    @property
+    def steady(self) -> bool:
+        """The file held one offset: its markers measured the same thing."""
+        return self.spread_ms is None or self.spread_ms <= STEADY_STD_MS
 
     @property
     def on_time_ms(self) -> float | None:
@@ -82,6 +95,13 @@ def median_on_time(runs: list[Run]) -> float | None:
     return statistics.median(seen) if len(seen) >= calibration.TRIM_FROM else None
 
 
+def counted(runs: list[Run]) -> list[Run]:
+    """The steady runs, or every run when fewer than calibration.TRIM_FROM held (a machine that steps in
+    most files still gets an offset, from all it measured)."""
+    steady = [run for run in runs if run.steady]
+    return steady if len(steady) >= calibration.TRIM_FROM else runs
+
+
 def _trimmed(values: list[tuple[float, int]]) -> tuple[float, int]:
     kept = sorted(values)
     if len(kept) >= calibration.TRIM_FROM:
@@ -93,7 +113,8 @@ def _trimmed(values: list[tuple[float, int]]) -> tuple[float, int]:
 
 
 async def measure_runs(settings: RecorderSettings, *, duration: float, runs: int) -> list[Run]:
-    """`runs` recordings of the reference page, each with the residual offset it read."""
+    """Recordings of the reference page, each with the residual offset it read, until `runs` of them were
+    steady or twice `runs` were made."""
     measured: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="recorder-calibrate-") as tmp:
         media = await asyncio.to_thread(make_reference_media, Path(tmp) / "media")
@@ -104,7 +125,9 @@ async def measure_runs(settings: RecorderSettings, *, duration: float, runs: int
             allow = [*settings.url_allowlist, f"127.0.0.1:{page.port}"]
             own_page = settings.model_copy(update={"url_allowlist": allow, "self_calibrate": False})
             async with Recorder(own_page) as recorder:
-                for index in range(runs):
+                for index in range(2 * runs):
+                    if sum(run.steady for run in measured) >= runs:
+                        break
                     spec = RecordingSpec(url=page.url("/grid?tone=1000"), duration=duration)
                     folder = AttemptFolder.under(Path(tmp), f"calibration-{index}")
                     result = await recorder.record(spec, folder=folder)
@@ -113,20 +136,24 @@ async def measure_runs(settings: RecorderSettings, *, duration: float, runs: int
                         raise RuntimeError(f"calibration recording {index + 1} gave no sync markers: {result.error}")
                     sidecar = json.loads(result.sidecar.read_text()) if result.sidecar else {}
                     applied = sidecar.get("av_offset_correction_ms", calibration.av_offset_ms(settings))
-                    run = Run(applied + sync["mean_ms"], sync["markers"], sidecar.get("presentation_lateness_ms"))
+                    lateness = sidecar.get("presentation_lateness_ms")
+                    run = Run(applied + sync["mean_ms"], sync["markers"], lateness, sync.get("std_ms"))
                     measured.append(run)
-                    log.info("calibration run", run=index + 1, residual_ms=sync["mean_ms"], **asdict(run))
+                    log.info(
+                        "calibration run", run=index + 1, residual_ms=sync["mean_ms"], steady=run.steady, **asdict(run)
+                    )
         finally:
             page.stop()
     return measured
 
 
 def store(settings: RecorderSettings, applied: float, runs: list[Run], how: str) -> calibration.Calibration:
-    """What the runs needed, trimmed, under this machine's key, with every run's figures."""
-    needed, markers = trimmed_offset(runs)
+    """What the counted runs needed, trimmed, under this machine's key, with every run's figures."""
+    kept = counted(runs)
+    needed, markers = trimmed_offset(kept)
     if markers < MIN_MARKERS:
         raise TooFewMarkers(f"only {markers} sync markers")
-    on_time = median_on_time(runs)
+    on_time = median_on_time(kept)
     return calibration.save(
         calibration.calibration_path(settings),
         needed,
@@ -136,6 +163,7 @@ def store(settings: RecorderSettings, applied: float, runs: list[Run], how: str)
         key=calibration.calibration_key(settings),
         runs=[round(run.needed_ms, 1) for run in runs],
         latenesses=[run.lateness_ms for run in runs],
+        steady=[run.steady for run in runs],
         on_time_offset_ms=None if on_time is None else round(on_time, 2),
     )
 

@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=_seconds, default=RUN_SECONDS, help=f"seconds per recording (default {RUN_SECONDS:g})"
     )
     drops = f"from {TRIM_FROM} on, the highest and the lowest are left out"
-    c.add_argument("--runs", type=_runs, default=RUNS, help=f"recordings (default {RUNS}); {drops}")
+    remade = "a run that stepped within its file is made again, up to twice the runs"
+    c.add_argument("--runs", type=_runs, default=RUNS, help=f"steady recordings (default {RUNS}); {drops}; {remade}")
     _common_recorder_flags(c)
     w = sub.add_parser("worker", help="run as a farm worker: lease jobs from the orchestrator")
     from recorder.worker.cli import add_worker_arguments

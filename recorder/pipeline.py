@@ -226,8 +226,9 @@ class _CaptureRun:
         self.error: RecorderError | None = None
         self.stop_reason: StopReason = "error"
         self.screenshot: Path | None = None
-        self.av_offset_ms = calibration.av_offset_ms(recorder.settings)
-        self.on_time_offset_ms = calibration.on_time_offset_ms(recorder.settings)
+        offsets = calibration.in_force(recorder.settings)
+        self.av_offset_ms = offsets.av_offset_ms
+        self.on_time_offset_ms = offsets.on_time_offset_ms
         self.lateness_ms: float | None = None  # how late the page presented its audible video while recorded
         self.log = log.bind(recording_id=folder.recording_id)
         # The timeline (RECORDER_TIMELINE): collected from the page's creation to the capture's stop.

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import time
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -34,8 +35,9 @@ from recorder.versions import chromium_version, ffmpeg_version
 DEFAULT_AV_OFFSET_MS = 10.0
 # How the offset is measured: another way of measuring means the stored ones are measured again. Six short
 # runs without the highest and the lowest replaced the mean of three long ones, which one far-off run moved;
-# the median of the runs by their page's presentation came with the correction by it.
-METHOD = "trimmed mean of runs, and the median by their presentation"
+# the median of the runs by their page's presentation came with the correction by it; then runs that stepped
+# within the file were made again and left out.
+METHOD = "trimmed mean of steady runs, and the median by their presentation"
 # The measurement: RUNS recordings of RUN_SECONDS each (about 27 markers); from TRIM_FROM runs on, the
 # highest and the lowest are left out. A file's offset holds to 0.1 ms within it and moves by about 10 ms
 # (one standard deviation) from file to file, so many short runs measure it better than a few long ones.
@@ -53,6 +55,7 @@ class Calibration(BaseModel):
     key: str = ""  # what the offset was measured with (calibration_key); another key means measure again
     runs: list[float] = []  # the correction each calibration recording needed (ms), the ones left out too
     latenesses: list[float | None] = []  # how late each one's page presented the clip (ms; None: not seen)
+    steady: list[bool] = []  # whether each one held one offset (only those count when enough did)
     # The offset for a page load that presents its video exactly when due; one whose video is L ms late
     # needs L ms less. None when the runs did not see the presentation.
     on_time_offset_ms: float | None = None
@@ -89,22 +92,34 @@ def calibration_path(settings: RecorderSettings) -> Path:
     return settings.records_dir / ".calibration" / f"{digest}.json"
 
 
-def av_offset_ms(settings: RecorderSettings) -> float:
-    """The A/V correction the capture applies: set by hand, else this machine's calibrated mean."""
+@dataclass(frozen=True)
+class InForce:
+    """The corrections a recording applies, read from one look at the stored calibration.
+
+    `av_offset_ms`: the capture's A/V correction, set by hand or this machine's calibrated mean.
+    `on_time_offset_ms`: the correction for a page load that presents its video exactly when due; one whose
+    video is L ms late (recorder.source.presentation) needs L ms less. None where no correction by the
+    presentation applies: an offset set by hand, or no calibration that measured it."""
+
+    av_offset_ms: float
+    on_time_offset_ms: float | None
+
+
+def in_force(settings: RecorderSettings) -> InForce:
     if settings.av_offset_ms is not None:
-        return settings.av_offset_ms
+        return InForce(settings.av_offset_ms, None)
     saved = current(settings)
-    return saved.av_offset_ms if saved else DEFAULT_AV_OFFSET_MS
+    if saved is None:
+        return InForce(DEFAULT_AV_OFFSET_MS, None)
+    return InForce(saved.av_offset_ms, saved.on_time_offset_ms)
+
+
+def av_offset_ms(settings: RecorderSettings) -> float:
+    return in_force(settings).av_offset_ms
 
 
 def on_time_offset_ms(settings: RecorderSettings) -> float | None:
-    """The correction for a page load that presents its video exactly when due: one whose video is L ms late
-    (recorder.source.presentation) needs L ms less. None where no correction by the presentation applies:
-    an offset set by hand, or no calibration that measured it."""
-    if settings.av_offset_ms is not None:
-        return None
-    saved = current(settings)
-    return saved.on_time_offset_ms if saved else None
+    return in_force(settings).on_time_offset_ms
 
 
 def current(settings: RecorderSettings) -> Calibration | None:
@@ -133,6 +148,7 @@ def save(
     key: str = "",
     runs: list[float] | None = None,
     latenesses: list[float | None] | None = None,
+    steady: list[bool] | None = None,
     on_time_offset_ms: float | None = None,
 ) -> Calibration:
     cal = Calibration(
@@ -144,6 +160,7 @@ def save(
         key=key,
         runs=runs or [],
         latenesses=latenesses or [],
+        steady=steady or [],
         on_time_offset_ms=on_time_offset_ms,
     )
     path.parent.mkdir(parents=True, exist_ok=True)

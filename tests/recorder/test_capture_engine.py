@@ -294,14 +294,13 @@ def test_a_calibration_by_presentation_takes_the_median_of_four_or_more_runs_tha
     assert median_on_time(unseen) is None, "three runs that saw it are too few"
 
 
-async def test_a_calibration_records_every_run_it_is_asked_for_and_stores_them_all(tmp_path, monkeypatch):
+def _calibration_rig(monkeypatch, tmp_path: Path, readings: list[tuple[float, float | None, float]]):
+    """Calibration without recording: the n-th run reads (residual, its page's lateness, its markers' spread)
+    off `readings`, its file corrected 3 ms more than the one before (by its own load's presentation)."""
     from types import SimpleNamespace
 
     from recorder import calibrate
     from recorder.capture import calibration
-
-    readings = [60.0, 20.0, -20.0, 15.0, 18.0, 9.0]
-    latenesses = [-40.0, 0.0, 40.0, 5.0, 2.0, None]  # the last page played no video the probe could follow
 
     class Page:  # the reference page's server: nothing to serve here
         port = 1
@@ -318,7 +317,7 @@ async def test_a_calibration_records_every_run_it_is_asked_for_and_stores_them_a
         def url(self, path):
             return f"http://127.0.0.1:1{path}"
 
-    class FakeRecorder:  # every recording reads the next residual off `readings`
+    class FakeRecorder:
         recorded = 0
 
         def __init__(self, settings):
@@ -331,26 +330,36 @@ async def test_a_calibration_records_every_run_it_is_asked_for_and_stores_them_a
             return None
 
         async def record(self, spec, folder):
-            mean, lateness = readings[FakeRecorder.recorded], latenesses[FakeRecorder.recorded]
+            mean, lateness, spread = readings[FakeRecorder.recorded]
             FakeRecorder.recorded += 1
             sidecar = tmp_path / f"rec-{FakeRecorder.recorded}.json"
-            # Each run's file was corrected by its own load's presentation: 3 ms more for every run after.
             applied = calibration.DEFAULT_AV_OFFSET_MS + 3.0 * (FakeRecorder.recorded - 1)
             sidecar.write_text(json.dumps({"av_offset_correction_ms": applied, "presentation_lateness_ms": lateness}))
-            return SimpleNamespace(error=None, quality={"sync": {"mean_ms": mean, "markers": 5}}, sidecar=sidecar)
+            sync = {"mean_ms": mean, "markers": 5, "std_ms": spread}
+            return SimpleNamespace(error=None, quality={"sync": sync}, sidecar=sidecar)
 
     monkeypatch.setattr(calibrate, "make_reference_media", lambda root: None)
     monkeypatch.setattr(calibrate, "ReferencePage", Page)
     monkeypatch.setattr(calibrate, "Recorder", FakeRecorder)
     monkeypatch.setattr(calibration, "calibration_key", lambda settings: "machine|chromium|ffmpeg")
+    return FakeRecorder
+
+
+async def test_a_calibration_records_every_run_it_is_asked_for_and_stores_them_all(tmp_path, monkeypatch):
+    from recorder import calibrate
+    from recorder.capture import calibration
+
+    readings = [60.0, 20.0, -20.0, 15.0, 18.0, 9.0]
+    latenesses = [-40.0, 0.0, 40.0, 5.0, 2.0, None]  # the last page played no video the probe could follow
+    rig = _calibration_rig(monkeypatch, tmp_path, [(r, late, 0.1) for r, late in zip(readings, latenesses)])
     settings = RecorderSettings(records_dir=tmp_path / "records", self_calibrate=True)
 
     saved = await calibrate.ensure_calibrated(settings)
-    assert saved is not None and FakeRecorder.recorded == calibrate.SELF_RUNS == 6
+    assert saved is not None and rig.recorded == calibrate.SELF_RUNS == 6
     default = calibration.DEFAULT_AV_OFFSET_MS
     needed = [default + 3.0 * n + r for n, r in enumerate(readings)]  # 70, 33, -4, 34, 40, 34
     assert saved.runs == needed, "what every run needed is stored, the ones left out too"
-    assert saved.latenesses == latenesses
+    assert saved.latenesses == latenesses and saved.steady == [True] * 6
     # 70 and -4 left out: the mean of 33, 34, 40 and 34.
     assert saved.av_offset_ms == pytest.approx(35.25) and saved.samples == 20
     assert calibration.av_offset_ms(settings) == saved.av_offset_ms
@@ -359,6 +368,37 @@ async def test_a_calibration_records_every_run_it_is_asked_for_and_stores_them_a
     assert calibration.on_time_offset_ms(settings) == saved.on_time_offset_ms
     pinned = settings.model_copy(update={"av_offset_ms": 4.0})
     assert calibration.on_time_offset_ms(pinned) is None, "an offset set by hand is taken as it is"
+
+
+async def test_a_calibration_run_that_stepped_within_its_file_is_made_again_and_left_out(tmp_path, monkeypatch):
+    from recorder import calibrate
+
+    # Runs 2 and 5 stepped by a frame between their markers (spread 14 ms) and read far off.
+    readings = [(20.0, 0.0, 0.1), (-45.0, 0.0, 14.0), (14.0, 0.0, 2.0), (11.0, 0.0, 0.1), (-60.0, 0.0, 16.0)]
+    readings += [(5.0, 0.0, 0.1), (2.0, 0.0, 3.0), (-1.0, 0.0, 0.1)]
+    rig = _calibration_rig(monkeypatch, tmp_path, readings)
+    settings = RecorderSettings(records_dir=tmp_path / "records", self_calibrate=True)
+
+    saved = await calibrate.ensure_calibrated(settings)
+    assert saved is not None and rig.recorded == 8, "two more runs, for the two that stepped"
+    assert saved.steady == [True, False, True, True, False, True, True, True]
+    assert len(saved.runs) == 8, "the stepped runs are stored too"
+    # Needed: 30, (-32), 30, 30, (-38), 30, 30, 30: the six steady runs all needed 30 ms.
+    assert saved.av_offset_ms == pytest.approx(30.0) and saved.on_time_offset_ms == pytest.approx(30.0)
+
+
+async def test_a_machine_that_steps_in_most_runs_is_calibrated_from_all_of_them(tmp_path, monkeypatch):
+    from recorder import calibrate
+
+    # One run in four holds one offset: three of twelve, too few to count alone.
+    readings = [(20.0 - 3.0 * n, 0.0, 0.1 if n % 4 == 0 else 15.0) for n in range(12)]  # each needed 30 ms
+    rig = _calibration_rig(monkeypatch, tmp_path, readings)
+    settings = RecorderSettings(records_dir=tmp_path / "records", self_calibrate=True)
+
+    saved = await calibrate.ensure_calibrated(settings)
+    assert saved is not None and rig.recorded == 2 * calibrate.SELF_RUNS, "no more than twice the runs"
+    assert saved.steady.count(True) == 3
+    assert saved.av_offset_ms == pytest.approx(30.0) and saved.samples == 50, "all twelve count, trimmed"
 
 
 async def test_a_calibration_another_recorder_holds_too_long_is_waited_out_not_remembered_as_failed(

@@ -91,6 +91,10 @@ class Display:
     def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc is not None else None
+
     async def start(self) -> str:
         read_fd, write_fd = os.pipe()
         try:

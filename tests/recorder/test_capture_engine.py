@@ -351,7 +351,8 @@ async def test_a_calibration_records_every_run_it_is_asked_for_and_stores_them_a
 
     readings = [60.0, 20.0, -20.0, 15.0, 18.0, 9.0]
     latenesses = [-40.0, 0.0, 40.0, 5.0, 2.0, None]  # the last page played no video the probe could follow
-    rig = _calibration_rig(monkeypatch, tmp_path, [(r, late, 0.1) for r, late in zip(readings, latenesses)])
+    steady_runs = [(reading, late, 0.1) for reading, late in zip(readings, latenesses, strict=True)]
+    rig = _calibration_rig(monkeypatch, tmp_path, steady_runs)
     settings = RecorderSettings(records_dir=tmp_path / "records", self_calibrate=True)
 
     saved = await calibrate.ensure_calibrated(settings)

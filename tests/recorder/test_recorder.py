@@ -256,6 +256,27 @@ def test_kill_9_mid_recording_leaves_a_playable_file(tmp_path, test_page):
     assert report.video.duration is not None and report.video.duration >= 3
 
 
+async def test_a_recorder_loads_no_gl_into_its_screen_and_keeps_no_browser_pages_of_its_own(settings, test_page):
+    """What docs/benchmarks.md measured as 100 MB a recording: Mesa in Xvfb, and the omnibox's dropdowns
+    preloaded in a renderer of their own. A Chromium that renames the feature brings the renderer back."""
+    spec = RecordingSpec(url=test_page.url("/grid"), duration=6)
+    async with Recorder(settings) as recorder:
+        task = asyncio.ensure_future(recorder.record(spec, folder=folder(settings, "lean")))
+        await asyncio.sleep(4)
+        assert recorder.display is not None and recorder.display.pid is not None
+        assert recorder.browser is not None
+        mapped = await asyncio.to_thread(Path(f"/proc/{recorder.display.pid}/maps").read_text)
+        renderers = [pid for pid, kind in recorder.browser.processes().items() if kind == "renderer"]
+        result = await task
+    assert result.ok, result.error
+    # GLX's software driver and its LLVM (Xvfb links libGL itself whether or not GLX runs).
+    mesa = sorted({line.split()[-1] for line in mapped.splitlines() if "/dri/" in line or "libLLVM" in line})
+    assert not mesa, f"Xvfb loaded Mesa: {mesa}"
+    # The recorded page's renderer and Chromium's one spare for the next navigation; with the omnibox's
+    # pages preloaded there is a third.
+    assert 1 <= len(renderers) <= 2, renderers
+
+
 async def _crash_renderers(recorder: Recorder) -> None:
     assert recorder.browser is not None
     renderers = [pid for pid, kind in recorder.browser.processes().items() if kind == "renderer"]

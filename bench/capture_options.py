@@ -2,7 +2,7 @@
 
 The encoder settings map onto the recorder's own settings (RECORDER_PRESET, RECORDER_CRF,
 RECORDER_ENCODER_THREADS). `xvfb_glx` puts back the GL extension the recorder's Xvfb leaves out
-(recorder.source.display.EXTENSIONS). Chromium's flags come as a named set, adjusted with
+(recorder.source.display.EXTENSIONS_OFF). Chromium's flags come as a named set, adjusted with
 --chromium-add/--chromium-drop:
 
 - `ours`: the recorder's flags as shipped (recorder.source.browser.CHROMIUM_ARGS);

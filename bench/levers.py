@@ -24,7 +24,7 @@ from bench import machine, page
 from bench.capture_options import CaptureOptions
 from bench.density import run_n
 from bench.results import write_result
-from recorder.source.browser import CHROMIUM_ARGS
+from recorder.source.browser import DISABLED_FEATURES
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,7 @@ class Lever:
 
 def _features_back(*names: str) -> dict[str, Any]:
     """The shipped flags with `names` no longer in --disable-features: Chromium's defaults for them."""
-    flag = next(arg for arg in CHROMIUM_ARGS if arg.startswith("--disable-features="))
-    kept = [name for name in flag.split("=", 1)[1].split(",") if name not in names]
+    kept = [name for name in DISABLED_FEATURES if name not in names]
     return {"chromium_drop": ("--disable-features",), "chromium_add": (f"--disable-features={','.join(kept)}",)}
 
 
@@ -65,7 +64,9 @@ LEVERS: tuple[Lever, ...] = (
     Lever("renderer-limit-1", "Chromium --renderer-process-limit=1", {"chromium_add": ("--renderer-process-limit=1",)}),
     Lever("xvfb-glx", "Xvfb with its GL extension (Mesa loaded), as before", {"xvfb_glx": True}),
     Lever("omnibox-pages", "Chromium's omnibox dropdown pages kept loaded, as before", OMNIBOX_PAGES),
-    Lever("memory-before", "both of the above: the memory as shipped before", {"xvfb_glx": True, **OMNIBOX_PAGES}),
+    Lever(
+        "memory-before", "xvfb-glx and omnibox-pages: the memory as shipped before", {"xvfb_glx": True, **OMNIBOX_PAGES}
+    ),
 )
 BY_NAME = {lever.name: lever for lever in LEVERS}
 FIGURES = ("steady_fps", "longest_repeat_frames", "av_mean_ms", "av_p95_abs_ms", "capture_cores", "capture_peak_pss_mb")

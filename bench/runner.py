@@ -51,7 +51,7 @@ def _apply_process_flags(options: CaptureOptions) -> None:
 
     browser.CHROMIUM_ARGS = options.chromium_flags()
     if options.xvfb_glx:
-        display.EXTENSIONS = tuple(arg for arg in display.EXTENSIONS if arg != "GLX" and arg != "-extension")
+        display.EXTENSIONS_OFF = tuple(name for name in display.EXTENSIONS_OFF if name != "GLX")
 
 
 async def _wait_for_go() -> bool:

@@ -44,12 +44,9 @@ log = structlog.get_logger(__name__)
 
 MIN_MARKERS = 4
 # At warm-up, the measurement recorder/capture/calibration.py describes: some 60 s once per machine and
-# version.
+# version, up to twice that when runs step.
 SELF_RUNS = calibration.RUNS
 SELF_DURATION = calibration.RUN_SECONDS
-# A file that held one offset has its markers within a few ms of each other (a standard deviation of 0.1
-# to 3.1 ms in the reference machine's sync runs); one that stepped by a frame between them, 13 to 16 ms.
-STEADY_STD_MS = 5.0
 # Each run also loads the page, finalizes and analyses its file (about 3 s on a quiet 2-core machine; far
 # more is allowed for a busy one); another recorder's calibration is waited for as long, and a bit.
 SELF_TIMEOUT = 2 * SELF_RUNS * (SELF_DURATION + 20.0)
@@ -70,8 +67,9 @@ class Run:
 
     @property
     def steady(self) -> bool:
-        """The file held one offset: its markers measured the same thing."""
-        return self.spread_ms is None or self.spread_ms <= STEADY_STD_MS
+        """The file held one offset: its markers measured the same thing. A spread not measured counts as
+        held (bench sync's figures; a calibration run always has one)."""
+        return self.spread_ms is None or self.spread_ms <= calibration.STEADY_STD_MS
 
     @property
     def on_time_ms(self) -> float | None:
@@ -95,11 +93,12 @@ def median_on_time(runs: list[Run]) -> float | None:
     return statistics.median(seen) if len(seen) >= calibration.TRIM_FROM else None
 
 
-def counted(runs: list[Run]) -> list[Run]:
-    """The steady runs, or every run when fewer than calibration.TRIM_FROM held (a machine that steps in
-    most files still gets an offset, from all it measured)."""
+def counted(runs: list[Run], wanted: int) -> list[Run]:
+    """The steady runs when enough held: calibration.TRIM_FROM, or all `wanted` when fewer were asked for.
+    Else every run: a machine that steps in most files still gets an offset from all it measured, trimmed,
+    and the median by presentation, which the stepped runs, a frame off both ways, move least."""
     steady = [run for run in runs if run.steady]
-    return steady if len(steady) >= calibration.TRIM_FROM else runs
+    return steady if len(steady) >= min(wanted, calibration.TRIM_FROM) else runs
 
 
 def _trimmed(values: list[tuple[float, int]]) -> tuple[float, int]:
@@ -147,9 +146,11 @@ async def measure_runs(settings: RecorderSettings, *, duration: float, runs: int
     return measured
 
 
-def store(settings: RecorderSettings, applied: float, runs: list[Run], how: str) -> calibration.Calibration:
+def store(
+    settings: RecorderSettings, applied: float, runs: list[Run], how: str, wanted: int = calibration.RUNS
+) -> calibration.Calibration:
     """What the counted runs needed, trimmed, under this machine's key, with every run's figures."""
-    kept = counted(runs)
+    kept = counted(runs, wanted)
     needed, markers = trimmed_offset(kept)
     if markers < MIN_MARKERS:
         raise TooFewMarkers(f"only {markers} sync markers")
@@ -178,7 +179,7 @@ async def measure_and_store(
     """Measure with the offset in force, trim the runs and store the result: by hand and at warm-up alike."""
     applied = calibration.av_offset_ms(settings)
     measured = await measure_runs(settings, duration=duration, runs=runs)
-    return store(settings, applied, measured, how)
+    return store(settings, applied, measured, how, wanted=runs)
 
 
 async def run_calibration(

@@ -38,12 +38,17 @@ DEFAULT_AV_OFFSET_MS = 10.0
 # the median of the runs by their page's presentation came with the correction by it; then runs that stepped
 # within the file were made again and left out.
 METHOD = "trimmed mean of steady runs, and the median by their presentation"
-# The measurement: RUNS recordings of RUN_SECONDS each (about 27 markers); from TRIM_FROM runs on, the
-# highest and the lowest are left out. A file's offset holds to 0.1 ms within it and moves by about 10 ms
-# (one standard deviation) from file to file, so many short runs measure it better than a few long ones.
+# The measurement: RUNS recordings of RUN_SECONDS each that held one offset (about 27 markers); from
+# TRIM_FROM runs on, the highest and the lowest are left out. A file's offset holds to 0.1 ms within it and
+# moves by about 10 ms (one standard deviation) from file to file, so many short runs measure it better
+# than a few long ones.
 RUNS = 6
 RUN_SECONDS = 5.0
 TRIM_FROM = 4
+# A run whose markers spread more than this (their standard deviation) stepped within its file and is made
+# again (recorder.calibrate). A file that held one offset spreads by 0.0-3.4 ms, one that stepped by a frame
+# by 13-17 ms (`bench sync` on 2026-12-02; one file of 24 spread 6.8 ms, and such a run is made again too).
+STEADY_STD_MS = 5.0
 
 
 class Calibration(BaseModel):
@@ -115,10 +120,12 @@ def in_force(settings: RecorderSettings) -> InForce:
 
 
 def av_offset_ms(settings: RecorderSettings) -> float:
+    """InForce.av_offset_ms alone."""
     return in_force(settings).av_offset_ms
 
 
 def on_time_offset_ms(settings: RecorderSettings) -> float | None:
+    """InForce.on_time_offset_ms alone."""
     return in_force(settings).on_time_offset_ms
 
 

@@ -57,6 +57,20 @@ class PageObserver(Protocol):
         """A join-script step ended, or failed with `error`."""
 
 
+# Chromium features an unattended recorder has no use for. The omnibox's dropdowns are web pages Chromium
+# keeps loaded in a renderer of their own (77 MB PSS, 45 of it private) for an address bar a kiosk window
+# never shows.
+DISABLED_FEATURES: tuple[str, ...] = (
+    "Translate",
+    "MediaRouter",
+    "OptimizationHints",
+    "CalculateNativeWinOcclusion",
+    "AutofillServerCommunication",
+    "InterestFeedContentSuggestions",
+    "GlobalMediaControls",
+    "WebUIOmniboxPopup",
+    "WebUIOmniboxAimPopup",
+)
 # Flags chosen for a faithful capture (no throttling of a page nobody "looks at", autoplay, no prompts)
 # and for density (no GPU emulation, no background services competing for the two cores).
 CHROMIUM_ARGS = [
@@ -83,11 +97,7 @@ CHROMIUM_ARGS = [
     "--disable-session-crashed-bubble",
     "--hide-scrollbars",
     "--password-store=basic",
-    "--disable-features=Translate,MediaRouter,OptimizationHints,CalculateNativeWinOcclusion,"
-    "AutofillServerCommunication,InterestFeedContentSuggestions,GlobalMediaControls,"
-    # The omnibox's dropdowns are web pages Chromium keeps loaded in a renderer of their own, 45 MB PSS
-    # for a bar a kiosk window never shows.
-    "WebUIOmniboxPopup,WebUIOmniboxAimPopup",
+    f"--disable-features={','.join(DISABLED_FEATURES)}",
 ]
 
 

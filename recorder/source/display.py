@@ -60,10 +60,18 @@ class ScreenMode:
 
 MIN_SCREEN_RATE = 24
 
-# GLX off: it loads Mesa's software GL into Xvfb, 57 of Xvfb's 70 MB PSS, and nothing here draws with it
-# (Chromium composites in software and puts its pictures with XShm; the grab reads them the same way).
-# RANDR on: the screen's mode is set through it.
-EXTENSIONS: tuple[str, ...] = ("-extension", "GLX", "+extension", "RANDR")
+# Xvfb's extensions turned off and on. GLX off: it loads Mesa's software GL and LLVM into Xvfb, about 55
+# of its 73 MB PSS (docs/benchmarks.md), and nothing here draws with it (Chromium composites in software and
+# puts its pictures with XShm; the grab reads them the same way). RANDR on: the screen's mode is set with it.
+EXTENSIONS_OFF: tuple[str, ...] = ("GLX",)
+EXTENSIONS_ON: tuple[str, ...] = ("RANDR",)
+
+
+def extension_args() -> list[str]:
+    return [
+        *(a for name in EXTENSIONS_OFF for a in ("-extension", name)),
+        *(a for name in EXTENSIONS_ON for a in ("+extension", name)),
+    ]
 
 
 def screen_rate(fps: int) -> int:
@@ -93,7 +101,7 @@ class Display:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc is not None else None
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
     async def start(self) -> str:
         read_fd, write_fd = os.pipe()
@@ -110,7 +118,7 @@ class Display:
                     "tcp",
                     "-ac",  # local unix socket only; no cookie to hand around
                     "-noreset",
-                    *EXTENSIONS,
+                    *extension_args(),
                 ],
                 pass_fds=[write_fd],
             )

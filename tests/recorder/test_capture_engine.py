@@ -388,6 +388,21 @@ async def test_a_calibration_run_that_stepped_within_its_file_is_made_again_and_
     assert saved.av_offset_ms == pytest.approx(30.0) and saved.on_time_offset_ms == pytest.approx(30.0)
 
 
+async def test_a_calibration_by_hand_of_fewer_runs_than_are_trimmed_leaves_out_a_run_that_stepped(
+    tmp_path, monkeypatch
+):
+    from recorder import calibrate
+    from recorder.capture import calibration
+
+    readings = [(-45.0, 0.0, 14.0), (17.0, 0.0, 0.1), (14.0, 0.0, 0.1)]  # needed -35 (stepped), 30, 30
+    rig = _calibration_rig(monkeypatch, tmp_path, readings)
+    settings = RecorderSettings(records_dir=tmp_path / "records")
+    saved = await calibrate.measure_and_store(settings, duration=5.0, runs=2, how="measured by hand")
+    assert rig.recorded == 3 and saved.steady == [False, True, True]
+    assert saved.av_offset_ms == pytest.approx(30.0) and saved.samples == 10, "the stepped run does not count"
+    assert calibration.current(settings) == saved
+
+
 async def test_a_machine_that_steps_in_most_runs_is_calibrated_from_all_of_them(tmp_path, monkeypatch):
     from recorder import calibrate
 

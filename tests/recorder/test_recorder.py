@@ -266,7 +266,8 @@ async def test_a_recorder_loads_no_gl_into_its_screen_and_keeps_no_browser_pages
         assert recorder.display is not None and recorder.display.pid is not None
         assert recorder.browser is not None
         mapped = await asyncio.to_thread(Path(f"/proc/{recorder.display.pid}/maps").read_text)
-        renderers = [pid for pid, kind in recorder.browser.processes().items() if kind == "renderer"]
+        kinds = await asyncio.to_thread(recorder.browser.processes)
+        renderers = [pid for pid, kind in kinds.items() if kind == "renderer"]
         result = await task
     assert result.ok, result.error
     # GLX's software driver and its LLVM (Xvfb links libGL itself whether or not GLX runs).

@@ -590,7 +590,8 @@ class _CaptureRun:
     def _audio_shift_ms(self) -> float:
         """How much more finalize is to move the sound for this page load's presentation of its video: the
         correction for its lateness less the machine's mean the capture was built with (both as read when
-        the recording began). Finalize makes it where it remuxes a single part (recorder/finalize/stage.py)."""
+        the recording began). Finalize makes it at the remux of a single part or of the joined parts
+        (recorder/finalize/stage.py)."""
         if self.lateness_ms is None or self.on_time_offset_ms is None:
             return 0.0
         return round(self.on_time_offset_ms - self.lateness_ms - self.av_offset_ms, 2)

@@ -45,8 +45,9 @@ async def finalize(captured: Captured) -> Finished:
     pauses = captured.pauses
     media = captured.folder.media
     parts = [part for part in captured.parts if part.is_file() and part.stat().st_size > 0]
-    # The sound's move for the page's presentation: made by the remux of a single capture part; parts
-    # joined after a pause, and a live upload's file, keep the correction their capture applied.
+    # The sound's move for the page's presentation: made by the remux of a single capture part, or of the
+    # file its parts were joined into after a pause; a live upload's single file keeps the correction its
+    # capture applied.
     shift_ms = 0.0
     if captured.has_media:
         try:
@@ -54,6 +55,7 @@ async def finalize(captured: Captured) -> Finished:
                 lengths = await asyncio.to_thread(join_parts, parts, media)
                 if len(parts) == len(captured.parts):
                     pauses = _placed(pauses, lengths)
+                shift_ms = await _moved_after_the_join(captured, media, bound)
             elif captured.spec.live_upload:
                 media = captured.capture_file
             else:
@@ -98,15 +100,32 @@ async def _remux(captured: Captured, media: Path, bound: structlog.stdlib.BoundL
     recorder asked for it; returns the move made. A move that fails is not worth the file: it is remuxed
     as captured, with the capture's own correction."""
     length = _length_asked(captured)
-    if captured.audio_shift_ms:
-        try:
-            shift = captured.audio_shift_ms
-            await asyncio.to_thread(remux_to_mp4, captured.capture_file, media, length=length, audio_shift_ms=shift)
-            return shift
-        except RecorderError as exc:
-            bound.warning("the sound could not be moved for the page's presentation", error=str(exc))
+    shift = captured.audio_shift_ms
+    if shift and await _sound_moved(captured.capture_file, media, shift, bound, length=length):
+        return shift
     await asyncio.to_thread(remux_to_mp4, captured.capture_file, media, length=length)
     return 0.0
+
+
+async def _moved_after_the_join(captured: Captured, media: Path, bound: structlog.stdlib.BoundLogger) -> float:
+    """The joined file's sound moved for the page's presentation, all parts alike (one page load), as one
+    track: moved before the join, each part's sound was put up to 15 ms off by the concat. A move that fails
+    leaves the joined file as it is."""
+    shift = captured.audio_shift_ms
+    return shift if shift and await _sound_moved(media, media, shift, bound) else 0.0
+
+
+async def _sound_moved(
+    source: Path, media: Path, shift_ms: float, bound: structlog.stdlib.BoundLogger, *, length: float | None = None
+) -> bool:
+    """`source` remuxed to `media` with its sound moved `shift_ms` earlier; False, `media` untouched, where
+    that failed."""
+    try:
+        await asyncio.to_thread(remux_to_mp4, source, media, length=length, audio_shift_ms=shift_ms)
+    except RecorderError as exc:
+        bound.warning("the sound could not be moved for the page's presentation", error=str(exc))
+        return False
+    return True
 
 
 def _placed(pauses: list[PauseSpan], lengths: list[float]) -> list[PauseSpan]:

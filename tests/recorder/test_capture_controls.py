@@ -300,13 +300,13 @@ async def test_a_paused_span_is_absent_from_the_one_file(settings, test_page, li
         first, recorded = await record_with_a_pause(r, capture, page, before=5, pause=5, after=5)
         assert not capture.failed_unexpectedly, capture.failure()
     assert len(capture.files) == 2 and capture.files[1] == folder.capture_part(2, live=live)
-    # Asked to move the sound for the page's presentation: joined parts keep their capture's correction.
+    # Asked to move the sound for the page's presentation: the joined file's sound is moved.
     finished = await finalized(capture, folder, spec, audio_shift_ms=40.0)
 
     assert finished.error is None, finished.error
     assert finished.mp4 == folder.media
-    assert finished.metadata.presentation_shift_ms == 0.0
-    assert finished.metadata.av_offset_correction_ms == capture.settings.av_offset_ms
+    assert finished.metadata.presentation_shift_ms == 40.0
+    assert finished.metadata.av_offset_correction_ms == pytest.approx(capture.settings.av_offset_ms + 40.0)
     assert decode_errors(finished.mp4) == ""
     boxes = top_level_boxes(finished.mp4)
     assert boxes.index("moov") < boxes.index("mdat"), "rebuilt with moov first, also in live mode"

@@ -227,6 +227,59 @@ async def test_a_sound_that_cannot_be_moved_leaves_the_file_as_captured(tmp_path
     assert (finished.metadata.presentation_shift_ms, finished.metadata.av_offset_correction_ms) == (0.0, 12.0)
 
 
+@pytest.mark.ffmpeg
+async def test_a_paused_recording_s_joined_sound_is_moved_as_one_track(tmp_path):
+    from contract.protocol import Progress
+    from contract.spec import RecordingSpec
+    from recorder.attempt import AttemptFolder
+    from recorder.capture.captured import Captured
+    from recorder.finalize import stage
+    from recorder.quality import analyze_file
+    from recorder.quality.probe import probe
+    from recorder.reference.media import make_sync_file
+    from recorder.timings import Timings
+
+    clip = await asyncio.to_thread(make_sync_file, tmp_path / "clip.mp4", 8.0)  # beeps on their flashes
+
+    async def finalized(name: str, shift_ms: float):
+        folder = AttemptFolder.under(tmp_path, name).create()
+        parts = [folder.capture_part(1, live=False), folder.capture_part(2, live=False)]
+        for part, cut in zip(parts, (["-t", "4"], ["-ss", "4"]), strict=True):  # before and after a pause
+            await asyncio.to_thread(
+                subprocess.run,
+                ["ffmpeg", "-v", "error", "-i", str(clip), *cut, "-c:v", "libx264", "-preset", "ultrafast",
+                 "-g", "15", "-c:a", "aac", str(part)],
+                check=True,
+            )  # fmt: skip
+        captured = Captured(
+            folder=folder,
+            spec=RecordingSpec(url="https://example.com/", duration=8),
+            capture_file=parts[0],
+            progress=Progress(),
+            timings=Timings(started=time.time()),
+            stop_reason="duration",
+            error=None,
+            blocked=None,
+            versions={},
+            av_offset_correction_ms=12.0,
+            audio_shift_ms=shift_ms,
+            capture_files=parts,
+        )
+        return await stage.finalize(captured)
+
+    unmoved, moved = await finalized("unmoved", 0.0), await finalized("moved", 37.0)
+    assert unmoved.mp4 is not None and moved.mp4 is not None and moved.error is None
+    assert (moved.metadata.presentation_shift_ms, moved.metadata.av_offset_correction_ms) == (37.0, 49.0)
+    before, after = analyze_file(unmoved.mp4).sync, analyze_file(moved.mp4).sync
+    assert before is not None and after is not None and after.markers >= 6, after
+    assert after.mean_ms - before.mean_ms == pytest.approx(-37.0, abs=1.5), "moved earlier by the shift"
+    assert after.std_ms == pytest.approx(before.std_ms, abs=2.0), "both parts moved alike"
+    picture, unmoved_picture = probe(moved.mp4).video, probe(unmoved.mp4).video
+    assert picture is not None and unmoved_picture is not None
+    assert (picture.start_time, picture.duration) == (unmoved_picture.start_time, unmoved_picture.duration)
+    assert sorted(path.name for path in moved.mp4.parent.iterdir()) == [moved.mp4.name], "no part or copy left"
+
+
 async def test_a_calibration_that_fails_leaves_the_default_and_is_not_tried_again_for_an_hour(tmp_path, monkeypatch):
     from recorder import calibrate
     from recorder.capture import calibration

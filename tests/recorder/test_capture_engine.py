@@ -184,14 +184,34 @@ def test_finalize_moves_the_sound_against_the_picture_without_cutting_the_pictur
     assert sorted(path.name for path in tmp_path.iterdir()) == ["capture.mkv", "clip.mp4", "moved.mp4", "unmoved.mp4"]
 
 
-@pytest.mark.ffmpeg
-async def test_a_sound_that_cannot_be_moved_leaves_the_file_as_captured(tmp_path, monkeypatch):
+def _captured(folder, parts: list[Path], *, duration: float, shift_ms: float):
+    """What a capture of `parts` (more than one: paused between them) hands finalize, 12 ms corrected by the
+    capture and `shift_ms` asked for the page's presentation."""
     from contract.protocol import Progress
     from contract.spec import RecordingSpec
-    from recorder.attempt import AttemptFolder
     from recorder.capture.captured import Captured
-    from recorder.finalize import stage
     from recorder.timings import Timings
+
+    return Captured(
+        folder=folder,
+        spec=RecordingSpec(url="https://example.com/", duration=duration),
+        capture_file=parts[0],
+        progress=Progress(),
+        timings=Timings(started=time.time()),
+        stop_reason="duration",
+        error=None,
+        blocked=None,
+        versions={},
+        av_offset_correction_ms=12.0,
+        audio_shift_ms=shift_ms,
+        capture_files=parts if len(parts) > 1 else [],
+    )
+
+
+@pytest.mark.ffmpeg
+async def test_a_sound_that_cannot_be_moved_leaves_the_file_as_captured(tmp_path, monkeypatch):
+    from recorder.attempt import AttemptFolder
+    from recorder.finalize import stage
 
     folder = AttemptFolder.under(tmp_path, "rec").create()
     capture = folder.capture(live=False)
@@ -209,35 +229,18 @@ async def test_a_sound_that_cannot_be_moved_leaves_the_file_as_captured(tmp_path
         return remux(capture, mp4, length=length)
 
     monkeypatch.setattr(stage, "remux_to_mp4", no_sound_to_move)
-    captured = Captured(
-        folder=folder,
-        spec=RecordingSpec(url="https://example.com/", duration=3),
-        capture_file=capture,
-        progress=Progress(),
-        timings=Timings(started=time.time()),
-        stop_reason="duration",
-        error=None,
-        blocked=None,
-        versions={},
-        av_offset_correction_ms=12.0,
-        audio_shift_ms=30.0,
-    )
-    finished = await stage.finalize(captured)
+    finished = await stage.finalize(_captured(folder, [capture], duration=3, shift_ms=30.0))
     assert finished.error is None and finished.mp4 == folder.media and folder.media.is_file()
     assert (finished.metadata.presentation_shift_ms, finished.metadata.av_offset_correction_ms) == (0.0, 12.0)
 
 
 @pytest.mark.ffmpeg
 async def test_a_paused_recording_s_joined_sound_is_moved_as_one_track(tmp_path):
-    from contract.protocol import Progress
-    from contract.spec import RecordingSpec
     from recorder.attempt import AttemptFolder
-    from recorder.capture.captured import Captured
     from recorder.finalize import stage
     from recorder.quality import analyze_file
     from recorder.quality.probe import probe
     from recorder.reference.media import make_sync_file
-    from recorder.timings import Timings
 
     clip = await asyncio.to_thread(make_sync_file, tmp_path / "clip.mp4", 8.0)  # beeps on their flashes
 
@@ -251,21 +254,7 @@ async def test_a_paused_recording_s_joined_sound_is_moved_as_one_track(tmp_path)
                  "-g", "15", "-c:a", "aac", str(part)],
                 check=True,
             )  # fmt: skip
-        captured = Captured(
-            folder=folder,
-            spec=RecordingSpec(url="https://example.com/", duration=8),
-            capture_file=parts[0],
-            progress=Progress(),
-            timings=Timings(started=time.time()),
-            stop_reason="duration",
-            error=None,
-            blocked=None,
-            versions={},
-            av_offset_correction_ms=12.0,
-            audio_shift_ms=shift_ms,
-            capture_files=parts,
-        )
-        return await stage.finalize(captured)
+        return await stage.finalize(_captured(folder, parts, duration=8, shift_ms=shift_ms))
 
     unmoved, moved = await finalized("unmoved", 0.0), await finalized("moved", 37.0)
     assert unmoved.mp4 is not None and moved.mp4 is not None and moved.error is None

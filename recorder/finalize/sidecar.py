@@ -50,8 +50,8 @@ class Sidecar(BaseModel):
     presentation_shift_ms: float = Field(
         default=0.0,
         description="how much earlier the remux moved the sound for that lateness (ms); part of"
-        " av_offset_correction_ms. 0 where no correction by it applies (a paused recording, a live upload,"
-        " an offset set by hand, a calibration without it)",
+        " av_offset_correction_ms. 0 where no correction by it applies (a live upload left as one file, an"
+        " offset set by hand, a calibration without it) or the move failed",
     )
     versions: dict[str, str]
     quality: QualityReport | None = None

@@ -324,10 +324,9 @@ async def test_a_paused_span_is_absent_from_the_one_file(settings, test_page, li
     flashes, offsets = markers(finished.mp4)
     before, after = offsets[flashes < cut], offsets[flashes > cut]
     assert len(before) >= 3 and len(after) >= 3, (flashes, cut)
-    assert np.all(np.abs(before) * 1000 <= SYNC_BOUND_MS) and np.all(np.abs(after) * 1000 <= SYNC_BOUND_MS), (
-        flashes,
-        offsets,
-    )
+    # Each side of the cut in sync once the 40 ms asked for is taken back out: the sound moved as one track.
+    unmoved = (offsets * 1000 + 40.0)[flashes < cut], (offsets * 1000 + 40.0)[flashes > cut]
+    assert all(np.all(np.abs(side) <= SYNC_BOUND_MS) for side in unmoved), (flashes, offsets)
 
     finished.complete(analyze=False)
     sidecar = json.loads(folder.metadata.read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -232,6 +233,20 @@ async def test_a_sound_that_cannot_be_moved_leaves_the_file_as_captured(tmp_path
     finished = await stage.finalize(_captured(folder, [capture], duration=3, shift_ms=30.0))
     assert finished.error is None and finished.mp4 == folder.media and folder.media.is_file()
     assert (finished.metadata.presentation_shift_ms, finished.metadata.av_offset_correction_ms) == (0.0, 12.0)
+
+    # Joined after a pause: the joined file stays as joined.
+    from recorder.quality.probe import probe
+
+    paused = AttemptFolder.under(tmp_path, "paused").create()
+    parts = [paused.capture_part(1, live=False), paused.capture_part(2, live=False)]
+    for part in parts:
+        await asyncio.to_thread(shutil.copyfile, folder.media, part)
+    finished = await stage.finalize(_captured(paused, parts, duration=6, shift_ms=30.0))
+    assert finished.error is None and finished.mp4 == paused.media
+    assert (finished.metadata.presentation_shift_ms, finished.metadata.av_offset_correction_ms) == (0.0, 12.0)
+    assert sorted(path.name for path in paused.media.parent.iterdir()) == [paused.media.name], "no part left"
+    joined = probe(paused.media)
+    assert joined.video is not None and joined.audio is not None and abs((joined.duration or 0) - 6.0) < 0.2
 
 
 @pytest.mark.ffmpeg

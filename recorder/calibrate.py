@@ -7,7 +7,7 @@ flash and beep together. Each recording is a new FFmpeg and a new page, so the p
 recordings (docs/recorder.md) average out over the runs instead of entering the stored offset, and the
 highest and the lowest run are left out, so that one far off does not move it. A run whose markers did not
 hold one offset (the file stepped by a frame between them) measured neither of its two: it is recorded and
-stored, but counted only when too few runs held (`STEADY_STD_MS`), and another run is made in its place, up
+stored, but counted only when too few runs held (`calibration.STEADY_STD_MS`), and another run is made in its place, up
 to twice the runs asked for.
 
 Each run also reads how late its page load presented the clip (recorder.source.presentation). What a file

@@ -124,11 +124,6 @@ def av_offset_ms(settings: RecorderSettings) -> float:
     return in_force(settings).av_offset_ms
 
 
-def on_time_offset_ms(settings: RecorderSettings) -> float | None:
-    """InForce.on_time_offset_ms alone."""
-    return in_force(settings).on_time_offset_ms
-
-
 def current(settings: RecorderSettings) -> Calibration | None:
     """The calibration stored for this machine's key; else one made by hand by an older version (no key)."""
     saved = load(calibration_path(settings))

@@ -423,9 +423,9 @@ async def test_a_calibration_records_every_run_it_is_asked_for_and_stores_them_a
     assert calibration.av_offset_ms(settings) == saved.av_offset_ms
     # By presentation, five runs saw it: needed + lateness 30, 33, 36, 39 and 42; their median.
     assert saved.on_time_offset_ms == pytest.approx(36.0)
-    assert calibration.on_time_offset_ms(settings) == saved.on_time_offset_ms
+    assert calibration.in_force(settings).on_time_offset_ms == saved.on_time_offset_ms
     pinned = settings.model_copy(update={"av_offset_ms": 4.0})
-    assert calibration.on_time_offset_ms(pinned) is None, "an offset set by hand is taken as it is"
+    assert calibration.in_force(pinned).on_time_offset_ms is None, "an offset set by hand is taken as it is"
 
 
 async def test_a_calibration_run_that_stepped_within_its_file_is_made_again_and_left_out(tmp_path, monkeypatch):

@@ -2,8 +2,9 @@
 
 The encoder settings map onto the recorder's own settings (RECORDER_PRESET, RECORDER_CRF,
 RECORDER_ENCODER_THREADS). `xvfb_glx` puts back the GL extension the recorder's Xvfb leaves out
-(recorder.source.display.EXTENSIONS_OFF). Chromium's flags come as a named set, adjusted with
---chromium-add/--chromium-drop:
+(recorder.source.display.EXTENSIONS_OFF). `grab_pixel_format` is how the paced grab hands pictures to
+FFmpeg (recorder.capture.grabber.PIXEL_FORMAT: I420 converted by libyuv, or BGR0 for FFmpeg to convert).
+Chromium's flags come as a named set, adjusted with --chromium-add/--chromium-drop:
 
 - `ours`: the recorder's flags as shipped (recorder.source.browser.CHROMIUM_ARGS);
 - `naive`: only what a faithful capture needs (kiosk at 0,0, autoplay, media prompts accepted), every other
@@ -44,6 +45,7 @@ class CaptureOptions:
     screen_mode: bool = False
     grabber: str = "damage"
     xvfb_glx: bool = False
+    grab_pixel_format: str = "I420"  # recorder.capture.grabber.PIXEL_FORMAT
     flag_set: str = "ours"
     chromium_add: tuple[str, ...] = field(default_factory=tuple)
     chromium_drop: tuple[str, ...] = field(default_factory=tuple)
@@ -92,6 +94,12 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--screen-mode", choices=("on", "off"), default=None, help="the screen mode at the capture rate")
     group.add_argument("--grabber", choices=("x11grab", "damage"), default=None, help="the screen grab")
     group.add_argument("--xvfb-glx", action="store_true", help="Xvfb with its GL extension, as before")
+    group.add_argument(
+        "--grab-pixel-format",
+        choices=("I420", "BGR0"),
+        default="I420",
+        help="how the paced grab hands pictures to FFmpeg (BGR0: FFmpeg converts them, as before)",
+    )
     group.add_argument("--threads", type=int, default=None, help="encoder threads (default: the recorder's, 1)")
     group.add_argument("--flags", dest="flag_set", choices=sorted(FLAG_SETS), default="ours", help="Chromium flag set")
     group.add_argument("--chromium-add", action="append", default=[], metavar="FLAG", help="add a Chromium flag")
@@ -115,6 +123,7 @@ def capture_options(args: argparse.Namespace) -> CaptureOptions:
         screen_mode=shipped.screen_mode if args.screen_mode is None else args.screen_mode == "on",
         grabber=args.grabber or shipped.grabber,
         xvfb_glx=args.xvfb_glx,
+        grab_pixel_format=args.grab_pixel_format,
         flag_set=args.flag_set,
         chromium_add=tuple(args.chromium_add),
         chromium_drop=tuple(args.chromium_drop),

@@ -46,6 +46,11 @@ LEVERS: tuple[Lever, ...] = (
     Lever("screen-30hz", "the screen mode: Chromium draws at the capture rate", {"screen_mode": True}),
     Lever("x11grab", "FFmpeg's own grab on its own clock (RECORDER_GRABBER=x11grab)", {"grabber": "x11grab"}),
     Lever(
+        "grab-bgr0",
+        "the paced grab hands FFmpeg the screen's BGR0 and FFmpeg's swscale converts it, as before",
+        {"grab_pixel_format": "BGR0"},
+    ),
+    Lever(
         "encoder-before",
         "the encoder shipped before: veryfast, CRF 23, no extra parameters",
         {"preset": "veryfast", "crf": 23, "x264_params": ""},

@@ -46,12 +46,14 @@ def emit(event: str, **data: Any) -> None:
 
 
 def _apply_process_flags(options: CaptureOptions) -> None:
-    """Chromium's flags and Xvfb's extensions are the modules' own lists, not settings."""
+    """Chromium's flags, Xvfb's extensions and the grab's pixel format are the modules' own, not settings."""
+    from recorder.capture import grabber
     from recorder.source import browser, display
 
     browser.CHROMIUM_ARGS = options.chromium_flags()
     if options.xvfb_glx:
         display.EXTENSIONS_OFF = tuple(name for name in display.EXTENSIONS_OFF if name != "GLX")
+    grabber.PIXEL_FORMAT = options.grab_pixel_format
 
 
 async def _wait_for_go() -> bool:

@@ -12,6 +12,7 @@ PACKAGES=(
   xvfb                # virtual X display the browser renders into
   x11-xserver-utils   # xrandr: the display's mode at the capture rate (recorder/source/display.py)
   libxcb1             # the grab paced by the page talks to the display through it (xcffib)
+  libyuv0             # the grab converts each picture to I420 with it (recorder/capture/grabber.py)
   pulseaudio          # per-recording null sinks
   pulseaudio-utils    # pactl, for operators debugging a worker
   ffmpeg              # capture, remux, probe, analysis

@@ -30,12 +30,17 @@ While FFmpeg keeps up, every slot is sent. When it falls behind, a slot that wou
 picture is not sent (FFmpeg's constant frame rate repeats it, as it does for x11grab), so an overloaded
 encoder is not also made to read and convert repeats, and the backlog cannot grow without end.
 
+Pictures go to FFmpeg as I420 (YUV 4:2:0, what the encoder takes), converted from the screen's BGR0 by
+libyuv as each is taken: 0.4-0.6 ms a 720p picture, where FFmpeg's swscale spent about 5 ms, and libyuv's
+average of each 2x2 block's colour is closer to the page's pictures than swscale's default filter
+(docs/benchmarks.md, "The colour conversion"). The pipe carries 1.5 bytes a pixel instead of 4.
+
 Two threads keep the slots on time when FFmpeg reads late. One takes pictures and seals slots on the
-grid; a sealed slot is a reference to a picture in a small ring of shared-memory images. The other hands
-sealed slots to the pipe with vmsplice, which lends the image's pages to the pipe instead of copying
-them (a copy of every 720p frame cost 0.02 cores), so an image stays untouched until the pipe has passed
-it on. When FFmpeg falls so far behind that no image is free, the next picture waits for one: a slot
-never holds a picture taken after its own time to take one.
+grid; a sealed slot is a reference to a picture in a small ring of images. The other hands sealed slots
+to the pipe with vmsplice, which lends the image's pages to the pipe instead of copying them (a copy of
+every 720p frame cost 0.02 cores), so an image stays untouched until the pipe has passed it on. When
+FFmpeg falls so far behind that no image is free, the next picture waits for one: a slot never holds a
+picture taken after its own time to take one.
 """
 
 from __future__ import annotations
@@ -94,7 +99,13 @@ FOLLOW_SLACK = 0.3  # a video's rhythm lost this long past a window's length: th
 FOLLOW_SLACK_BACK = 0.003  # how far past half a frame (tick) the pictures follow before going a whole one back
 FOLLOW_JUMP_DRAWS = 3  # a video's newest draws that, all on the pictures' times, tell it moved to its other tick
 
+# How pictures go to FFmpeg: "I420", converted as they are taken (above); "BGR0", the screen's own pixels,
+# converted by FFmpeg (what the recorder did before; `python -m bench levers --levers grab-bgr0`).
+PIXEL_FORMAT = "I420"
+FOURCC = {"I420": b"I420", "BGR0": b"BGR\x00"}  # Matroska's ColourSpace for an uncompressed track
+
 _IPC_PRIVATE, _IPC_CREAT, _IPC_RMID = 0, 0o1000, 0
+_PROT_READ_WRITE, _MAP_PRIVATE_ANONYMOUS = 0x1 | 0x2, 0x02 | 0x20
 _F_SETPIPE_SZ, _F_GETPIPE_SZ = 1031, 1032
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.shmget.argtypes = (ctypes.c_int, ctypes.c_size_t, ctypes.c_int)
@@ -102,6 +113,9 @@ _libc.shmat.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
 _libc.shmat.restype = ctypes.c_void_p
 _libc.shmdt.argtypes = (ctypes.c_void_p,)
 _libc.shmctl.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 
 
 class _IoVec(ctypes.Structure):
@@ -137,9 +151,16 @@ def _uint(ident: bytes, value: int) -> bytes:
     return _element(ident, value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
 
 
-def stream_header(width: int, height: int) -> bytes:
-    """EBML header, an open Segment, Info (microsecond ticks) and one uncompressed video track of BGR0 (a
-    24-bit X screen in 32-bit pixels, little-endian)."""
+def frame_size(width: int, height: int, pixel_format: str) -> int:
+    """Bytes of one picture: I420 is a full-size Y plane and two planes of half the width and height."""
+    if pixel_format == "BGR0":
+        return width * height * 4
+    return width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
+
+
+def stream_header(width: int, height: int, pixel_format: str = PIXEL_FORMAT) -> bytes:
+    """EBML header, an open Segment, Info (microsecond ticks) and one uncompressed video track of I420, or
+    of BGR0 (a 24-bit X screen in 32-bit pixels, little-endian)."""
     ebml = _element(
         b"\x1a\x45\xdf\xa3",
         _uint(b"\x42\x86", 1)
@@ -151,7 +172,7 @@ def stream_header(width: int, height: int) -> bytes:
         + _uint(b"\x42\x85", 2),
     )
     info = _element(b"\x15\x49\xa9\x66", _uint(b"\x2a\xd7\xb1", 1000) + _element(b"\x4d\x80", b"recorder"))
-    picture = _uint(b"\xb0", width) + _uint(b"\xba", height) + _element(b"\x2e\xb5\x24", b"BGR\x00")
+    picture = _uint(b"\xb0", width) + _uint(b"\xba", height) + _element(b"\x2e\xb5\x24", FOURCC[pixel_format])
     track = _uint(b"\xd7", 1) + _uint(b"\x73\xc5", 1) + _uint(b"\x83", 1) + _element(b"\x86", b"V_UNCOMPRESSED")
     tracks = _element(b"\x16\x54\xae\x6b", _element(b"\xae", track + _element(b"\xe0", picture)))
     return ebml + b"\x18\x53\x80\x67" + _UNKNOWN_SIZE + info + tracks
@@ -191,6 +212,59 @@ class _SharedImage:
         if self.address is not None:
             _libc.shmdt(self.address)
             self.address = None
+
+
+class _PrivateImage:
+    """One converted picture's worth of page-aligned memory of this process alone, lent to the pipe as a
+    shared image is."""
+
+    xid = 0  # never attached to the X server
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.queued = 0
+        address = _libc.mmap(None, size, _PROT_READ_WRITE, _MAP_PRIVATE_ANONYMOUS, -1, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            raise GrabberError(f"mmap failed: {os.strerror(ctypes.get_errno())}")
+        self.address: int | None = address
+
+    def close(self) -> None:
+        if self.address is not None:
+            _libc.munmap(self.address, self.size)
+            self.address = None
+
+
+_Picture = _SharedImage | _PrivateImage
+
+
+class ToI420:
+    """The screen's BGR0 (libyuv's ARGB: B, G, R, X in memory) to I420 (BT.601, limited range, as FFmpeg's
+    swscale converted it before) with libyuv, whose call lets go of the GIL."""
+
+    def __init__(self, width: int, height: int) -> None:
+        try:
+            library = ctypes.CDLL("libyuv.so.0")
+        except OSError as exc:
+            raise GrabberError(
+                f"libyuv (libyuv.so.0) is missing ({exc}): install libyuv0, as scripts/install-system-deps.sh "
+                "does; RECORDER_GRABBER=x11grab records without it"
+            ) from exc
+        self._convert = library.ARGBToI420
+        self._convert.argtypes = (ctypes.c_void_p, ctypes.c_int) * 4 + (ctypes.c_int, ctypes.c_int)
+        self._convert.restype = ctypes.c_int
+        self.width, self.height = width, height
+        half = (width + 1) // 2
+        self._strides = (width * 4, width, half, half)
+        self._u_at = width * height
+        self._v_at = self._u_at + half * ((height + 1) // 2)
+
+    def __call__(self, source: int, target: int) -> None:
+        bgr, y, u, v = self._strides
+        code = self._convert(
+            source, bgr, target, y, target + self._u_at, u, target + self._v_at, v, self.width, self.height
+        )
+        if code != 0:
+            raise GrabberError(f"libyuv could not convert a {self.width}x{self.height} picture ({code})")
 
 
 def _phase(times: list[float], period: float) -> tuple[float, float]:
@@ -263,8 +337,10 @@ class ScreenGrabber:
         settle: float = PHASE_SETTLE,
         presentation_phase: float | None = None,
         phase_seen_at: float | None = None,
+        pixel_format: str | None = None,
     ) -> None:
         """`settle`: the longest `place_grid` waits for the page's drawing to settle into a rhythm.
+        `pixel_format`: how pictures go to FFmpeg, PIXEL_FORMAT unless said.
         `presentation_phase`: where this display's browser was seen presenting this page's video at this
         rate by the part before (monotonic seconds modulo the frame interval), at `phase_seen_at`
         (monotonic): placed by at once while the page has no rhythm, if seen within PHASE_HOLDS."""
@@ -278,7 +354,10 @@ class ScreenGrabber:
         # moved for it. None: not known.
         self.stamp_delay: float | None = None
         self.period = 1.0 / fps
-        self.frame_bytes = width * height * 4
+        self.pixel_format = pixel_format or PIXEL_FORMAT
+        if self.pixel_format not in FOURCC:
+            raise ValueError(f"pixel format {self.pixel_format!r}: one of {sorted(FOURCC)}")
+        self.frame_bytes = frame_size(width, height, self.pixel_format)
         self.t0: float | None = None  # the first slot, unix time
         self.slots_written = 0
         self.pictures = 0  # pictures taken (one per reported change at most)
@@ -286,10 +365,13 @@ class ScreenGrabber:
         self.skipped = 0  # repeats not sent while FFmpeg was behind
         self.error: str | None = None
         self._conn: xcffib.Connection | None = None
-        self._images: list[_SharedImage] = []
-        self._current: _SharedImage | None = None  # the newest picture
-        self._sealed: deque[tuple[int, _SharedImage]] = deque()  # (slot, picture) sealed, in order
-        self._lent: deque[_SharedImage] = deque()  # the last images handed to the pipe, maybe still in it
+        # The ring of pictures; with I420 the screen is taken into `_screen` and converted into one of them.
+        self._images: list[_Picture] = []
+        self._screen: _SharedImage | None = None
+        self._to_i420: ToI420 | None = None
+        self._current: _Picture | None = None  # the newest picture
+        self._sealed: deque[tuple[int, _Picture]] = deque()  # (slot, picture) sealed, in order
+        self._lent: deque[_Picture] = deque()  # the last images handed to the pipe, maybe still in it
         self._lend_depth = 1
         self._state = threading.Condition()
         self._sealing_done = False
@@ -434,9 +516,18 @@ class ScreenGrabber:
         # The pipe may still hold the tail of the last images handed to it (up to PIPE_BYTES): those, the
         # newest picture and one to take the next into must all be there at once.
         self._lend_depth = math.ceil(PIPE_BYTES / self.frame_bytes) + 1
-        for _ in range(self._lend_depth + 2):
-            image = _SharedImage(self.frame_bytes)
-            self._images.append(image)
+        if self.pixel_format == "I420":
+            self._to_i420 = ToI420(self.width, self.height)
+            self._screen = _SharedImage(self.width * self.height * 4)
+            for _ in range(self._lend_depth + 2):
+                self._images.append(_PrivateImage(self.frame_bytes))
+            taken_into: list[_SharedImage] = [self._screen]
+        else:
+            taken_into = []
+            for _ in range(self._lend_depth + 2):
+                taken_into.append(_SharedImage(self.frame_bytes))
+                self._images.append(taken_into[-1])
+        for image in taken_into:
             image.xid = conn.generate_id()
             try:
                 shm.Attach(image.xid, image.shmid, False, is_checked=True).check()
@@ -447,7 +538,7 @@ class ScreenGrabber:
         damage.Create(self._damage, self._root, xcffib.damage.ReportLevel.NonEmpty, is_checked=True).check()
         conn.flush()
 
-    def _free_image(self) -> _SharedImage | None:
+    def _free_image(self) -> _Picture | None:
         with self._state:
             for image in self._images:
                 if image is not self._current and not image.queued and image not in self._lent:
@@ -462,6 +553,7 @@ class ScreenGrabber:
         if image is None:
             self.waits += 1
             return
+        taken_into = self._screen or image
         self._conn(xcffib.damage.key).Subtract(self._damage, 0, 0)
         self._conn(xcffib.shm.key).GetImage(
             self._root,
@@ -471,9 +563,12 @@ class ScreenGrabber:
             self.height,
             0xFFFFFFFF,
             xcffib.xproto.ImageFormat.ZPixmap,
-            image.xid,
+            taken_into.xid,
             0,
         ).reply()
+        if self._to_i420 is not None:
+            assert taken_into.address is not None and image.address is not None
+            self._to_i420(taken_into.address, image.address)
         with self._state:
             self._current = image
         self.pictures += 1
@@ -720,7 +815,7 @@ class ScreenGrabber:
     def _run_feed(self) -> None:
         assert self._fd is not None
         try:
-            self._write_bytes(stream_header(self.width, self.height))
+            self._write_bytes(stream_header(self.width, self.height, self.pixel_format))
             while True:
                 with self._state:
                     while not self._sealed and not self._sealing_done and not self._halt.is_set():
@@ -759,7 +854,7 @@ class ScreenGrabber:
             except InterruptedError:
                 continue
 
-    def _hand_over(self, image: _SharedImage) -> None:
+    def _hand_over(self, image: _Picture) -> None:
         """The image into the pipe: its pages lent (vmsplice), or copied where lending is not possible."""
         assert self._fd is not None and image.address is not None
         done = 0
@@ -789,16 +884,20 @@ class ScreenGrabber:
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 # Detached before leaving, and a round trip, so the segments are gone when this returns.
-                for image in self._images:
-                    if image.xid:
-                        self._conn(xcffib.shm.key).Detach(image.xid)
+                for image in self._attached():
+                    self._conn(xcffib.shm.key).Detach(image.xid)
                 self._conn.core.GetInputFocus().reply()
             with contextlib.suppress(Exception):
                 self._conn.disconnect()
             self._conn = None
-        for image in self._images:
+        for image in [*self._images, *([self._screen] if self._screen else [])]:
             image.close()
-        self._images = []
+        self._images, self._screen = [], None
+
+    def _attached(self) -> list[_SharedImage]:
+        """The shared images the X server writes pictures into."""
+        images = [self._screen] if self._screen is not None else self._images
+        return [image for image in images if isinstance(image, _SharedImage) and image.xid]
 
     def close(self) -> None:
         """For a grabber opened but never started."""

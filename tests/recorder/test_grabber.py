@@ -1,10 +1,11 @@
 """The screen grab paced by the page (recorder/capture/grabber.py), on a real Xvfb.
 
 A drawer paints the screen a new grey level every 1/30 s around a fixed phase, a few ms early or late, as
-Chromium draws. The grabber places its grid half a frame from the draws and each slot carries the next
-level: no picture twice, none skipped (a grid on the draws themselves fails this, half the draws landing
-after their slot). Slots come at the capture rate whatever the content, the pipe ends at the slot asked for, and
-nothing of the grabber (thread, shared memory, pipe) outlives it, even when its reader stops reading.
+Chromium draws (levels two apart, so each stays its own in the I420 pictures' luma). The grabber places its
+grid half a frame from the draws and each slot carries the next level: no picture twice, none skipped (a grid
+on the draws themselves fails this, half the draws landing after their slot). Slots come at the capture rate
+whatever the content, the pipe ends at the slot asked for, and nothing of the grabber (thread, shared memory,
+pipe) outlives it, even when its reader stops reading.
 """
 
 from __future__ import annotations
@@ -23,15 +24,20 @@ import pytest
 import xcffib
 import xcffib.xproto
 
+from recorder.capture import grabber as grabber_module
 from recorder.capture.command import CaptureSettings
 from recorder.capture.ffmpeg import Capture
 from recorder.capture.grabber import (
+    BEHIND_SLOTS,
     FOLLOW_SLACK_BACK,
     PHASE_HOLDS,
     PHASE_SETTLE,
     PHASE_WINDOW,
+    PIPE_BYTES,
     START_MARGIN,
+    GrabberError,
     ScreenGrabber,
+    frame_size,
     stream_header,
 )
 from recorder.source.display import Display
@@ -39,7 +45,17 @@ from tests.support.leaks import own_segments
 
 WIDTH, HEIGHT, FPS = 320, 240, 30
 PERIOD = 1.0 / FPS
-FRAME = WIDTH * HEIGHT * 4
+FRAME = frame_size(WIDTH, HEIGHT, "I420")
+LEVELS = 128  # grey levels the drawer cycles through, 2 apart (0, 2, ... 254)
+
+
+def level_of(frame: bytes) -> int:
+    """The drawer's level from the first pixel's luma (BT.601, limited range: grey g is 16 + 219 g / 255)."""
+    return round((frame[0] - 16) * 255 / 219 / 2) % LEVELS
+
+
+def step(a: int, b: int) -> int:
+    return (b - a) % LEVELS
 
 
 @pytest.fixture
@@ -80,7 +96,7 @@ class Drawer:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def fill(self, level: int) -> None:
-        grey = level & 0xFF
+        grey = 2 * (level % LEVELS)
         self.conn.core.ChangeGC(self.gc, xcffib.xproto.GC.Foreground, [grey << 16 | grey << 8 | grey])
         self.conn.core.PolyFillRectangle(
             self.root, self.gc, 1, [xcffib.xproto.RECTANGLE.synthetic(0, 0, WIDTH, HEIGHT)]
@@ -115,11 +131,12 @@ class Drawer:
         self.conn.disconnect()
 
 
-def read_frames(fd: int) -> Iterator[tuple[float, bytes]]:
+def read_frames(fd: int, pixel_format: str = "I420") -> Iterator[tuple[float, bytes]]:
     """(seconds from the first slot, frame) from the grabber's Matroska stream until it ends: the stream
     header, then per frame a Cluster (unknown size, its Timecode) and one SimpleBlock."""
     with os.fdopen(fd, "rb") as pipe:
-        header = stream_header(WIDTH, HEIGHT)
+        header = stream_header(WIDTH, HEIGHT, pixel_format)
+        frame_bytes = frame_size(WIDTH, HEIGHT, pixel_format)
         assert pipe.read(len(header)) == header
         while head := pipe.read(4 + 8 + 1):  # Cluster id, unknown size, Timecode id
             assert head[:4] == b"\x1f\x43\xb6\x75" and head[12] == 0xE7, head
@@ -129,9 +146,9 @@ def read_frames(fd: int) -> Iterator[tuple[float, bytes]]:
             first = pipe.read(1)[0]
             width = 8 - first.bit_length() + 1  # the size's own length, from its leading bit
             size = int.from_bytes(bytes([first & (0xFF >> width)]) + pipe.read(width - 1), "big")
-            assert size == 4 + FRAME and pipe.read(4) == b"\x81\x00\x00\x80"
-            frame = pipe.read(FRAME)
-            if len(frame) < FRAME:
+            assert size == 4 + frame_bytes and pipe.read(4) == b"\x81\x00\x00\x80"
+            frame = pipe.read(frame_bytes)
+            if len(frame) < frame_bytes:
                 return
             yield ticks / 1e6, frame
 
@@ -174,8 +191,8 @@ async def test_each_slot_carries_the_next_picture_on_a_grid_between_the_draws(di
     assert not grabber.running and grabber.error is None
     # Every slot, each stamped with its place on the grid (the reader keeps up: no repeat is left out).
     assert on_the_grid(frames) == list(range(round(seconds * FPS)))
-    levels = [frame[0] for _, frame in frames]  # the blue byte of the first pixel
-    steps = [(b - a) % 256 for a, b in itertools.pairwise(levels)]
+    levels = [level_of(frame) for _, frame in frames]
+    steps = [step(a, b) for a, b in itertools.pairwise(levels)]
     off_beat = sum(step != 1 for step in steps)
     # One picture per slot; a loaded machine may delay a draw past the half frame now and then.
     assert off_beat <= len(steps) // 10, steps
@@ -382,7 +399,10 @@ async def test_an_end_asked_for_late_ends_the_stream_at_its_slot(display: str, r
     slots = on_the_grid(frames)
     assert slots == sorted(set(slots))
     if reader == "stalled":
-        assert grabber.skipped > 10 and len(slots) < 10, "the reader kept up: no repeat was left out"
+        # What the pipe holds, the frame the feed is blocked in, the slots sealed before repeats were left
+        # out, and the last one.
+        held = PIPE_BYTES // FRAME + 1 + BEHIND_SLOTS + 1
+        assert grabber.skipped > 10 and len(slots) <= held, "the reader kept up: no repeat was left out"
         assert slots[-1] == math.ceil((until - t0) * FPS) - 1  # the last slot before the end asked for
     else:
         assert slots == list(range(len(slots)))
@@ -394,6 +414,61 @@ async def test_a_display_that_is_not_there_is_a_clear_error():
     grabber = ScreenGrabber(":4242", WIDTH, HEIGHT, FPS)
     with pytest.raises(Exception, match=":4242"):
         grabber.open()
+
+
+@pytest.mark.media
+@pytest.mark.parametrize(
+    ("rgb", "yuv"),
+    [((255, 0, 0), (82, 90, 240)), ((0, 0, 255), (41, 240, 110)), ((255, 255, 255), (235, 128, 128))],
+    ids=["red", "blue", "white"],
+)
+async def test_pictures_reach_ffmpeg_in_the_colours_the_screen_showed(
+    display: str, rgb: tuple[int, int, int], yuv: tuple[int, int, int]
+):
+    # BT.601 limited range, as FFmpeg's own conversion gave: a swap of red and blue, or a full-range or BT.709
+    # matrix, moves these by far more than the margin.
+    segments_before = own_segments()
+    with Drawer(display, phase=0.0) as drawer:
+        drawer.halt.set()
+        drawer.thread.join(2)
+        red, green, blue = rgb
+        drawer.conn.core.ChangeGC(drawer.gc, xcffib.xproto.GC.Foreground, [red << 16 | green << 8 | blue])
+        drawer.conn.core.PolyFillRectangle(
+            drawer.root, drawer.gc, 1, [xcffib.xproto.RECTANGLE.synthetic(0, 0, WIDTH, HEIGHT)]
+        )
+        drawer.conn.core.GetInputFocus().reply()
+        grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
+        grabber.open()
+        pictures = await grab_pictures(grabber, 0.2)
+    y_plane = WIDTH * HEIGHT
+    assert pictures
+    for picture in pictures:
+        luma, u, v = picture[0], picture[y_plane], picture[y_plane + y_plane // 4]
+        assert all(abs(got - want) <= 2 for got, want in zip((luma, u, v), yuv, strict=True)), (luma, u, v)
+        assert len(set(picture[:y_plane])) == 1  # the whole screen, one colour
+    assert own_segments() <= segments_before
+
+
+@pytest.mark.media
+async def test_a_machine_without_libyuv_is_told_what_to_install(display: str, monkeypatch: pytest.MonkeyPatch):
+    real = grabber_module.ctypes.CDLL
+
+    def without_libyuv(name: str, *args: object, **kwargs: object) -> object:
+        if "libyuv" in name:
+            raise OSError(f"{name}: cannot open shared object file")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(grabber_module.ctypes, "CDLL", without_libyuv)
+    grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
+    with pytest.raises(GrabberError, match="install libyuv0") as failed:
+        grabber.open()
+    assert "RECORDER_GRABBER=x11grab" in str(failed.value)
+    grabber.close()
+    # The screen's own pixels need no libyuv: FFmpeg converts them.
+    bgr = ScreenGrabber(display, WIDTH, HEIGHT, FPS, pixel_format="BGR0")
+    bgr.open()
+    frames = await grab_pictures(bgr, 0.2, pixel_format="BGR0")
+    assert frames and all(len(frame) == WIDTH * HEIGHT * 4 for frame in frames)
 
 
 # -- how the capture uses the grab (recorder/capture/ffmpeg.py) -----------------------------------------
@@ -459,21 +534,26 @@ class TickDrawer(Drawer):
             self.fill(self.level)
 
 
-async def grab_for(grabber: ScreenGrabber, seconds: float) -> list[int]:
-    """Place the grid, send `seconds` of slots to a reader that keeps up, and give each slot's grey level."""
+async def grab_pictures(grabber: ScreenGrabber, seconds: float, pixel_format: str = "I420") -> list[bytes]:
+    """Place the grid and send `seconds` of slots to a reader that keeps up: each slot's picture."""
     t0 = grabber.place_grid()
     read_fd, write_fd = os.pipe()
     grabber.start(write_fd)
     grabber.end_at(t0 + seconds)
-    frames = await asyncio.to_thread(lambda: list(read_frames(read_fd)))
+    frames = await asyncio.to_thread(lambda: list(read_frames(read_fd, pixel_format)))
     grabber.join(5)
     assert not grabber.running and grabber.error is None
     assert on_the_grid(frames) == list(range(round(seconds * FPS)))
-    return [frame[0] for _, frame in frames]
+    return [frame for _, frame in frames]
+
+
+async def grab_for(grabber: ScreenGrabber, seconds: float) -> list[int]:
+    """Each slot's grey level over `seconds` (grab_pictures)."""
+    return [level_of(frame) for frame in await grab_pictures(grabber, seconds)]
 
 
 def off_beats(levels: list[int]) -> int:
-    return sum((b - a) % 256 != 1 for a, b in itertools.pairwise(levels))
+    return sum(step(a, b) != 1 for a, b in itertools.pairwise(levels))
 
 
 @pytest.mark.media
@@ -488,7 +568,7 @@ async def test_pictures_follow_a_video_drawn_a_little_faster_than_the_grid_skipp
         grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
         grabber.open()
         levels = await grab_for(grabber, 6.0)
-    steps = [(b - a) % 256 for a, b in itertools.pairwise(levels)]
+    steps = [step(a, b) for a, b in itertools.pairwise(levels)]
     # The video has 6 s x 6 ms/s = 1.1 frames more than the grid: one is skipped, once the pictures have
     # followed it half a frame and 3 ms from their slots, and no picture repeats (a loaded machine may
     # draw one late: a repeat and a skip more).
@@ -506,7 +586,7 @@ async def test_pictures_follow_a_video_slower_than_the_grid_across_its_jumps_to_
         grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
         grabber.open()
         levels = await grab_for(grabber, 8.0)
-    steps = [(b - a) % 256 for a, b in itertools.pairwise(levels)]
+    steps = [step(a, b) for a, b in itertools.pairwise(levels)]
     # 8 s x 0.2 frames/s: one or two repeats are the video's own, as the pictures go back at every other
     # jump. A jump is seen only once its draws are on the pictures' times: at each (three or four), a
     # picture or two may come a slot late (a repeat, then a skip).
@@ -523,7 +603,7 @@ async def test_pictures_stay_half_a_tick_from_drifting_60_hz_draws(display: str)
         grabber = ScreenGrabber(display, WIDTH, HEIGHT, FPS)
         grabber.open()
         levels = await grab_for(grabber, 6.0)
-    steps = [(b - a) % 256 for a, b in itertools.pairwise(levels)]
+    steps = [step(a, b) for a, b in itertools.pairwise(levels)]
     # Each tick back towards the slots (the first after 11.3 ms of drift, then every 16.7 ms: at 1.9 and
     # 4.7 s here, every 7 minutes on Chromium) skips a tick: a step of three, then two again. A loaded
     # machine may draw a tick late now and then: a step of one, then three.

@@ -18,9 +18,16 @@ says otherwise, no audio), reading the raw frames and converting BGR to YUV as t
 - quality: SSIM and PSNR of each output against the lossless clip. The reference is converted to yuv420p
   first, so both sides share the chroma subsampling and only the encoder's loss is measured (the
   conversion's own loss, which every candidate shares, is not). Frames are paired by timestamp from zero.
-  The reference is converted with FFmpeg's default swscale flags (bicubic), so an `sws-*` candidate's
-  figures also count how far its cheaper conversion strays from that; it gets a second pair against the
-  clip converted with its own flags, which is its encoder's loss alone.
+  The reference is converted with FFmpeg's default swscale flags (bicubic), so an `sws-*` or `via`
+  candidate's figures also count how far its cheaper conversion strays from that; it gets a second pair
+  against the clip converted as it converts, which is its encoder's loss alone.
+- quality in full colour: SSIM and PSNR against the lossless clip in 4:4:4, the encoded file's colour
+  brought back up to 4:4:4 alike for every candidate. This counts the conversion's loss as well as the
+  encoder's, measured against the page's own pictures rather than against one way of subsampling them,
+  so it is the figure that judges a cheaper conversion.
+- `libyuv` candidates read the clip converted to I420 beforehand with the paced grab's own converter
+  (recorder.capture.grabber.ToI420), as the recorder hands FFmpeg its pictures; their cores add that
+  conversion's CPU time, measured apart once per round (`convert-libyuv` is the conversion alone).
 - size in bytes and bitrate in kbit/s of each output, and x264's own options string (written in the stream),
   as the difference from `today`: a lever that is already the preset's default changes nothing.
 
@@ -33,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import functools
 import math
 import os
@@ -51,10 +59,13 @@ from typing import Any, Literal
 from bench import machine, page
 from bench.results import write_result
 from recorder.capture.command import CaptureSettings, video_encode_options
+from recorder.capture.grabber import frame_size
 from recorder.procs import preexec_die_with_parent
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
 SETTLE_S = 1.0  # after the page is ready, before the grab: the tiles are playing
+# To 4:4:4 for the full-colour measure, with every bit of accuracy swscale has.
+UP_TO_444 = "scale=flags=bicubic+accurate_rnd+full_chroma_int,format=yuv444p"
 LEAN = "rc-lookahead=0:bframes=0:ref=1:me=dia:subme=1:trellis=0:aq-mode=0"
 LEAN_WITH_AQ = "rc-lookahead=0:bframes=0:ref=1:me=dia:subme=1:trellis=0"  # the same, adaptive quantization kept
 
@@ -71,6 +82,12 @@ class Candidate:
     x264_params: str | None = None
     threads: int = 1
     sws_flags: str | None = None  # the BGR -> yuv420p conversion's; None: FFmpeg's default (bicubic)
+    # A pixel format the picture passes through on its way to yuv420p: bgr24 takes swscale's unscaled
+    # BGR24 -> YUV 4:2:0 converter, which reads one of each 2x2 block's pixels for its colour.
+    via: str | None = None
+    # "libyuv": the clip converted to I420 before FFmpeg reads it, as the paced grab converts each picture;
+    # its cores include the conversion's, measured apart.
+    converter: Literal["swscale", "libyuv"] = "swscale"
     input_args: tuple[str, ...] = ()
     output_args: tuple[str, ...] = ()
     stage: Stage = "encode"
@@ -78,6 +95,16 @@ class Candidate:
     @property
     def encodes(self) -> bool:
         return self.stage == "encode"
+
+    @property
+    def own_conversion(self) -> bool:
+        """Converts otherwise than the reference does, so its encoder's loss alone needs a reference of its own."""
+        return bool(self.sws_flags or self.via or self.converter == "libyuv")
+
+
+def to_yuv420p(via: str | None) -> str:
+    """The filter chain from the grab's BGR to the encoder's yuv420p."""
+    return (f"format={via}," if via else "") + "format=yuv420p"
 
 
 # The recorder's default first; `ref1` and `trellis0` are veryfast's own values (controls for the noise).
@@ -110,6 +137,13 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("sws-fast-bilinear", sws_flags="fast_bilinear"),
     Candidate("sws-bilinear", sws_flags="bilinear"),
     Candidate("sws-accurate", sws_flags="bicubic+accurate_rnd"),
+    Candidate("sws-neighbor", sws_flags="neighbor"),
+    Candidate("convert-via-bgr24", stage="convert", via="bgr24"),
+    Candidate("convert-neighbor", stage="convert", sws_flags="neighbor"),
+    Candidate("shipped-neighbor", preset="ultrafast", crf=26, x264_params="cabac=1:deblock=1", sws_flags="neighbor"),
+    Candidate("convert-libyuv", stage="convert", converter="libyuv"),
+    Candidate("shipped-libyuv", preset="ultrafast", crf=26, x264_params="cabac=1:deblock=1", converter="libyuv"),
+    Candidate("shipped-via-bgr24", preset="ultrafast", crf=26, x264_params="cabac=1:deblock=1", via="bgr24"),
 )
 BASELINE = "today"
 ALWAYS = (BASELINE, "read", "convert")  # sizes are relative to the baseline; the stages split the cost
@@ -150,7 +184,9 @@ def candidate_argv(candidate: Candidate, source: Path, out: Path) -> list[str]:
     if candidate.stage == "read":
         return [*head, *video, "-c", "copy", *candidate.output_args, "-f", "null", "-"]
     if candidate.stage == "convert":
-        return [*head, *video, "-vf", "format=yuv420p", *candidate.output_args, "-f", "null", "-"]
+        return [*head, *video, "-vf", to_yuv420p(candidate.via), *candidate.output_args, "-f", "null", "-"]
+    if candidate.via:
+        video += ["-vf", to_yuv420p(candidate.via)]
     settings = CaptureSettings(
         display="", audio_source="", width=WIDTH, height=HEIGHT, fps=FPS,
         preset=candidate.preset, crf=candidate.crf, threads=candidate.threads, x264_params=candidate.x264_params or "",
@@ -159,12 +195,21 @@ def candidate_argv(candidate: Candidate, source: Path, out: Path) -> list[str]:
     return [*head, *video, *encode, *candidate.output_args, "-f", "mp4", str(out)]
 
 
-def quality_argv(encoded: Path, reference: Path, sws_flags: str | None = None) -> list[str]:
-    """SSIM and PSNR in one pass; the reference goes to yuv420p (with these swscale flags, else the default)
-    so only the encoder's loss is counted."""
+def quality_argv(
+    encoded: Path, reference: Path, sws_flags: str | None = None, via: str | None = None, *, full_colour: bool = False
+) -> list[str]:
+    """SSIM and PSNR in one pass. The reference goes to yuv420p (with these swscale flags and by way of this
+    format, else FFmpeg's default conversion) so only the encoder's loss is counted; or, `full_colour`,
+    both sides go to 4:4:4 (the encoded file's colour brought back up the same way for every candidate),
+    which measures the whole loss against the page's pictures, the conversion's included."""
+    if full_colour:
+        encoded_chain, reference_chain = f"{UP_TO_444},", f"{UP_TO_444},"
+    else:
+        encoded_chain, reference_chain = "", f"{to_yuv420p(via)},"
     graph = (
-        (f"sws_flags={sws_flags};" if sws_flags else "") + "[0:v]setpts=PTS-STARTPTS,split[a1][a2];"
-        "[1:v]format=yuv420p,setpts=PTS-STARTPTS,split[b1][b2];"
+        (f"sws_flags={sws_flags};" if sws_flags and not full_colour else "")
+        + f"[0:v]{encoded_chain}setpts=PTS-STARTPTS,split[a1][a2];"
+        f"[1:v]{reference_chain}setpts=PTS-STARTPTS,split[b1][b2];"
         "[a1][b1]ssim;[a2][b2]psnr"
     )
     return [
@@ -312,6 +357,40 @@ async def grab_clip(seconds: float, url: str, out: Path, records_dir: Path) -> N
         await recorder.close()
 
 
+def convert_with_libyuv(raw: Path, out: Path | None) -> float:
+    """The lossless clip to I420 with the grab's own converter, written (unless `out` is None) as raw yuv420p
+    in NUT at the clip's rate; the conversion's CPU seconds (this thread's, the decode and the writing left
+    out)."""
+    from recorder.capture.grabber import ToI420
+
+    size = WIDTH * HEIGHT * 4
+    source = ctypes.create_string_buffer(size)
+    target = ctypes.create_string_buffer(frame_size(WIDTH, HEIGHT, "I420"))
+    to_i420 = ToI420(WIDTH, HEIGHT)
+    decode = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(raw)]
+    decode += ["-f", "rawvideo", "-pix_fmt", "bgr0", "-"]
+    encode = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "rawvideo"]
+    encode += ["-pix_fmt", "yuv420p", "-s", f"{WIDTH}x{HEIGHT}", "-framerate", str(FPS), "-i", "-"]
+    encode += ["-c:v", "rawvideo", "-f", "nut", str(out)]
+    spent = 0.0
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(subprocess.Popen(decode, stdout=subprocess.PIPE))
+        writer = stack.enter_context(subprocess.Popen(encode, stdin=subprocess.PIPE)) if out else None
+        assert reader.stdout is not None
+        while (read := reader.stdout.readinto(memoryview(source).cast("B"))) == size:
+            began = time.thread_time()
+            to_i420(ctypes.addressof(source), ctypes.addressof(target))
+            spent += time.thread_time() - began
+            if writer is not None and writer.stdin is not None:
+                writer.stdin.write(target.raw)
+        if writer is not None and writer.stdin is not None:
+            writer.stdin.close()
+    codes = (reader.returncode, writer.returncode if writer else 0)
+    if read not in (0, None) or any(codes):
+        raise RuntimeError(f"the libyuv conversion of {raw} failed (exit codes {codes})")
+    return spent
+
+
 def clip_frames(raw: Path) -> ClipFrames:
     """One MD5 per raw frame, copied as stored (no decode)."""
     argv = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(raw)]
@@ -332,9 +411,12 @@ class Outcome:
     psnr_db: float | None = None
     size_bytes: int | None = None
     kbit_s: float | None = None
-    # sws candidates only: against the clip converted with the candidate's own flags (the encoder's loss alone)
+    # sws and via candidates only: against the clip converted as the candidate converts (the encoder's loss alone)
     ssim_own_conversion: float | None = None
     psnr_own_conversion_db: float | None = None
+    # Against the lossless clip in full colour (4:4:4): the conversion's loss counted too
+    ssim_full_colour: float | None = None
+    psnr_full_colour_db: float | None = None
     x264_options: dict[str, str] = field(default_factory=dict)
 
     def cores(self) -> dict[str, float] | None:
@@ -350,10 +432,27 @@ class Outcome:
 
 def measure(candidates: list[Candidate], repeat: int, raw: Path, clip: ClipFrames, outdir: Path) -> list[Outcome]:
     outcomes = {c.name: Outcome(c) for c in candidates}
+    i420 = outdir / "i420.nut"
+    # The libyuv conversion once per round (written the first time): its cores go with the candidates that read it.
+    libyuv_s = (
+        [convert_with_libyuv(raw, i420 if r == 0 else None) for r in range(repeat)]
+        if any(c.converter == "libyuv" for c in candidates)
+        else []
+    )
     for number, order in enumerate(rounds(candidates, repeat), start=1):
         for candidate in order:
             out = outdir / f"{candidate.name}.mp4"
-            cpu, wall, cores, code, stderr = run_measured(candidate_argv(candidate, raw, out), clip.seconds)
+            converted = libyuv_s[number - 1] if candidate.converter == "libyuv" else 0.0
+            if candidate.converter == "libyuv" and candidate.stage == "convert":
+                cores = converted / clip.seconds
+                outcomes[candidate.name].runs.append(
+                    Run(candidate.name, number, round(converted, 3), 0.0, round(cores, 4), 0)
+                )
+                print(f"round {number}/{repeat} {candidate.name}: {cores:.3f} cores", flush=True)
+                continue
+            source = i420 if candidate.converter == "libyuv" else raw
+            cpu, wall, cores, code, stderr = run_measured(candidate_argv(candidate, source, out), clip.seconds)
+            cpu, cores = cpu + converted, cores + converted / clip.seconds
             outcomes[candidate.name].runs.append(
                 Run(candidate.name, number, round(cpu, 3), round(wall, 3), round(cores, 4), code)
             )
@@ -369,8 +468,15 @@ def measure(candidates: list[Candidate], repeat: int, raw: Path, clip: ClipFrame
         outcome.size_bytes = out.stat().st_size
         outcome.kbit_s = round(outcome.size_bytes * 8 / clip.seconds / 1000, 1)
         outcome.x264_options = x264_options(out)
-        if outcome.candidate.sws_flags:
-            own = subprocess.run(quality_argv(out, raw, outcome.candidate.sws_flags), capture_output=True, text=True)
+        full = subprocess.run(quality_argv(out, raw, full_colour=True), capture_output=True, text=True)
+        outcome.ssim_full_colour = parse_ssim(full.stderr)
+        outcome.psnr_full_colour_db = parse_psnr(full.stderr)
+        if outcome.candidate.own_conversion:
+            if outcome.candidate.converter == "libyuv":
+                own_argv = quality_argv(out, i420)  # already I420: the encoder's loss alone
+            else:
+                own_argv = quality_argv(out, raw, outcome.candidate.sws_flags, outcome.candidate.via)
+            own = subprocess.run(own_argv, capture_output=True, text=True)
             outcome.ssim_own_conversion = parse_ssim(own.stderr)
             outcome.psnr_own_conversion_db = parse_psnr(own.stderr)
     return list(outcomes.values())
@@ -395,6 +501,8 @@ def summary(outcomes: list[Outcome]) -> list[dict[str, Any]]:
                 "psnr_db": _db(o.psnr_db),
                 "ssim_own_conversion": o.ssim_own_conversion,
                 "psnr_own_conversion_db": _db(o.psnr_own_conversion_db),
+                "ssim_full_colour": o.ssim_full_colour,
+                "psnr_full_colour_db": _db(o.psnr_full_colour_db),
                 "size_bytes": o.size_bytes,
                 "kbit_s": o.kbit_s,
                 "size_vs_today_pct": size_vs,
@@ -424,7 +532,10 @@ def cost_split(rows: list[dict[str, Any]]) -> dict[str, float | None]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'candidate':<18} {'cores median [min-max]':<26} {'SSIM':>8} {'PSNR dB':>8} {'kbit/s':>8} {'size':>8}"]
+    lines = [
+        f"{'candidate':<18} {'cores median [min-max]':<26} {'SSIM':>8} {'PSNR dB':>8} {'kbit/s':>8} {'size':>8}"
+        f"  {'SSIM 4:4:4':>10} {'PSNR 4:4:4':>10}"
+    ]
     for r in rows:
         c = r["cores"]
         cores = f"{c['median']:.3f} [{c['min']:.3f}-{c['max']:.3f}]" if c else "failed"
@@ -432,7 +543,11 @@ def table(rows: list[dict[str, Any]]) -> str:
         psnr = f"{r['psnr_db']:.2f}" if r["psnr_db"] is not None else "-"
         kbit = f"{r['kbit_s']:.0f}" if r["kbit_s"] is not None else "-"
         size = f"{r['size_vs_today_pct']:+.1f}%" if r["size_vs_today_pct"] is not None else "-"
-        lines.append(f"{r['candidate']:<18} {cores:<26} {ssim:>8} {psnr:>8} {kbit:>8} {size:>8}")
+        full_ssim = f"{r['ssim_full_colour']:.5f}" if r["ssim_full_colour"] is not None else "-"
+        full_psnr = f"{r['psnr_full_colour_db']:.2f}" if r["psnr_full_colour_db"] is not None else "-"
+        lines.append(
+            f"{r['candidate']:<18} {cores:<26} {ssim:>8} {psnr:>8} {kbit:>8} {size:>8}  {full_ssim:>10} {full_psnr:>10}"
+        )
     for r in rows:
         if r["ssim_own_conversion"] is not None:
             lines.append(

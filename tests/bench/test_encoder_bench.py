@@ -76,6 +76,19 @@ def test_quality_converts_the_reference_with_the_flags_asked() -> None:
     assert _after(own, "-lavfi").startswith("sws_flags=fast_bilinear;")
 
 
+def test_full_colour_brings_both_sides_to_444_and_a_via_candidate_converts_by_way_of_its_format() -> None:
+    full = _after(encoder.quality_argv(OUT, SOURCE, "neighbor", "bgr24", full_colour=True), "-lavfi")
+    # Both sides alike, whatever the candidate's own conversion: the loss is measured against the page's pictures.
+    assert full.count(encoder.UP_TO_444) == 2 and "sws_flags" not in full and "yuv420p" not in full
+    via = Candidate("v", stage="convert", via="bgr24")
+    assert _after(encoder.candidate_argv(via, SOURCE, OUT), "-vf") == "format=bgr24,format=yuv420p"
+    own = _after(encoder.quality_argv(OUT, SOURCE, None, "bgr24"), "-lavfi")
+    assert "[1:v]format=bgr24,format=yuv420p" in own
+    encode = encoder.candidate_argv(Candidate("e", preset="ultrafast", via="bgr24"), SOURCE, OUT)
+    assert _after(encode, "-vf") == "format=bgr24,format=yuv420p" and "libx264" in encode
+    assert Candidate("s", sws_flags="neighbor").own_conversion and not Candidate("d").own_conversion
+
+
 def test_candidate_names_are_unique_and_selection_keeps_the_baseline_and_stages() -> None:
     names = [c.name for c in encoder.CANDIDATES]
     assert len(names) == len(set(names))

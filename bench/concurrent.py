@@ -92,6 +92,9 @@ def usage_summary(sampler: TreeSampler, group: str, start: float | None, end: fl
         return None
     data = usage.as_dict()
     data["capture_cores"] = round(sum(usage.cpu_cores.get(c, 0.0) for c in CAPTURE_CATEGORIES), 3)
+    # The paced grab takes and converts the pictures in the recorder's own process: counted with the capture
+    # where captures are compared (a peer's command runs beside the same recorder process, grabbing nothing).
+    data["capture_cores_with_recorder"] = round(data["capture_cores"] + usage.cpu_cores.get("recorder", 0.0), 3)
     pss = usage.peak_pss_mb_by_category
     data["capture_peak_pss_mb"] = round(sum(pss.get(c, 0.0) for c in CAPTURE_CATEGORIES), 1) if pss else None
     rss = usage.peak_rss_mb_by_category

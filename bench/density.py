@@ -65,6 +65,7 @@ async def run_n(
         "distinct_fps": spread(rows, "distinct_fps"),
         "start_freeze_s": spread(rows, "start_freeze_s"),
         "capture_cores_per_recording": spread(rows, "capture_cores"),
+        "capture_cores_with_recorder_per_recording": spread(rows, "capture_cores_with_recorder"),
         "all_cores_per_recording": spread(rows, "all_cores"),
         "capture_peak_pss_mb": spread(rows, "capture_peak_pss_mb"),
         "av_mean_ms": spread(rows, "av_mean_ms"),

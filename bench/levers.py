@@ -74,7 +74,15 @@ LEVERS: tuple[Lever, ...] = (
     ),
 )
 BY_NAME = {lever.name: lever for lever in LEVERS}
-FIGURES = ("steady_fps", "longest_repeat_frames", "av_mean_ms", "av_p95_abs_ms", "capture_cores", "capture_peak_pss_mb")
+FIGURES = (
+    "steady_fps",
+    "longest_repeat_frames",
+    "av_mean_ms",
+    "av_p95_abs_ms",
+    "capture_cores",
+    "capture_cores_with_recorder",
+    "capture_peak_pss_mb",
+)
 
 
 def _median(values: list[float]) -> float | None:
@@ -101,7 +109,8 @@ def summarize(lever: Lever, runs: list[dict[str, Any]]) -> dict[str, Any]:
 def _line(s: dict[str, Any]) -> str:
     return (
         f"{s['lever']:<24} fps {s['steady_fps']} (min {s['min_steady_fps']})  repeat<= {s['max_longest_repeat']}  "
-        f"A/V {s['av_mean_ms']} ms (|max| {s['max_abs_av_mean_ms']})  cores {s['capture_cores']}  "
+        f"A/V {s['av_mean_ms']} ms (|max| {s['max_abs_av_mean_ms']})  cores {s['capture_cores']} "
+        f"(with the recorder {s['capture_cores_with_recorder']})  "
         f"PSS {s['capture_peak_pss_mb']} MB  {s['cores_by_process']}"
     )
 

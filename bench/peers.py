@@ -26,7 +26,7 @@ from bench.density import run_n
 from bench.peer_commands import PEERS
 from bench.results import write_result
 
-RATIO_KEYS = ("steady_fps", "capture_cores", "capture_peak_pss_mb", "size_bytes")
+RATIO_KEYS = ("steady_fps", "capture_cores", "capture_cores_with_recorder", "capture_peak_pss_mb", "size_bytes")
 
 
 def _median(result: dict[str, Any], key: str) -> float | None:
@@ -59,7 +59,8 @@ def _line(row: dict[str, Any]) -> str:
     return (
         f"{row['capture']:<16} N={row['n']}  steady fps {row['steady_fps']}  gaps {row['gaps']} "
         f"frozen {row['frozen_spans']}  A/V {row['av_mean_ms']} ms  cores {row['capture_cores']} "
-        f"(x{ratio.get('capture_cores')})  PSS {row['capture_peak_pss_mb']} MB  failed {row['failed']}"
+        f"(x{ratio.get('capture_cores')}; with the recorder {row['capture_cores_with_recorder']}, "
+        f"x{ratio.get('capture_cores_with_recorder')})  PSS {row['capture_peak_pss_mb']} MB  failed {row['failed']}"
         + (f" {row['errors']}" if row["errors"] else "")
     )
 
